@@ -1,0 +1,1 @@
+"""One package per pipeline stage: component.py (spec) + executor.py (work)."""

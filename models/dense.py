@@ -1,0 +1,42 @@
+"""Fully connected autoencoders: dense, sparse, deep (MODELS.md rows 1-3)."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from models.base import IMAGE_SHAPE, PIXELS, Autoencoder
+
+
+def _mlp_autoencoder(variant: str, hidden: tuple[int, ...], latent_dim: int,
+                     activity_l1: float = 0.0) -> Autoencoder:
+    """784 -> hidden... -> latent_dim (relu) -> reversed hidden... -> 784 sigmoid."""
+    # Keras 3 divides activity penalties by the batch size, as Keras 1/2 did in the reference.
+    regularizer = keras.regularizers.L1(activity_l1) if activity_l1 else None
+    encoder = keras.Sequential(
+        [keras.Input(IMAGE_SHAPE), layers.Flatten()]
+        + [layers.Dense(units, activation="relu") for units in hidden]
+        + [layers.Dense(latent_dim, activation="relu", activity_regularizer=regularizer,
+                        name="code")],
+        name="encoder")
+    decoder = keras.Sequential(
+        [keras.Input((latent_dim,))]
+        + [layers.Dense(units, activation="relu") for units in reversed(hidden)]
+        # float32 from the last matmul on, so mixed_float16 training still gets a float32
+        # sigmoid and loss.
+        + [layers.Dense(PIXELS, activation="sigmoid", dtype="float32"),
+           layers.Reshape(IMAGE_SHAPE, dtype="float32")],
+        name="decoder")
+    return Autoencoder(encoder, decoder, variant)
+
+
+def dense(latent_dim: int = 32) -> Autoencoder:
+    return _mlp_autoencoder("dense", (), latent_dim)
+
+
+def sparse(latent_dim: int = 32, activity_l1: float = 1e-5) -> Autoencoder:
+    return _mlp_autoencoder("sparse", (), latent_dim, activity_l1)
+
+
+def deep(latent_dim: int = 32) -> Autoencoder:
+    return _mlp_autoencoder("deep", (128, 64), latent_dim)

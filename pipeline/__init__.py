@@ -1,0 +1,1 @@
+"""Orchestration: config, the stage graph, Beam chaining, artifacts, metadata, cache."""
