@@ -24,6 +24,9 @@ class Autoencoder(keras.Model):
         self.decoder = decoder
         self.variant = variant
         self.latent_dim = int(encoder.outputs[0].shape[-1])
+        # Both halves are functional models, built when constructed, so there is nothing left
+        # to build: summary(), count_params() and save_weights() work before the first call.
+        self.built = True
 
     def call(self, x, training=False):
         # `training` must reach the sub-models explicitly or BatchNorm/Dropout inside them

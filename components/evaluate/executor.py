@@ -1,0 +1,213 @@
+"""evaluate: test-split metrics, embedding probe and plots for a trained model.
+
+Output `evaluation`: metrics.json (every number, plus notes on how each was computed) and
+the PNGs: reconstructions.png, loss_curves.png, latent_scatter.png, and for VAEs
+prior_samples.png, latent_manifold.png (2-D codes), code_sweep.png (vae_tril).
+
+Metric definitions: GUIDE.md section 4 and components/evaluate/metrics.py.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import posixpath
+import statistics
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tensorflow.io import gfile
+
+from components import examples_io
+from components import features as F
+from components.evaluate import metrics as M
+from components.evaluate import plots, probe
+from components.train import model_io
+from pipeline.artifacts import Artifact
+from pipeline.component import ExecutionContext
+from pipeline.errors import StageError
+
+BATCH = 512
+METRICS_JSON = "metrics.json"
+
+
+def predict(fn, x: np.ndarray, batch: int = BATCH) -> np.ndarray:
+    """fn over x in batches (graph mode), as one float32 numpy array."""
+    graph_fn = tf.function(fn, reduce_retracing=True)
+    out = [np.asarray(graph_fn(tf.constant(x[i:i + batch])), np.float32)
+           for i in range(0, len(x), batch)]
+    return np.concatenate(out)
+
+
+def read_history(model_run: Artifact) -> dict[str, list]:
+    json_path = posixpath.join(model_run.uri, "history.json")
+    if gfile.exists(json_path):
+        with gfile.GFile(json_path) as f:
+            return json.load(f)
+    csv_path = posixpath.join(model_run.uri, "history.csv")
+    if not gfile.exists(csv_path):
+        return {}
+    with gfile.GFile(csv_path) as f:
+        rows = list(csv.DictReader(io.StringIO(f.read())))
+    return {k: [float(r[k]) for r in rows] for k in (rows[0] if rows else {})}
+
+
+def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict,
+        ctx: ExecutionContext) -> dict:
+    log = ctx.log
+    t_start = time.perf_counter()
+    seed = int(params.get("seed", 0))
+    grid_k = int(params.get("grid_images", 10))
+    out_uri = outputs["evaluation"].uri
+    examples = inputs["examples"]
+
+    info = model_io.read_model_json(inputs["model"])
+    model = model_io.load_model(inputs["model"])
+    input_feature = info.get("input_feature", F.IMAGE)
+    denoising = input_feature == F.NOISY_IMAGE
+    variational = bool(getattr(model, "is_variational", False))
+    keras.utils.set_random_seed(seed)
+    log.info("evaluate: %s (latent_dim %d%s) on the test split", info["variant"],
+             model.latent_dim, ", denoising" if denoising else "")
+
+    test = examples_io.load_split(examples, "test", noisy=denoising)
+    x_in, target, labels = test[input_feature], test[F.IMAGE], test[F.LABEL]
+    recon = predict(model.reconstruct, x_in)
+
+    result: dict = {"test_examples": int(len(target)), "latent_dim": int(model.latent_dim)}
+    notes: dict = {
+        "bce": "mean per-pixel binary cross-entropy vs the clean target, predictions clipped "
+               f"to [{M.EPS}, 1-{M.EPS}]",
+        "bce_floor": "mean per-pixel entropy of the targets (the BCE of a perfect model)",
+        "psnr": f"per image with MAX=1, averaged; capped at {M.PSNR_CAP_DB:g} dB",
+    }
+    result.update(M.reconstruction(target, recon))
+    if denoising:
+        result.update(M.denoising(target, x_in, recon))
+        notes["denoise_mse_reduction"] = "1 - mse(model) / mse(noisy input)"
+
+    if variational:
+        notes["reconstruction"] = "VAE: reconstruct() decodes the posterior mean"
+        recon_nats, kl = [], []
+        elbo_fn = tf.function(model.elbo_terms, reduce_retracing=True)
+        for i in range(0, len(x_in), BATCH):
+            r, k = elbo_fn(tf.constant(x_in[i:i + BATCH]), tf.constant(target[i:i + BATCH]))
+            recon_nats.append(np.asarray(r, np.float64))
+            kl.append(np.asarray(k, np.float64))
+        recon_nats, kl = np.concatenate(recon_nats), np.concatenate(kl)
+        result.update({
+            "neg_elbo": float((recon_nats + kl).mean()),
+            "neg_elbo_reconstruction": float(recon_nats.mean()),
+            "kl": float(kl.mean()),
+            "beta": float(info.get("beta", 1.0)),
+            "beta_weighted_loss": float((recon_nats + float(info.get("beta", 1.0)) * kl).mean()),
+        })
+        notes["neg_elbo"] = ("nats/image = 784-pixel BCE sum of the clean target under the "
+                             "decoding of ONE posterior sample z ~ q(z|x) (the training "
+                             "estimator) + ANALYTIC KL(q(z|x) || N(0, I)); beta not applied "
+                             "(beta_weighted_loss applies it)")
+
+    # Embedding quality: a linear probe on the code of clean images vs on raw pixels.
+    result.update(_probe(model, examples, test, params, seed, log))
+
+    # Plots.
+    pngs = []
+    k = min(grid_k, len(target))
+    rows = ([("noisy", x_in[:k]), ("reconstruction", recon[:k]), ("clean", target[:k])]
+            if denoising else [("original", target[:k]), ("reconstruction", recon[:k])])
+    plots.reconstruction_grid(rows, posixpath.join(out_uri, "reconstructions.png"))
+    pngs.append("reconstructions.png")
+
+    history = read_history(inputs["model_run"])
+    if history.get("loss"):
+        plots.loss_curves(history, posixpath.join(out_uri, "loss_curves.png"),
+                          title=info["variant"])
+        pngs.append("loss_curves.png")
+    else:
+        log.warning("evaluate: no history in %s, skipping loss curves", inputs["model_run"].uri)
+
+    pngs.append(_latent_scatter(model, test, params, seed, out_uri, log))
+    if variational:
+        pngs += _vae_plots(model, info, grid_k, seed, out_uri)
+
+    result["eval_seconds"] = round(time.perf_counter() - t_start, 2)
+    result = M.rounded(result)
+    with gfile.GFile(posixpath.join(out_uri, METRICS_JSON), "w") as f:
+        json.dump({"metrics": result, "notes": notes, "plots": pngs, "model": info},
+                  f, indent=2, sort_keys=True)
+    outputs["evaluation"].properties.update(
+        {"plots": pngs, **{k: result[k] for k in ("bce", "bce_excess", "psnr") if k in result}})
+    log.info("evaluate: bce %.4f (floor %.4f, excess %.4f), mse %.5f, psnr %.2f dB%s%s",
+             result["bce"], result["bce_floor"], result["bce_excess"], result["mse"],
+             result["psnr"],
+             f", neg_elbo {result['neg_elbo']:.1f} nats (kl {result['kl']:.2f})"
+             if variational else "",
+             f", probe {result['probe_accuracy']:.3f} vs raw pixels "
+             f"{result['probe_accuracy_raw_pixels']:.3f}" if "probe_accuracy" in result else "")
+    return result
+
+
+def _probe(model, examples, test, params, seed, log) -> dict:
+    t0 = time.perf_counter()
+    train = examples_io.load_split(examples, "train", noisy=False)
+    idx = probe.subsample(len(train[F.LABEL]), int(params.get("probe_max_train", 20000)), seed)
+    train_x, train_y = train[F.IMAGE][idx], train[F.LABEL][idx]
+    if len(np.unique(train_y)) < 2:
+        log.warning("evaluate: train split has a single class, skipping the linear probe")
+        return {}
+    train_z = predict(model.encode, train_x)
+    test_z = predict(model.encode, test[F.IMAGE])
+    acc = probe.linear_probe(train_z, train_y, test_z, test[F.LABEL], seed)
+    acc_raw = probe.linear_probe(train_x, train_y, test[F.IMAGE], test[F.LABEL], seed)
+    log.info("evaluate: linear probe on %d train codes: %.4f test accuracy (raw pixels %.4f) "
+             "in %.1fs", len(idx), acc, acc_raw, time.perf_counter() - t0)
+    return {"probe_accuracy": acc, "probe_accuracy_raw_pixels": acc_raw,
+            "probe_train_examples": int(len(idx))}
+
+
+def _latent_scatter(model, test, params, seed, out_uri, log) -> str:
+    idx = probe.subsample(len(test[F.LABEL]), int(params.get("tsne_points", 2000)), seed)
+    images, labels = test[F.IMAGE][idx], test[F.LABEL][idx]
+    z = predict(model.encode, images)
+    if z.shape[1] == 2:
+        panels = [("code (2-D), test split", z)]
+    else:
+        t0 = time.perf_counter()
+        panels = [(f"t-SNE of the {z.shape[1]}-D code", probe.tsne_2d(z, seed)),
+                  ("t-SNE of raw pixels", probe.tsne_2d(images, seed))]
+        log.info("evaluate: t-SNE of %d test points in %.1fs", len(idx), time.perf_counter() - t0)
+    plots.scatter_panels(panels, labels, posixpath.join(out_uri, "latent_scatter.png"))
+    return "latent_scatter.png"
+
+
+def _vae_plots(model, info, grid_k, seed, out_uri) -> list[str]:
+    pngs = []
+    n = grid_k * grid_k
+    samples = np.asarray(model.sample(n, seed=seed), np.float32)
+    plots.image_tiles(samples, grid_k, grid_k, posixpath.join(out_uri, "prior_samples.png"),
+                      title=f"{n} decodings of z ~ N(0, I)")
+    pngs.append("prior_samples.png")
+    latent = int(model.latent_dim)
+    if latent == 2:
+        # Gaussian quantiles, so the grid covers the prior's mass evenly; top row = high z1.
+        q = [statistics.NormalDist().inv_cdf(p) for p in np.linspace(0.005, 0.995, 15)]
+        grid = np.array([[x, y] for y in reversed(q) for x in q], np.float32)
+        decoded = predict(model.decode, grid)
+        plots.image_tiles(decoded, 15, 15, posixpath.join(out_uri, "latent_manifold.png"),
+                          title="decoded 2-D latent manifold (Gaussian quantiles 0.005..0.995)",
+                          xlabel="z[0]", ylabel="z[1]",
+                          extent=(q[0], q[-1], q[0], q[-1]))
+        pngs.append("latent_manifold.png")
+    if info["variant"] == "vae_tril" and latent >= 2:
+        steps = np.linspace(-2.5, 2.5, 25)
+        grid = np.zeros((25 * 25, latent), np.float32)
+        grid[:, :2] = [[x, y] for y in reversed(steps) for x in steps]
+        decoded = predict(model.decode, grid)
+        plots.image_tiles(decoded, 25, 25, posixpath.join(out_uri, "code_sweep.png"),
+                          title="sweep of code dims 0 and 1 over [-2.5, 2.5] (others 0)",
+                          xlabel="z[0]", ylabel="z[1]", extent=(-2.5, 2.5, -2.5, 2.5))
+        pngs.append("code_sweep.png")
+    return pngs

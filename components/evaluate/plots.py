@@ -1,0 +1,102 @@
+"""The evaluation's PNGs (matplotlib, Agg backend), written through tf.io.gfile."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from tensorflow.io import gfile  # noqa: E402
+
+
+def _save(fig, path: str) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    with gfile.GFile(path, "wb") as f:
+        f.write(buf.getvalue())
+
+
+def _images(a) -> np.ndarray:
+    a = np.asarray(a, np.float32)
+    return a.reshape(len(a), 28, 28)
+
+
+def reconstruction_grid(rows: list[tuple[str, np.ndarray]], path: str) -> None:
+    """One row of images per (label, images [k,28,28(,1)]) pair, e.g. originals over
+    reconstructions; columns are the same examples."""
+    k = min(len(images) for _, images in rows)
+    fig, axes = plt.subplots(len(rows), k, figsize=(1.1 * k, 1.2 * len(rows)), squeeze=False)
+    for r, (label, images) in enumerate(rows):
+        images = _images(images)
+        for c in range(k):
+            ax = axes[r, c]
+            ax.imshow(images[c], cmap="gray", vmin=0.0, vmax=1.0)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+    _save(fig, path)
+
+
+def tile(images, n_rows: int, n_cols: int) -> np.ndarray:
+    """[n_rows*n_cols, 28, 28] -> one [n_rows*28, n_cols*28] image, row-major."""
+    images = _images(images)[: n_rows * n_cols]
+    out = np.zeros((n_rows * 28, n_cols * 28), np.float32)
+    for i, img in enumerate(images):
+        r, c = divmod(i, n_cols)
+        out[r * 28:(r + 1) * 28, c * 28:(c + 1) * 28] = img
+    return out
+
+
+def image_tiles(images, n_rows: int, n_cols: int, path: str, title: str = "",
+                xlabel: str = "", ylabel: str = "", extent=None) -> None:
+    """A tiled grid of decoded images (prior samples, latent manifolds, code sweeps)."""
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.35 * n_cols), max(4.0, 0.35 * n_rows)))
+    ax.imshow(tile(images, n_rows, n_cols), cmap="gray", vmin=0.0, vmax=1.0, extent=extent)
+    if extent is None:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    _save(fig, path)
+
+
+def loss_curves(history: dict[str, list], path: str, title: str = "") -> None:
+    """Train and validation curves per epoch: the loss, plus kl / reconstruction for VAEs
+    (or mse for plain autoencoders) when the history has them."""
+    epochs = [int(e) + 1 for e in history.get("epoch", range(len(history.get("loss", []))))]
+    panels = ["loss"] + [m for m in ("reconstruction", "kl", "mse") if m in history]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    for ax, name in zip(axes[0], panels):
+        for key, style in ((name, "-o"), (f"val_{name}", "-s")):
+            values = history.get(key)
+            if values:
+                ax.plot(epochs[:len(values)], values, style, markersize=3,
+                        label="train" if key == name else "validation")
+        val = history.get(f"val_{name}")
+        if name == "loss" and val:
+            best = int(np.nanargmin(np.asarray(val, np.float64)))
+            ax.axvline(epochs[best], color="grey", linestyle=":", label=f"best (epoch {epochs[best]})")
+        ax.set_xlabel("epoch")
+        ax.set_title(name)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    _save(fig, path)
+
+
+def scatter_panels(panels: list[tuple[str, np.ndarray]], labels, path: str) -> None:
+    """Side-by-side 2-D scatters coloured by class, e.g. the code and t-SNE of raw pixels."""
+    labels = np.asarray(labels)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 5), squeeze=False)
+    for ax, (title, points) in zip(axes[0], panels):
+        sc = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab10", vmin=-0.5,
+                        vmax=9.5, s=4, alpha=0.8)
+        ax.set_title(title, fontsize=10)
+    fig.colorbar(sc, ax=list(axes[0]), ticks=range(10), label="class")
+    _save(fig, path)

@@ -1,0 +1,205 @@
+"""Reading normalized Examples artifacts (transform's output) for train, evaluate and export.
+
+Layout (components/features.py): <uri>/Split-<split>/data-*.tfrecord.gz, GZIP TFRecords of
+tf.Example with `id` bytes, `label` int64, `image` float[784] in [0, 1] and, when the
+artifact's properties say `noisy`, `noisy_image` float[784].
+
+Two ways in:
+
+- `load_split`: the whole split as numpy arrays (evaluation, probes, plots).
+- `dataset`: a tf.data pipeline of (x, y) batches for Keras. With `cache=True` (the default)
+  the split is parsed once -- parallel shard reads, vectorized `parse_example` on batches --
+  into two in-memory tensors; every epoch then only shuffles indices and gathers batches,
+  which is what Keras does itself for numpy arrays, so there is no per-epoch parsing and no
+  per-example work at all. `cache=False` streams from the shards instead (bounded memory,
+  shuffle buffer, parse after batching) for data that does not fit in memory.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from components import features as F
+from pipeline.artifacts import Artifact
+from pipeline.errors import DataError
+
+IMAGE_SHAPE = (F.HEIGHT, F.WIDTH, 1)
+# Serialized examples parsed per parse_example call (vectorized parsing is much faster
+# than one call per example).
+PARSE_BATCH = 1024
+
+
+def feature_spec(image_features=(F.IMAGE,), with_meta: bool = True) -> dict:
+    spec = {name: tf.io.FixedLenFeature([F.PIXELS], tf.float32) for name in image_features}
+    if with_meta:
+        spec[F.ID] = tf.io.FixedLenFeature([], tf.string)
+        spec[F.LABEL] = tf.io.FixedLenFeature([], tf.int64)
+    return spec
+
+
+def shard_files(examples: Artifact, split: str) -> list[str]:
+    files = examples.split_files(split, F.SHARD_PATTERN)
+    if not files:
+        raise DataError(
+            f"no {F.SHARD_PATTERN} shards for split {split!r} in {examples.split_uri(split)} "
+            f"(artifact splits: {examples.splits or 'unknown'})")
+    return files
+
+
+def has_feature(examples: Artifact, split: str, name: str) -> bool:
+    """Whether the first example of `split` carries feature `name` (cheap: one record)."""
+    for record in _records(shard_files(examples, split)[:1]).take(1):
+        example = tf.train.Example.FromString(record.numpy())
+        return name in example.features.feature
+    return False
+
+
+def _records(files: list[str]) -> tf.data.Dataset:
+    return tf.data.TFRecordDataset(files, compression_type=F.COMPRESSION,
+                                   num_parallel_reads=min(len(files), 16) or None)
+
+
+def _parsed_batches(files: list[str], spec: dict) -> tf.data.Dataset:
+    return (_records(files)
+            .batch(PARSE_BATCH)
+            .map(lambda s: tf.io.parse_example(s, spec), num_parallel_calls=tf.data.AUTOTUNE)
+            .prefetch(tf.data.AUTOTUNE))
+
+
+def _locate_bad_file(files: list[str], spec: dict) -> tuple[str, str]:
+    """After a failed read of many shards: find the first one that fails on its own."""
+    for path in files:
+        try:
+            for _ in _parsed_batches([path], spec):
+                pass
+        except tf.errors.OpError as e:
+            return path, e.message.splitlines()[0]
+    return "", ""
+
+
+def _read_columns(examples: Artifact, split: str, spec: dict) -> dict[str, np.ndarray]:
+    """Parse every example of a split into numpy columns (one pass, vectorized)."""
+    files = shard_files(examples, split)
+    chunks: dict[str, list[np.ndarray]] = {k: [] for k in spec}
+    try:
+        for batch in _parsed_batches(files, spec):
+            for key, value in batch.items():
+                chunks[key].append(value.numpy())
+    except tf.errors.OpError as e:
+        path, message = _locate_bad_file(files, spec)
+        where = path or examples.split_uri(split)
+        expected = ", ".join(f"{k} {v.dtype.name}{v.shape.as_list() or ''}" for k, v in spec.items())
+        raise DataError(f"cannot read examples of split {split!r} from {where}: "
+                        f"{message or e.message.splitlines()[0]} (expected features: {expected})"
+                        ) from None
+    columns = {k: (np.concatenate(v) if v else np.zeros((0,) + tuple(spec[k].shape),
+                                                         spec[k].dtype.as_numpy_dtype))
+               for k, v in chunks.items()}
+    n = len(next(iter(columns.values())))
+    expected_n = (examples.properties.get("counts") or {}).get(split)
+    if expected_n is not None and int(expected_n) != n:
+        raise DataError(f"split {split!r} in {examples.split_uri(split)} has {n} examples but "
+                        f"the artifact's properties say {expected_n} (truncated or extra shards?)")
+    if n == 0:
+        raise DataError(f"split {split!r} in {examples.split_uri(split)} has no examples")
+    return columns
+
+
+def _require_noisy(examples: Artifact, split: str) -> None:
+    noisy = examples.properties.get("noisy")
+    if noisy is False or (noisy is None and not has_feature(examples, split, F.NOISY_IMAGE)):
+        raise DataError(
+            f"feature {F.NOISY_IMAGE!r} is not in the examples at {examples.uri} (properties: "
+            f"noisy={noisy}); a denoising model needs transform to add noise (noise.kind != none)")
+
+
+def load_split(examples: Artifact, split: str, noisy: bool | None = None) -> dict[str, np.ndarray]:
+    """All examples of a split: id (str objects [n]), label int64 [n], image float32
+    [n,28,28,1] and noisy_image [n,28,28,1] (when `noisy`; by default when the artifact has it)."""
+    if noisy is None:
+        noisy = bool(examples.properties.get("noisy"))
+    elif noisy:
+        _require_noisy(examples, split)
+    image_features = (F.IMAGE, F.NOISY_IMAGE) if noisy else (F.IMAGE,)
+    cols = _read_columns(examples, split, feature_spec(image_features))
+    out = {
+        F.ID: np.array([b.decode() for b in cols[F.ID]], dtype=object),
+        F.LABEL: cols[F.LABEL].astype(np.int64),
+    }
+    for name in image_features:
+        out[name] = cols[name].reshape((-1,) + IMAGE_SHAPE)
+    return out
+
+
+def dataset(examples: Artifact, split: str, batch_size: int, input_feature: str = F.IMAGE,
+            shuffle: bool = False, seed: int = 0, shuffle_buffer: int = 60000,
+            cache: bool = True, target_feature: str = F.IMAGE) -> tf.data.Dataset:
+    """(x, y) batches, x = `input_feature` and y = `target_feature` as float32 [B,28,28,1].
+
+    shuffle: reshuffled every epoch, deterministically from `seed`. With `cache` the
+    shuffle is over example indices (a full permutation when shuffle_buffer >= n).
+    """
+    if input_feature not in (F.IMAGE, F.NOISY_IMAGE) or target_feature not in (F.IMAGE,
+                                                                                 F.NOISY_IMAGE):
+        raise ValueError(f"unknown image feature {input_feature!r} / {target_feature!r}")
+    if F.NOISY_IMAGE in (input_feature, target_feature):
+        _require_noisy(examples, split)
+    names = tuple(dict.fromkeys((input_feature, target_feature)))
+    if cache:
+        return _in_memory(examples, split, names, input_feature, target_feature, batch_size,
+                          shuffle, seed, shuffle_buffer)
+    return _streaming(examples, split, names, input_feature, target_feature, batch_size,
+                      shuffle, seed, shuffle_buffer)
+
+
+def _in_memory(examples, split, names, input_feature, target_feature, batch_size, shuffle, seed,
+               shuffle_buffer) -> tf.data.Dataset:
+    cols = _read_columns(examples, split, feature_spec(names, with_meta=False))
+    n = len(cols[names[0]])
+    tensors = tuple(tf.constant(cols[k].reshape((-1,) + IMAGE_SHAPE)) for k in names)
+    x_index, y_index = names.index(input_feature), names.index(target_feature)
+
+    indices = tf.data.Dataset.range(n)
+    if shuffle:
+        indices = indices.shuffle(min(shuffle_buffer, n), seed=seed,
+                                  reshuffle_each_iteration=True)
+    indices = indices.batch(batch_size)
+    # The arrays enter as a repeated dataset element rather than a captured constant
+    # (what Keras' own array adapter does): nothing is copied per batch except the gather.
+    data = tf.data.Dataset.from_tensors(tensors).repeat()
+
+    def gather(idx, arrays):
+        picked = tuple(tf.gather(a, idx) for a in arrays)
+        return picked[x_index], picked[y_index]
+
+    return (tf.data.Dataset.zip((indices, data))
+            .map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+            .prefetch(tf.data.AUTOTUNE))
+
+
+def _streaming(examples, split, names, input_feature, target_feature, batch_size, shuffle, seed,
+               shuffle_buffer) -> tf.data.Dataset:
+    files = shard_files(examples, split)
+    if shuffle:
+        # Shard order and record order both vary per epoch, reproducibly.
+        ds = (tf.data.Dataset.from_tensor_slices(files)
+              .shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+              .interleave(lambda f: tf.data.TFRecordDataset(f, compression_type=F.COMPRESSION),
+                          cycle_length=min(len(files), 16), num_parallel_calls=tf.data.AUTOTUNE,
+                          deterministic=True)
+              .shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True))
+    else:
+        ds = _records(files)
+    spec = feature_spec(names, with_meta=False)
+
+    def parse(serialized):
+        parsed = tf.io.parse_example(serialized, spec)
+        x = tf.reshape(parsed[input_feature], (-1,) + IMAGE_SHAPE)
+        y = tf.reshape(parsed[target_feature], (-1,) + IMAGE_SHAPE)
+        return x, y
+
+    return (ds.batch(batch_size)
+            .map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+            .prefetch(tf.data.AUTOTUNE))
+

@@ -1,0 +1,59 @@
+"""Encoding and writing of tf.Example shards, vectorized.
+
+tfx_bsl's C++ RecordBatch -> tf.Example encoder is ~15x faster than building
+tf.train.Example protos in Python (measured: 7 us vs 106 us per 784-pixel example),
+and GZIP level 1 writes ~4x faster than the default level for 5% larger files.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import tensorflow as tf
+from tfx_bsl.coders import example_coder
+
+from components import features as F
+
+GZIP_LEVEL = 1
+
+
+def _list_column(values: np.ndarray) -> pa.ListArray:
+    """[n, k] array -> Arrow list column with n rows of k values (no copy of values)."""
+    n, k = values.shape
+    offsets = pa.array(np.arange(0, (n + 1) * k, k, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, pa.array(values.reshape(-1)))
+
+
+def encode(ids: list[str], labels: np.ndarray, images: dict[str, np.ndarray]) -> list[bytes]:
+    """Serialized tf.Examples: id (bytes), label (int64), and each image feature flattened."""
+    columns = [pa.array([[i.encode()] for i in ids], pa.list_(pa.binary())),
+               _list_column(np.asarray(labels, np.int64).reshape(-1, 1))]
+    names = [F.ID, F.LABEL]
+    for name, array in images.items():
+        # the encoder takes int64 and float32 lists only
+        dtype = np.float32 if np.issubdtype(array.dtype, np.floating) else np.int64
+        columns.append(_list_column(np.ascontiguousarray(array, dtype).reshape(len(ids), -1)))
+        names.append(name)
+    return example_coder.RecordBatchToExamples(pa.RecordBatch.from_arrays(columns, names))
+
+
+def write_shard(path: str, records: list[bytes]) -> int:
+    options = tf.io.TFRecordOptions(compression_type=F.COMPRESSION, compression_level=GZIP_LEVEL)
+    with tf.io.TFRecordWriter(path, options) as writer:
+        for record in records:
+            writer.write(record)
+    return len(records)
+
+
+def read_shard(path: str, float_images: bool) -> dict[str, np.ndarray]:
+    """All examples of one shard as numpy arrays (vectorized parse)."""
+    image_dtype = tf.float32 if float_images else tf.int64
+    spec = {F.ID: tf.io.FixedLenFeature([], tf.string),
+            F.LABEL: tf.io.FixedLenFeature([], tf.int64),
+            F.IMAGE: tf.io.FixedLenFeature([F.PIXELS], image_dtype)}
+    ds = tf.data.TFRecordDataset(path, compression_type=F.COMPRESSION).batch(4096)
+    parts = [tf.io.parse_example(batch, spec) for batch in ds]
+    if not parts:
+        return {F.ID: np.zeros([0], object), F.LABEL: np.zeros([0], np.int64),
+                F.IMAGE: np.zeros([0, F.PIXELS], image_dtype.as_numpy_dtype)}
+    return {k: np.concatenate([p[k].numpy() for p in parts]) for k in spec}

@@ -1,0 +1,302 @@
+"""train: fit a model-zoo autoencoder on the normalized examples.
+
+Outputs
+  model      model.weights.h5 (best epoch by val_loss), model.json (how to rebuild it)
+  model_run  history.csv (Keras CSVLogger), history.json, tensorboard/
+
+Resumable: with ctx.work_dir set (stable per stage fingerprint), Keras' BackupAndRestore
+keeps weights + optimizer state + epoch in <work_dir>/backup, and the best checkpoint and
+the CSV history live in <work_dir>/train_state, so re-running a crashed or interrupted
+stage continues where it stopped and still reports the best epoch over the whole run.
+Both are deleted after a successful fit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import posixpath
+import shutil
+import tempfile
+import time
+
+import keras
+import tensorflow as tf
+from tensorflow.io import gfile
+
+from components import examples_io
+from components import features as F
+from components.train import model_io
+from pipeline.artifacts import Artifact
+from pipeline.component import ExecutionContext
+from pipeline.errors import StageError
+
+HISTORY_CSV = "history.csv"
+HISTORY_JSON = "history.json"
+TENSORBOARD_DIR = "tensorboard"
+BACKUP_DIR = "backup"
+STATE_DIR = "train_state"
+BEST_WEIGHTS = "best.weights.h5"
+
+
+def device_name() -> tuple[str, list]:
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return f"CPU ({os.cpu_count()} cores)", gpus
+    try:
+        name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
+    except Exception:  # details are best-effort
+        name = "GPU"
+    return (name if len(gpus) == 1 else f"{len(gpus)} x {name}"), gpus
+
+
+def make_optimizer(name: str, learning_rate: float):
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate)
+    if name == "rmsprop":
+        return keras.optimizers.RMSprop(learning_rate)
+    if name == "sgd":
+        return keras.optimizers.SGD(learning_rate, momentum=0.9)
+    raise StageError(f"train.optimizer: unknown optimizer {name!r} (adam, rmsprop, sgd)")
+
+
+class EpochLogger(keras.callbacks.Callback):
+    """One log line per epoch (Keras' progress bar is off) and the timings for the metrics.
+
+    The training phase of an epoch is timed up to the start of its validation pass, so
+    images/s measures the fit alone.
+    """
+
+    def __init__(self, log, epochs: int, train_images: int):
+        super().__init__()
+        self.log, self.epochs, self.train_images = log, epochs, train_images
+        self.train_seconds: list[float] = []  # training phase only, per epoch run
+        self.epoch_seconds: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = time.perf_counter()
+        self._t_val = None
+
+    def on_test_begin(self, logs=None):
+        if getattr(self, "_t0", None) is not None and self._t_val is None:
+            self._t_val = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        end = time.perf_counter()
+        train_s = (self._t_val or end) - self._t0
+        self.train_seconds.append(train_s)
+        self.epoch_seconds.append(end - self._t0)
+        self._t0 = None
+        shown = " ".join(f"{k}={v:.4f}" for k, v in logs.items()
+                         if isinstance(v, (int, float)) and k != "learning_rate")
+        self.log.info("train: epoch %d/%d %s  %.1fs  %.0f images/s", epoch + 1, self.epochs,
+                      shown, self.epoch_seconds[-1],
+                      self.train_images / max(train_s, 1e-9))
+
+
+@contextlib.contextmanager
+def _precision(mixed: bool, gpus: list, log):
+    previous = keras.mixed_precision.global_policy().name
+    if mixed and not gpus:
+        log.warning("train: train.mixed_precision=true needs a GPU; none visible, "
+                    "training in float32")
+        mixed = False
+    if mixed:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        yield "mixed_float16" if mixed else previous
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def _read_history(path: str) -> list[dict]:
+    """CSVLogger rows as dicts of floats, one per epoch (the last row wins for an epoch
+    logged twice, e.g. just before a crash and again after the resume)."""
+    if not gfile.exists(path):
+        return []
+    with gfile.GFile(path) as f:
+        rows = list(csv.DictReader(io.StringIO(f.read())))
+    by_epoch: dict[int, dict] = {}
+    for row in rows:
+        try:
+            parsed = {k: float(v) for k, v in row.items() if k and v not in (None, "")}
+        except ValueError:
+            continue
+        if "epoch" in parsed:
+            parsed["epoch"] = int(parsed["epoch"])
+            by_epoch[parsed["epoch"]] = parsed
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def _write_history(rows: list[dict], csv_path: str, json_path: str) -> None:
+    keys = ["epoch"] + sorted({k for r in rows for k in r} - {"epoch"})
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow(r)
+    with gfile.GFile(csv_path, "w") as f:
+        f.write(buf.getvalue())
+    with gfile.GFile(json_path, "w") as f:
+        json.dump({k: [r.get(k) for r in rows] for k in keys}, f, indent=1)
+
+
+def _finite(x) -> bool:
+    return x is not None and math.isfinite(float(x))
+
+
+def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict,
+        ctx: ExecutionContext) -> dict:
+    log = ctx.log
+    examples = inputs["examples"]
+    mp, tp = params["model"], params["train"]
+    denoising = bool(params.get("denoising", False))
+    input_feature = F.NOISY_IMAGE if denoising else F.IMAGE
+    model_uri, run_uri = outputs["model"].uri, outputs["model_run"].uri
+
+    if denoising and (examples.properties.get("noisy") is False or not examples_io.has_feature(
+            examples, "train", F.NOISY_IMAGE)):
+        raise StageError(
+            f"denoising training needs feature {F.NOISY_IMAGE!r}, but the examples at "
+            f"{examples.uri} have none (noisy={examples.properties.get('noisy')}); "
+            "set noise.kind to gaussian, salt_pepper or mask")
+
+    seed = int(tp["seed"])
+    keras.utils.set_random_seed(seed)
+    device, gpus = device_name()
+    log.info("train: %s on %s, %d epochs, batch %d, %s lr=%g, input %s", mp["variant"], device,
+             tp["epochs"], tp["batch_size"], tp["optimizer"], tp["learning_rate"], input_feature)
+
+    t_load = time.perf_counter()
+    train_ds = examples_io.dataset(examples, "train", tp["batch_size"], input_feature,
+                                   shuffle=True, seed=seed, shuffle_buffer=tp["shuffle_buffer"])
+    val_ds = examples_io.dataset(examples, "validation", tp["batch_size"], input_feature)
+    counts = examples.properties.get("counts") or {}
+    n_train = int(counts.get("train") or train_ds.reduce(0, lambda n, b: n + tf.shape(b[0])[0]))
+    log.info("train: loaded %d train / %s validation examples into memory in %.1fs", n_train,
+             counts.get("validation", "?"), time.perf_counter() - t_load)
+
+    # Resumable state (see module docstring).
+    state_dir = posixpath.join(ctx.work_dir, STATE_DIR) if ctx.work_dir else tempfile.mkdtemp(
+        prefix="train-state-")
+    backup_dir = posixpath.join(ctx.work_dir, BACKUP_DIR) if ctx.work_dir else None
+    resuming = bool(backup_dir) and gfile.exists(
+        posixpath.join(backup_dir, "training_metadata.json"))
+    if not resuming and gfile.exists(state_dir) and ctx.work_dir:
+        gfile.rmtree(state_dir)  # leftovers of an attempt whose backup is gone
+    gfile.makedirs(state_dir)
+    csv_state = posixpath.join(state_dir, HISTORY_CSV)
+    best_state = posixpath.join(state_dir, BEST_WEIGHTS)
+    previous_rows = _read_history(csv_state) if resuming else []
+    prior_best = min((r["val_loss"] for r in previous_rows if _finite(r.get("val_loss"))),
+                     default=None)
+    if resuming:
+        log.info("train: resuming from the backup in %s after %d logged epoch(s)", backup_dir,
+                 len(previous_rows))
+
+    strategy = (tf.distribute.MirroredStrategy() if len(gpus) > 1
+                else tf.distribute.get_strategy())
+    with _precision(bool(tp.get("mixed_precision")), gpus, log) as policy:
+        with strategy.scope():
+            model = model_io.build_model(mp)
+            model.compile_for_training(
+                make_optimizer(tp["optimizer"], float(tp["learning_rate"])),
+                jit_compile=bool(tp.get("jit_compile")),
+                steps_per_execution=int(tp.get("steps_per_execution", 1)))
+        n_params = int(model.count_params())
+        log.info("train: %s, latent_dim %d, %d parameters, precision %s, xla %s",
+                 type(model).__name__, model.latent_dim, n_params, policy,
+                 bool(tp.get("jit_compile")))
+
+        epoch_logger = EpochLogger(log, int(tp["epochs"]), n_train)
+        callbacks = [
+            keras.callbacks.TerminateOnNaN(),
+            keras.callbacks.ModelCheckpoint(best_state, monitor="val_loss", mode="min",
+                                            save_best_only=True, save_weights_only=True,
+                                            initial_value_threshold=prior_best),
+            keras.callbacks.CSVLogger(csv_state, append=True),
+            keras.callbacks.TensorBoard(log_dir=posixpath.join(run_uri, TENSORBOARD_DIR)),
+            epoch_logger,
+        ]
+        patience = int(tp.get("early_stopping_patience", 0))
+        if patience > 0:
+            callbacks.append(keras.callbacks.EarlyStopping(
+                monitor="val_loss", mode="min", patience=patience, restore_best_weights=True))
+        if backup_dir:
+            callbacks.append(keras.callbacks.BackupAndRestore(backup_dir=backup_dir))
+
+        t0 = time.perf_counter()
+        try:
+            history = model.fit(train_ds, validation_data=val_ds, epochs=int(tp["epochs"]),
+                                callbacks=callbacks, shuffle=False, verbose=0)
+        except tf.errors.ResourceExhaustedError as e:
+            raise StageError(f"training ran out of memory (batch_size {tp['batch_size']}): "
+                             f"{e.message.splitlines()[0]}") from None
+        train_seconds = time.perf_counter() - t0
+
+        losses = history.history.get("loss", [])
+        if any(not _finite(v) for v in losses) or any(
+                not _finite(v) for v in history.history.get("val_loss", [])):
+            raise StageError(
+                f"training diverged: non-finite loss at epoch {len(losses)} "
+                f"(loss history {losses}); try a lower train.learning_rate "
+                f"(now {tp['learning_rate']})")
+
+        rows = _read_history(csv_state)
+        if not rows:
+            raise StageError(f"training ran no epochs (history {csv_state} is empty)")
+        if not gfile.exists(best_state):
+            raise StageError(f"no checkpoint was written to {best_state} (val_loss never finite?)")
+        best = min((r for r in rows if _finite(r.get("val_loss"))), key=lambda r: r["val_loss"])
+
+        # The artifact holds the best epoch's weights (what the checkpoint kept).
+        gfile.copy(best_state, posixpath.join(model_uri, model_io.WEIGHTS_FILE), overwrite=True)
+        info = {
+            "variant": mp["variant"], "latent_dim": int(model.latent_dim),
+            "beta": float(mp.get("beta", 1.0)), "activity_l1": float(mp.get("activity_l1", 0.0)),
+            "decoder": mp.get("decoder", "transpose"), "denoising": denoising,
+            "input_feature": input_feature, "is_variational": bool(model.is_variational),
+            "params": n_params, "keras_version": keras.__version__,
+        }
+        model_io.write_model_json(model_uri, info)
+
+    _write_history(rows, posixpath.join(run_uri, HISTORY_CSV), posixpath.join(run_uri, HISTORY_JSON))
+    if ctx.work_dir:
+        gfile.rmtree(state_dir)  # the backup itself is removed by BackupAndRestore
+    else:
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+    # Steady state: the first epoch of this process pays for tracing/compilation.
+    steady = epoch_logger.train_seconds[1:] or epoch_logger.train_seconds
+    images_per_second = n_train * len(steady) / max(sum(steady), 1e-9)
+    metrics = {
+        "variant": mp["variant"],
+        "latent_dim": int(model.latent_dim),
+        "epochs_run": len(rows),
+        "best_epoch": int(best["epoch"]) + 1,  # 1-based, as the log shows epochs
+        "best_val_loss": round(float(best["val_loss"]), 6),
+        "final_loss": round(float(rows[-1]["loss"]), 6),
+        "train_seconds": round(train_seconds, 2),
+        "epoch_seconds_mean": round(sum(epoch_logger.epoch_seconds)
+                                    / max(len(epoch_logger.epoch_seconds), 1), 3),
+        "images_per_second": round(images_per_second, 1),
+        "train_examples": n_train,
+        "device": device,
+        "precision": policy,
+        "params": n_params,
+        "resumed": resuming,
+    }
+    outputs["model"].properties.update({k: info[k] for k in (
+        "variant", "latent_dim", "is_variational", "denoising", "input_feature")})
+    outputs["model"].properties.update(best_epoch=metrics["best_epoch"],
+                                       best_val_loss=metrics["best_val_loss"])
+    outputs["model_run"].properties.update(epochs_run=metrics["epochs_run"], device=device)
+    log.info("train: done, %d epochs in %.1fs; best epoch %d val_loss %.4f; %.0f images/s "
+             "(steady state)", len(rows), train_seconds, metrics["best_epoch"],
+             metrics["best_val_loss"], images_per_second)
+    return metrics

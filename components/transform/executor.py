@@ -1,0 +1,80 @@
+"""transform executor: raw shards -> normalized shards (same split and shard layout),
+one Beam element per shard; then TFDV checks the output against schemas/normalized.
+"""
+
+from __future__ import annotations
+
+import posixpath
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.options.pipeline_options import PipelineOptions
+from tensorflow.io import gfile
+
+from components import data_validation as dv
+from components import features as F
+from components.transform import noise
+from pipeline.errors import DataAnomalyError, DataError
+from pipeline.schemas import load_schema
+
+
+def normalize(pixels: np.ndarray) -> np.ndarray:
+    """uint8-valued pixels (any integer dtype) -> float32 in [0, 1]."""
+    return pixels.astype(np.float32) / 255.0
+
+
+class _TransformShard(beam.DoFn):
+    def __init__(self, out_uri: str, kind: str, factor: float, seed: int):
+        self.out_uri, self.kind, self.factor, self.seed = out_uri, kind, factor, seed
+
+    def process(self, task):
+        import tensorflow as tf
+
+        from components import records
+
+        split, path = task
+        try:
+            data = records.read_shard(path, float_images=False)
+        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+            raise DataError(f"{path}: unreadable TFRecord shard ({e.message.splitlines()[0]})") from None
+        x = normalize(data[F.IMAGE])
+        images = {F.IMAGE: x}
+        if self.kind != "none":
+            images[F.NOISY_IMAGE] = noise.corrupt(x, data[F.ID], self.kind, self.factor, self.seed)
+        ids = [i.decode() for i in data[F.ID]]
+        out = posixpath.join(self.out_uri, f"Split-{split}", posixpath.basename(path))
+        yield split, records.write_shard(out, records.encode(ids, data[F.LABEL], images))
+
+
+def run(inputs, outputs, params, ctx):
+    raw, out = inputs["examples"], outputs["examples"]
+    splits = raw.splits or ["train", "validation", "test"]
+    tasks = []
+    for split in splits:
+        files = raw.split_files(split, F.SHARD_PATTERN)
+        if not files:
+            raise DataError(f"{raw.split_uri(split)}: no {F.SHARD_PATTERN} shards")
+        gfile.makedirs(out.split_uri(split))
+        tasks += [(split, f) for f in files]
+    with beam.Pipeline(options=PipelineOptions(ctx.beam_args)) as p:
+        _ = (p
+             | "Shards" >> beam.Create(tasks, reshuffle=False)
+             | "Normalize" >> beam.ParDo(_TransformShard(
+                 out.uri, params["noise_kind"], params["noise_factor"], params["seed"])))
+    noisy = params["noise_kind"] != "none"
+    out.properties.update({
+        "splits": splits, "counts": raw.properties.get("counts", {}), "normalized": True,
+        "noisy": noisy, "noise_kind": params["noise_kind"], "noise_factor": params["noise_factor"],
+        "seed": params["seed"]})
+
+    schema = load_schema(params["schema"])
+    stats = dv.compute_statistics(out, splits, schema, outputs["statistics"], ctx.beam_args)
+    anomalies = dv.check(stats, schema, outputs["anomalies"], drift=False)
+    summary = dv.summarize(stats)
+    out.properties["counts"] = {s: v["num_examples"] for s, v in summary.items()}
+    if outputs["anomalies"].properties["anomalous_splits"]:
+        err = DataAnomalyError(dv.report(anomalies, f"{out.uri} (schema {params['schema']})"))
+        err.commit_outputs = True
+        raise err
+    return {"splits": summary, "noise_kind": params["noise_kind"],
+            "num_examples": sum(v["num_examples"] for v in summary.values())}

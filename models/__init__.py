@@ -1,0 +1,75 @@
+"""The autoencoder model zoo: one builder per variant of /work/shared/MODELS.md.
+
+    model = models.build("conv_pool")
+    model.compile_for_training(keras.optimizers.RMSprop())
+    model.fit(x_in, x_target, ...)
+
+Weights only are saved (`model.save_weights("w.weights.h5")`); to restore, rebuild with the
+same arguments, call the model once on zeros, then `load_weights`.
+"""
+
+from __future__ import annotations
+
+from models.base import Autoencoder
+from models.conv import conv_dense, conv_pool, conv_small, denoise
+from models.dense import deep, dense, sparse
+from models.vae import FullCovarianceVAE, VariationalAutoencoder, vae_bn, vae_conv, vae_mlp, \
+    vae_tril
+
+VARIANTS: tuple[str, ...] = ("dense", "sparse", "deep", "conv_pool", "conv_dense", "conv_small",
+                             "denoise", "vae_mlp", "vae_conv", "vae_bn", "vae_tril")
+
+DEFAULT_LATENT: dict[str, int] = {
+    "dense": 32, "sparse": 32, "deep": 32,
+    "conv_pool": 4 * 4 * 16, "conv_dense": 16, "conv_small": 10, "denoise": 4 * 4 * 32,
+    "vae_mlp": 2, "vae_conv": 32, "vae_bn": 2, "vae_tril": 10,
+}
+
+# Their code is the flattened 4x4xF feature map, so its size is not a free parameter.
+FIXED_LATENT = ("conv_pool", "denoise")
+DECODERS = ("transpose", "upsample")
+
+
+def build(variant: str, latent_dim: int = 0, beta: float = 1.0, activity_l1: float = 1e-5,
+          decoder: str = "transpose") -> Autoencoder:
+    """A fresh, untrained model of `variant`.
+
+    latent_dim 0 means the variant's default. beta is used by the VAEs only, activity_l1 by
+    sparse only, decoder ("transpose" | "upsample") by conv_small only.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"model.variant: unknown variant {variant!r}; "
+                         f"expected one of {', '.join(VARIANTS)}")
+    if decoder not in DECODERS:
+        raise ValueError(f"model.decoder: expected one of {DECODERS}, got {decoder!r}")
+    default = DEFAULT_LATENT[variant]
+    if latent_dim < 0 or (variant in FIXED_LATENT and latent_dim not in (0, default)):
+        fixed = f"; {variant}'s code is fixed at {default}" if variant in FIXED_LATENT else ""
+        raise ValueError(f"model.latent_dim: got {latent_dim}{fixed}")
+    z = latent_dim or default
+
+    if variant == "dense":
+        return dense(z)
+    if variant == "sparse":
+        return sparse(z, activity_l1)
+    if variant == "deep":
+        return deep(z)
+    if variant == "conv_pool":
+        return conv_pool()
+    if variant == "denoise":
+        return denoise()
+    if variant == "conv_dense":
+        return conv_dense(z)
+    if variant == "conv_small":
+        return conv_small(z, decoder)
+    if variant == "vae_mlp":
+        return vae_mlp(z, beta)
+    if variant == "vae_conv":
+        return vae_conv(z, beta)
+    if variant == "vae_bn":
+        return vae_bn(z, beta)
+    return vae_tril(z, beta)
+
+
+__all__ = ["VARIANTS", "DEFAULT_LATENT", "build", "Autoencoder", "VariationalAutoencoder",
+           "FullCovarianceVAE"]
