@@ -89,7 +89,8 @@ class Config:
         return dataclasses.asdict(self)
 
 
-SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
+SECTIONS = {"data": DataConfig, "noise": NoiseConfig, "model": ModelConfig, "train": TrainConfig,
+            "beam": BeamConfig}
 
 
 def resolve_preset(name_or_path: str) -> pathlib.Path:

@@ -81,6 +81,10 @@ class MetadataStore:
     def run_exists(self, run_id: str) -> bool:
         return self.store.get_context_by_type_and_name(RUN_CONTEXT, run_id) is not None
 
+    def run_contexts(self, run_id: str) -> list[pb.Context]:
+        return [self.store.get_context_by_type_and_name(PIPELINE_CONTEXT, PIPELINE_NAME),
+                self.store.get_context_by_type_and_name(RUN_CONTEXT, run_id)]
+
     def start_run(self, run_id: str, config: dict) -> list[pb.Context]:
         pipeline = self._context(PIPELINE_CONTEXT, PIPELINE_NAME)
         run = self._context(RUN_CONTEXT, run_id)

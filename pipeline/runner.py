@@ -95,7 +95,7 @@ def _as_artifacts(outputs: dict) -> dict[str, Artifact]:
 def execute_stage(spec: ComponentSpec, plan: RunPlan, upstream_outputs: dict) -> dict:
     """Run or reuse one stage; returns its outputs as plain dicts for downstream steps."""
     store = MetadataStore(plan.metadata_path)
-    contexts = store.start_run(plan.run_id, plan.config)
+    contexts = store.run_contexts(plan.run_id)
     fingerprint = plan.fingerprints[spec.name]
     inputs = {}
     for name, (_, ref) in spec.inputs.items():
@@ -136,12 +136,13 @@ def execute_stage(spec: ComponentSpec, plan: RunPlan, upstream_outputs: dict) ->
     try:
         metrics = spec.executor_fn()(inputs, outputs, plan.params[spec.name], ctx) or {}
     except BaseException as e:  # noqa: BLE001 - recorded, then re-raised
-        failed_outputs = {}
-        if isinstance(e, PipelineError) and getattr(e, "commit_outputs", False):
-            # Validation reports are worth keeping even though the stage failed.
-            failed_outputs = _commit_all(spec, staged, outputs, fingerprint, plan)
-        else:
-            for tmp, _ in staged.values():
+        # Validation reports are worth keeping even though the stage failed; the
+        # execution is FAILED in the store, so the cache never reuses them.
+        keep = set(getattr(e, "keep_outputs", ()))
+        failed_outputs = _commit_all(spec, {k: v for k, v in staged.items() if k in keep},
+                                     outputs, fingerprint, plan)
+        for name, (tmp, _) in staged.items():
+            if name not in keep:
                 artifacts.discard(tmp)
         record.status = "failed"
         record.duration_s = round(time.time() - started, 2)
@@ -195,6 +196,7 @@ def run(config: Config, root: str, run_id: str, only: str | None = None, force: 
     root = os.path.abspath(root) if "://" not in root else root
     p = plan(config, root, run_id, only=only, force=force)
     summary.start(p.run_dir, run_id, p.config, [s.name for s in STAGES])
+    MetadataStore(p.metadata_path).start_run(run_id, p.config)
     stage_names = [s.name for s in STAGES]
     last = stage_names.index(only) if only else len(stage_names) - 1
     # The DAG itself is tiny; it always runs in-process. The Beam options of the

@@ -7,6 +7,7 @@ import io
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.ticker  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from tensorflow.io import gfile  # noqa: E402
@@ -82,11 +83,12 @@ def loss_curves(history: dict[str, list], path: str, title: str = "") -> None:
             best = int(np.nanargmin(np.asarray(val, np.float64)))
             ax.axvline(epochs[best], color="grey", linestyle=":", label=f"best (epoch {epochs[best]})")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_title(name)
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, y=1.02)
     _save(fig, path)
 
 

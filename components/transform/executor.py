@@ -74,7 +74,7 @@ def run(inputs, outputs, params, ctx):
     out.properties["counts"] = {s: v["num_examples"] for s, v in summary.items()}
     if outputs["anomalies"].properties["anomalous_splits"]:
         err = DataAnomalyError(dv.report(anomalies, f"{out.uri} (schema {params['schema']})"))
-        err.commit_outputs = True
+        err.keep_outputs = ("statistics", "anomalies")  # reports stay inspectable
         raise err
     return {"splits": summary, "noise_kind": params["noise_kind"],
             "num_examples": sum(v["num_examples"] for v in summary.values())}

@@ -22,7 +22,7 @@ def run(inputs, outputs, params, ctx):
                "anomalous_splits": outputs["anomalies"].properties["anomalous_splits"]}
     if metrics["anomalous_splits"]:
         err = DataAnomalyError(dv.report(anomalies, f"{examples.uri} (schema {params['schema']})"))
-        err.commit_outputs = True  # keep the reports for inspection
+        err.keep_outputs = ("statistics", "anomalies")  # reports stay inspectable
         raise err
     ctx.log.info("no anomalies in %s", ", ".join(splits))
     return metrics
