@@ -133,13 +133,20 @@ def load_idx(directory: str, split: str, max_examples: int = 0) -> SplitArrays:
 def load_tfds(dataset: str, split: str, max_examples: int = 0) -> SplitArrays:
     import tensorflow_datasets as tfds
 
-    tfds_split = f"{split}[:{max_examples}]" if max_examples else split
     try:
-        data = tfds.load(dataset, split=tfds_split, batch_size=-1, as_supervised=True)
+        ds = tfds.load(dataset, split=split, as_supervised=True)
+        if max_examples:
+            ds = ds.take(max_examples)
+        # Batched iteration, not batch_size=-1: the latter aborts under tfds' mock_data.
+        parts = list(tfds.as_numpy(ds.batch(8192)))
     except Exception as e:  # noqa: BLE001 - tfds raises many kinds; name the source
-        raise DataError(f"tensorflow_datasets {dataset}/{tfds_split}: cannot load ({type(e).__name__}: "
+        raise DataError(f"tensorflow_datasets {dataset}/{split}: cannot load ({type(e).__name__}: "
                         f"{e}). Offline? Use data.source=idx:DIR with the original IDX files.") from None
-    images, labels = tfds.as_numpy(data)
+    if not parts:
+        raise DataError(f"tensorflow_datasets {dataset}/{split}: no examples")
+    images = np.concatenate([p[0] for p in parts])
+    labels = np.concatenate([p[1] for p in parts])
+    tfds_split = f"{split}[:{max_examples}]" if max_examples else split
     origin = f"tfds:{dataset}/{tfds_split}"
     if images.ndim != 4 or images.shape[1:] != (F.HEIGHT, F.WIDTH, 1):
         raise DataError(f"{origin}: images have shape {images.shape[1:]}, expected (28, 28, 1)")

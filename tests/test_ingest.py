@@ -1,0 +1,161 @@
+"""ingest: IDX parsing with its error cases, tfds (mock data), shards, splits, ids."""
+
+import gzip
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from components import features as F
+from components import records
+from components.ingest import executor as ingest
+from components.ingest import sources
+from components.ingest.component import COMPONENT
+from pipeline import config as C
+from pipeline.artifacts import Artifact
+from pipeline.component import ExecutionContext, run_executor
+from pipeline.errors import ConfigError, DataError
+from tests.conftest import synthetic_images, write_idx
+
+
+@pytest.fixture
+def idx_dir(tmp_path):
+    d = tmp_path / "idx"
+    write_idx(d, "train", *synthetic_images(200, 1))
+    write_idx(d, "t10k", *synthetic_images(60, 2), compress=False)  # raw files work too
+    return d
+
+
+def _run(source, tmp_path, *overrides):
+    c = C.load_config(None, [f"data.source={source}", "data.num_shards=3", *overrides])
+    out = Artifact("Examples", str(tmp_path / "out"))
+    os.makedirs(out.uri)
+    metrics = run_executor(COMPONENT, {}, {"examples": out}, COMPONENT.params(c), ExecutionContext())
+    return out, metrics
+
+
+def test_idx_roundtrip_values(idx_dir):
+    images, labels = synthetic_images(200, 1)
+    data = sources.load_idx(str(idx_dir), "train")
+    np.testing.assert_array_equal(data.images, images)
+    np.testing.assert_array_equal(data.labels, labels)
+    assert sources.load_idx(str(idx_dir), "train", max_examples=7).images.shape == (7, 28, 28)
+
+
+def test_ingest_writes_sharded_splits_with_stable_ids(idx_dir, tmp_path):
+    out, metrics = _run(f"idx:{idx_dir}", tmp_path)
+    counts = out.properties["counts"]
+    assert counts["train"] + counts["validation"] == 200 and counts["test"] == 60
+    assert metrics["num_examples"] == 260
+    assert 5 <= counts["validation"] <= 40  # ~10% carved by hash
+    images, labels = synthetic_images(200, 1)
+    seen = {}
+    for split in ("train", "validation"):
+        files = out.split_files(split, F.SHARD_PATTERN)
+        assert [os.path.basename(f) for f in files] == [F.shard_name(i, 3) for i in range(3)]
+        for f in files:
+            data = records.read_shard(f, float_images=False)
+            for i, example_id in enumerate(data[F.ID]):
+                seen[example_id.decode()] = split
+                index = int(example_id.decode().split("-")[1])
+                np.testing.assert_array_equal(data[F.IMAGE][i], images[index].reshape(-1))
+                assert data[F.LABEL][i] == labels[index]
+    assert sorted(seen) == [f"train-{i:05d}" for i in range(200)]
+    # validation membership is a pure function of the id
+    assert all((s == "validation") == ingest.in_validation(i, 0.1) for i, s in seen.items())
+
+
+def test_validation_membership_does_not_depend_on_cap():
+    ids = [f"train-{i:05d}" for i in range(1000)]
+    full = {i for i in ids if ingest.in_validation(i, 0.1)}
+    capped = {i for i in ids[:300] if ingest.in_validation(i, 0.1)}
+    assert capped == {i for i in full if int(i[6:]) < 300}
+    assert 60 < len(full) < 140
+
+
+def test_truncated_image_file_is_named(idx_dir):
+    path = idx_dir / "train-images-idx3-ubyte.gz"
+    raw = gzip.decompress(path.read_bytes())
+    path.write_bytes(gzip.compress(raw[:-100]))
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte\.gz.*truncated"):
+        sources.load_idx(str(idx_dir), "train")
+
+
+def test_truncated_gzip_stream_is_named(idx_dir):
+    path = idx_dir / "train-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte\.gz: corrupt or truncated gzip"):
+        sources.load_idx(str(idx_dir), "train")
+
+
+def test_wrong_magic_is_named(idx_dir):
+    path = idx_dir / "t10k-labels-idx1-ubyte"
+    data = bytearray(path.read_bytes())
+    data[3] = 0x03  # image magic in a label file
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte: bad magic number 0x00000803"):
+        sources.load_idx(str(idx_dir), "test")
+
+
+def test_label_count_mismatch(tmp_path):
+    images, labels = synthetic_images(50)
+    write_idx(tmp_path, "train", images, labels[:49])
+    with pytest.raises(DataError, match=r"50 images but .*49 labels"):
+        sources.load_idx(str(tmp_path), "train")
+
+
+def test_bad_label_value_and_wrong_image_size(tmp_path):
+    images, labels = synthetic_images(20)
+    labels[7] = 12
+    write_idx(tmp_path / "a", "train", images, labels)
+    with pytest.raises(DataError, match=r"label 12 at index 7"):
+        sources.load_idx(str(tmp_path / "a"), "train")
+    import struct
+    d = tmp_path / "b"
+    d.mkdir()
+    with gzip.open(d / "train-images-idx3-ubyte.gz", "wb") as f:
+        f.write(struct.pack(">IIII", 2051, 2, 32, 32) + bytes(2 * 32 * 32))
+    with pytest.raises(DataError, match=r"32x32, expected 28x28"):
+        sources.read_idx_images(str(d / "train-images-idx3-ubyte.gz"))
+
+
+def test_missing_files_and_dirs(tmp_path):
+    with pytest.raises(DataError, match="no such directory"):
+        sources.load_idx(str(tmp_path / "nope"), "train")
+    with pytest.raises(DataError, match="missing train-images"):
+        sources.load_idx(str(tmp_path), "train")
+
+
+def test_empty_validation_split_is_a_config_error(idx_dir, tmp_path):
+    with pytest.raises(ConfigError, match="validation split empty"):
+        _run(f"idx:{idx_dir}", tmp_path, "data.max_examples=3", "data.validation_fraction=0.01")
+
+
+def test_auto_prefers_debian_files_when_present(monkeypatch, idx_dir):
+    monkeypatch.setitem(sources.DEBIAN_DIRS, "fashion_mnist", str(idx_dir))
+    assert sources.resolve("fashion_mnist", "auto") == ("idx", str(idx_dir))
+    monkeypatch.setitem(sources.DEBIAN_DIRS, "fashion_mnist", "/nonexistent")
+    assert sources.resolve("fashion_mnist", "auto") == ("tfds", None)
+    assert sources.resolve("mnist", "auto") == ("tfds", None)
+
+
+def test_tfds_source_with_mock_data(tmp_path):
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=40):
+        out, metrics = _run("tfds", tmp_path, "data.dataset=mnist")
+    assert out.properties["source"] == "tfds"
+    assert metrics["num_examples"] == 80
+    data = records.read_shard(out.split_files("test", F.SHARD_PATTERN)[0], float_images=False)
+    assert data[F.IMAGE].shape[1] == F.PIXELS
+    assert data[F.IMAGE].min() >= 0 and data[F.IMAGE].max() <= 255
+    assert set(data[F.LABEL]) <= set(range(10))
+
+
+def test_shards_are_gzip_tfrecords(idx_dir, tmp_path):
+    out, _ = _run(f"idx:{idx_dir}", tmp_path)
+    f = out.split_files("test", F.SHARD_PATTERN)[0]
+    assert open(f, "rb").read(2) == b"\x1f\x8b"
+    n = sum(1 for _ in tf.data.TFRecordDataset(f, compression_type="GZIP"))
+    assert n == 20
