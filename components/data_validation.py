@@ -12,12 +12,12 @@ import posixpath
 
 import apache_beam as beam
 import tensorflow_data_validation as tfdv
-from apache_beam.options.pipeline_options import PipelineOptions
 from tensorflow.io import gfile
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
 from tfx_bsl.public.tfxio import TFExampleRecord
 
 from components import features as F
+from pipeline import beam_jobs
 from pipeline.artifacts import Artifact
 
 STATS_FILE = "FeatureStats.pb"
@@ -36,7 +36,7 @@ def compute_statistics(examples: Artifact, splits: list[str], schema: schema_pb2
                        out: Artifact, beam_args: list[str]) -> dict[str, statistics_pb2.DatasetFeatureStatisticsList]:
     """One Beam pipeline computing every split's statistics with TFDV's GenerateStatistics."""
     options = stats_options(schema)
-    with beam.Pipeline(options=PipelineOptions(beam_args)) as p:
+    with beam_jobs.pipeline(beam_args) as p:
         for split in splits:
             pattern = posixpath.join(examples.split_uri(split), F.SHARD_PATTERN)
             gfile.makedirs(out.split_uri(split))

@@ -35,9 +35,9 @@ METRICS_JSON = "metrics.json"
 
 
 def predict(fn, x: np.ndarray, batch: int = BATCH) -> np.ndarray:
-    """fn over x in batches (graph mode), as one float32 numpy array."""
-    graph_fn = tf.function(fn, reduce_retracing=True)
-    out = [np.asarray(graph_fn(tf.constant(x[i:i + batch])), np.float32)
+    """fn over x in batches, as one float32 numpy array (eager: a few dozen batches at most,
+    not worth tracing a graph for)."""
+    out = [np.asarray(fn(tf.constant(x[i:i + batch])), np.float32)
            for i in range(0, len(x), batch)]
     return np.concatenate(out)
 
@@ -92,9 +92,9 @@ def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict,
     if variational:
         notes["reconstruction"] = "VAE: reconstruct() decodes the posterior mean"
         recon_nats, kl = [], []
-        elbo_fn = tf.function(model.elbo_terms, reduce_retracing=True)
         for i in range(0, len(x_in), BATCH):
-            r, k = elbo_fn(tf.constant(x_in[i:i + BATCH]), tf.constant(target[i:i + BATCH]))
+            r, k = model.elbo_terms(tf.constant(x_in[i:i + BATCH]),
+                                    tf.constant(target[i:i + BATCH]))
             recon_nats.append(np.asarray(r, np.float64))
             kl.append(np.asarray(k, np.float64))
         recon_nats, kl = np.concatenate(recon_nats), np.concatenate(kl)

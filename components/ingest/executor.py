@@ -14,10 +14,10 @@ import posixpath
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.options.pipeline_options import PipelineOptions
 from tensorflow.io import gfile
 
 from components import features as F
+from pipeline import beam_jobs
 from components.ingest import sources
 from pipeline.errors import ConfigError
 
@@ -81,7 +81,7 @@ def run(inputs, outputs, params, ctx):
     tasks, counts = plan_shards(arrays, params["validation_fraction"], params["num_shards"])
     for split in counts:
         gfile.makedirs(out.split_uri(split))
-    with beam.Pipeline(options=PipelineOptions(ctx.beam_args)) as p:
+    with beam_jobs.pipeline(ctx.beam_args) as p:
         _ = (p
              | "Shards" >> beam.Create(tasks, reshuffle=False)
              | "EncodeAndWrite" >> beam.ParDo(_WriteShard(out.uri)))

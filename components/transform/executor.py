@@ -8,11 +8,11 @@ import posixpath
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.options.pipeline_options import PipelineOptions
 from tensorflow.io import gfile
 
 from components import data_validation as dv
 from components import features as F
+from pipeline import beam_jobs
 from components.transform import noise
 from pipeline.errors import DataAnomalyError, DataError
 from pipeline.schemas import load_schema
@@ -56,7 +56,7 @@ def run(inputs, outputs, params, ctx):
             raise DataError(f"{raw.split_uri(split)}: no {F.SHARD_PATTERN} shards")
         gfile.makedirs(out.split_uri(split))
         tasks += [(split, f) for f in files]
-    with beam.Pipeline(options=PipelineOptions(ctx.beam_args)) as p:
+    with beam_jobs.pipeline(ctx.beam_args) as p:
         _ = (p
              | "Shards" >> beam.Create(tasks, reshuffle=False)
              | "Normalize" >> beam.ParDo(_TransformShard(

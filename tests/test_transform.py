@@ -1,0 +1,121 @@
+"""transform: [0,1] normalization, deterministic noise, normalized-schema validation."""
+
+import os
+
+import numpy as np
+import pytest
+
+from components import features as F
+from components import records
+from components.transform import noise
+from components.transform.component import COMPONENT
+from pipeline.artifacts import Artifact
+from pipeline.component import ExecutionContext, run_executor
+from pipeline.config import load_config
+from pipeline.errors import DataAnomalyError, DataError
+from tests.conftest import synthetic_images, write_examples_artifact
+
+
+def _raw(tmp_path, num_shards=2, mutate=None, name="raw"):
+    splits = {}
+    for split, n, seed in (("train", 90, 1), ("validation", 20, 2), ("test", 40, 3)):
+        images, labels = synthetic_images(n, seed)
+        images = images.astype(np.int64)
+        if mutate:
+            images = mutate(split, images)
+        splits[split] = (images, labels)
+    return write_examples_artifact(str(tmp_path / name), splits, normalized=False,
+                                   num_shards=num_shards)
+
+
+def _transform(tmp_path, raw, *overrides, name="out"):
+    outs = {k: Artifact(t, str(tmp_path / name / k)) for k, t in COMPONENT.outputs.items()}
+    for a in outs.values():
+        os.makedirs(a.uri)
+    params = COMPONENT.params(load_config(None, list(overrides)))
+    metrics = run_executor(COMPONENT, {"examples": raw, "statistics": None}, outs, params,
+                           ExecutionContext())
+    return metrics, outs["examples"]
+
+
+def _read(examples, split):
+    parts = [records.read_shard(f, float_images=True) for f in examples.split_files(split, F.SHARD_PATTERN)]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _read_noisy(examples, split):
+    import tensorflow as tf
+
+    spec = {F.ID: tf.io.FixedLenFeature([], tf.string),
+            F.NOISY_IMAGE: tf.io.FixedLenFeature([F.PIXELS], tf.float32)}
+    files = examples.split_files(split, F.SHARD_PATTERN)
+    out = {}
+    for batch in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(1000):
+        p = tf.io.parse_example(batch, spec)
+        for i, x in zip(p[F.ID].numpy(), p[F.NOISY_IMAGE].numpy()):
+            out[i.decode()] = x
+    return out
+
+
+def test_normalizes_to_unit_interval_exactly(tmp_path):
+    raw = _raw(tmp_path)
+    metrics, out = _transform(tmp_path, raw)
+    assert metrics["num_examples"] == 150
+    data = _read(out, "train")
+    images, _ = synthetic_images(90, 1)
+    by_id = {i.decode(): x for i, x in zip(data[F.ID], data[F.IMAGE])}
+    np.testing.assert_allclose(by_id["train-00007"], images[7].reshape(-1) / 255.0, rtol=1e-6)
+    assert data[F.IMAGE].min() >= 0.0 and data[F.IMAGE].max() <= 1.0
+    assert out.properties["noisy"] is False
+    assert metrics["splits"]["test"]["pixel_max"] <= 1.0
+
+
+def test_gaussian_noise_is_deterministic_and_independent_of_sharding(tmp_path):
+    _, a = _transform(tmp_path, _raw(tmp_path, 2), "noise.kind=gaussian", "noise.factor=0.5", name="a")
+    _, b = _transform(tmp_path, _raw(tmp_path, 3, name="raw3"), "noise.kind=gaussian",
+                      "noise.factor=0.5", name="b")
+    _, c = _transform(tmp_path, _raw(tmp_path, 2), "noise.kind=gaussian", "noise.factor=0.5",
+                      "train.seed=7", name="c")
+    na, nb, nc = (_read_noisy(x, "train") for x in (a, b, c))
+    assert na.keys() == nb.keys()
+    for k in na:
+        np.testing.assert_array_equal(na[k], nb[k])  # same seed + id -> same noise
+    assert any(not np.array_equal(na[k], nc[k]) for k in na)  # other seed -> other noise
+    clean = {i.decode(): x for i, x in zip(*(_read(a, "train")[k] for k in (F.ID, F.IMAGE)))}
+    diff = np.stack([na[k] - clean[k] for k in na])
+    assert 0.15 < diff.std() < 0.5  # clipped N(0, 0.5)
+    assert all(0.0 <= v.min() and v.max() <= 1.0 for v in na.values())
+
+
+@pytest.mark.parametrize("kind", ["salt_pepper", "mask"])
+def test_other_noise_kinds_corrupt_the_given_fraction(kind):
+    x = np.full((50, F.PIXELS), 0.5, np.float32)
+    ids = [f"train-{i:05d}" for i in range(50)]
+    y = noise.corrupt(x, ids, kind, 0.2, seed=1)
+    changed = (y != 0.5).mean()
+    assert 0.17 < changed < 0.23
+    if kind == "mask":
+        assert set(np.unique(y)) == {0.0, 0.5}
+    else:
+        assert set(np.unique(y)) == {0.0, 0.5, 1.0}
+    np.testing.assert_array_equal(y, noise.corrupt(x, ids, kind, 0.2, seed=1))
+
+
+def test_out_of_range_raw_pixels_fail_the_normalized_schema(tmp_path):
+    def mutate(split, images):
+        if split == "test":
+            images[2, 3, 4] = 510  # normalizes to 2.0
+        return images
+
+    with pytest.raises(DataAnomalyError, match=r"test/image"):
+        _transform(tmp_path, _raw(tmp_path, mutate=mutate))
+    assert os.path.exists(tmp_path / "out" / "anomalies" / "Split-test" / "anomalies.pbtxt")
+
+
+def test_corrupt_shard_is_named(tmp_path):
+    raw = _raw(tmp_path)
+    shard = raw.split_files("validation", F.SHARD_PATTERN)[1]
+    data = open(shard, "rb").read()
+    open(shard, "wb").write(data[: len(data) // 2])
+    with pytest.raises(DataError, match=os.path.basename(shard) + ": unreadable TFRecord shard"):
+        _transform(tmp_path, raw)
