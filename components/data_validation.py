@@ -32,21 +32,17 @@ def stats_options(schema: schema_pb2.Schema) -> tfdv.StatsOptions:
     return tfdv.StatsOptions(schema=schema, num_top_values=20, num_rank_histogram_buckets=20)
 
 
-def compute_statistics(examples: Artifact, splits: list[str], schema: schema_pb2.Schema,
-                       out: Artifact, beam_args: list[str]) -> dict[str, statistics_pb2.DatasetFeatureStatisticsList]:
-    """One Beam pipeline computing every split's statistics with TFDV's GenerateStatistics."""
-    options = stats_options(schema)
-    with beam_jobs.pipeline(beam_args) as p:
-        for split in splits:
-            pattern = posixpath.join(examples.split_uri(split), F.SHARD_PATTERN)
-            gfile.makedirs(out.split_uri(split))
-            _ = (p
-                 | f"Read[{split}]" >> TFExampleRecord(
-                     file_pattern=pattern, telemetry_descriptors=["ae_pipeline"]).BeamSource(
-                         options.desired_batch_size or 1000)
-                 | f"Stats[{split}]" >> tfdv.GenerateStatistics(options)
-                 | f"Write[{split}]" >> tfdv.WriteStatisticsToBinaryFile(
-                     posixpath.join(out.split_uri(split), STATS_FILE)))
+def write_statistics(record_batches, split: str, schema: schema_pb2.Schema, out: Artifact):
+    """Attach TFDV's GenerateStatistics for one split to a PCollection of Arrow RecordBatches."""
+    gfile.makedirs(out.split_uri(split))
+    return (record_batches
+            | f"Stats[{split}]" >> tfdv.GenerateStatistics(stats_options(schema))
+            | f"WriteStats[{split}]" >> tfdv.WriteStatisticsToBinaryFile(
+                posixpath.join(out.split_uri(split), STATS_FILE)))
+
+
+def load_statistics(splits: list[str], out: Artifact) -> dict[str, statistics_pb2.DatasetFeatureStatisticsList]:
+    """Read back what write_statistics wrote, and save TFDV's HTML view beside it."""
     stats = {}
     for split in splits:
         stats[split] = tfdv.load_stats_binary(posixpath.join(out.split_uri(split), STATS_FILE))
@@ -54,6 +50,18 @@ def compute_statistics(examples: Artifact, splits: list[str], schema: schema_pb2
             f.write(tfdv.get_statistics_html(stats[split]))
     out.properties["splits"] = list(splits)
     return stats
+
+
+def compute_statistics(examples: Artifact, splits: list[str], schema: schema_pb2.Schema,
+                       out: Artifact, beam_args: list[str]) -> dict[str, statistics_pb2.DatasetFeatureStatisticsList]:
+    """One Beam pipeline computing every split's statistics of an Examples artifact."""
+    with beam_jobs.pipeline(beam_args) as p:
+        for split in splits:
+            pattern = posixpath.join(examples.split_uri(split), F.SHARD_PATTERN)
+            batches = p | f"Read[{split}]" >> TFExampleRecord(
+                file_pattern=pattern, telemetry_descriptors=["ae_pipeline"]).BeamSource(1000)
+            write_statistics(batches, split, schema, out)
+    return load_statistics(splits, out)
 
 
 def check(stats: dict[str, statistics_pb2.DatasetFeatureStatisticsList], schema: schema_pb2.Schema,

@@ -24,8 +24,9 @@ def _list_column(values: np.ndarray) -> pa.ListArray:
     return pa.ListArray.from_arrays(offsets, pa.array(values.reshape(-1)))
 
 
-def encode(ids: list[str], labels: np.ndarray, images: dict[str, np.ndarray]) -> list[bytes]:
-    """Serialized tf.Examples: id (bytes), label (int64), and each image feature flattened."""
+def record_batch(ids: list[str], labels: np.ndarray, images: dict[str, np.ndarray]) -> pa.RecordBatch:
+    """Examples as an Arrow RecordBatch of list columns: the form TFDV consumes and
+    tfx_bsl's encoder turns into tf.Examples."""
     columns = [pa.array([[i.encode()] for i in ids], pa.list_(pa.binary())),
                _list_column(np.asarray(labels, np.int64).reshape(-1, 1))]
     names = [F.ID, F.LABEL]
@@ -34,7 +35,12 @@ def encode(ids: list[str], labels: np.ndarray, images: dict[str, np.ndarray]) ->
         dtype = np.float32 if np.issubdtype(array.dtype, np.floating) else np.int64
         columns.append(_list_column(np.ascontiguousarray(array, dtype).reshape(len(ids), -1)))
         names.append(name)
-    return example_coder.RecordBatchToExamples(pa.RecordBatch.from_arrays(columns, names))
+    return pa.RecordBatch.from_arrays(columns, names)
+
+
+def encode(ids: list[str], labels: np.ndarray, images: dict[str, np.ndarray]) -> list[bytes]:
+    """Serialized tf.Examples: id (bytes), label (int64), and each image feature flattened."""
+    return example_coder.RecordBatchToExamples(record_batch(ids, labels, images))
 
 
 def write_shard(path: str, records: list[bytes]) -> int:

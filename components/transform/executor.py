@@ -18,12 +18,18 @@ from pipeline.errors import DataAnomalyError, DataError
 from pipeline.schemas import load_schema
 
 
+STATS_BATCH = 1000  # rows per RecordBatch handed to TFDV
+
+
 def normalize(pixels: np.ndarray) -> np.ndarray:
     """uint8-valued pixels (any integer dtype) -> float32 in [0, 1]."""
     return pixels.astype(np.float32) / 255.0
 
 
 class _TransformShard(beam.DoFn):
+    """Normalizes (and corrupts) one shard, writes it, and emits the written examples as
+    Arrow RecordBatches so TFDV's statistics run in the same pipeline without re-reading."""
+
     def __init__(self, out_uri: str, kind: str, factor: float, seed: int):
         self.out_uri, self.kind, self.factor, self.seed = out_uri, kind, factor, seed
 
@@ -42,36 +48,36 @@ class _TransformShard(beam.DoFn):
         if self.kind != "none":
             images[F.NOISY_IMAGE] = noise.corrupt(x, data[F.ID], self.kind, self.factor, self.seed)
         ids = [i.decode() for i in data[F.ID]]
+        batch = records.record_batch(ids, data[F.LABEL], images)
         out = posixpath.join(self.out_uri, f"Split-{split}", posixpath.basename(path))
-        yield split, records.write_shard(out, records.encode(ids, data[F.LABEL], images))
+        records.write_shard(out, records.example_coder.RecordBatchToExamples(batch))
+        for start in range(0, batch.num_rows, STATS_BATCH):
+            yield batch.slice(start, STATS_BATCH)
 
 
 def run(inputs, outputs, params, ctx):
     raw, out = inputs["examples"], outputs["examples"]
     splits = raw.splits or ["train", "validation", "test"]
-    tasks = []
-    for split in splits:
-        files = raw.split_files(split, F.SHARD_PATTERN)
-        if not files:
-            raise DataError(f"{raw.split_uri(split)}: no {F.SHARD_PATTERN} shards")
-        gfile.makedirs(out.split_uri(split))
-        tasks += [(split, f) for f in files]
-    with beam_jobs.pipeline(ctx.beam_args) as p:
-        _ = (p
-             | "Shards" >> beam.Create(tasks, reshuffle=False)
-             | "Normalize" >> beam.ParDo(_TransformShard(
-                 out.uri, params["noise_kind"], params["noise_factor"], params["seed"])))
-    noisy = params["noise_kind"] != "none"
-    out.properties.update({
-        "splits": splits, "counts": raw.properties.get("counts", {}), "normalized": True,
-        "noisy": noisy, "noise_kind": params["noise_kind"], "noise_factor": params["noise_factor"],
-        "seed": params["seed"]})
-
     schema = load_schema(params["schema"])
-    stats = dv.compute_statistics(out, splits, schema, outputs["statistics"], ctx.beam_args)
+    shard_fn = _TransformShard(out.uri, params["noise_kind"], params["noise_factor"], params["seed"])
+    with beam_jobs.pipeline(ctx.beam_args) as p:
+        for split in splits:
+            files = raw.split_files(split, F.SHARD_PATTERN)
+            if not files:
+                raise DataError(f"{raw.split_uri(split)}: no {F.SHARD_PATTERN} shards")
+            gfile.makedirs(out.split_uri(split))
+            batches = (p
+                       | f"Shards[{split}]" >> beam.Create([(split, f) for f in files], reshuffle=False)
+                       | f"Normalize[{split}]" >> beam.ParDo(shard_fn))
+            dv.write_statistics(batches, split, schema, outputs["statistics"])
+    stats = dv.load_statistics(splits, outputs["statistics"])
     anomalies = dv.check(stats, schema, outputs["anomalies"], drift=False)
     summary = dv.summarize(stats)
-    out.properties["counts"] = {s: v["num_examples"] for s, v in summary.items()}
+    out.properties.update({
+        "splits": splits, "counts": {s: v["num_examples"] for s, v in summary.items()},
+        "normalized": True, "noisy": params["noise_kind"] != "none",
+        "noise_kind": params["noise_kind"], "noise_factor": params["noise_factor"],
+        "seed": params["seed"]})
     if outputs["anomalies"].properties["anomalous_splits"]:
         err = DataAnomalyError(dv.report(anomalies, f"{out.uri} (schema {params['schema']})"))
         err.keep_outputs = ("statistics", "anomalies")  # reports stay inspectable

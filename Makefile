@@ -1,0 +1,44 @@
+# Two commands (see README): `make run` and `make test`. Both set everything up first.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
+FMNIST := /usr/share/datasets/fashion-mnist
+ARGS   ?=
+
+.PHONY: setup data run smoke test test-fast clean
+
+setup: $(STAMP) data
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
+	rm -f $(VENV)/.installed-*; touch $@
+
+# Real Fashion-MNIST (the original IDX files) from Debian, when apt is usable.
+data:
+	@if [ -f $(FMNIST)/train-images-idx3-ubyte.gz ]; then exit 0; fi; \
+	SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo -n"; \
+	if command -v apt-get >/dev/null && $$SUDO true 2>/dev/null; then \
+	  $$SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null; } || \
+	  echo "warning: could not install dataset-fashion-mnist; data.source=auto will use tensorflow_datasets"; \
+	else echo "warning: apt not usable; data.source=auto will use tensorflow_datasets (needs network)"; fi
+
+# The main job: the default config (conv_pool on real Fashion-MNIST), offline.
+run: setup
+	$(PY) run_pipeline.py run $(ARGS)
+
+# Every stage in about a minute (500 images per split, one epoch).
+smoke: setup
+	$(PY) run_pipeline.py run --config smoke $(ARGS)
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider $(ARGS)
+
+test-fast: setup
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" $(ARGS)
+
+clean:
+	rm -rf output .pytest_cache
