@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
+import tempfile
 
 import apache_beam as beam
 import numpy as np
 from tensorflow.io import gfile
 
 from components import features as F
-from pipeline import beam_jobs
 from components.ingest import sources
+from pipeline import beam_jobs
 from pipeline.errors import ConfigError
 
 HASH_BUCKETS = 10_000
@@ -30,43 +31,74 @@ def in_validation(example_id: str, fraction: float) -> bool:
 
 
 class _WriteShard(beam.DoFn):
-    def __init__(self, uri: str):
+    """Encodes and writes one shard. Elements are small descriptors (split, shard, rows);
+    the pixels come from .npy files the driver staged once, memory-mapped here, so no
+    image data travels through the Beam graph (Create would pickle and bz2 it)."""
+
+    def __init__(self, uri: str, staged: dict[str, tuple[str, str]]):
         self.uri = uri
+        self.staged = staged
+        self._arrays = {}
+
+    def _load(self, source_split: str):
+        if source_split not in self._arrays:
+            images, labels = self.staged[source_split]
+            self._arrays[source_split] = (_load_npy(images), _load_npy(labels))
+        return self._arrays[source_split]
 
     def process(self, task):
         from components import records
 
-        split, shard, num_shards, ids, labels, images = task
+        split, source_split, shard, num_shards, rows = task
+        images, labels = self._load(source_split)
+        ids = [f"{source_split}-{i:05d}" for i in rows]
         path = posixpath.join(self.uri, f"Split-{split}", F.shard_name(shard, num_shards))
-        n = records.write_shard(path, records.encode(ids, labels, {F.IMAGE: images}))
+        n = records.write_shard(path, records.encode(
+            ids, labels[rows], {F.IMAGE: images[rows].reshape(len(rows), -1)}))
         yield split, n
+
+
+def _load_npy(path: str) -> np.ndarray:
+    if "://" in path:
+        with gfile.GFile(path, "rb") as f:
+            return np.load(f)
+    return np.load(path, mmap_mode="r")
+
+
+def _stage_npy(arrays: dict[str, sources.SplitArrays], directory: str) -> dict[str, tuple[str, str]]:
+    gfile.makedirs(directory)
+    staged = {}
+    for split, data in arrays.items():
+        paths = (posixpath.join(directory, f"{split}-images.npy"),
+                 posixpath.join(directory, f"{split}-labels.npy"))
+        for path, array in zip(paths, (data.images, data.labels)):
+            with gfile.GFile(path, "wb") as f:
+                np.save(f, np.ascontiguousarray(array))
+        staged[split] = paths
+    return staged
 
 
 def plan_shards(arrays: dict[str, sources.SplitArrays], validation_fraction: float,
                 num_shards: int) -> tuple[list[tuple], dict[str, int]]:
-    """(split, shard, num_shards, ids, labels, images) tasks and the count per output split."""
+    """(split, source split, shard, num_shards, row indices) tasks and the count per split."""
     tasks, counts = [], {}
-    out_splits = {}
+    rows_by_split = {}
     for source_split, data in arrays.items():
-        ids = np.array([f"{source_split}-{i:05d}" for i in range(len(data.labels))])
+        n = len(data.labels)
         if source_split == "train":
-            val = np.array([in_validation(i, validation_fraction) for i in ids], bool)
-            out_splits["train"] = np.flatnonzero(~val), data
-            out_splits["validation"] = np.flatnonzero(val), data
+            val = np.array([in_validation(f"train-{i:05d}", validation_fraction) for i in range(n)])
+            rows_by_split["train"] = ("train", np.flatnonzero(~val))
+            rows_by_split["validation"] = ("train", np.flatnonzero(val))
         else:
-            out_splits[source_split] = np.arange(len(ids)), data
-        out_splits.setdefault("_ids", {})[source_split] = ids
-    all_ids = out_splits.pop("_ids")
+            rows_by_split[source_split] = (source_split, np.arange(n))
     for split in ("train", "validation", "test"):
-        rows, data = out_splits[split]
+        source_split, rows = rows_by_split[split]
         if len(rows) == 0:
             raise ConfigError(f"data.max_examples / data.validation_fraction leave the {split} split "
-                              f"empty ({len(data.labels)} source examples)")
-        source_split = "test" if split == "test" else "train"
+                              f"empty ({len(arrays[source_split].labels)} source examples)")
         shards = min(num_shards, len(rows))
         for shard, part in enumerate(np.array_split(rows, shards)):
-            tasks.append((split, shard, shards, list(all_ids[source_split][part]),
-                          data.labels[part], data.images[part].reshape(len(part), -1)))
+            tasks.append((split, source_split, shard, shards, part))
         counts[split] = int(len(rows))
     return tasks, counts
 
@@ -81,10 +113,15 @@ def run(inputs, outputs, params, ctx):
     tasks, counts = plan_shards(arrays, params["validation_fraction"], params["num_shards"])
     for split in counts:
         gfile.makedirs(out.split_uri(split))
-    with beam_jobs.pipeline(ctx.beam_args) as p:
-        _ = (p
-             | "Shards" >> beam.Create(tasks, reshuffle=False)
-             | "EncodeAndWrite" >> beam.ParDo(_WriteShard(out.uri)))
+    scratch = ctx.work_dir or tempfile.mkdtemp(prefix="ingest-")
+    staged = _stage_npy(arrays, posixpath.join(scratch, "source"))
+    try:
+        with beam_jobs.pipeline(ctx.beam_args) as p:
+            _ = (p
+                 | "Shards" >> beam.Create(tasks, reshuffle=False)
+                 | "EncodeAndWrite" >> beam.ParDo(_WriteShard(out.uri, staged)))
+    finally:
+        gfile.rmtree(posixpath.join(scratch, "source") if ctx.work_dir else scratch)
     written = {s: sum(1 for _ in out.split_files(s, F.SHARD_PATTERN)) for s in counts}
     kind, directory = sources.resolve(params["dataset"], params["source"])
     out.properties.update({

@@ -1,0 +1,67 @@
+"""Every preset trains end to end through run_pipeline.py on a small subset: shapes,
+finite losses that go down, the family's metrics (ELBO and a positive KL for VAEs,
+noisy-input error for denoising), and the export's embeddings.
+
+The data stages are shared (same root, same data config => cached after the first).
+"""
+
+import json
+import os
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import cli, config
+from pipeline.errors import EXIT_OK
+from tests.conftest import synthetic_images, write_idx
+
+PRESETS = sorted(p.stem for p in config.PRESET_DIR.glob("*.toml") if p.stem != "smoke")
+VAES = {"vae_mlp", "vae_conv", "vae_bn", "vae_tril"}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    d = tmp_path_factory.mktemp("idx")
+    write_idx(d, "train", *synthetic_images(330, 11))
+    write_idx(d, "t10k", *synthetic_images(100, 12))
+    return d, tmp_path_factory.mktemp("root")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", PRESETS)
+def test_preset_trains_end_to_end(setup, preset):
+    idx, root = setup
+    run_id = f"p-{preset}"
+    code = cli.main(["run", "--config", preset, "--root", str(root), "--run-id", run_id,
+                     "--set", f"data.source=idx:{idx}", "--set", "data.num_shards=1",
+                     "--set", "train.epochs=2", "--set", "train.batch_size=32",
+                     "--set", "train.early_stopping_patience=0",
+                     "--set", "data.validation_fraction=0.15"])
+    assert code == EXIT_OK
+    with open(os.path.join(root, "runs", run_id, "summary.json")) as f:
+        s = json.load(f)
+    assert all(st["status"] in ("ran", "cached") for st in s["stages"].values())
+    train, ev, ex = (s["stages"][n] for n in ("train", "evaluate", "export"))
+    assert train["metrics"]["variant"] == config.load_config(preset).model.variant
+
+    with open(os.path.join(train["artifacts"]["model_run"], "history.json")) as f:
+        history = json.load(f)
+    losses = history["loss"]
+    assert len(losses) == 2 and all(np.isfinite(losses)) and all(np.isfinite(history["val_loss"]))
+    assert losses[1] < losses[0], losses
+
+    m = ev["metrics"]
+    assert m["bce"] >= m["bce_floor"] - 1e-6 and np.isfinite(m["mse"]) and m["psnr"] > 0
+    assert 0.0 <= m["probe_accuracy"] <= 1.0
+    if preset in VAES:
+        assert m["kl"] > 0 and m["neg_elbo"] > m["kl"]
+        assert "kl" in history and all(k > 0 for k in history["kl"])
+    if preset == "denoise":
+        assert "noisy_input_bce" in m
+
+    table = pq.read_table(os.path.join(ex["artifacts"]["embeddings"], "parquet"))
+    assert table.num_rows == s["stages"]["ingest"]["metrics"]["num_examples"]
+    assert len(table.column("embedding")[0].as_py()) == ex["metrics"]["latent_dim"]
+    pngs = [f for f in os.listdir(ev["artifacts"]["evaluation"]) if f.endswith(".png")]
+    assert len(pngs) >= 3, pngs
