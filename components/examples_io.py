@@ -17,6 +17,8 @@ Two ways in:
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import tensorflow as tf
 
@@ -67,6 +69,12 @@ def _parsed_batches(files: list[str], spec: dict) -> tf.data.Dataset:
             .prefetch(tf.data.AUTOTUNE))
 
 
+def _tf_message(e: tf.errors.OpError) -> str:
+    """The useful part of a TensorFlow error message (no function-node or op decorations)."""
+    text = re.sub(r"\{\{[^}]*\}\}\s*", "", e.message.splitlines()[0])
+    return re.sub(r"\s*\[Op:[^\]]*\].*$", "", text).strip()
+
+
 def _locate_bad_file(files: list[str], spec: dict) -> tuple[str, str]:
     """After a failed read of many shards: find the first one that fails on its own."""
     for path in files:
@@ -74,7 +82,7 @@ def _locate_bad_file(files: list[str], spec: dict) -> tuple[str, str]:
             for _ in _parsed_batches([path], spec):
                 pass
         except tf.errors.OpError as e:
-            return path, e.message.splitlines()[0]
+            return path, _tf_message(e)
     return "", ""
 
 
@@ -89,9 +97,9 @@ def _read_columns(examples: Artifact, split: str, spec: dict) -> dict[str, np.nd
     except tf.errors.OpError as e:
         path, message = _locate_bad_file(files, spec)
         where = path or examples.split_uri(split)
-        expected = ", ".join(f"{k} {v.dtype.name}{v.shape.as_list() or ''}" for k, v in spec.items())
+        expected = ", ".join(f"{k} {v.dtype.name}{list(v.shape) or ''}" for k, v in spec.items())
         raise DataError(f"cannot read examples of split {split!r} from {where}: "
-                        f"{message or e.message.splitlines()[0]} (expected features: {expected})"
+                        f"{message or _tf_message(e)} (expected features: {expected})"
                         ) from None
     columns = {k: (np.concatenate(v) if v else np.zeros((0,) + tuple(spec[k].shape),
                                                          spec[k].dtype.as_numpy_dtype))
@@ -157,7 +165,8 @@ def _in_memory(examples, split, names, input_feature, target_feature, batch_size
                shuffle_buffer) -> tf.data.Dataset:
     cols = _read_columns(examples, split, feature_spec(names, with_meta=False))
     n = len(cols[names[0]])
-    tensors = tuple(tf.constant(cols[k].reshape((-1,) + IMAGE_SHAPE)) for k in names)
+    with tf.device("/cpu:0"):  # host memory, where tf.data runs, even when a GPU is visible
+        tensors = tuple(tf.constant(cols[k].reshape((-1,) + IMAGE_SHAPE)) for k in names)
     x_index, y_index = names.index(input_feature), names.index(target_feature)
 
     indices = tf.data.Dataset.range(n)

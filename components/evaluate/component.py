@@ -6,7 +6,7 @@ from pipeline.component import ComponentSpec
 
 
 def _params(c):
-    return {"seed": c.train.seed, "grid_images": 10, "probe_max_train": 20000, "tsne_points": 2000}
+    return {"seed": c.train.seed, "grid_images": 10, "probe_max_train": 10000, "tsne_points": 1000}
 
 
 COMPONENT = ComponentSpec(

@@ -28,7 +28,6 @@ from components.evaluate import plots, probe
 from components.train import model_io
 from pipeline.artifacts import Artifact
 from pipeline.component import ExecutionContext
-from pipeline.errors import StageError
 
 BATCH = 512
 METRICS_JSON = "metrics.json"
@@ -74,7 +73,7 @@ def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict,
              model.latent_dim, ", denoising" if denoising else "")
 
     test = examples_io.load_split(examples, "test", noisy=denoising)
-    x_in, target, labels = test[input_feature], test[F.IMAGE], test[F.LABEL]
+    x_in, target = test[input_feature], test[F.IMAGE]
     recon = predict(model.reconstruct, x_in)
 
     result: dict = {"test_examples": int(len(target)), "latent_dim": int(model.latent_dim)}

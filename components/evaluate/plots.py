@@ -81,7 +81,8 @@ def loss_curves(history: dict[str, list], path: str, title: str = "") -> None:
         val = history.get(f"val_{name}")
         if name == "loss" and val:
             best = int(np.nanargmin(np.asarray(val, np.float64)))
-            ax.axvline(epochs[best], color="grey", linestyle=":", label=f"best (epoch {epochs[best]})")
+            ax.axvline(epochs[best], color="grey", linestyle=":",
+                       label=f"best (epoch {epochs[best]})")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_title(name)

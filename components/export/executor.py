@@ -26,13 +26,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import tensorflow as tf
-from apache_beam.options.pipeline_options import PipelineOptions
 from tensorflow.io import gfile
 
 from components import examples_io
 from components import features as F
 from components.export import saved_model
 from components.train import model_io
+from pipeline import beam_jobs
 from pipeline.artifacts import SPLITS, Artifact
 from pipeline.component import ExecutionContext
 from pipeline.errors import StageError
@@ -86,8 +86,7 @@ def _splits(examples: Artifact) -> list[str]:
 
 def embed_with_beam(examples: Artifact, splits: list[str], saved_model_dir: str,
                     parquet_dir: str, batch_size: int, beam_args: list[str]) -> None:
-    options = PipelineOptions(beam_args)
-    with beam.Pipeline(options=options) as p:
+    with beam_jobs.pipeline(beam_args) as p:
         tables = []
         for split in splits:
             examples_io.shard_files(examples, split)  # fail early, naming the directory
@@ -208,7 +207,7 @@ def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict,
         "columns": SCHEMA.names})
     return {
         "embedding_counts": counts,
-        "total_embeddings": total,
+        "embeddings": total,  # all splits together
         "latent_dim": int(model.latent_dim),
         "roundtrip_max_abs_diff": diff,
         "export_seconds": round(time.perf_counter() - t0, 2),

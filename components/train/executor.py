@@ -92,8 +92,9 @@ class EpochLogger(keras.callbacks.Callback):
         self.train_seconds.append(train_s)
         self.epoch_seconds.append(end - self._t0)
         self._t0 = None
-        shown = " ".join(f"{k}={v:.4f}" for k, v in logs.items()
-                         if isinstance(v, (int, float)) and k != "learning_rate")
+        keys = sorted((k for k, v in logs.items() if isinstance(v, (int, float))),
+                      key=lambda k: (k.startswith("val_"), k != "loss" and k != "val_loss", k))
+        shown = " ".join(f"{k}={logs[k]:.4f}" for k in keys)
         self.log.info("train: epoch %d/%d %s  %.1fs  %.0f images/s", epoch + 1, self.epochs,
                       shown, self.epoch_seconds[-1],
                       self.train_images / max(train_s, 1e-9))
@@ -157,7 +158,6 @@ def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict,
     mp, tp = params["model"], params["train"]
     denoising = bool(params.get("denoising", False))
     input_feature = F.NOISY_IMAGE if denoising else F.IMAGE
-    model_uri, run_uri = outputs["model"].uri, outputs["model_run"].uri
 
     if denoising and (examples.properties.get("noisy") is False or not examples_io.has_feature(
             examples, "train", F.NOISY_IMAGE)):
@@ -181,9 +181,21 @@ def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict,
     log.info("train: loaded %d train / %s validation examples into memory in %.1fs", n_train,
              counts.get("validation", "?"), time.perf_counter() - t_load)
 
-    # Resumable state (see module docstring).
+    # Resumable state (see module docstring); without a work_dir, a throw-away local dir.
     state_dir = posixpath.join(ctx.work_dir, STATE_DIR) if ctx.work_dir else tempfile.mkdtemp(
         prefix="train-state-")
+    try:
+        return _fit(examples, outputs, mp, tp, denoising, input_feature, train_ds, val_ds,
+                    n_train, state_dir, device, gpus, ctx)
+    finally:
+        if not ctx.work_dir:
+            shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def _fit(examples, outputs, mp, tp, denoising, input_feature, train_ds, val_ds, n_train,
+         state_dir, device, gpus, ctx) -> dict:
+    log = ctx.log
+    model_uri, run_uri = outputs["model"].uri, outputs["model_run"].uri
     backup_dir = posixpath.join(ctx.work_dir, BACKUP_DIR) if ctx.work_dir else None
     resuming = bool(backup_dir) and gfile.exists(
         posixpath.join(backup_dir, "training_metadata.json"))
@@ -265,11 +277,10 @@ def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict,
         }
         model_io.write_model_json(model_uri, info)
 
-    _write_history(rows, posixpath.join(run_uri, HISTORY_CSV), posixpath.join(run_uri, HISTORY_JSON))
+    _write_history(rows, posixpath.join(run_uri, HISTORY_CSV),
+                   posixpath.join(run_uri, HISTORY_JSON))
     if ctx.work_dir:
         gfile.rmtree(state_dir)  # the backup itself is removed by BackupAndRestore
-    else:
-        shutil.rmtree(state_dir, ignore_errors=True)
 
     # Steady state: the first epoch of this process pays for tracing/compilation.
     steady = epoch_logger.train_seconds[1:] or epoch_logger.train_seconds
