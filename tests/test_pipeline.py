@@ -206,3 +206,17 @@ def test_cli_exit_code_in_subprocess(tmp_path):
                           cwd=os.path.dirname(os.path.dirname(__file__)), timeout=120)
     assert proc.returncode == EXIT_CONFIG
     assert "noise.kind" in proc.stderr
+
+
+@pytest.mark.slow
+def test_runs_and_show_inspect_what_a_run_produced(first_run, capsys):
+    root, _ = first_run
+    assert cli.main(["runs", "--root", str(root)]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "r1  succeeded" in out and "train:ran" in out
+    assert cli.main(["show", "r1", "--root", str(root)]) == EXIT_OK
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["status"] == "succeeded"
+    assert {r["stage"] for r in shown["lineage"]} == set(STAGES)
+    assert shown["stages"]["evaluate"]["metrics"]["bce"] > 0
+    assert cli.main(["show", "nope", "--root", str(root)]) == EXIT_CONFIG
