@@ -72,6 +72,13 @@ class TrainConfig:
 
 
 @dataclass
+class EvaluateConfig:
+    probe_max_train: int = 10000  # train embeddings for the linear probe; 0 = all
+    tsne_points: int = 1000  # test points in the latent scatter (t-SNE for codes > 2-D)
+    finetune_epochs: int = 0  # > 0: also fine-tune encoder + softmax head (stacked AE classifier)
+
+
+@dataclass
 class BeamConfig:
     # Passed verbatim to apache_beam PipelineOptions for the data-parallel work.
     args: list = field(default_factory=lambda: ["--runner=DirectRunner"])
@@ -83,6 +90,7 @@ class Config:
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     beam: BeamConfig = field(default_factory=BeamConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -90,7 +98,7 @@ class Config:
 
 
 SECTIONS = {"data": DataConfig, "noise": NoiseConfig, "model": ModelConfig, "train": TrainConfig,
-            "beam": BeamConfig}
+            "evaluate": EvaluateConfig, "beam": BeamConfig}
 
 
 def resolve_preset(name_or_path: str) -> pathlib.Path:
@@ -213,5 +221,11 @@ def validate(c: Config) -> None:
     _check(c.train.shuffle_buffer >= 1, "train.shuffle_buffer", "expected >= 1", c.train.shuffle_buffer)
     _check(c.train.steps_per_execution >= 1, "train.steps_per_execution", "expected >= 1",
            c.train.steps_per_execution)
+    _check(c.evaluate.probe_max_train >= 0, "evaluate.probe_max_train", "expected >= 0 (0 = all)",
+           c.evaluate.probe_max_train)
+    _check(10 <= c.evaluate.tsne_points <= 20000, "evaluate.tsne_points", "expected 10..20000",
+           c.evaluate.tsne_points)
+    _check(0 <= c.evaluate.finetune_epochs <= 1000, "evaluate.finetune_epochs", "expected 0..1000",
+           c.evaluate.finetune_epochs)
     _check(all(isinstance(a, str) and a.startswith("--") for a in c.beam.args), "beam.args",
            "expected a list of --flag=value strings", c.beam.args)

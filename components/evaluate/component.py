@@ -6,7 +6,9 @@ from pipeline.component import ComponentSpec
 
 
 def _params(c):
-    return {"seed": c.train.seed, "grid_images": 10, "probe_max_train": 10000, "tsne_points": 1000}
+    return {"seed": c.train.seed, "grid_images": 10,
+            "probe_max_train": c.evaluate.probe_max_train, "tsne_points": c.evaluate.tsne_points,
+            "finetune_epochs": c.evaluate.finetune_epochs}
 
 
 COMPONENT = ComponentSpec(

@@ -112,6 +112,9 @@ def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict,
     # Embedding quality: a linear probe on the code of clean images vs on raw pixels.
     result.update(_probe(model, examples, test, params, seed, log))
 
+    if int(params.get("finetune_epochs", 0)) > 0:
+        result.update(_finetune(inputs["model"], examples, test, params, seed, log))
+
     # Plots.
     pngs = []
     k = min(grid_k, len(target))
@@ -165,6 +168,22 @@ def _probe(model, examples, test, params, seed, log) -> dict:
              "in %.1fs", len(idx), acc, acc_raw, time.perf_counter() - t0)
     return {"probe_accuracy": acc, "probe_accuracy_raw_pixels": acc_raw,
             "probe_train_examples": int(len(idx))}
+
+
+def _finetune(model_artifact, examples, test, params, seed, log) -> dict:
+    from components.evaluate import classifier
+
+    t0 = time.perf_counter()
+    fresh = model_io.load_model(model_artifact)  # fine-tuning must not touch the evaluated model
+    train = examples_io.load_split(examples, "train", noisy=False)
+    val = examples_io.load_split(examples, "validation", noisy=False)
+    out = classifier.finetune_accuracy(
+        fresh.encoder, train[F.IMAGE], train[F.LABEL], val[F.IMAGE], val[F.LABEL],
+        test[F.IMAGE], test[F.LABEL], int(params["finetune_epochs"]), seed=seed)
+    log.info("evaluate: encoder + softmax head fine-tuned for up to %d epochs: %.4f test "
+             "accuracy in %.1fs", out["finetune_epochs"], out["finetune_accuracy"],
+             time.perf_counter() - t0)
+    return out
 
 
 def _latent_scatter(model, test, params, seed, out_uri, log) -> str:
