@@ -22,6 +22,7 @@ PRESET_DIR = PROJECT_ROOT / "configs"
 DATASETS = ("fashion_mnist", "mnist")
 NOISE_KINDS = ("none", "gaussian", "salt_pepper", "mask")
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
+LR_SCHEDULES = ("constant", "cosine")
 DECODERS = ("transpose", "upsample")
 # Kept in sync with models.VARIANTS by a test; listed here so config validation
 # does not import TensorFlow.
@@ -59,12 +60,15 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
+    # Defaults = the conv_pool preset: Adam with cosine decay at batch 64 beats the reference
+    # recipe (RMSprop, batch 256, constant rate) within a 30-epoch budget.
     epochs: int = 30
-    batch_size: int = 256
-    optimizer: str = "rmsprop"
+    batch_size: int = 64
+    optimizer: str = "adam"
     learning_rate: float = 1e-3
+    lr_schedule: str = "cosine"  # or "constant"; cosine decays to 1% over the planned epochs
     seed: int = 42
-    early_stopping_patience: int = 5  # 0 disables early stopping
+    early_stopping_patience: int = 10  # 0 disables early stopping
     shuffle_buffer: int = 60000
     mixed_precision: bool = False  # GPU only: float16 compute, float32 weights
     jit_compile: bool = False  # XLA
@@ -215,6 +219,8 @@ def validate(c: Config) -> None:
            c.train.optimizer)
     _check(0.0 < c.train.learning_rate < 10.0, "train.learning_rate", "expected in (0, 10)",
            c.train.learning_rate)
+    _check(c.train.lr_schedule in LR_SCHEDULES, "train.lr_schedule",
+           f"expected one of {LR_SCHEDULES}", c.train.lr_schedule)
     _check(0 <= c.train.seed < 2**31, "train.seed", "expected 0..2**31-1", c.train.seed)
     _check(c.train.early_stopping_patience >= 0, "train.early_stopping_patience", "expected >= 0",
            c.train.early_stopping_patience)

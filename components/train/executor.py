@@ -54,7 +54,16 @@ def device_name() -> tuple[str, list]:
     return (name if len(gpus) == 1 else f"{len(gpus)} x {name}"), gpus
 
 
-def make_optimizer(name: str, learning_rate: float):
+def make_optimizer(name: str, learning_rate: float, schedule: str = "constant",
+                   total_steps: int = 0):
+    """The optimizer; with schedule "cosine" the rate decays to 1% of `learning_rate` over
+    `total_steps` (a function of the optimizer's step count, so a resumed run continues
+    on the same curve)."""
+    if schedule == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            learning_rate, decay_steps=max(total_steps, 1), alpha=0.01)
+    elif schedule != "constant":
+        raise StageError(f"train.lr_schedule: unknown schedule {schedule!r} (constant, cosine)")
     if name == "adam":
         return keras.optimizers.Adam(learning_rate)
     if name == "rmsprop":
@@ -217,7 +226,9 @@ def _fit(examples, outputs, mp, tp, denoising, input_feature, train_ds, val_ds, 
         with strategy.scope():
             model = model_io.build_model(mp)
             model.compile_for_training(
-                make_optimizer(tp["optimizer"], float(tp["learning_rate"])),
+                make_optimizer(tp["optimizer"], float(tp["learning_rate"]),
+                               tp.get("lr_schedule", "constant"),
+                               int(tp["epochs"]) * math.ceil(n_train / int(tp["batch_size"]))),
                 jit_compile=bool(tp.get("jit_compile")),
                 steps_per_execution=int(tp.get("steps_per_execution", 1)))
         n_params = int(model.count_params())
