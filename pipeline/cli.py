@@ -97,7 +97,7 @@ def _run(args) -> int:
     try:
         result = runner.run(config, args.root, run_id, only=args.only, force=args.force)
     except KeyboardInterrupt:
-        summary.fail(run_dir, PipelineError("interrupted"))
+        summary.fail(run_dir, PipelineError("interrupted"), exit_code=EXIT_INTERRUPTED)
         log.error("run %s interrupted", run_id)
         return EXIT_INTERRUPTED
     except Exception as e:  # noqa: BLE001 - the stage record says what failed

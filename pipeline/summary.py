@@ -90,7 +90,7 @@ def finish(run_dir: str) -> dict:
     return _compose(run_dir, "succeeded", EXIT_OK)
 
 
-def fail(run_dir: str, fallback: PipelineError | None = None) -> dict:
+def fail(run_dir: str, fallback: PipelineError | None = None, exit_code: int | None = None) -> dict:
     """Compose a failed summary; the failing stage's own record decides the exit code."""
     error = None
     for name in _read_json(posixpath.join(run_dir, "run.json"))["stages"]:
@@ -103,7 +103,8 @@ def fail(run_dir: str, fallback: PipelineError | None = None) -> dict:
                 break
     if error is None and fallback is not None:
         error = {"kind": fallback.kind, "message": str(fallback), "exit_code": fallback.exit_code}
-    exit_code = KIND_TO_EXIT.get(error["kind"], EXIT_STAGE) if error else EXIT_STAGE
+    if exit_code is None:
+        exit_code = KIND_TO_EXIT.get(error["kind"], EXIT_STAGE) if error else EXIT_STAGE
     return _compose(run_dir, "failed", exit_code, error)
 
 
