@@ -218,3 +218,16 @@ def test_corrupt_shard_is_a_data_error_naming_the_file(normalized_examples, tmp_
     broken = Artifact(normalized_examples.type, str(copy), dict(normalized_examples.properties))
     with pytest.raises(DataError, match=bad.name):
         examples_io.load_split(broken, "test")
+
+
+def test_cosine_schedule_decays_to_one_percent_and_bad_names_fail():
+    from components.train.executor import make_optimizer
+
+    opt = make_optimizer("adam", 1e-3, "cosine", total_steps=100)
+    schedule = opt._learning_rate
+    assert float(schedule(0)) == pytest.approx(1e-3)
+    assert float(schedule(50)) == pytest.approx(0.5 * 1e-3 * (1 + 0.01), rel=1e-3)
+    assert float(schedule(100)) == pytest.approx(1e-5)
+    assert float(make_optimizer("rmsprop", 2e-3).learning_rate) == pytest.approx(2e-3)
+    with pytest.raises(StageError, match="train.lr_schedule"):
+        make_optimizer("adam", 1e-3, "step")
