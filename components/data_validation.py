@@ -19,6 +19,7 @@ from tfx_bsl.public.tfxio import TFExampleRecord
 from components import features as F
 from pipeline import beam_jobs
 from pipeline.artifacts import Artifact
+from pipeline.errors import DataAnomalyError
 
 STATS_FILE = "FeatureStats.pb"
 ANOMALIES_FILE = "SchemaDiff.pb"
@@ -99,6 +100,16 @@ def report(anomalies: dict[str, anomalies_pb2.Anomalies], where: str) -> str:
             reasons = "; ".join(r.description for r in a.dataset_anomaly_info.reason)
             lines.append(f"  {split}/(dataset): {reasons}")
     return f"data anomalies in {where}:\n" + "\n".join(lines)
+
+
+def raise_on_anomalies(anomalies: dict[str, anomalies_pb2.Anomalies], out: Artifact,
+                       where: str) -> None:
+    """Fail the stage with DataAnomalyError if `check` found anomalies; its statistics and
+    anomalies outputs are still committed so the reports can be inspected."""
+    if out.properties.get("anomalous_splits"):
+        err = DataAnomalyError(report(anomalies, where))
+        err.keep_outputs = ("statistics", "anomalies")
+        raise err
 
 
 def drift(anomalies: dict[str, anomalies_pb2.Anomalies]) -> dict:

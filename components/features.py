@@ -6,6 +6,8 @@ Normalized examples (transform): id, label, image float[784] in [0, 1],
 Shards: <artifact>/Split-<split>/data-SSSSS-of-NNNNN.tfrecord.gz (GZIP TFRecords).
 """
 
+import hashlib
+
 ID = "id"
 LABEL = "label"
 IMAGE = "image"
@@ -16,6 +18,12 @@ PIXELS = HEIGHT * WIDTH
 NUM_CLASSES = 10
 COMPRESSION = "GZIP"
 SHARD_PATTERN = "data-*.tfrecord.gz"
+
+
+def id_hash64(example_id: str) -> int:
+    """A stable 64-bit hash of an example id: the key of the validation carve and of each
+    example's noise, so both are independent of order, caps and workers."""
+    return int.from_bytes(hashlib.sha256(example_id.encode()).digest()[:8], "big")
 
 
 def shard_name(index: int, count: int) -> str:

@@ -38,9 +38,14 @@ def record_batch(ids: list[str], labels: np.ndarray, images: dict[str, np.ndarra
     return pa.RecordBatch.from_arrays(columns, names)
 
 
+def to_examples(batch: pa.RecordBatch) -> list[bytes]:
+    """Serialized tf.Examples, one per row of a `record_batch`."""
+    return example_coder.RecordBatchToExamples(batch)
+
+
 def encode(ids: list[str], labels: np.ndarray, images: dict[str, np.ndarray]) -> list[bytes]:
     """Serialized tf.Examples: id (bytes), label (int64), and each image feature flattened."""
-    return example_coder.RecordBatchToExamples(record_batch(ids, labels, images))
+    return to_examples(record_batch(ids, labels, images))
 
 
 def write_shard(path: str, records: list[bytes]) -> int:

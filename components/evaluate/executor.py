@@ -110,10 +110,11 @@ def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict,
                              "(beta_weighted_loss applies it)")
 
     # Embedding quality: a linear probe on the code of clean images vs on raw pixels.
-    result.update(_probe(model, examples, test, params, seed, log))
+    train = examples_io.load_split(examples, "train", noisy=False)  # read once, used by both
+    result.update(_probe(model, train, test, params, seed, log))
 
     if int(params.get("finetune_epochs", 0)) > 0:
-        result.update(_finetune(inputs["model"], examples, test, params, seed, log))
+        result.update(_finetune(inputs["model"], train, examples, test, params, seed, log))
 
     # Plots.
     pngs = []
@@ -152,9 +153,8 @@ def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict,
     return result
 
 
-def _probe(model, examples, test, params, seed, log) -> dict:
+def _probe(model, train, test, params, seed, log) -> dict:
     t0 = time.perf_counter()
-    train = examples_io.load_split(examples, "train", noisy=False)
     idx = probe.subsample(len(train[F.LABEL]), int(params.get("probe_max_train", 20000)), seed)
     train_x, train_y = train[F.IMAGE][idx], train[F.LABEL][idx]
     if len(np.unique(train_y)) < 2:
@@ -170,12 +170,11 @@ def _probe(model, examples, test, params, seed, log) -> dict:
             "probe_train_examples": int(len(idx))}
 
 
-def _finetune(model_artifact, examples, test, params, seed, log) -> dict:
+def _finetune(model_artifact, train, examples, test, params, seed, log) -> dict:
     from components.evaluate import classifier
 
     t0 = time.perf_counter()
     fresh = model_io.load_model(model_artifact)  # fine-tuning must not touch the evaluated model
-    train = examples_io.load_split(examples, "train", noisy=False)
     val = examples_io.load_split(examples, "validation", noisy=False)
     out = classifier.finetune_accuracy(
         fresh.encoder, train[F.IMAGE], train[F.LABEL], val[F.IMAGE], val[F.LABEL],

@@ -9,7 +9,6 @@ shards run as a Beam pipeline with the run's options, one element per shard.
 
 from __future__ import annotations
 
-import hashlib
 import posixpath
 import tempfile
 
@@ -26,7 +25,7 @@ HASH_BUCKETS = 10_000
 
 
 def in_validation(example_id: str, fraction: float) -> bool:
-    bucket = int.from_bytes(hashlib.sha256(example_id.encode()).digest()[:8], "big") % HASH_BUCKETS
+    bucket = F.id_hash64(example_id) % HASH_BUCKETS
     return bucket < round(fraction * HASH_BUCKETS)
 
 

@@ -12,9 +12,9 @@ from tensorflow.io import gfile
 
 from components import data_validation as dv
 from components import features as F
-from pipeline import beam_jobs
 from components.transform import noise
-from pipeline.errors import DataAnomalyError, DataError
+from pipeline import beam_jobs
+from pipeline.errors import DataError
 from pipeline.schemas import load_schema
 
 
@@ -50,7 +50,7 @@ class _TransformShard(beam.DoFn):
         ids = [i.decode() for i in data[F.ID]]
         batch = records.record_batch(ids, data[F.LABEL], images)
         out = posixpath.join(self.out_uri, f"Split-{split}", posixpath.basename(path))
-        records.write_shard(out, records.example_coder.RecordBatchToExamples(batch))
+        records.write_shard(out, records.to_examples(batch))
         for start in range(0, batch.num_rows, STATS_BATCH):
             yield batch.slice(start, STATS_BATCH)
 
@@ -78,9 +78,6 @@ def run(inputs, outputs, params, ctx):
         "normalized": True, "noisy": params["noise_kind"] != "none",
         "noise_kind": params["noise_kind"], "noise_factor": params["noise_factor"],
         "seed": params["seed"]})
-    if outputs["anomalies"].properties["anomalous_splits"]:
-        err = DataAnomalyError(dv.report(anomalies, f"{out.uri} (schema {params['schema']})"))
-        err.keep_outputs = ("statistics", "anomalies")  # reports stay inspectable
-        raise err
+    dv.raise_on_anomalies(anomalies, outputs["anomalies"], f"{out.uri} (schema {params['schema']})")
     return {"splits": summary, "noise_kind": params["noise_kind"],
             "num_examples": sum(v["num_examples"] for v in summary.values())}

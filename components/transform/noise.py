@@ -7,16 +7,15 @@ same whatever the worker count, shard layout or processing order.
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
+
+from components.features import id_hash64
 
 KINDS = ("none", "gaussian", "salt_pepper", "mask")
 
 
 def example_rng(seed: int, example_id: str) -> np.random.Generator:
-    key = int.from_bytes(hashlib.sha256(example_id.encode()).digest()[:8], "big")
-    return np.random.default_rng([seed, key])
+    return np.random.default_rng([seed, id_hash64(example_id)])
 
 
 def corrupt_one(x: np.ndarray, rng: np.random.Generator, kind: str, factor: float) -> np.ndarray:

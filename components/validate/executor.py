@@ -8,7 +8,6 @@ with exit code 3.
 from __future__ import annotations
 
 from components import data_validation as dv
-from pipeline.errors import DataAnomalyError
 from pipeline.schemas import load_schema
 
 
@@ -20,9 +19,7 @@ def run(inputs, outputs, params, ctx):
     anomalies = dv.check(stats, schema, outputs["anomalies"], drift=True)
     metrics = {"splits": dv.summarize(stats), "label_drift": dv.drift(anomalies),
                "anomalous_splits": outputs["anomalies"].properties["anomalous_splits"]}
-    if metrics["anomalous_splits"]:
-        err = DataAnomalyError(dv.report(anomalies, f"{examples.uri} (schema {params['schema']})"))
-        err.keep_outputs = ("statistics", "anomalies")  # reports stay inspectable
-        raise err
+    dv.raise_on_anomalies(anomalies, outputs["anomalies"],
+                          f"{examples.uri} (schema {params['schema']})")
     ctx.log.info("no anomalies in %s", ", ".join(splits))
     return metrics
