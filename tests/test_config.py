@@ -47,6 +47,11 @@ def test_set_overrides_parse_toml_values_and_bare_strings():
     ("train.mixed_precision=yes", "train.mixed_precision"),
     ("model.decoder=deconv", "model.decoder"),
     ("beam.args=[1, 2]", "beam.args"),
+    ("train.lr_schedule=step", "train.lr_schedule"),
+    ("evaluate.tsne_points=5", "evaluate.tsne_points"),
+    ("evaluate.finetune_epochs=-1", "evaluate.finetune_epochs"),
+    ("evaluate.probe_max_train=-1", "evaluate.probe_max_train"),
+    ("evaluate.tsnepoints=5", "evaluate.tsnepoints"),
 ])
 def test_bad_values_are_rejected_naming_the_key(override, key):
     if override == "noise.kind=mask":
