@@ -54,7 +54,7 @@ def load_statistics(splits: list[str], out: Artifact) -> dict[str, statistics_pb
 
 
 def compute_statistics(examples: Artifact, splits: list[str], schema: schema_pb2.Schema,
-                       out: Artifact, beam_args: list[str]) -> dict[str, statistics_pb2.DatasetFeatureStatisticsList]:
+                       out: Artifact, beam_args) -> dict[str, statistics_pb2.DatasetFeatureStatisticsList]:
     """One Beam pipeline computing every split's statistics of an Examples artifact."""
     with beam_jobs.pipeline(beam_args) as p:
         for split in splits:
@@ -104,12 +104,10 @@ def report(anomalies: dict[str, anomalies_pb2.Anomalies], where: str) -> str:
 
 def raise_on_anomalies(anomalies: dict[str, anomalies_pb2.Anomalies], out: Artifact,
                        where: str) -> None:
-    """Fail the stage with DataAnomalyError if `check` found anomalies; its statistics and
-    anomalies outputs are still committed so the reports can be inspected."""
+    """Reject the input with DataAnomalyError if `check` found anomalies (the components
+    publish their statistics and anomalies all the same: published_on_rejection)."""
     if out.properties.get("anomalous_splits"):
-        err = DataAnomalyError(report(anomalies, where))
-        err.keep_outputs = ("statistics", "anomalies")
-        raise err
+        raise DataAnomalyError(report(anomalies, where))
 
 
 def drift(anomalies: dict[str, anomalies_pb2.Anomalies]) -> dict:

@@ -30,6 +30,21 @@ FIXED_LATENT = ("conv_pool", "denoise")
 DECODERS = ("transpose", "upsample")
 
 
+def check_args(variant: str, latent_dim: int = 0, decoder: str = "transpose") -> None:
+    """The zoo's own rules for its arguments; ValueError names the config key."""
+    if variant not in VARIANTS:
+        raise ValueError(f"model.variant: expected one of {', '.join(VARIANTS)}, got {variant!r}")
+    if decoder not in DECODERS:
+        raise ValueError(f"model.decoder: expected one of {DECODERS}, got {decoder!r}")
+    default = DEFAULT_LATENT[variant]
+    if not 0 <= latent_dim <= 4096:
+        raise ValueError(f"model.latent_dim: expected 0..4096 (0 = the variant's default), "
+                         f"got {latent_dim}")
+    if variant in FIXED_LATENT and latent_dim not in (0, default):
+        raise ValueError(f"model.latent_dim: expected 0 or {default} ({variant}'s code is the "
+                         f"flattened 4x4 feature map, fixed at {default}), got {latent_dim}")
+
+
 def build(variant: str, latent_dim: int = 0, beta: float = 1.0, activity_l1: float = 1e-5,
           decoder: str = "transpose") -> Autoencoder:
     """A fresh, untrained model of `variant`.
@@ -37,16 +52,8 @@ def build(variant: str, latent_dim: int = 0, beta: float = 1.0, activity_l1: flo
     latent_dim 0 means the variant's default. beta is used by the VAEs only, activity_l1 by
     sparse only, decoder ("transpose" | "upsample") by conv_small only.
     """
-    if variant not in VARIANTS:
-        raise ValueError(f"model.variant: unknown variant {variant!r}; "
-                         f"expected one of {', '.join(VARIANTS)}")
-    if decoder not in DECODERS:
-        raise ValueError(f"model.decoder: expected one of {DECODERS}, got {decoder!r}")
-    default = DEFAULT_LATENT[variant]
-    if latent_dim < 0 or (variant in FIXED_LATENT and latent_dim not in (0, default)):
-        fixed = f"; {variant}'s code is fixed at {default}" if variant in FIXED_LATENT else ""
-        raise ValueError(f"model.latent_dim: got {latent_dim}{fixed}")
-    z = latent_dim or default
+    check_args(variant, latent_dim, decoder)
+    z = latent_dim or DEFAULT_LATENT[variant]
 
     if variant == "dense":
         return dense(z)
@@ -71,5 +78,5 @@ def build(variant: str, latent_dim: int = 0, beta: float = 1.0, activity_l1: flo
     return vae_tril(z, beta)
 
 
-__all__ = ["VARIANTS", "DEFAULT_LATENT", "build", "Autoencoder", "VariationalAutoencoder",
+__all__ = ["VARIANTS", "DEFAULT_LATENT", "build", "check_args", "Autoencoder", "VariationalAutoencoder",
            "FullCovarianceVAE"]

@@ -1,4 +1,5 @@
-"""The executors' data-parallel Beam pipelines, run with the run's Beam options.
+"""The executors' data-parallel Beam pipelines, run with the run's Beam options
+(`beam.args`, declared and checked in pipeline/runner.py).
 
 A DoFn's exception reaches the driver wrapped by the runner (in-process it keeps
 its type with an augmented message; from worker processes or a remote runner it
@@ -16,6 +17,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import errors
 
+
 _TYPED = {cls.__name__: cls for cls in (errors.DataAnomalyError, errors.DataError,
                                         errors.ConfigError, errors.StageError)}
 _PATTERN = re.compile(r"(?:pipeline\.errors\.)?(" + "|".join(_TYPED) + r"): (.+)")
@@ -32,10 +34,10 @@ def typed_error(exc: BaseException) -> errors.PipelineError | None:
 
 
 @contextlib.contextmanager
-def pipeline(beam_args: list[str]):
+def pipeline(beam_args):
     """`with beam_jobs.pipeline(ctx.beam_args) as p:` -- like beam.Pipeline, typed errors kept."""
     try:
-        with beam.Pipeline(options=PipelineOptions(beam_args)) as p:
+        with beam.Pipeline(options=PipelineOptions(list(beam_args))) as p:
             yield p
     except errors.PipelineError:
         raise

@@ -1,8 +1,8 @@
-"""Command line: `run_pipeline.py run|runs|show`.
+"""Command line: `run_pipeline.py run | runs | show`.
 
-Exit codes (stable, for schedulers): 0 success, 2 invalid config or usage,
-3 data rejected (corrupt input or validation anomalies), 4 stage failure,
-130 interrupted.
+Exit codes (stable, for schedulers; pipeline/errors.py): 0 success, 2 invalid config or
+usage, 3 data rejected (missing, corrupt or anomalous input), 4 a stage failed, 75 skipped
+(--skip-if-running found another live run), 130 interrupted (SIGINT or SIGTERM).
 """
 
 from __future__ import annotations
@@ -12,147 +12,214 @@ import datetime
 import json
 import logging
 import os
+import re
+import shlex
+import signal
 import sys
 import uuid
+from typing import Callable
 
+from pipeline import console
 from pipeline.errors import (EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK, EXIT_STAGE, ConfigError,
                              PipelineError)
 
 log = logging.getLogger("pipeline")
-STAGE_CHOICES = ("ingest", "validate", "transform", "train", "evaluate", "export")
+DEFAULT_ROOT = "output"
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(stage_names: list[str] | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="run_pipeline.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="run the pipeline (cached stages are reused)")
+    r = sub.add_parser("run", help="run the pipeline (stages whose fingerprint matches a "
+                                   "committed execution are reused)")
     r.add_argument("--config", help="preset name (configs/<name>.toml) or a TOML file")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set train.epochs=3 (repeatable)")
-    r.add_argument("--root", default="output", help="pipeline root (artifacts, runs, metadata)")
+    r.add_argument("--root", default=DEFAULT_ROOT, help="pipeline root (artifacts, runs, metadata)")
     r.add_argument("--run-id", help="default: UTC timestamp plus a short random suffix")
-    r.add_argument("--only", choices=STAGE_CHOICES,
+    r.add_argument("--only", metavar="STAGE",
                    help="run just this stage; its inputs must be committed by an earlier run")
     r.add_argument("--force", action="store_true", help="ignore the cache, re-run every stage")
-    r.add_argument("--log-level", default="INFO")
-    ls = sub.add_parser("runs", help="list runs under the root with their status")
-    ls.add_argument("--root", default="output")
-    sh = sub.add_parser("show", help="print a run's summary and lineage")
-    sh.add_argument("run_id")
-    sh.add_argument("--root", default="output")
+    r.add_argument("--skip-if-running", action="store_true",
+                   help="exit 75 without running when another run on this root is alive")
+    r.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR",
+                                                           "debug", "info", "warning", "error"],
+                   help="console level; debug also shows tracebacks (pipeline.log always has them)")
+    for name, help_ in (("runs", "list the runs under the root, newest first"),
+                        ("show", "one run: status, stages, metrics, artifacts, errors")):
+        s = sub.add_parser(name, help=help_)
+        if name == "show":
+            s.add_argument("run_id")
+        s.add_argument("--root", default=DEFAULT_ROOT)
+        s.add_argument("--json", action="store_true", help="machine-readable output")
     return p
 
 
-def _setup_logging(level: str, log_file: str | None = None) -> None:
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
-    root = logging.getLogger()
-    root.setLevel(logging.WARNING)
-    logging.getLogger("pipeline").setLevel(level.upper())
-    handlers = [logging.StreamHandler(sys.stderr)]
-    if log_file:
-        handlers.append(logging.FileHandler(log_file))
-    for h in handlers:
-        h.setFormatter(fmt)
-        root.addHandler(h)
-    # absl (TF, Beam) logs through the root logger; keep only its warnings.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-def main(argv: list[str] | None = None) -> int:
+def main(create_pipeline: Callable[[], list], argv: list[str] | None = None) -> int:
+    """create_pipeline: returns the components in order (run_pipeline.py defines it)."""
+    argv = sys.argv[1:] if argv is None else argv
     try:
         args = _parser().parse_args(argv)
     except SystemExit as e:  # argparse: 0 for --help, 2 for usage errors
         return int(e.code or 0)
+    console.quiet_third_party(getattr(args, "log_level", "INFO"))
     if args.command == "run":
-        return _run(args)
-    if args.command == "runs":
-        return _runs(args)
-    return _show(args)
+        return _run(create_pipeline, args, argv)
+    return _inspect(args)
 
 
-def _run(args) -> int:
-    from pipeline.config import load_config
+def _new_run_id() -> str:
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{now}-{uuid.uuid4().hex[:6]}"
 
+
+def _plan(create_pipeline, args):
+    """Everything checkable before anything is created: config, stage, run id, and the
+    external data (its identity is part of the ingest fingerprint)."""
+    from pipeline import config as cfg
+    from pipeline import runner
+
+    with console.stderr_to_log():
+        components = create_pipeline()
+    names = [c.name for c in components]
+    if args.only and args.only not in names:
+        raise ConfigError(f"--only {args.only!r}: expected one of {', '.join(names)}")
+    run_id = args.run_id or _new_run_id()
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", run_id):
+        raise ConfigError(f"--run-id {run_id!r}: use letters, digits, '.', '_', '-'")
+    root = os.path.abspath(args.root) if "://" not in args.root else args.root
+    if os.path.exists(os.path.join(root, "runs", run_id)):
+        raise ConfigError(f"--run-id {run_id!r}: a run with this id already exists under "
+                          f"{root}; run ids are never reused")
+    config = cfg.load(runner.param_classes(components), args.config, args.set)
+    return runner.plan(components, config), root, run_id
+
+
+def _run(create_pipeline, args, argv) -> int:
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
-        config = load_config(args.config, args.set)
-        run_id = args.run_id or (datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
-                                 + "-" + uuid.uuid4().hex[:6])
-        if not run_id.replace("-", "").replace("_", "").replace(".", "").isalnum():
-            raise ConfigError(f"--run-id {run_id!r}: use letters, digits, '-', '_', '.'")
-        run_dir = os.path.join(args.root, "runs", run_id)
-        if os.path.exists(run_dir):
-            raise ConfigError(f"--run-id {run_id!r}: a run with this id already exists under "
-                              f"{args.root}; run ids are never reused")
-    except ConfigError as e:
-        _setup_logging(args.log_level)
-        log.error("invalid config: %s", e)
-        return EXIT_CONFIG
-    os.makedirs(run_dir)
-    _setup_logging(args.log_level, os.path.join(run_dir, "pipeline.log"))
-
-    from pipeline import runner, summary
-
-    log.info("run %s: config %s, root %s", run_id, args.config or "(defaults)", args.root)
-    try:
-        result = runner.run(config, args.root, run_id, only=args.only, force=args.force)
+        plan, root, run_id = _plan(create_pipeline, args)
+    except PipelineError as e:
+        log.error("%s (exit %d)", e, e.exit_code)
+        return e.exit_code
     except KeyboardInterrupt:
-        summary.fail(run_dir, PipelineError("interrupted"), exit_code=EXIT_INTERRUPTED)
-        log.error("run %s interrupted", run_id)
         return EXIT_INTERRUPTED
-    except Exception as e:  # noqa: BLE001 - the stage record says what failed
-        result = summary.fail(run_dir, e if isinstance(e, PipelineError) else None)
-        err = result.get("error") or {"message": f"{type(e).__name__}: {e}"}
-        log.error("run %s FAILED (exit %s) in stage %s: %s", run_id, result["exit_code"],
-                  err.get("stage", "?"), err["message"])
-        log.error("summary: %s", os.path.join(run_dir, "summary.json"))
-        return int(result["exit_code"] or EXIT_STAGE)
-    _print_summary(result)
+    run_dir = os.path.join(root, "runs", run_id)
+    os.makedirs(run_dir)
+    console.log_to_file(os.path.join(run_dir, "pipeline.log"))
+
+    from pipeline import runner
+
+    log.info("run %s: config %s%s, root %s", run_id, args.config or "(defaults)",
+             "".join(f" --set {s}" for s in args.set), root)
+    try:
+        result = runner.run(plan, root, run_id, only=args.only, force=args.force,
+                            skip_if_running=args.skip_if_running,
+                            command=shlex.join(["run_pipeline.py", *argv]))
+    except BaseException as e:  # noqa: BLE001 - every failure ends in one line and a code
+        from pipeline.metadata import MetadataStore
+        from pipeline.summary import render
+
+        log.debug("traceback:\n", exc_info=True)
+        error = render(MetadataStore(root), run_id).get("error") if _registered(root, run_id) else None
+        if error is None:
+            from pipeline.launcher import describe
+
+            error = describe(e)
+        where = f" in stage {error['stage']}" if error.get("stage") else ""
+        log.error("run %s %s (exit %d)%s: %s", run_id,
+                  "interrupted" if error["exit_code"] == EXIT_INTERRUPTED else "FAILED",
+                  error["exit_code"], where, error["message"].splitlines()[0])
+        if len(error["message"].splitlines()) > 1:
+            log.error("%s", "\n".join(error["message"].splitlines()[1:]))
+        log.info("summary: %s, log: %s", os.path.join(run_dir, "summary.json"),
+                 os.path.join(run_dir, "pipeline.log"))
+        return int(error["exit_code"] or EXIT_STAGE)
+    _print_stages(result)
     log.info("summary: %s", os.path.join(run_dir, "summary.json"))
     return EXIT_OK
 
 
-def _print_summary(s: dict) -> None:
-    print(f"run {s['run_id']}: {s['status']}")
-    for name, st in s["stages"].items():
-        keys = ("bce", "bce_excess", "psnr", "neg_elbo", "probe_accuracy", "images_per_second",
-                "best_val_loss", "num_examples", "embeddings")
-        shown = {k: st["metrics"][k] for k in keys if k in st.get("metrics", {})}
-        print(f"  {name:<10} {st['status']:<7} {st['duration_s']:>8.1f}s  "
-              + " ".join(f"{k}={v}" for k, v in shown.items()))
-
-
-def _runs(args) -> int:
-    runs_dir = os.path.join(args.root, "runs")
-    if not os.path.isdir(runs_dir):
-        print(f"no runs under {args.root}")
-        return EXIT_OK
-    from pipeline import summary
-
-    for run_id in sorted(os.listdir(runs_dir)):
-        try:
-            s = summary.load(args.root, run_id)
-        except (FileNotFoundError, ValueError):
-            print(f"{run_id}  (no summary)")
-            continue
-        stages = " ".join(f"{n}:{st['status']}" for n, st in s["stages"].items())
-        print(f"{run_id}  {s['status']:<9} exit={s['exit_code']}  {stages}")
-    return EXIT_OK
-
-
-def _show(args) -> int:
-    from pipeline import summary
+def _registered(root: str, run_id: str) -> bool:
     from pipeline.metadata import MetadataStore
 
-    try:
-        s = summary.load(args.root, args.run_id)
-    except FileNotFoundError as e:
-        print(e, file=sys.stderr)
-        return EXIT_CONFIG
-    s.pop("config", None)
-    for st in s["stages"].values():
-        (st.get("error") or {}).pop("traceback", None)
-    store = MetadataStore(os.path.join(args.root, "metadata.sqlite"))
-    s["lineage"] = store.run_executions(args.run_id)
-    print(json.dumps(s, indent=2, default=str))
+    return MetadataStore(root).run_exists(run_id)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+# -- inspection --------------------------------------------------------------------------
+
+HEADLINE = ("bce", "bce_excess", "neg_elbo", "psnr", "probe_accuracy", "best_val_loss",
+            "images_per_second", "num_examples", "embeddings")
+
+
+def _headline(metrics: dict) -> str:
+    return " ".join(f"{k}={metrics[k]}" for k in HEADLINE if k in (metrics or {}))
+
+
+def _print_stages(s: dict) -> None:
+    print(f"run {s['run_id']}: {s['status']}")
+    for name, st in s["stages"].items():
+        print(f"  {name:<10} {st['status']:<11} {st.get('duration_s') or 0:>8.1f}s  "
+              f"{_headline(st.get('metrics'))}")
+
+
+def _inspect(args) -> int:
+    from pipeline import runner, summary
+    from pipeline.metadata import MetadataStore
+
+    root = os.path.abspath(args.root) if "://" not in args.root else args.root
+    if not os.path.exists(os.path.join(root, "metadata.sqlite")):
+        print(f"no runs under {root}", file=sys.stderr)
+        return EXIT_CONFIG if args.command == "show" else EXIT_OK
+    store = MetadataStore(root)
+    runner.sweep_abandoned(store)
+    if args.command == "show":
+        if not store.run_exists(args.run_id):
+            print(f"no run {args.run_id!r} under {root}", file=sys.stderr)
+            return EXIT_CONFIG
+        view = summary.render(store, args.run_id)
+        print(json.dumps(view, indent=2, default=str) if args.json else _show_text(view))
+        return EXIT_OK
+    views = sorted((summary.render(store, r["run_id"]) for r in store.list_runs()),
+                   key=lambda v: v["started"] or "", reverse=True)
+    if args.json:
+        print(json.dumps([{k: v[k] for k in ("run_id", "status", "exit_code", "started",
+                                              "finished", "duration_s", "error")}
+                          | {"stages": {n: st["status"] for n, st in v["stages"].items()}}
+                          for v in views], indent=2, default=str))
+        return EXIT_OK
+    print(f"{'run id':<26} {'status':<11} {'exit':>4}  {'started':<25} {'took':>7}  stages")
+    for v in views:
+        took = f"{v['duration_s']:.0f}s" if v["duration_s"] is not None else "-"
+        stages = " ".join(f"{n}:{st['status']}" for n, st in v["stages"].items())
+        exit_code = "-" if v["exit_code"] is None else v["exit_code"]
+        print(f"{v['run_id']:<26} {v['status']:<11} {exit_code:>4}  {v['started'] or '-':<25} "
+              f"{took:>7}  {stages}")
     return EXIT_OK
+
+
+def _show_text(v: dict) -> str:
+    lines = [f"run {v['run_id']}: {v['status']} (exit {v['exit_code']})",
+             f"  started {v['started']}, finished {v['finished'] or '-'}, "
+             f"owner pid {v['owner']['pid']} on {v['owner']['host']}, "
+             f"last heartbeat {v['owner']['heartbeat']}",
+             f"  command: {v.get('command') or '-'}",
+             f"  config: preset {v.get('preset') or '(defaults)'}; changed from the defaults: "
+             + (", ".join(f"{k}={val}" for k, val in v["config_changed"].items()) or "nothing")]
+    if v.get("error"):
+        lines.append(f"  error: [{v['error'].get('kind')}] {v['error'].get('message')}")
+    for name, st in v["stages"].items():
+        cached = (f" from run {st['cached_from']['run_id']}" if st.get("cached_from") else "")
+        lines.append(f"  {name:<10} {st['status']}{cached} in {st.get('duration_s') or 0:.1f}s")
+        if st.get("metrics"):
+            lines.append(f"      metrics: {_headline(st['metrics']) or json.dumps(st['metrics'])}")
+        for k, uri in (st.get("artifacts") or {}).items():
+            lines.append(f"      {k}: {uri}")
+        if st.get("error"):
+            lines.append(f"      error: {st['error']['message']}")
+    return "\n".join(lines)

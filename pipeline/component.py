@@ -1,72 +1,73 @@
-"""The component contract, TFX-style: a spec (inputs, outputs, parameters) kept apart
-from the executor that does the work.
+"""The component contract, as TFX's component.py declares it: typed input and output
+channels, a parameters class, and the executor, referenced directly.
 
-A component's `component.py` declares a ComponentSpec; its `executor.py` holds
+An executor is a function
 
-    def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact],
-            params: dict, ctx: ExecutionContext) -> dict   # metrics for the summary
+    def run(params: XParams, ctx: ExecutionContext, *, <input keys>, <output keys>) -> dict
 
-Executors read committed input directories and write into the (temporary) output
-directories they are handed; the runner commits those atomically. So any executor
-can run alone on artifacts on disk, which is what the component tests do.
+whose keyword arguments are exactly the component's input and output keys (checked
+when the Component is made), each an Artifact. It reads committed inputs, writes into
+the staging directories of its outputs (the launcher commits them), and returns the
+metrics for the run summary. So any executor runs alone on artifacts on disk, which is
+what the component tests do.
 """
 
 from __future__ import annotations
 
-import importlib
+import inspect
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable
-
-from pipeline.artifacts import Artifact
-from pipeline.config import Config
+from typing import Callable, Mapping
 
 
 @dataclass(frozen=True)
-class ComponentSpec:
+class Channel:
+    """An input: an artifact type and the upstream component output that provides it."""
+
+    type: str
+    producer: str
+    output: str
+
+
+@dataclass(frozen=True)
+class Component:
     name: str
-    # input name -> (artifact type, upstream "stage.output")
-    inputs: dict[str, tuple[str, str]]
-    # output name -> artifact type
-    outputs: dict[str, str]
-    # "package.module:function" of the executor; imported lazily so that spec
-    # modules stay cheap (no TensorFlow import to build the graph).
-    executor: str
-    # config -> the JSON-able parameters this stage depends on (hashed for caching)
-    params: Callable[[Config], dict[str, Any]]
-    description: str = ""
-    # "module:function" mapping params -> a JSON-able identity of data read from
-    # outside the artifact store (ingest's source files), hashed into the cache key.
-    external_fingerprint: str | None = None
+    inputs: Mapping[str, Channel]
+    outputs: Mapping[str, str]  # key -> artifact type
+    params: type  # a pipeline.config.Params subclass
+    executor: Callable[..., dict]
+    description: str
+    # Outputs that are still published when the executor rejects its input (a DataError):
+    # the statistics and anomalies that explain the rejection. The execution stays FAILED,
+    # so the cache never reuses them.
+    published_on_rejection: tuple[str, ...] = ()
 
-    def executor_fn(self) -> Callable[..., dict]:
-        module, _, fn = self.executor.partition(":")
-        return getattr(importlib.import_module(module), fn)
-
-    def external_identity(self, params: dict):
-        if not self.external_fingerprint:
-            return None
-        module, _, fn = self.external_fingerprint.partition(":")
-        return getattr(importlib.import_module(module), fn)(params)
+    def __post_init__(self):
+        keys = set(self.inputs) | set(self.outputs)
+        assert not set(self.inputs) & set(self.outputs), f"{self.name}: input and output keys overlap"
+        assert set(self.published_on_rejection) <= set(self.outputs), self.name
+        signature = inspect.signature(self.executor)
+        declared = {n for n, p in signature.parameters.items() if p.kind is p.KEYWORD_ONLY}
+        if declared != keys:
+            raise TypeError(f"component {self.name}: executor {self.executor_module}.run takes "
+                            f"{sorted(declared)} but the component declares {sorted(keys)}")
 
     @property
     def executor_module(self) -> str:
-        return self.executor.partition(":")[0]
+        return self.executor.__module__
+
+    @property
+    def upstream(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(c.producer for c in self.inputs.values()))
 
 
 @dataclass
 class ExecutionContext:
-    """What an executor may need beyond its artifacts."""
+    """What an executor may need beyond its artifacts and parameters."""
 
     run_id: str = "test"
-    beam_args: list[str] = field(default_factory=lambda: ["--runner=DirectRunner"])
-    # Stable scratch directory for this stage and fingerprint (survives a crash;
-    # the trainer keeps its resumable backup here).
+    beam_args: tuple[str, ...] = ("--runner=DirectRunner",)
+    # A scratch directory stable across attempts of the same stage fingerprint (it survives
+    # a crash, so the trainer keeps its resumable backup there); "" = none.
     work_dir: str = ""
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("pipeline"))
-
-
-def run_executor(spec: ComponentSpec, inputs: dict[str, Artifact], outputs: dict[str, Artifact],
-                 params: dict, ctx: ExecutionContext | None = None) -> dict:
-    """Run one component's executor directly (what tests and the runner call)."""
-    return spec.executor_fn()(inputs, outputs, params, ctx or ExecutionContext()) or {}

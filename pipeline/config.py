@@ -1,8 +1,14 @@
-"""Run configuration: TOML files (presets in `configs/`), `--set` overrides, validation.
+"""Run configuration: TOML presets (`configs/`), `--set` overrides, and the typed
+parameters every component builds from them.
 
-Every key has a typed default below; a preset file only lists what it changes.
-Unknown sections or keys, wrong types and out-of-range values raise ConfigError
-naming the offending key, before any stage runs.
+There is no central table of defaults. Each config key (`train.epochs`) is declared, with
+its default, by exactly one parameters class: a frozen dataclass field made with `key()`.
+Another component that needs the same fact declares the field without a default and gets
+the owner's value. The set of known keys, their types and defaults is therefore derived
+from the pipeline's components (`schema`), and `load` rejects unknown keys and wrong
+types naming the key. Range and cross-key checks live in each class's `check()`, run by
+`Params.from_config`, the one way parameters are made (the runner, tests and benchmarks
+all use it).
 """
 
 from __future__ import annotations
@@ -11,98 +17,109 @@ import dataclasses
 import pathlib
 import re
 import tomllib
-from dataclasses import dataclass, field
-from typing import Any
+import typing
+from dataclasses import dataclass
+from typing import Any, Iterable
 
 from pipeline.errors import ConfigError
 
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parent.parent
 PRESET_DIR = PROJECT_ROOT / "configs"
-
-DATASETS = ("fashion_mnist", "mnist")
-NOISE_KINDS = ("none", "gaussian", "salt_pepper", "mask")
-OPTIMIZERS = ("adam", "rmsprop", "sgd")
-LR_SCHEDULES = ("constant", "cosine")
-DECODERS = ("transpose", "upsample")
-# Kept in sync with models.VARIANTS by a test; listed here so config validation
-# does not import TensorFlow.
-VARIANTS = (
-    "dense", "sparse", "deep", "conv_pool", "conv_dense", "conv_small", "denoise",
-    "vae_mlp", "vae_conv", "vae_bn", "vae_tril",
-)
+_KEY = re.compile(r"[a-z_]+\.[a-z_0-9]+")
 
 
-@dataclass
-class DataConfig:
-    dataset: str = "fashion_mnist"
-    # auto: Debian's IDX files when present, else tensorflow_datasets.
-    source: str = "auto"
-    max_examples: int = 0  # cap per source split; 0 = all
-    validation_fraction: float = 0.1
-    num_shards: int = 4  # shards per split in each Examples artifact
+def key(name: str, default: Any = dataclasses.MISSING, doc: str = "") -> Any:
+    """A parameters field bound to config key `name` ("section.key"). Give `default` in
+    the one class that owns the key; other readers leave it out."""
+    assert _KEY.fullmatch(name), name
+    return dataclasses.field(default=default, metadata={"key": name, "doc": doc})
 
 
-@dataclass
-class NoiseConfig:
-    kind: str = "none"
-    # gaussian: stddev; salt_pepper: fraction of pixels flipped; mask: fraction zeroed.
-    factor: float = 0.5
+@dataclass(frozen=True)
+class KeySpec:
+    name: str
+    type: Any  # int, float, bool, str or tuple[str, ...]
+    default: Any
+    doc: str
+    owner: str  # the parameters class that declares the default
 
 
-@dataclass
-class ModelConfig:
-    variant: str = "conv_pool"
-    latent_dim: int = 0  # 0 = the variant's own default
-    beta: float = 1.0  # KL weight of the VAEs (beta-VAE when != 1)
-    activity_l1: float = 1e-5  # sparsity penalty on the code (variant sparse)
-    decoder: str = "transpose"  # conv_small: transposed convs or upsample + conv
-
-
-@dataclass
-class TrainConfig:
-    # Defaults = the conv_pool preset: Adam with cosine decay at batch 64 beats the reference
-    # recipe (RMSprop, batch 256, constant rate) within a 30-epoch budget.
-    epochs: int = 30
-    batch_size: int = 64
-    optimizer: str = "adam"
-    learning_rate: float = 1e-3
-    lr_schedule: str = "cosine"  # or "constant"; cosine decays to 1% over the planned epochs
-    seed: int = 42
-    early_stopping_patience: int = 10  # 0 disables early stopping
-    shuffle_buffer: int = 60000
-    mixed_precision: bool = False  # GPU only: float16 compute, float32 weights
-    jit_compile: bool = False  # XLA
-    steps_per_execution: int = 1
-
-
-@dataclass
-class EvaluateConfig:
-    probe_max_train: int = 10000  # train embeddings for the linear probe; 0 = all
-    tsne_points: int = 1000  # test points in the latent scatter (t-SNE for codes > 2-D)
-    finetune_epochs: int = 0  # > 0: also fine-tune encoder + softmax head (stacked AE classifier)
-
-
-@dataclass
-class BeamConfig:
-    # Passed verbatim to apache_beam PipelineOptions for the data-parallel work.
-    args: list = field(default_factory=lambda: ["--runner=DirectRunner"])
-
-
-@dataclass
+@dataclass(frozen=True)
 class Config:
-    data: DataConfig = field(default_factory=DataConfig)
-    noise: NoiseConfig = field(default_factory=NoiseConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
-    beam: BeamConfig = field(default_factory=BeamConfig)
+    """Every known key with its value (defaults filled in) and where the values came from."""
 
-    def to_dict(self) -> dict[str, Any]:
+    values: dict[str, Any]
+    preset: str | None = None
+    changed: tuple[str, ...] = ()  # keys set by the preset or --set
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Nested {section: {key: value}}, as a TOML file would hold it."""
+        out: dict[str, dict[str, Any]] = {}
+        for name, value in self.values.items():
+            section, _, k = name.partition(".")
+            out.setdefault(section, {})[k] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    def differences(self) -> dict[str, Any]:
+        """The keys whose value is not the default, for summaries and `show`."""
+        return {k: self.to_dict()[k.partition(".")[0]][k.partition(".")[2]] for k in self.changed}
+
+
+class Params:
+    """Base of every component's parameters (a frozen, kw_only dataclass of `key()` fields)."""
+
+    @classmethod
+    def from_config(cls, config: Config):
+        values = {f.name: config[f.metadata["key"]] for f in dataclasses.fields(cls)
+                  if "key" in f.metadata}
+        params = cls(**values)
+        params.check()
+        return params
+
+    def check(self) -> None:
+        """Range and cross-key checks; raise ConfigError naming the key."""
+
+    def cache_key(self) -> dict[str, Any]:
+        """What of these parameters decides the stage's output (hashed into its fingerprint)."""
         return dataclasses.asdict(self)
 
 
-SECTIONS = {"data": DataConfig, "noise": NoiseConfig, "model": ModelConfig, "train": TrainConfig,
-            "evaluate": EvaluateConfig, "beam": BeamConfig}
+def require(ok: bool, name: str, expected: str, value: Any) -> None:
+    """The one shape of a config check's failure: key, what was expected, what was given."""
+    if not ok:
+        raise ConfigError(f"{name}: expected {expected}, got {value!r}")
+
+
+def schema(param_classes: Iterable[type]) -> dict[str, KeySpec]:
+    """Every key the given parameters classes read, with its type and its one default."""
+    specs: dict[str, KeySpec] = {}
+    readers: dict[str, list[tuple[str, Any]]] = {}
+    for cls in param_classes:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if "key" not in f.metadata:
+                continue
+            name = f.metadata["key"]
+            readers.setdefault(name, []).append((cls.__qualname__, hints[f.name]))
+            if f.default is dataclasses.MISSING:
+                continue
+            if name in specs:
+                raise AssertionError(f"config key {name} has two defaults: "
+                                     f"{specs[name].owner} and {cls.__qualname__}")
+            specs[name] = KeySpec(name, hints[f.name], f.default, f.metadata["doc"],
+                                  cls.__qualname__)
+    for name, uses in readers.items():
+        if name not in specs:
+            raise AssertionError(f"config key {name} is read by {uses[0][0]} but no "
+                                 "parameters class declares its default")
+        for owner, type_ in uses:
+            if type_ != specs[name].type:
+                raise AssertionError(f"config key {name}: {owner} reads it as {type_}, "
+                                     f"{specs[name].owner} declares {specs[name].type}")
+    return dict(sorted(specs.items()))
 
 
 def resolve_preset(name_or_path: str) -> pathlib.Path:
@@ -119,119 +136,71 @@ def resolve_preset(name_or_path: str) -> pathlib.Path:
     return preset
 
 
-def load_config(path: str | None = None, overrides: list[str] | tuple = ()) -> Config:
-    raw: dict[str, Any] = {}
-    if path:
-        preset = resolve_preset(path)
+def load(param_classes: Iterable[type], preset: str | None = None,
+         overrides: Iterable[str] = ()) -> Config:
+    """The config for these parameters classes: defaults < preset file < --set overrides.
+    Unknown keys and wrong types raise ConfigError naming the key."""
+    keys = schema(param_classes)
+    given: dict[str, Any] = {}
+    if preset:
+        path = resolve_preset(preset)
         try:
-            raw = tomllib.loads(preset.read_text())
+            raw = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{preset}: not valid TOML: {e}") from None
+            raise ConfigError(f"{path}: not valid TOML: {e}") from None
+        for section, table in raw.items():
+            if not isinstance(table, dict):
+                raise ConfigError(f"{path}: [{section}] must be a table of keys")
+            for k, value in table.items():
+                given[f"{section}.{k}"] = value
     for item in overrides:
-        key, value = _parse_override(item)
-        section, _, name = key.partition(".")
-        raw.setdefault(section, {})
-        if not isinstance(raw[section], dict):
-            raise ConfigError(f"{section}: expected a table")
-        raw[section][name] = value
-    return from_dict(raw)
+        name, value = _parse_override(item)
+        given[name] = value
+    values = {name: spec.default for name, spec in keys.items()}
+    for name, value in given.items():
+        if name not in keys:
+            raise ConfigError(_unknown(name, keys))
+        values[name] = _coerce(name, value, keys[name].type)
+    changed = tuple(n for n in keys if n in given and values[n] != keys[n].default)
+    return Config(values, preset, changed)
+
+
+def _unknown(name: str, keys: dict[str, KeySpec]) -> str:
+    section = name.partition(".")[0]
+    same = [k for k in keys if k.startswith(section + ".")]
+    if not same:
+        sections = sorted({k.partition(".")[0] for k in keys})
+        return f"unknown config section [{section}] in {name} (known: {', '.join(sections)})"
+    return f"unknown config key {name} (known in [{section}]: {', '.join(same)})"
 
 
 def _parse_override(item: str) -> tuple[str, Any]:
     if "=" not in item:
         raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=3")
-    key, text = item.split("=", 1)
-    key = key.strip()
-    if not re.fullmatch(r"[a-z_]+\.[a-z_0-9]+", key):
-        raise ConfigError(f"--set {item!r}: key must look like section.name")
+    name, text = item.split("=", 1)
+    name = name.strip()
+    if not _KEY.fullmatch(name):
+        raise ConfigError(f"--set {item!r}: the key must look like section.name")
     try:  # TOML value syntax first (numbers, booleans, arrays, quoted strings) ...
         value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         value = text  # ... else a bare string such as idx:/data/mnist
-    return key, value
+    return name, value
 
 
-def from_dict(raw: dict[str, Any]) -> Config:
-    sections = {}
-    for section, values in raw.items():
-        if section not in SECTIONS:
-            raise ConfigError(f"unknown config section [{section}] (known: {', '.join(SECTIONS)})")
-        if not isinstance(values, dict):
-            raise ConfigError(f"config section [{section}] must be a table")
-        cls = SECTIONS[section]
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        kwargs = {}
-        for key, value in values.items():
-            if key not in known:
-                raise ConfigError(
-                    f"unknown config key {section}.{key} (known: {', '.join(known)})")
-            kwargs[key] = _coerce(f"{section}.{key}", value, cls().__getattribute__(key))
-        sections[section] = cls(**kwargs)
-    config = Config(**sections)
-    validate(config)
-    return config
-
-
-def _coerce(key: str, value: Any, default: Any) -> Any:
-    expected = type(default)
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+def _coerce(name: str, value: Any, type_: Any) -> Any:
+    if type_ is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if expected is bool and not isinstance(value, bool):
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    if expected is int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
-    if expected is list and isinstance(value, str):
-        return value.split()
-    if not isinstance(value, expected):
-        raise ConfigError(f"{key}: expected {expected.__name__}, got {value!r}")
+    if type_ is bool and not isinstance(value, bool):
+        raise ConfigError(f"{name}: expected true or false, got {value!r}")
+    if type_ is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{name}: expected an integer, got {value!r}")
+    if typing.get_origin(type_) is tuple:
+        if isinstance(value, str):
+            value = value.split()
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{name}: expected a list of strings, got {value!r}")
+        return tuple(value)
+    if type_ in (int, float, str) and not isinstance(value, type_):
+        raise ConfigError(f"{name}: expected {type_.__name__}, got {value!r}")
     return value
-
-
-def _check(ok: bool, key: str, message: str, value: Any) -> None:
-    if not ok:
-        raise ConfigError(f"{key}: {message}, got {value!r}")
-
-
-def validate(c: Config) -> None:
-    _check(c.data.dataset in DATASETS, "data.dataset", f"expected one of {DATASETS}", c.data.dataset)
-    src = c.data.source
-    _check(src in ("auto", "tfds") or (src.startswith("idx:") and len(src) > 4), "data.source",
-           "expected auto, tfds or idx:DIR", src)
-    _check(c.data.max_examples >= 0, "data.max_examples", "expected >= 0 (0 = all)", c.data.max_examples)
-    _check(0.0 < c.data.validation_fraction < 1.0, "data.validation_fraction",
-           "expected a fraction strictly between 0 and 1", c.data.validation_fraction)
-    _check(1 <= c.data.num_shards <= 1024, "data.num_shards", "expected 1..1024", c.data.num_shards)
-    _check(c.noise.kind in NOISE_KINDS, "noise.kind", f"expected one of {NOISE_KINDS}", c.noise.kind)
-    if c.noise.kind == "gaussian":
-        _check(0.0 < c.noise.factor <= 10.0, "noise.factor", "gaussian stddev expected in (0, 10]",
-               c.noise.factor)
-    elif c.noise.kind != "none":
-        _check(0.0 < c.noise.factor < 1.0, "noise.factor",
-               f"{c.noise.kind} fraction expected in (0, 1)", c.noise.factor)
-    _check(c.model.variant in VARIANTS, "model.variant", f"expected one of {VARIANTS}", c.model.variant)
-    _check(0 <= c.model.latent_dim <= 4096, "model.latent_dim", "expected 0..4096", c.model.latent_dim)
-    _check(c.model.beta >= 0.0, "model.beta", "expected >= 0", c.model.beta)
-    _check(c.model.activity_l1 >= 0.0, "model.activity_l1", "expected >= 0", c.model.activity_l1)
-    _check(c.model.decoder in DECODERS, "model.decoder", f"expected one of {DECODERS}", c.model.decoder)
-    _check(1 <= c.train.epochs <= 10000, "train.epochs", "expected 1..10000", c.train.epochs)
-    _check(1 <= c.train.batch_size <= 65536, "train.batch_size", "expected 1..65536", c.train.batch_size)
-    _check(c.train.optimizer in OPTIMIZERS, "train.optimizer", f"expected one of {OPTIMIZERS}",
-           c.train.optimizer)
-    _check(0.0 < c.train.learning_rate < 10.0, "train.learning_rate", "expected in (0, 10)",
-           c.train.learning_rate)
-    _check(c.train.lr_schedule in LR_SCHEDULES, "train.lr_schedule",
-           f"expected one of {LR_SCHEDULES}", c.train.lr_schedule)
-    _check(0 <= c.train.seed < 2**31, "train.seed", "expected 0..2**31-1", c.train.seed)
-    _check(c.train.early_stopping_patience >= 0, "train.early_stopping_patience", "expected >= 0",
-           c.train.early_stopping_patience)
-    _check(c.train.shuffle_buffer >= 1, "train.shuffle_buffer", "expected >= 1", c.train.shuffle_buffer)
-    _check(c.train.steps_per_execution >= 1, "train.steps_per_execution", "expected >= 1",
-           c.train.steps_per_execution)
-    _check(c.evaluate.probe_max_train >= 0, "evaluate.probe_max_train", "expected >= 0 (0 = all)",
-           c.evaluate.probe_max_train)
-    _check(10 <= c.evaluate.tsne_points <= 20000, "evaluate.tsne_points", "expected 10..20000",
-           c.evaluate.tsne_points)
-    _check(0 <= c.evaluate.finetune_epochs <= 1000, "evaluate.finetune_epochs", "expected 0..1000",
-           c.evaluate.finetune_epochs)
-    _check(all(isinstance(a, str) and a.startswith("--") for a in c.beam.args), "beam.args",
-           "expected a list of --flag=value strings", c.beam.args)

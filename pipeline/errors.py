@@ -1,19 +1,22 @@
 """Error classes and the process exit codes they map to.
 
-Exit codes are part of the product's contract with schedulers (see README):
-  0 success, 2 invalid config or usage, 3 data rejected (corrupt input or
-  validation anomalies), 4 a stage failed for another reason, 130 interrupted.
+Exit codes are the product's contract with schedulers (README, "Exit codes"):
+  0 success; 2 invalid config or usage; 3 data rejected (missing, corrupt or anomalous
+  input); 4 a stage failed for another reason; 75 skipped because another run is active
+  on the root (--skip-if-running; EX_TEMPFAIL, "try again later"); 130 interrupted
+  (SIGINT or SIGTERM).
 """
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
 EXIT_DATA = 3
 EXIT_STAGE = 4
+EXIT_SKIPPED = 75
 EXIT_INTERRUPTED = 130
 
 
 class PipelineError(Exception):
-    """Base class: an error with a clear, user-facing message."""
+    """Base class: an error with a clear, one-line, user-facing message."""
 
     exit_code = EXIT_STAGE
     kind = "stage_failure"
@@ -27,7 +30,7 @@ class ConfigError(PipelineError):
 
 
 class DataError(PipelineError):
-    """Input data is corrupt, truncated or inconsistent; the message names the file."""
+    """Input data is missing, corrupt, truncated or inconsistent; the message names the file."""
 
     exit_code = EXIT_DATA
     kind = "bad_data"
@@ -46,7 +49,11 @@ class StageError(PipelineError):
     kind = "stage_failure"
 
 
-KIND_TO_EXIT = {
-    cls.kind: cls.exit_code
-    for cls in (PipelineError, ConfigError, DataError, DataAnomalyError, StageError)
-}
+class Interrupted(PipelineError):
+    """SIGINT or SIGTERM: the run stops, its staged outputs are discarded."""
+
+    exit_code = EXIT_INTERRUPTED
+    kind = "interrupted"
+
+
+ERROR_CLASSES = (PipelineError, ConfigError, DataError, DataAnomalyError, StageError, Interrupted)

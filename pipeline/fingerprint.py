@@ -1,7 +1,18 @@
-"""Cache keys. A stage's fingerprint hashes its parameters, its input artifacts'
-fingerprints and the source of the code it runs: the executor module and every
-project module it imports, transitively (TFX hashes only the module file and
-misses edits in imported helpers).
+"""Cache keys. A stage's fingerprint hashes its parameters (`Params.cache_key()`), its
+input artifacts' fingerprints and the source of the code it runs: the executor module
+and every project module it imports at run time, transitively. Imports under
+`if TYPE_CHECKING:` are not run, so they are not followed: an executor can name its
+parameters class for type checkers without its spec module (and the config machinery
+behind it) entering the key. Modules are keyed by dotted name and content, never by
+path, so a checkout at another path gets the same keys.
+
+For comparison, TFX's cache key (get_cache_context in TFX's
+tfx/orchestration/portable/cache_utils.py) hashes the pipeline and node info, the
+serialized executor spec (the executor's class name, not its code), the serialized
+input artifacts (their MLMD records, URIs included), the output artifacts without their
+URIs, the parameters, and the content of `module_file` when that parameter is set.
+Executor source and the modules it imports are not hashed, and input URIs are, so an
+edited executor still hits and a moved root misses.
 """
 
 from __future__ import annotations
@@ -16,9 +27,6 @@ from typing import Any
 
 # Packages whose source is ours and therefore part of a stage's code fingerprint.
 PROJECT_PACKAGES = ("pipeline", "components", "models")
-# Orchestration modules that do not change what a stage computes.
-NOT_HASHED = ("pipeline.runner", "pipeline.cli", "pipeline.metadata", "pipeline.summary",
-              "pipeline.fingerprint")
 
 
 def _module_file(name: str) -> pathlib.Path | None:
@@ -35,7 +43,7 @@ def _imports(name: str, path: pathlib.Path) -> set[str]:
     tree = ast.parse(path.read_text(), filename=str(path))
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(tree):
+    for node in _runtime_nodes(tree):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -50,6 +58,20 @@ def _imports(name: str, path: pathlib.Path) -> set[str]:
     return {m for m in found if m.split(".")[0] in PROJECT_PACKAGES}
 
 
+def _runtime_nodes(tree: ast.AST):
+    """Every node except those under `if TYPE_CHECKING:` (or `if typing.TYPE_CHECKING:`)."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and ast.unparse(child.test) in (
+                    "TYPE_CHECKING", "typing.TYPE_CHECKING"):
+                todo.extend(child.orelse)
+                continue
+            todo.append(child)
+
+
 @functools.lru_cache(maxsize=None)
 def code_closure(module: str) -> tuple[tuple[str, str], ...]:
     """(module, sha256 of source) for `module` and the project modules it imports."""
@@ -57,7 +79,7 @@ def code_closure(module: str) -> tuple[tuple[str, str], ...]:
     todo = [module]
     while todo:
         name = todo.pop()
-        if name in seen or name in NOT_HASHED:
+        if name in seen:
             continue
         path = _module_file(name)
         if path is None:
@@ -82,19 +104,11 @@ def digest(value: Any) -> str:
 
 def stage_fingerprint(stage: str, params: dict, input_fingerprints: dict[str, str],
                       executor_module: str) -> str:
+    """params: the stage's `cache_key()`; input_fingerprints: input key -> upstream
+    fingerprint and output name."""
     return digest({
         "stage": stage,
         "params": params,
         "inputs": input_fingerprints,
         "code": code_fingerprint(executor_module),
     })
-
-
-def file_digest(path: str, chunk: int = 1 << 20) -> str:
-    from tensorflow.io import gfile
-
-    h = hashlib.sha256()
-    with gfile.GFile(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()

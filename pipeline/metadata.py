@@ -1,189 +1,247 @@
-"""Lineage in ML Metadata (the store TFX uses), SQLite under the pipeline root.
+"""ML Metadata (the store TFX uses), SQLite under the pipeline root: the one record of
+run state and lineage.
 
-Runs are contexts (type `pipeline_run`, all under one `pipeline` context); each stage
-is an execution with its fingerprint; artifacts are linked to executions by INPUT
-and OUTPUT events. A cache hit is recorded as its own execution (state CACHED) whose
-outputs are the reused artifacts, so "what did run N produce" is one query.
+- A run is a context (type `pipeline_run`, child of the `pipeline` context) whose
+  properties hold its config, status, exit code, error, owner (pid, host, start) and
+  heartbeat.
+- Each stage of a run is an execution (type = the stage name) with its fingerprint,
+  state, duration, metrics and error; INPUT and OUTPUT events link it to artifacts. A
+  cache hit is its own execution (state CACHED) whose outputs are the reused artifacts
+  and whose `cached_from` names the execution that made them.
+- Artifact URIs are stored relative to the root, so a root that was moved keeps its
+  lineage and its cache.
+
+Concurrent runs share the SQLite file. MLMD's own busy handler gives up after about ten
+short retries ("Concurrent writes aborted"), so every write here is serialized by a
+file lock and retried on top of that.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Any
+import posixpath
+import time
+from typing import Any, Callable
 
+from ml_metadata import errors as mlmd_errors
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as pb
 
+from pipeline import locks
 from pipeline.artifacts import Artifact
 
 PIPELINE_NAME = "ae_pipeline"
 RUN_CONTEXT = "pipeline_run"
 PIPELINE_CONTEXT = "pipeline"
+DB_FILE = "metadata.sqlite"
+WRITE_RETRY_S = 120.0
 
 STATES = {
     "running": pb.Execution.RUNNING,
     "complete": pb.Execution.COMPLETE,
     "failed": pb.Execution.FAILED,
     "cached": pb.Execution.CACHED,
+    "canceled": pb.Execution.CANCELED,  # interrupted (SIGINT / SIGTERM)
+    "abandoned": pb.Execution.CANCELED,  # its owner died (SIGKILL, power loss)
 }
 
 
-def _set(props, key: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        props[key].string_value = json.dumps(value, sort_keys=True, default=str)
+def _set(props, name: str, value: Any) -> None:
+    if isinstance(value, bool) or value is None or not isinstance(value, (int, float, str)):
+        props[name].string_value = json.dumps(value, sort_keys=True, default=str)
     elif isinstance(value, int):
-        props[key].int_value = value
+        props[name].int_value = value
     elif isinstance(value, float):
-        props[key].double_value = value
+        props[name].double_value = value
     else:
-        props[key].string_value = value
+        props[name].string_value = value
 
 
 def _get(value: pb.Value) -> Any:
     kind = value.WhichOneof("value")
-    return getattr(value, kind) if kind else None
+    v = getattr(value, kind) if kind else None
+    if isinstance(v, str) and (v[:1] in "[{\"" or v in ("true", "false", "null")):
+        try:
+            return json.loads(v)
+        except ValueError:
+            return v
+    return v
+
+
+def _props(proto) -> dict[str, Any]:
+    return {k: _get(v) for k, v in proto.custom_properties.items()}
 
 
 class MetadataStore:
-    def __init__(self, sqlite_path: str):
-        os.makedirs(os.path.dirname(os.path.abspath(sqlite_path)), exist_ok=True)
+    def __init__(self, root: str):
+        self.root = root
+        self.path = os.path.join(root, DB_FILE)
+        os.makedirs(root, exist_ok=True)
         config = pb.ConnectionConfig()
-        config.sqlite.filename_uri = sqlite_path
+        config.sqlite.filename_uri = self.path
         config.sqlite.connection_mode = pb.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
-        self.store = metadata_store.MetadataStore(config)
+        # Opening a new file creates the schema: a write like any other.
+        self.store = self._write(lambda: metadata_store.MetadataStore(config))
         self._types: dict[tuple[str, str], int] = {}
 
-    # -- types -----------------------------------------------------------------
-    def _type_id(self, kind: str, name: str) -> int:
-        key = (kind, name)
-        if key not in self._types:
-            if kind == "artifact":
-                t = pb.ArtifactType(name=name)
-                self._types[key] = self.store.put_artifact_type(t)
-            elif kind == "execution":
-                t = pb.ExecutionType(name=name)
-                self._types[key] = self.store.put_execution_type(t)
-            else:
-                t = pb.ContextType(name=name)
-                self._types[key] = self.store.put_context_type(t)
-        return self._types[key]
+    def _write(self, fn: Callable[[], Any]) -> Any:
+        deadline = time.monotonic() + WRITE_RETRY_S
+        while True:
+            try:
+                with locks.held(self.root, "metadata", poll_s=0.05):
+                    return fn()
+            except (mlmd_errors.AbortedError, mlmd_errors.InternalError) as e:
+                if "locked" not in str(e) and "aborted" not in str(e).lower():
+                    raise
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
-    # -- contexts ----------------------------------------------------------------
-    def _context(self, type_name: str, name: str) -> pb.Context:
-        existing = self.store.get_context_by_type_and_name(type_name, name)
-        if existing is not None:
-            return existing
-        ctx = pb.Context(type_id=self._type_id("context", type_name), name=name)
-        [ctx.id] = self.store.put_contexts([ctx])
-        return ctx
+    # -- uris ---------------------------------------------------------------------
+    def _relative(self, uri: str) -> str:
+        prefix = self.root.rstrip("/") + "/"
+        return uri[len(prefix):] if uri.startswith(prefix) else uri
+
+    def absolute(self, uri: str) -> str:
+        return uri if uri.startswith("/") or "://" in uri else posixpath.join(self.root, uri)
+
+    # -- types ---------------------------------------------------------------------
+    def _type_id(self, kind: str, name: str) -> int:
+        if (kind, name) not in self._types:
+            put = {"artifact": (self.store.put_artifact_type, pb.ArtifactType),
+                   "execution": (self.store.put_execution_type, pb.ExecutionType),
+                   "context": (self.store.put_context_type, pb.ContextType)}[kind]
+            self._types[(kind, name)] = self._write(lambda: put[0](put[1](name=name)))
+        return self._types[(kind, name)]
+
+    # -- runs ------------------------------------------------------------------------
+    def _run_context(self, run_id: str) -> pb.Context | None:
+        return self.store.get_context_by_type_and_name(RUN_CONTEXT, run_id)
+
+    def start_run(self, run_id: str, properties: dict[str, Any]) -> None:
+        def put():
+            if self._run_context(run_id) is not None:
+                raise ValueError(f"run {run_id!r} already exists")
+            pipeline = self.store.get_context_by_type_and_name(PIPELINE_CONTEXT, PIPELINE_NAME)
+            if pipeline is None:
+                pipeline = pb.Context(type_id=self._type_id("context", PIPELINE_CONTEXT),
+                                      name=PIPELINE_NAME)
+                [pipeline.id] = self.store.put_contexts([pipeline])
+            run = pb.Context(type_id=self._type_id("context", RUN_CONTEXT), name=run_id)
+            for k, v in properties.items():
+                _set(run.custom_properties, k, v)
+            [run.id] = self.store.put_contexts([run])
+            self.store.put_parent_contexts([pb.ParentContext(child_id=run.id,
+                                                             parent_id=pipeline.id)])
+        self._type_id("context", PIPELINE_CONTEXT)
+        self._type_id("context", RUN_CONTEXT)
+        self._write(put)
+
+    def update_run(self, run_id: str, **properties: Any) -> None:
+        def put():
+            run = self._run_context(run_id)
+            for k, v in properties.items():
+                _set(run.custom_properties, k, v)
+            self.store.put_contexts([run])
+        self._write(put)
 
     def run_exists(self, run_id: str) -> bool:
-        return self.store.get_context_by_type_and_name(RUN_CONTEXT, run_id) is not None
+        return self._run_context(run_id) is not None
 
-    def run_contexts(self, run_id: str) -> list[pb.Context]:
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        ctx = self._run_context(run_id)
+        return None if ctx is None else {"run_id": ctx.name, **_props(ctx)}
+
+    def list_runs(self) -> list[dict[str, Any]]:
+        try:
+            contexts = self.store.get_contexts_by_type(RUN_CONTEXT)
+        except mlmd_errors.NotFoundError:
+            return []
+        return [{"run_id": c.name, **_props(c)} for c in contexts]
+
+    # -- executions --------------------------------------------------------------------
+    def _contexts(self, run_id: str) -> list[pb.Context]:
         return [self.store.get_context_by_type_and_name(PIPELINE_CONTEXT, PIPELINE_NAME),
-                self.store.get_context_by_type_and_name(RUN_CONTEXT, run_id)]
+                self._run_context(run_id)]
 
-    def start_run(self, run_id: str, config: dict) -> list[pb.Context]:
-        pipeline = self._context(PIPELINE_CONTEXT, PIPELINE_NAME)
-        run = self._context(RUN_CONTEXT, run_id)
-        _set(run.custom_properties, "config", config)
-        self.store.put_contexts([run])
-        self.store.put_parent_contexts(
-            [pb.ParentContext(child_id=run.id, parent_id=pipeline.id)])
-        return [pipeline, run]
-
-    # -- executions ----------------------------------------------------------------
-    def record_execution(self, contexts: list[pb.Context], stage: str, state: str,
-                         fingerprint: str, inputs: dict[str, Artifact],
-                         outputs: dict[str, Artifact], properties: dict | None = None,
-                         execution_id: int | None = None) -> int:
-        """Create or update one stage execution with its input/output events."""
-        execution = pb.Execution(type_id=self._type_id("execution", stage))
-        if execution_id is not None:
-            execution.id = execution_id
-        execution.last_known_state = STATES[state]
-        _set(execution.custom_properties, "fingerprint", fingerprint)
-        _set(execution.custom_properties, "state", state)
-        for k, v in (properties or {}).items():
-            _set(execution.custom_properties, k, v)
-        pairs = []
-        if execution_id is None:  # events are attached once, when the execution starts
-            pairs += [self._pair(name, a, pb.Event.INPUT) for name, a in inputs.items()]
-        pairs += [self._pair(name, a, pb.Event.OUTPUT) for name, a in outputs.items()]
-        exec_id, artifact_ids, _ = self.store.put_execution(
-            execution, pairs, contexts, reuse_context_if_already_exist=True)
-        out_ids = artifact_ids[-len(outputs):] if outputs else []
-        for a, aid in zip(outputs.values(), out_ids):
-            a.id = aid
-        return exec_id
-
-    def _pair(self, name: str, a: Artifact, event_type) -> tuple[pb.Artifact, pb.Event]:
-        proto = pb.Artifact(type_id=self._type_id("artifact", a.type), uri=a.uri,
+    def _artifact_event(self, key: str, a: Artifact, event_type) -> tuple[pb.Artifact, pb.Event]:
+        proto = pb.Artifact(type_id=self._type_id("artifact", a.type), uri=self._relative(a.uri),
                             state=pb.Artifact.LIVE)
         if a.id is not None:
             proto.id = a.id
         for k, v in a.properties.items():
             _set(proto.custom_properties, k, v)
         event = pb.Event(type=event_type)
-        event.path.steps.add().key = name
+        event.path.steps.add().key = key
         return proto, event
 
-    # -- cache -------------------------------------------------------------------
-    def find_cached(self, stage: str, fingerprint: str) -> dict[str, Artifact] | None:
-        """Outputs of the newest COMPLETE execution of `stage` with this fingerprint."""
-        try:
-            executions = self.store.get_executions_by_type(stage)
-        except Exception:  # type not registered yet
-            return None
-        matches = [e for e in executions
-                   if e.last_known_state == pb.Execution.COMPLETE
-                   and _get(e.custom_properties["fingerprint"]) == fingerprint]
-        for execution in sorted(matches, key=lambda e: e.id, reverse=True):
-            outputs = self.outputs_of(execution.id)
-            if outputs:
-                return outputs
-        return None
+    def put_execution(self, run_id: str, stage: str, state: str, properties: dict[str, Any],
+                      inputs: dict[str, Artifact] | None = None,
+                      outputs: dict[str, Artifact] | None = None,
+                      execution_id: int | None = None) -> int:
+        """Create (inputs are attached then) or update one stage execution. New output
+        artifacts get their MLMD ids set."""
+        execution = pb.Execution(type_id=self._type_id("execution", stage),
+                                 last_known_state=STATES[state])
+        if execution_id is not None:
+            execution = self.store.get_executions_by_id([execution_id])[0]
+            execution.last_known_state = STATES[state]
+        _set(execution.custom_properties, "state", state)
+        for k, v in properties.items():
+            _set(execution.custom_properties, k, v)
+        outputs = outputs or {}
+        pairs = [self._artifact_event(k, a, pb.Event.INPUT) for k, a in (inputs or {}).items()]
+        pairs += [self._artifact_event(k, a, pb.Event.OUTPUT) for k, a in outputs.items()]
+        exec_id, artifact_ids, _ = self._write(lambda: self.store.put_execution(
+            execution, pairs, self._contexts(run_id), reuse_context_if_already_exist=True))
+        for a, aid in zip(outputs.values(), artifact_ids[len(pairs) - len(outputs):]):
+            a.id = aid
+        return exec_id
 
-    def outputs_of(self, execution_id: int) -> dict[str, Artifact]:
-        events = [e for e in self.store.get_events_by_execution_ids([execution_id])
-                  if e.type == pb.Event.OUTPUT]
-        by_id = {a.id: a for a in self.store.get_artifacts_by_id([e.artifact_id for e in events])}
-        types = {t.id: t.name for t in self.store.get_artifact_types()}
-        result = {}
-        for e in events:
-            proto = by_id[e.artifact_id]
-            result[e.path.steps[0].key] = Artifact(
-                type=types[proto.type_id], uri=proto.uri, id=proto.id,
-                properties={k: _decode(_get(v)) for k, v in proto.custom_properties.items()})
-        return result
+    def _execution_row(self, e: pb.Execution, types: dict[int, str]) -> dict[str, Any]:
+        return {"execution_id": e.id, "stage": types[e.type_id], **_props(e),
+                "inputs": self.artifacts_of(e.id, pb.Event.INPUT),
+                "outputs": self.artifacts_of(e.id, pb.Event.OUTPUT)}
 
-    # -- inspection ----------------------------------------------------------------
-    def runs(self) -> list[str]:
-        return [c.name for c in self.store.get_contexts_by_type(RUN_CONTEXT)]
+    def execution(self, execution_id: int) -> dict[str, Any]:
+        types = {t.id: t.name for t in self.store.get_execution_types()}
+        return self._execution_row(self.store.get_executions_by_id([execution_id])[0], types)
 
-    def run_executions(self, run_id: str) -> list[dict]:
-        ctx = self.store.get_context_by_type_and_name(RUN_CONTEXT, run_id)
+    def run_executions(self, run_id: str) -> list[dict[str, Any]]:
+        ctx = self._run_context(run_id)
         if ctx is None:
             return []
         types = {t.id: t.name for t in self.store.get_execution_types()}
-        rows = []
-        for e in sorted(self.store.get_executions_by_context(ctx.id), key=lambda e: e.id):
-            rows.append({
-                "execution_id": e.id,
-                "stage": types[e.type_id],
-                "state": _get(e.custom_properties["state"]),
-                "fingerprint": _get(e.custom_properties["fingerprint"]),
-                "outputs": {k: a.uri for k, a in self.outputs_of(e.id).items()},
-            })
-        return rows
+        return [self._execution_row(e, types) for e in
+                sorted(self.store.get_executions_by_context(ctx.id), key=lambda e: e.id)]
 
+    def artifacts_of(self, execution_id: int, event_type=pb.Event.OUTPUT) -> dict[str, Artifact]:
+        events = [e for e in self.store.get_events_by_execution_ids([execution_id])
+                  if e.type == event_type]
+        by_id = {a.id: a for a in self.store.get_artifacts_by_id([e.artifact_id for e in events])}
+        types = {t.id: t.name for t in self.store.get_artifact_types()}
+        out = {}
+        for e in events:
+            proto = by_id[e.artifact_id]
+            out[e.path.steps[0].key] = Artifact(type=types[proto.type_id],
+                                                uri=self.absolute(proto.uri), id=proto.id,
+                                                properties=_props(proto))
+        return out
 
-def _decode(value: Any) -> Any:
-    if isinstance(value, str) and value[:1] in "[{\"" or value in ("true", "false", "null"):
+    # -- cache ------------------------------------------------------------------------
+    def find_cached(self, stage: str, fingerprint: str,
+                    usable: Callable[[Artifact], bool]) -> tuple[int, dict[str, Artifact]] | None:
+        """The newest COMPLETE execution of `stage` with this fingerprint whose outputs are
+        all still `usable` (committed on disk: a deleted artifact is never reused)."""
         try:
-            return json.loads(value)
-        except (TypeError, ValueError):
-            return value
-    return value
+            executions = self.store.get_executions_by_type(stage)
+        except mlmd_errors.NotFoundError:
+            return None
+        matches = [e for e in executions if e.last_known_state == pb.Execution.COMPLETE
+                   and _get(e.custom_properties["fingerprint"]) == fingerprint]
+        for execution in sorted(matches, key=lambda e: e.id, reverse=True):
+            outputs = self.artifacts_of(execution.id)
+            if outputs and all(usable(a) for a in outputs.values()):
+                return execution.id, outputs
+        return None

@@ -1,212 +1,248 @@
-"""Chains the stages as an Apache Beam pipeline, as TFX's BeamDagRunner does: one Beam
-step per component, each step's output (its artifact references) handed to the
-steps that consume it as a side input, which is also what orders them.
+"""The runner: plans a pipeline (a list of components it is handed) and runs it as a
+Beam pipeline, one step per component as TFX's BeamDagRunner does, each step calling
+the launcher with its upstream steps' artifacts as side inputs.
 
-Each step: compute the cache key; reuse a committed execution with the same key,
-or run the executor into staging directories and commit them atomically; record
-the execution, its artifacts and events in ML Metadata; write the stage's record
-for summary.json. Executors start their own Beam pipelines, with the run's Beam
-options, for their data-parallel work.
+A run registers itself in ML Metadata with its owner (pid, host, start), holds its run
+lock for as long as it lives and beats a heartbeat. A run still marked `running` whose
+owner is gone (its lock is free on this host, or its heartbeat is stale elsewhere) is
+recorded as `abandoned` by the next run, `runs` and `show`, and its staging
+directories are removed. Its finished stages stay in the cache, and the trainer's
+backup stays in the stage's work directory, so the same command resumes it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import glob
 import logging
 import os
-import posixpath
+import shutil
+import socket
+import threading
 import time
-import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options import pipeline_options
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from pipeline import artifacts, summary
+from pipeline import artifacts, fingerprint, locks, summary
 from pipeline.artifacts import Artifact
-from pipeline.component import ComponentSpec, ExecutionContext
-from pipeline.config import Config
-from pipeline.errors import PipelineError, StageError
-from pipeline.fingerprint import stage_fingerprint
-from pipeline.graph import BY_NAME, STAGES, upstream
+from pipeline.component import Component
+from pipeline.config import Config, Params, key
+from pipeline.errors import ConfigError
+from pipeline.errors import EXIT_OK, EXIT_SKIPPED, PipelineError
+from pipeline.launcher import RunContext, describe, launch
 from pipeline.metadata import MetadataStore
 
 log = logging.getLogger("pipeline")
+HEARTBEAT_S = 10.0
+# A run on another host is abandoned when its heartbeat is this old.
+STALE_AFTER_S = 120.0
 
 
-@dataclass
-class RunPlan:
-    """Everything a stage step needs; plain data so Beam can pickle it."""
+class Skipped(PipelineError):
+    """--skip-if-running found another live run on the root."""
 
-    config: dict
-    root: str
-    run_id: str
-    only: str | None = None
-    force: bool = False
-    params: dict = field(default_factory=dict)  # stage -> params
-    fingerprints: dict = field(default_factory=dict)  # stage -> fingerprint
-
-    @property
-    def run_dir(self) -> str:
-        return posixpath.join(self.root, "runs", self.run_id)
-
-    @property
-    def metadata_path(self) -> str:
-        return posixpath.join(self.root, "metadata.sqlite")
-
-    def artifact_uri(self, stage: str, output: str) -> str:
-        return posixpath.join(self.root, "artifacts", stage, self.run_id, output)
-
-    def work_dir(self, stage: str) -> str:
-        return posixpath.join(self.root, "work", stage, self.fingerprints[stage][:16])
+    exit_code = EXIT_SKIPPED
+    kind = "skipped"
 
 
-def plan(config: Config, root: str, run_id: str, only: str | None = None,
-         force: bool = False) -> RunPlan:
-    """Parameters and cache keys of every stage, computed before anything runs."""
-    p = RunPlan(config=config.to_dict(), root=root, run_id=run_id, only=only, force=force)
-    for spec in STAGES:
-        params = spec.params(config)
-        inputs = {name: p.fingerprints[ref.split(".")[0]] + ":" + ref
-                  for name, (_, ref) in spec.inputs.items()}
-        external = spec.external_identity(params)
-        p.params[spec.name] = params
-        p.fingerprints[spec.name] = stage_fingerprint(
-            spec.name, {"params": params, "external": external}, inputs, spec.executor_module)
-    return p
+@dataclass(frozen=True, kw_only=True)
+class BeamParams(Params):
+    args: tuple[str, ...] = key(
+        "beam.args", ("--runner=DirectRunner",),
+        "Beam pipeline options for the data-parallel work, e.g. --runner=PortableRunner "
+        "--job_endpoint=localhost:8099, or --direct_num_workers=2 "
+        "--direct_running_mode=multi_processing")
+
+    def check(self) -> None:
+        name = "beam.args"
+        bad = [a for a in self.args if not a.startswith("--")]
+        if bad:
+            raise ConfigError(f"{name}: expected --flag=value options, got {bad}")
+        parser = pipeline_options._BeamArgumentParser()  # what PipelineOptions parses with
+        for cls in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
+            cls._add_argparse_args(parser)
+        try:
+            _, unknown = parser.parse_known_args(list(self.args))
+        except (SystemExit, Exception) as e:  # argparse exits on a bad value
+            raise ConfigError(f"{name}: Beam cannot parse {list(self.args)} ({e})") from None
+        if unknown:
+            raise ConfigError(f"{name}: unknown Beam option(s) {unknown}")
+        runner = PipelineOptions(list(self.args)).view_as(StandardOptions).runner
+        if runner:
+            from apache_beam.runners.runner import create_runner
+
+            try:
+                create_runner(runner)
+            except (ValueError, ImportError, AttributeError) as e:
+                raise ConfigError(f"{name}: --runner={runner} is not a Beam runner here "
+                                         f"({str(e).splitlines()[0]})") from None
 
 
-class _StageStep(beam.DoFn):
+@dataclass(frozen=True)
+class Plan:
+    """Everything decided before anything runs: parameters and cache keys of every stage."""
+
+    components: tuple[Component, ...]
+    config: Config
+    params: dict  # component name -> its Params
+    fingerprints: dict  # component name -> stage fingerprint
+    beam: BeamParams
+
+    def component(self, name: str) -> Component:
+        return next(c for c in self.components if c.name == name)
+
+
+def param_classes(components) -> list[type]:
+    return [c.params for c in components] + [BeamParams]
+
+
+def plan(components, config: Config) -> Plan:
+    """Build every stage's parameters (all config checks) and fingerprint (which reads
+    the identity of external data): errors surface here, before any directory exists."""
+    seen: set[str] = set()
+    params, fingerprints = {}, {}
+    for c in components:
+        missing = [f"{ch.producer}.{ch.output}" for ch in c.inputs.values() if ch.producer not in seen]
+        assert not missing, f"{c.name} consumes {missing}, not produced by an earlier component"
+        p = c.params.from_config(config)
+        params[c.name] = p
+        fingerprints[c.name] = fingerprint.stage_fingerprint(
+            c.name, p.cache_key(),
+            {k: f"{fingerprints[ch.producer]}:{ch.producer}.{ch.output}" for k, ch in c.inputs.items()},
+            c.executor_module)
+        seen.add(c.name)
+    return Plan(tuple(components), config, params, fingerprints, BeamParams.from_config(config))
+
+
+# -- liveness ---------------------------------------------------------------------------
+
+def run_lock(root: str, run_id: str) -> locks.FileLock:
+    return locks.FileLock(root, f"run-{run_id}")
+
+
+def is_abandoned(root: str, run: dict) -> bool:
+    if run.get("status") != "running":
+        return False
+    if run.get("owner_host") == socket.gethostname():
+        return not run_lock(root, run["run_id"]).is_held_elsewhere()
+    return time.time() - float(run.get("heartbeat") or 0) > STALE_AFTER_S
+
+
+def sweep_abandoned(store: MetadataStore) -> list[str]:
+    """Record runs whose owner is gone as abandoned and remove their staging dirs."""
+    found = []
+    for run in store.list_runs():
+        if not is_abandoned(store.root, run):
+            continue
+        run_id = run["run_id"]
+        for e in store.run_executions(run_id):
+            if e.get("state") == "running":
+                store.put_execution(run_id, e["stage"], "abandoned", {
+                    "error": {"kind": "abandoned", "exit_code": None,
+                              "message": "the run's process died while this stage ran"}},
+                    execution_id=e["execution_id"])
+        for tmp in glob.glob(os.path.join(store.root, "artifacts", "*", run_id,
+                                          artifacts.TMP_PREFIX + "*")):
+            shutil.rmtree(tmp, ignore_errors=True)
+        store.update_run(run_id, status="abandoned", finished=run.get("heartbeat"))
+        summary.write(store, run_id)
+        log.warning("run %s was abandoned (its process %s on %s is gone); recorded as such",
+                    run_id, run.get("owner_pid"), run.get("owner_host"))
+        found.append(run_id)
+    return found
+
+
+class _Heartbeat(threading.Thread):
+    def __init__(self, root: str, run_id: str):
+        super().__init__(daemon=True, name=f"heartbeat-{run_id}")
+        self.root, self.run_id = root, run_id
+        self.stopped = threading.Event()
+
+    def run(self):
+        store = MetadataStore(self.root)  # its own connection: MLMD stores are not shared
+        while not self.stopped.wait(HEARTBEAT_S):
+            store.update_run(self.run_id, heartbeat=time.time())
+
+
+# -- the Beam DAG -------------------------------------------------------------------------
+
+class _ComponentStep(beam.DoFn):
     """One component as a Beam step (TFX: _ComponentAsDoFn)."""
 
-    def __init__(self, spec_name: str, plan: RunPlan):
-        self.spec_name = spec_name
-        self.plan = plan
+    def __init__(self, component: Component, params, fingerprint_: str, run: RunContext):
+        self.component, self.params, self.fingerprint, self.run = component, params, fingerprint_, run
 
-    def process(self, _, **upstream_outputs):
-        spec = BY_NAME[self.spec_name]
-        yield execute_stage(spec, self.plan, upstream_outputs)
-
-
-def _as_artifacts(outputs: dict) -> dict[str, Artifact]:
-    return {k: Artifact(**v) for k, v in outputs.items()}
+    def process(self, _, **upstream):
+        inputs = {k: Artifact(**upstream[ch.producer][ch.output])
+                  for k, ch in self.component.inputs.items()}
+        outputs = launch(self.component, self.params, self.fingerprint, inputs, self.run)
+        yield {k: dataclasses.asdict(a) for k, a in outputs.items()}
 
 
-def execute_stage(spec: ComponentSpec, plan: RunPlan, upstream_outputs: dict) -> dict:
-    """Run or reuse one stage; returns its outputs as plain dicts for downstream steps."""
-    store = MetadataStore(plan.metadata_path)
-    contexts = store.run_contexts(plan.run_id)
-    fingerprint = plan.fingerprints[spec.name]
-    inputs = {}
-    for name, (_, ref) in spec.inputs.items():
-        stage, output = ref.split(".")
-        inputs[name] = _as_artifacts(upstream_outputs[stage])[output]
-    record = summary.StageRecord(name=spec.name, fingerprint=fingerprint)
-    started = time.time()
-
-    if plan.only and plan.only != spec.name:
-        # --only: upstream stages are resolved from the cache, never run.
-        cached = store.find_cached(spec.name, fingerprint)
-        if cached is None:
-            record.status = "failed"
-            err = StageError(
-                f"--only {plan.only}: upstream stage {spec.name!r} has no committed output for "
-                f"this configuration (fingerprint {fingerprint[:12]}); run without --only first")
-            record.set_error(err)
-            summary.write_stage(plan.run_dir, record)
-            raise err
-        return _reuse(store, contexts, spec, plan, record, inputs, cached, started)
-
-    cached = None if (plan.force or plan.only == spec.name) else store.find_cached(spec.name, fingerprint)
-    if cached is not None:
-        return _reuse(store, contexts, spec, plan, record, inputs, cached, started)
-
-    log.info("[%s] started (%s)", spec.name, spec.description)
-    staged = {}
-    outputs = {}
-    for name, type_ in spec.outputs.items():
-        final = plan.artifact_uri(spec.name, name)
-        staged[name] = (artifacts.begin(final), final)
-        outputs[name] = Artifact(type=type_, uri=staged[name][0])
-    record.status = "running"
-    summary.write_stage(plan.run_dir, record)
-    execution_id = store.record_execution(contexts, spec.name, "running", fingerprint, inputs, {})
-    ctx = ExecutionContext(run_id=plan.run_id, beam_args=list(plan.config["beam"]["args"]),
-                           work_dir=plan.work_dir(spec.name), log=logging.getLogger(f"pipeline.{spec.name}"))
-    try:
-        metrics = spec.executor_fn()(inputs, outputs, plan.params[spec.name], ctx) or {}
-    except BaseException as e:  # noqa: BLE001 - recorded, then re-raised
-        # Validation reports are worth keeping even though the stage failed; the
-        # execution is FAILED in the store, so the cache never reuses them.
-        keep = set(getattr(e, "keep_outputs", ()))
-        failed_outputs = _commit_all(spec, {k: v for k, v in staged.items() if k in keep},
-                                     outputs, fingerprint, plan)
-        for name, (tmp, _) in staged.items():
-            if name not in keep:
-                artifacts.discard(tmp)
-        record.status = "failed"
-        record.duration_s = round(time.time() - started, 2)
-        record.artifacts = {k: a.uri for k, a in failed_outputs.items()}
-        record.set_error(e if isinstance(e, PipelineError) else StageError(
-            f"{type(e).__name__}: {e}"), traceback.format_exc())
-        summary.write_stage(plan.run_dir, record)
-        store.record_execution(contexts, spec.name, "failed", fingerprint, inputs, failed_outputs,
-                               {"error": record.error["message"]}, execution_id=execution_id)
-        log.error("[%s] FAILED after %.1fs: %s", spec.name, record.duration_s, record.error["message"])
-        raise
-    committed = _commit_all(spec, staged, outputs, fingerprint, plan)
-    record.status = "ran"
-    record.duration_s = round(time.time() - started, 2)
-    record.metrics = metrics
-    record.artifacts = {k: a.uri for k, a in committed.items()}
-    record.execution_id = store.record_execution(
-        contexts, spec.name, "complete", fingerprint, inputs, committed,
-        {"metrics": metrics, "duration_s": record.duration_s}, execution_id=execution_id)
-    summary.write_stage(plan.run_dir, record)
-    log.info("[%s] finished in %.1fs", spec.name, record.duration_s)
-    return {k: dataclasses.asdict(a) for k, a in committed.items()}
-
-
-def _commit_all(spec, staged, outputs, fingerprint, plan) -> dict[str, Artifact]:
-    committed = {}
-    for name, (tmp, final) in staged.items():
-        props = dict(outputs[name].properties)
-        props.update({"fingerprint": f"{fingerprint}:{spec.name}.{name}", "producer": spec.name,
-                      "run_id": plan.run_id, "type": outputs[name].type})
-        artifacts.commit(tmp, final, props)
-        committed[name] = Artifact(type=outputs[name].type, uri=final, properties=props)
-    return committed
-
-
-def _reuse(store, contexts, spec, plan, record, inputs, cached, started) -> dict:
-    record.status = "cached"
-    record.artifacts = {k: a.uri for k, a in cached.items()}
-    # Earlier metrics travel with the cached artifacts' execution; look them up for the summary.
-    record.metrics = summary.cached_metrics(plan.root, spec.name, record.artifacts)
-    record.execution_id = store.record_execution(contexts, spec.name, "cached", record.fingerprint,
-                                                 inputs, cached)
-    record.duration_s = round(time.time() - started, 2)
-    summary.write_stage(plan.run_dir, record)
-    log.info("[%s] cached: reusing %s", spec.name, ", ".join(record.artifacts.values()))
-    return {k: dataclasses.asdict(a) for k, a in cached.items()}
-
-
-def run(config: Config, root: str, run_id: str, only: str | None = None, force: bool = False) -> dict:
-    """Run the pipeline; returns the summary. Raises the failing stage's error."""
+def run(p: Plan, root: str, run_id: str, only: str | None = None, force: bool = False,
+        skip_if_running: bool = False, command: str = "") -> dict:
+    """Run the plan; returns the summary (rendered from ML Metadata). Raises the failing
+    stage's error (the summary and ML Metadata already say what failed)."""
     root = os.path.abspath(root) if "://" not in root else root
-    p = plan(config, root, run_id, only=only, force=force)
-    summary.start(p.run_dir, run_id, p.config, [s.name for s in STAGES])
-    MetadataStore(p.metadata_path).start_run(run_id, p.config)
-    stage_names = [s.name for s in STAGES]
-    last = stage_names.index(only) if only else len(stage_names) - 1
-    # The DAG itself is tiny; it always runs in-process. The Beam options of the
-    # run apply to the executors' data-parallel pipelines.
-    with beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"])) as pipeline:
-        outputs = {}
-        for spec in STAGES[: last + 1]:
-            side = {up: beam.pvalue.AsSingleton(outputs[up]) for up in upstream(spec)}
-            outputs[spec.name] = (
-                pipeline
-                | f"Start[{spec.name}]" >> beam.Create([spec.name])
-                | f"Run[{spec.name}]" >> beam.ParDo(_StageStep(spec.name, p), **side))
-    return summary.finish(p.run_dir)
+    store = MetadataStore(root)
+    names = [c.name for c in p.components]
+    last = names.index(only) if only else len(names) - 1
+    lock = run_lock(root, run_id)
+    with locks.held(root, "runs"):  # sweep, look and register as one step
+        sweep_abandoned(store)
+        live = [r["run_id"] for r in store.list_runs() if r.get("status") == "running"]
+        registration = {
+            "status": "running", "started": time.time(), "heartbeat": time.time(),
+            "owner_pid": os.getpid(), "owner_host": socket.gethostname(),
+            "stages": names[: last + 1], "config": p.config.to_dict(),
+            "config_changed": p.config.differences(), "preset": p.config.preset or "",
+            "fingerprints": p.fingerprints, "command": command, "exit_code": None}
+        if skip_if_running and live:
+            store.start_run(run_id, {**registration, "status": "skipped", "finished": time.time(),
+                                     "exit_code": Skipped.exit_code,
+                                     "error": describe(Skipped(f"runs {', '.join(live)} active"))})
+            summary.write(store, run_id)
+            raise Skipped(f"skipped: run {', '.join(live)} is still running on {root} "
+                          "(--skip-if-running)")
+        lock.acquire(note=f"{os.getpid()}@{socket.gethostname()}")
+        store.start_run(run_id, registration)
+    heartbeat = _Heartbeat(root, run_id)
+    heartbeat.start()
+    ctx = RunContext(root=root, run_id=run_id, beam_args=p.beam.args, only=only, force=force)
+    try:
+        summary.write(store, run_id)
+        # The DAG itself is tiny and always runs in-process; the run's Beam options apply
+        # to the executors' data-parallel pipelines.
+        with beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"])) as pipeline:
+            steps = {}
+            for c in p.components[: last + 1]:
+                side = {up: beam.pvalue.AsSingleton(steps[up]) for up in c.upstream}
+                steps[c.name] = (pipeline
+                                 | f"Start[{c.name}]" >> beam.Create([c.name])
+                                 | f"Run[{c.name}]" >> beam.ParDo(
+                                     _ComponentStep(c, p.params[c.name], p.fingerprints[c.name],
+                                                    ctx), **side))
+    except BaseException as exc:
+        error = _stage_error(store, run_id) or describe(exc)
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        store.update_run(run_id, status=status, exit_code=error["exit_code"], error=error,
+                         finished=time.time())
+        summary.write(store, run_id)
+        raise
+    finally:
+        heartbeat.stopped.set()
+        lock.release()
+    store.update_run(run_id, status="succeeded", exit_code=EXIT_OK, finished=time.time())
+    return summary.write(store, run_id)
+
+
+def _stage_error(store: MetadataStore, run_id: str) -> dict | None:
+    """The failing stage's recorded error (Beam wraps the exception itself)."""
+    for e in store.run_executions(run_id):
+        if e.get("state") in ("failed", "canceled") and e.get("error"):
+            return {**e["error"], "stage": e["stage"]}
+    return None
+

@@ -1,127 +1,93 @@
-"""`<root>/runs/<run_id>/summary.json`: the run's status and, per stage, its status
-(ran / cached / failed / skipped), duration, artifact URIs and metrics.
+"""`<root>/runs/<run_id>/summary.json`: a view of one run rendered from ML Metadata (the
+one record of run state) after every stage, written atomically. Schedulers and people
+read it; nothing reads it back. `runs` and `show` render the same view.
 
-Each stage writes its own record (stages/<name>.json) and the summary is rebuilt
-from them after every stage, written atomically, so it is readable mid-run and
-complete after a crash.
+Stage statuses: pending, running, ran, cached, failed, interrupted, abandoned, skipped
+(not reached because an earlier stage failed).
 """
 
 from __future__ import annotations
 
 import datetime
 import json
-import posixpath
-from dataclasses import asdict, dataclass, field
+import os
 from typing import Any
 
-from tensorflow.io import gfile
+from pipeline.metadata import MetadataStore
 
-from pipeline.errors import EXIT_OK, EXIT_STAGE, KIND_TO_EXIT, PipelineError
-
-
-@dataclass
-class StageRecord:
-    name: str
-    status: str = "pending"  # pending | running | ran | cached | failed | skipped
-    duration_s: float = 0.0
-    fingerprint: str = ""
-    execution_id: int | None = None
-    artifacts: dict[str, str] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    error: dict[str, str] | None = None
-
-    def set_error(self, err: PipelineError, trace: str = "") -> None:
-        self.error = {"kind": err.kind, "message": str(err), "exit_code": err.exit_code}
-        if trace:
-            self.error["traceback"] = trace[-4000:]
+SUMMARY_FILE = "summary.json"
+_STAGE_STATUS = {"complete": "ran", "cached": "cached", "failed": "failed", "running": "running",
+                 "canceled": "interrupted", "abandoned": "abandoned"}
 
 
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+def iso(ts: float | None) -> str | None:
+    if not ts:
+        return None
+    return datetime.datetime.fromtimestamp(float(ts), datetime.timezone.utc).isoformat(
+        timespec="seconds")
 
 
-def _write_json(path: str, value: Any) -> None:
-    tmp = path + ".tmp"
-    with gfile.GFile(tmp, "w") as f:
-        json.dump(value, f, indent=2, sort_keys=False, default=str)
-    gfile.rename(tmp, path, overwrite=True)
-
-
-def _read_json(path: str) -> Any:
-    with gfile.GFile(path) as f:
-        return json.load(f)
-
-
-def start(run_dir: str, run_id: str, config: dict, stages: list[str]) -> None:
-    gfile.makedirs(posixpath.join(run_dir, "stages"))
-    _write_json(posixpath.join(run_dir, "run.json"), {
-        "run_id": run_id, "started": _now(), "config": config, "stages": stages})
-    _compose(run_dir)
-
-
-def write_stage(run_dir: str, record: StageRecord) -> None:
-    _write_json(posixpath.join(run_dir, "stages", f"{record.name}.json"), asdict(record))
-    _compose(run_dir)
-
-
-def _compose(run_dir: str, status: str = "running", exit_code: int | None = None,
-             error: dict | None = None) -> dict:
-    run = _read_json(posixpath.join(run_dir, "run.json"))
+def render(store: MetadataStore, run_id: str) -> dict[str, Any]:
+    run = store.get_run(run_id)
+    if run is None:
+        raise FileNotFoundError(f"no run {run_id!r} in {store.path}")
+    latest: dict[str, dict] = {}
+    for e in store.run_executions(run_id):
+        latest[e["stage"]] = e  # ordered by id: the last attempt wins
     stages = {}
-    for name in run["stages"]:
-        path = posixpath.join(run_dir, "stages", f"{name}.json")
-        stages[name] = _read_json(path) if gfile.exists(path) else asdict(
-            StageRecord(name=name, status="skipped" if status != "running" else "pending"))
-    out = {
-        "run_id": run["run_id"],
-        "status": status,
-        "exit_code": exit_code,
-        "started": run["started"],
-        "finished": _now() if status != "running" else None,
-        "error": error,
+    for name in run.get("stages", []):
+        e = latest.get(name)
+        if e is None:
+            stages[name] = {"status": "pending" if run.get("status") == "running" else "skipped"}
+            continue
+        metrics = e.get("metrics")
+        if e["state"] == "cached" and e.get("cached_from"):
+            source = store.execution(int(e["cached_from"]))
+            metrics = source.get("metrics")
+            cached_from = {"execution_id": source["execution_id"],
+                           "run_id": next(iter(e["outputs"].values())).properties.get("run_id")
+                           if e["outputs"] else None}
+        else:
+            cached_from = None
+        stages[name] = {
+            "status": _STAGE_STATUS[e["state"]],
+            "duration_s": e.get("duration_s", 0.0),
+            "execution_id": e["execution_id"],
+            "fingerprint": e.get("fingerprint"),
+            "cached_from": cached_from,
+            "artifacts": {k: a.uri for k, a in e["outputs"].items()},
+            "metrics": metrics or {},
+            "error": e.get("error"),
+        }
+    finished = run.get("finished")
+    return {
+        "run_id": run_id,
+        "status": run.get("status"),
+        "exit_code": run.get("exit_code"),
+        "started": iso(run.get("started")),
+        "finished": iso(finished),
+        "duration_s": round(float(finished) - float(run["started"]), 1) if finished else None,
+        "owner": {"pid": run.get("owner_pid"), "host": run.get("owner_host"),
+                  "heartbeat": iso(run.get("heartbeat"))},
+        "command": run.get("command"),
+        "error": run.get("error"),
         "stages": stages,
-        "config": run["config"],
+        "preset": run.get("preset") or None,
+        "config_changed": run.get("config_changed", {}),
+        "config": run.get("config", {}),
     }
-    _write_json(posixpath.join(run_dir, "summary.json"), out)
-    return out
 
 
-def finish(run_dir: str) -> dict:
-    return _compose(run_dir, "succeeded", EXIT_OK)
+def path(root: str, run_id: str) -> str:
+    return os.path.join(root, "runs", run_id, SUMMARY_FILE)
 
 
-def fail(run_dir: str, fallback: PipelineError | None = None, exit_code: int | None = None) -> dict:
-    """Compose a failed summary; the failing stage's own record decides the exit code."""
-    error = None
-    for name in _read_json(posixpath.join(run_dir, "run.json"))["stages"]:
-        path = posixpath.join(run_dir, "stages", f"{name}.json")
-        if gfile.exists(path):
-            rec = _read_json(path)
-            if rec["status"] == "failed" and rec.get("error"):
-                error = {k: v for k, v in rec["error"].items() if k != "traceback"}
-                error["stage"] = name
-                break
-    if error is None and fallback is not None:
-        error = {"kind": fallback.kind, "message": str(fallback), "exit_code": fallback.exit_code}
-    if exit_code is None:
-        exit_code = KIND_TO_EXIT.get(error["kind"], EXIT_STAGE) if error else EXIT_STAGE
-    return _compose(run_dir, "failed", exit_code, error)
-
-
-def load(root: str, run_id: str) -> dict:
-    path = posixpath.join(root, "runs", run_id, "summary.json")
-    if not gfile.exists(path):
-        raise FileNotFoundError(f"no run {run_id!r} under {root} (no {path})")
-    return _read_json(path)
-
-
-def cached_metrics(root: str, stage: str, artifact_uris: dict[str, str]) -> dict:
-    """Metrics of the run that produced these artifacts, from its stage record."""
-    for uri in artifact_uris.values():
-        props_path = posixpath.join(uri, "_artifact.json")
-        if gfile.exists(props_path):
-            run_id = _read_json(props_path).get("run_id")
-            path = posixpath.join(root, "runs", str(run_id), "stages", f"{stage}.json")
-            if run_id and gfile.exists(path):
-                return _read_json(path).get("metrics", {})
-    return {}
+def write(store: MetadataStore, run_id: str) -> dict[str, Any]:
+    view = render(store, run_id)
+    target = path(store.root, run_id)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    tmp = f"{target}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(view, f, indent=2, default=str)
+    os.replace(tmp, target)
+    return view

@@ -15,6 +15,7 @@ import json
 import posixpath
 import statistics
 import time
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
@@ -26,8 +27,11 @@ from components import features as F
 from components.evaluate import metrics as M
 from components.evaluate import plots, probe
 from components.train import model_io
-from pipeline.artifacts import Artifact
-from pipeline.component import ExecutionContext
+
+if TYPE_CHECKING:
+    from components.evaluate.component import EvaluateParams
+    from pipeline.artifacts import Artifact
+    from pipeline.component import ExecutionContext
 
 BATCH = 512
 METRICS_JSON = "metrics.json"
@@ -54,18 +58,17 @@ def read_history(model_run: Artifact) -> dict[str, list]:
     return {k: [float(r[k]) for r in rows] for k in (rows[0] if rows else {})}
 
 
-def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict,
-        ctx: ExecutionContext) -> dict:
+def run(params: EvaluateParams, ctx: ExecutionContext, *, model: Artifact, model_run: Artifact,
+        examples: Artifact, evaluation: Artifact) -> dict:
     log = ctx.log
     t_start = time.perf_counter()
-    seed = int(params.get("seed", 0))
-    grid_k = int(params.get("grid_images", 10))
-    out_uri = outputs["evaluation"].uri
-    examples = inputs["examples"]
+    seed, grid_k = params.seed, params.grid_images
+    out_uri = evaluation.uri
+    model_artifact = model
 
-    info = model_io.read_model_json(inputs["model"])
-    model = model_io.load_model(inputs["model"])
-    input_feature = info.get("input_feature", F.IMAGE)
+    info = model_io.read_model_json(model_artifact)
+    model = model_io.load_model(model_artifact)
+    input_feature = info["input_feature"]
     denoising = input_feature == F.NOISY_IMAGE
     variational = bool(getattr(model, "is_variational", False))
     keras.utils.set_random_seed(seed)
@@ -101,8 +104,8 @@ def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict,
             "neg_elbo": float((recon_nats + kl).mean()),
             "neg_elbo_reconstruction": float(recon_nats.mean()),
             "kl": float(kl.mean()),
-            "beta": float(info.get("beta", 1.0)),
-            "beta_weighted_loss": float((recon_nats + float(info.get("beta", 1.0)) * kl).mean()),
+            "beta": float(info["beta"]),
+            "beta_weighted_loss": float((recon_nats + float(info["beta"]) * kl).mean()),
         })
         notes["neg_elbo"] = ("nats/image = 784-pixel BCE sum of the clean target under the "
                              "decoding of ONE posterior sample z ~ q(z|x) (the training "
@@ -113,8 +116,8 @@ def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict,
     train = examples_io.load_split(examples, "train", noisy=False)  # read once, used by both
     result.update(_probe(model, train, test, params, seed, log))
 
-    if int(params.get("finetune_epochs", 0)) > 0:
-        result.update(_finetune(inputs["model"], train, examples, test, params, seed, log))
+    if params.finetune_epochs > 0:
+        result.update(_finetune(model_artifact, train, examples, test, params, seed, log))
 
     # Plots.
     pngs = []
@@ -124,13 +127,13 @@ def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict,
     plots.reconstruction_grid(rows, posixpath.join(out_uri, "reconstructions.png"))
     pngs.append("reconstructions.png")
 
-    history = read_history(inputs["model_run"])
+    history = read_history(model_run)
     if history.get("loss"):
         plots.loss_curves(history, posixpath.join(out_uri, "loss_curves.png"),
                           title=info["variant"])
         pngs.append("loss_curves.png")
     else:
-        log.warning("evaluate: no history in %s, skipping loss curves", inputs["model_run"].uri)
+        log.warning("evaluate: no history in %s, skipping loss curves", model_run.uri)
 
     pngs.append(_latent_scatter(model, test, params, seed, out_uri, log))
     if variational:
@@ -141,7 +144,7 @@ def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict,
     with gfile.GFile(posixpath.join(out_uri, METRICS_JSON), "w") as f:
         json.dump({"metrics": result, "notes": notes, "plots": pngs, "model": info},
                   f, indent=2, sort_keys=True)
-    outputs["evaluation"].properties.update(
+    evaluation.properties.update(
         {"plots": pngs, **{k: result[k] for k in ("bce", "bce_excess", "psnr") if k in result}})
     log.info("evaluate: bce %.4f (floor %.4f, excess %.4f), mse %.5f, psnr %.2f dB%s%s",
              result["bce"], result["bce_floor"], result["bce_excess"], result["mse"],
@@ -155,7 +158,7 @@ def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict,
 
 def _probe(model, train, test, params, seed, log) -> dict:
     t0 = time.perf_counter()
-    idx = probe.subsample(len(train[F.LABEL]), int(params.get("probe_max_train", 20000)), seed)
+    idx = probe.subsample(len(train[F.LABEL]), params.probe_max_train, seed)
     train_x, train_y = train[F.IMAGE][idx], train[F.LABEL][idx]
     if len(np.unique(train_y)) < 2:
         log.warning("evaluate: train split has a single class, skipping the linear probe")
@@ -178,7 +181,7 @@ def _finetune(model_artifact, train, examples, test, params, seed, log) -> dict:
     val = examples_io.load_split(examples, "validation", noisy=False)
     out = classifier.finetune_accuracy(
         fresh.encoder, train[F.IMAGE], train[F.LABEL], val[F.IMAGE], val[F.LABEL],
-        test[F.IMAGE], test[F.LABEL], int(params["finetune_epochs"]), seed=seed)
+        test[F.IMAGE], test[F.LABEL], params.finetune_epochs, seed=seed)
     log.info("evaluate: encoder + softmax head fine-tuned for up to %d epochs: %.4f test "
              "accuracy in %.1fs", out["finetune_epochs"], out["finetune_accuracy"],
              time.perf_counter() - t0)
@@ -186,7 +189,7 @@ def _finetune(model_artifact, train, examples, test, params, seed, log) -> dict:
 
 
 def _latent_scatter(model, test, params, seed, out_uri, log) -> str:
-    idx = probe.subsample(len(test[F.LABEL]), int(params.get("tsne_points", 2000)), seed)
+    idx = probe.subsample(len(test[F.LABEL]), params.tsne_points, seed)
     images, labels = test[F.IMAGE][idx], test[F.LABEL][idx]
     z = predict(model.encode, images)
     if z.shape[1] == 2:

@@ -1,20 +1,32 @@
 """export: SavedModel with encode / decode / reconstruct / serving_default signatures,
 and the embeddings of every example of every split (Parquet + TensorBoard projector)."""
 
-from pipeline import artifacts as a
-from pipeline.component import ComponentSpec
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from components.export import executor
+from pipeline import artifacts
+from pipeline.component import Channel, Component
+from pipeline.config import Params
+
+MODEL_KEY = "model"
+EXAMPLES_KEY = "examples"
+SAVED_MODEL_KEY = "saved_model"
+EMBEDDINGS_KEY = "embeddings"
 
 
-def _params(c):
-    return {"batch_size": 512}
+@dataclass(frozen=True, kw_only=True)
+class ExportParams(Params):
+    batch_size: int = 512  # examples per embedding inference call
 
 
-COMPONENT = ComponentSpec(
+EXPORT = Component(
     name="export",
-    inputs={"model": (a.MODEL, "train.model"),
-            "examples": (a.EXAMPLES, "transform.examples")},
-    outputs={"saved_model": a.SAVED_MODEL, "embeddings": a.EMBEDDINGS},
-    executor="components.export.executor:run",
-    params=_params,
+    inputs={MODEL_KEY: Channel(artifacts.MODEL, "train", "model"),
+            EXAMPLES_KEY: Channel(artifacts.EXAMPLES, "transform", "transformed_examples")},
+    outputs={SAVED_MODEL_KEY: artifacts.SAVED_MODEL, EMBEDDINGS_KEY: artifacts.EMBEDDINGS},
+    params=ExportParams,
+    executor=executor.run,
     description="SavedModel + embeddings",
 )

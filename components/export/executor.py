@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import posixpath
 import time
+from typing import TYPE_CHECKING
 
 import apache_beam as beam
 import numpy as np
@@ -30,12 +31,16 @@ from tensorflow.io import gfile
 
 from components import examples_io
 from components import features as F
-from components.export import saved_model
+from components.export import saved_model as signatures
 from components.train import model_io
 from pipeline import beam_jobs
-from pipeline.artifacts import SPLITS, Artifact
-from pipeline.component import ExecutionContext
+from pipeline.artifacts import SPLITS
 from pipeline.errors import StageError
+
+if TYPE_CHECKING:
+    from components.export.component import ExportParams
+    from pipeline.artifacts import Artifact
+    from pipeline.component import ExecutionContext
 
 SAVED_MODEL_SUBDIR = "model"
 PARQUET_SUBDIR = "parquet"
@@ -155,28 +160,27 @@ def _roundtrip_check(model, saved_model_dir: str, examples: Artifact) -> float:
     return diff
 
 
-def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict,
-        ctx: ExecutionContext) -> dict:
+def run(params: ExportParams, ctx: ExecutionContext, *, model: Artifact, examples: Artifact,
+        saved_model: Artifact, embeddings: Artifact) -> dict:
     log = ctx.log
-    examples = inputs["examples"]
-    batch_size = int(params.get("batch_size", 512))
-    info = model_io.read_model_json(inputs["model"])
-    model = model_io.load_model(inputs["model"])
+    batch_size = params.batch_size
+    info = model_io.read_model_json(model)
+    saved_model_artifact, model = saved_model, model_io.load_model(model)
 
     t0 = time.perf_counter()
-    sm_dir = posixpath.join(outputs["saved_model"].uri, SAVED_MODEL_SUBDIR)
-    saved_model.export(model, sm_dir)
+    sm_dir = posixpath.join(saved_model_artifact.uri, SAVED_MODEL_SUBDIR)
+    signatures.export(model, sm_dir)
     diff = _roundtrip_check(model, sm_dir, examples)
     log.info("export: SavedModel (%s) written to %s in %.1fs; reload max |diff| %.2g",
-             ", ".join(saved_model.SIGNATURES), sm_dir, time.perf_counter() - t0, diff)
-    outputs["saved_model"].properties.update({
-        "path": SAVED_MODEL_SUBDIR, "signatures": list(saved_model.SIGNATURES),
+             ", ".join(signatures.SIGNATURES), sm_dir, time.perf_counter() - t0, diff)
+    saved_model_artifact.properties.update({
+        "path": SAVED_MODEL_SUBDIR, "signatures": list(signatures.SIGNATURES),
         "latent_dim": int(model.latent_dim), "variant": info["variant"],
         "serving_input": f"serialized tf.Example, feature {F.IMAGE!r} float[{F.PIXELS}]"})
 
     t1 = time.perf_counter()
     splits = _splits(examples)
-    emb_uri = outputs["embeddings"].uri
+    emb_uri = embeddings.uri
     parquet_dir = posixpath.join(emb_uri, PARQUET_SUBDIR)
     gfile.makedirs(parquet_dir)
     log.info("export: embedding splits %s with Beam (%s)", ", ".join(splits),
@@ -201,7 +205,7 @@ def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict,
     log.info("export: %d embeddings (%s) of dim %d in %.1fs; projector: %d %s rows", total,
              ", ".join(f"{s} {n}" for s, n in counts.items()), model.latent_dim,
              time.perf_counter() - t1, projected, projector_split)
-    outputs["embeddings"].properties.update({
+    embeddings.properties.update({
         "parquet_dir": PARQUET_SUBDIR, "projector_dir": PROJECTOR_SUBDIR,
         "projector_split": projector_split, "counts": counts, "latent_dim": int(model.latent_dim),
         "columns": SCHEMA.names})

@@ -16,10 +16,17 @@ import apache_beam as beam
 import numpy as np
 from tensorflow.io import gfile
 
+from typing import TYPE_CHECKING
+
 from components import features as F
 from components.ingest import sources
 from pipeline import beam_jobs
-from pipeline.errors import ConfigError
+from pipeline.errors import DataError
+
+if TYPE_CHECKING:
+    from components.ingest.component import IngestParams
+    from pipeline.artifacts import Artifact
+    from pipeline.component import ExecutionContext
 
 HASH_BUCKETS = 10_000
 
@@ -93,8 +100,8 @@ def plan_shards(arrays: dict[str, sources.SplitArrays], validation_fraction: flo
     for split in ("train", "validation", "test"):
         source_split, rows = rows_by_split[split]
         if len(rows) == 0:
-            raise ConfigError(f"data.max_examples / data.validation_fraction leave the {split} split "
-                              f"empty ({len(arrays[source_split].labels)} source examples)")
+            raise DataError(f"data.max_examples / data.validation_fraction leave the {split} split "
+                            f"empty ({len(arrays[source_split].labels)} source examples)")
         shards = min(num_shards, len(rows))
         for shard, part in enumerate(np.array_split(rows, shards)):
             tasks.append((split, source_split, shard, shards, part))
@@ -102,14 +109,14 @@ def plan_shards(arrays: dict[str, sources.SplitArrays], validation_fraction: flo
     return tasks, counts
 
 
-def run(inputs, outputs, params, ctx):
-    out = outputs["examples"]
+def run(params: IngestParams, ctx: ExecutionContext, *, examples: Artifact) -> dict:
+    out = examples
     arrays = {}
     for split in ("train", "test"):
-        arrays[split] = sources.load(params["dataset"], params["source"], split, params["max_examples"])
+        arrays[split] = sources.load(params.dataset, params.source, split, params.max_examples)
         ctx.log.info("read %d %s examples from %s", len(arrays[split].labels), split,
                      arrays[split].origin)
-    tasks, counts = plan_shards(arrays, params["validation_fraction"], params["num_shards"])
+    tasks, counts = plan_shards(arrays, params.validation_fraction, params.num_shards)
     for split in counts:
         gfile.makedirs(out.split_uri(split))
     scratch = ctx.work_dir or tempfile.mkdtemp(prefix="ingest-")
@@ -122,10 +129,10 @@ def run(inputs, outputs, params, ctx):
     finally:
         gfile.rmtree(posixpath.join(scratch, "source") if ctx.work_dir else scratch)
     written = {s: sum(1 for _ in out.split_files(s, F.SHARD_PATTERN)) for s in counts}
-    kind, directory = sources.resolve(params["dataset"], params["source"])
+    kind, directory = sources.resolve(params.dataset, params.source)
     out.properties.update({
         "splits": list(counts), "counts": counts, "normalized": False, "noisy": False,
-        "dataset": params["dataset"], "source": f"idx:{directory}" if kind == "idx" else "tfds",
+        "dataset": params.dataset, "source": f"idx:{directory}" if kind == "idx" else "tfds",
         "shards": written,
     })
     ctx.log.info("wrote %s", ", ".join(f"{s}={n}" for s, n in counts.items()))

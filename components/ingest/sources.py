@@ -9,6 +9,7 @@ check names the file and what was expected.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import struct
 import zlib
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from components import features as F
-from pipeline.errors import ConfigError, DataError
+from pipeline.errors import DataError
 
 DEBIAN_DIRS = {"fashion_mnist": "/usr/share/datasets/fashion-mnist"}
 IMAGES_MAGIC = 0x00000803
@@ -58,7 +59,8 @@ def _find_idx(directory: str, split: str, kind: str) -> str | None:
 
 def idx_paths(directory: str, split: str) -> tuple[str, str]:
     if not os.path.isdir(directory):
-        raise DataError(f"data.source idx:{directory}: no such directory")
+        raise DataError(f"data.source idx:{directory}: no such directory (expected the four "
+                        "MNIST-format IDX files there)")
     images, labels = _find_idx(directory, split, "images"), _find_idx(directory, split, "labels")
     prefix = IDX_PREFIX[split]
     if images is None:
@@ -164,19 +166,17 @@ def load(dataset: str, source: str, split: str, max_examples: int = 0) -> SplitA
     return load_tfds(dataset, split, max_examples)
 
 
-def source_identity(params: dict) -> dict:
-    """Identity of the external data, for the cache key: IDX file digests, or the tfds version."""
-    from pipeline.fingerprint import file_digest
-
-    kind, directory = resolve(params["dataset"], params["source"])
+def source_identity(dataset: str, source: str) -> dict:
+    """Identity of the external data for the cache key: the IDX files' names and SHA-256
+    (not their directory, so moved data still hits), or the tfds version."""
+    kind, directory = resolve(dataset, source)
     if kind == "idx":
-        if not os.path.isdir(directory):
-            raise ConfigError(f"data.source idx:{directory}: no such directory")
         files = {}
         for split in IDX_PREFIX:
             for path in idx_paths(directory, split):
-                files[os.path.basename(path)] = file_digest(path)
-        return {"kind": "idx", "dir": directory, "files": files}
+                with open(path, "rb") as f:
+                    files[os.path.basename(path)] = hashlib.file_digest(f, "sha256").hexdigest()
+        return {"kind": "idx", "files": files}
     import tensorflow_datasets as tfds
 
-    return {"kind": "tfds", "dataset": params["dataset"], "tfds": tfds.__version__}
+    return {"kind": "tfds", "dataset": dataset, "tfds": tfds.__version__}

@@ -28,12 +28,17 @@ import keras
 import tensorflow as tf
 from tensorflow.io import gfile
 
+from typing import TYPE_CHECKING
+
 from components import examples_io
 from components import features as F
 from components.train import model_io
-from pipeline.artifacts import Artifact
-from pipeline.component import ExecutionContext
 from pipeline.errors import StageError
+
+if TYPE_CHECKING:
+    from components.train.component import TrainParams
+    from pipeline.artifacts import Artifact
+    from pipeline.component import ExecutionContext
 
 HISTORY_CSV = "history.csv"
 HISTORY_JSON = "history.json"
@@ -54,23 +59,23 @@ def device_name() -> tuple[str, list]:
     return (name if len(gpus) == 1 else f"{len(gpus)} x {name}"), gpus
 
 
-def make_optimizer(name: str, learning_rate: float, schedule: str = "constant",
-                   total_steps: int = 0):
+# The names train.optimizer and train.lr_schedule accept (TrainParams.check uses them).
+OPTIMIZERS = {
+    "adam": keras.optimizers.Adam,
+    "rmsprop": keras.optimizers.RMSprop,
+    "sgd": lambda rate: keras.optimizers.SGD(rate, momentum=0.9),
+}
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def make_optimizer(name: str, learning_rate: float, schedule: str, total_steps: int):
     """The optimizer; with schedule "cosine" the rate decays to 1% of `learning_rate` over
     `total_steps` (a function of the optimizer's step count, so a resumed run continues
     on the same curve)."""
     if schedule == "cosine":
         learning_rate = keras.optimizers.schedules.CosineDecay(
             learning_rate, decay_steps=max(total_steps, 1), alpha=0.01)
-    elif schedule != "constant":
-        raise StageError(f"train.lr_schedule: unknown schedule {schedule!r} (constant, cosine)")
-    if name == "adam":
-        return keras.optimizers.Adam(learning_rate)
-    if name == "rmsprop":
-        return keras.optimizers.RMSprop(learning_rate)
-    if name == "sgd":
-        return keras.optimizers.SGD(learning_rate, momentum=0.9)
-    raise StageError(f"train.optimizer: unknown optimizer {name!r} (adam, rmsprop, sgd)")
+    return OPTIMIZERS[name](learning_rate)
 
 
 class EpochLogger(keras.callbacks.Callback):
@@ -160,31 +165,35 @@ def _finite(x) -> bool:
     return x is not None and math.isfinite(float(x))
 
 
-def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict,
-        ctx: ExecutionContext) -> dict:
-    log = ctx.log
-    examples = inputs["examples"]
-    mp, tp = params["model"], params["train"]
-    denoising = bool(params.get("denoising", False))
-    input_feature = F.NOISY_IMAGE if denoising else F.IMAGE
+def model_info(params: TrainParams) -> dict:
+    """What models.build needs (model_io.build_model), from the parameters."""
+    return {"variant": params.variant, "latent_dim": params.latent_dim, "beta": params.beta,
+            "activity_l1": params.activity_l1, "decoder": params.decoder}
 
-    if denoising and (examples.properties.get("noisy") is False or not examples_io.has_feature(
+
+def run(params: TrainParams, ctx: ExecutionContext, *, examples: Artifact, model: Artifact,
+        model_run: Artifact) -> dict:
+    log = ctx.log
+    input_feature = F.NOISY_IMAGE if params.denoising else F.IMAGE
+
+    if params.denoising and (examples.properties.get("noisy") is False or not examples_io.has_feature(
             examples, "train", F.NOISY_IMAGE)):
         raise StageError(
             f"denoising training needs feature {F.NOISY_IMAGE!r}, but the examples at "
             f"{examples.uri} have none (noisy={examples.properties.get('noisy')}); "
             "set noise.kind to gaussian, salt_pepper or mask")
 
-    seed = int(tp["seed"])
-    keras.utils.set_random_seed(seed)
+    keras.utils.set_random_seed(params.seed)
     device, gpus = device_name()
-    log.info("train: %s on %s, %d epochs, batch %d, %s lr=%g, input %s", mp["variant"], device,
-             tp["epochs"], tp["batch_size"], tp["optimizer"], tp["learning_rate"], input_feature)
+    log.info("train: %s on %s, %d epochs, batch %d, %s lr=%g (%s), input %s", params.variant,
+             device, params.epochs, params.batch_size, params.optimizer, params.learning_rate,
+             params.lr_schedule, input_feature)
 
     t_load = time.perf_counter()
-    train_ds = examples_io.dataset(examples, "train", tp["batch_size"], input_feature,
-                                   shuffle=True, seed=seed, shuffle_buffer=tp["shuffle_buffer"])
-    val_ds = examples_io.dataset(examples, "validation", tp["batch_size"], input_feature)
+    train_ds = examples_io.dataset(examples, "train", params.batch_size, input_feature,
+                                   shuffle=True, seed=params.seed,
+                                   shuffle_buffer=params.shuffle_buffer)
+    val_ds = examples_io.dataset(examples, "validation", params.batch_size, input_feature)
     counts = examples.properties.get("counts") or {}
     n_train = int(counts.get("train") or train_ds.reduce(0, lambda n, b: n + tf.shape(b[0])[0]))
     log.info("train: loaded %d train / %s validation examples into memory in %.1fs", n_train,
@@ -194,17 +203,17 @@ def run(inputs: dict[str, Artifact], outputs: dict[str, Artifact], params: dict,
     state_dir = posixpath.join(ctx.work_dir, STATE_DIR) if ctx.work_dir else tempfile.mkdtemp(
         prefix="train-state-")
     try:
-        return _fit(examples, outputs, mp, tp, denoising, input_feature, train_ds, val_ds,
-                    n_train, state_dir, device, gpus, ctx)
+        return _fit(params, input_feature, train_ds, val_ds, n_train, state_dir, device, gpus,
+                    model, model_run, ctx)
     finally:
         if not ctx.work_dir:
             shutil.rmtree(state_dir, ignore_errors=True)
 
 
-def _fit(examples, outputs, mp, tp, denoising, input_feature, train_ds, val_ds, n_train,
-         state_dir, device, gpus, ctx) -> dict:
+def _fit(params, input_feature, train_ds, val_ds, n_train, state_dir, device, gpus,
+         model_artifact, run_artifact, ctx) -> dict:
     log = ctx.log
-    model_uri, run_uri = outputs["model"].uri, outputs["model_run"].uri
+    model_uri, run_uri = model_artifact.uri, run_artifact.uri
     backup_dir = posixpath.join(ctx.work_dir, BACKUP_DIR) if ctx.work_dir else None
     resuming = bool(backup_dir) and gfile.exists(
         posixpath.join(backup_dir, "training_metadata.json"))
@@ -222,21 +231,19 @@ def _fit(examples, outputs, mp, tp, denoising, input_feature, train_ds, val_ds, 
 
     strategy = (tf.distribute.MirroredStrategy() if len(gpus) > 1
                 else tf.distribute.get_strategy())
-    with _precision(bool(tp.get("mixed_precision")), gpus, log) as policy:
+    with _precision(params.mixed_precision, gpus, log) as policy:
         with strategy.scope():
-            model = model_io.build_model(mp)
+            model = model_io.build_model(model_info(params))
             model.compile_for_training(
-                make_optimizer(tp["optimizer"], float(tp["learning_rate"]),
-                               tp.get("lr_schedule", "constant"),
-                               int(tp["epochs"]) * math.ceil(n_train / int(tp["batch_size"]))),
-                jit_compile=bool(tp.get("jit_compile")),
-                steps_per_execution=int(tp.get("steps_per_execution", 1)))
+                make_optimizer(params.optimizer, params.learning_rate, params.lr_schedule,
+                               params.epochs * math.ceil(n_train / params.batch_size)),
+                jit_compile=params.jit_compile, steps_per_execution=params.steps_per_execution)
         n_params = int(model.count_params())
         log.info("train: %s, latent_dim %d, %d parameters, precision %s, xla %s",
                  type(model).__name__, model.latent_dim, n_params, policy,
-                 bool(tp.get("jit_compile")))
+                 params.jit_compile)
 
-        epoch_logger = EpochLogger(log, int(tp["epochs"]), n_train)
+        epoch_logger = EpochLogger(log, params.epochs, n_train)
         callbacks = [
             keras.callbacks.TerminateOnNaN(),
             keras.callbacks.ModelCheckpoint(best_state, monitor="val_loss", mode="min",
@@ -246,19 +253,19 @@ def _fit(examples, outputs, mp, tp, denoising, input_feature, train_ds, val_ds, 
             keras.callbacks.TensorBoard(log_dir=posixpath.join(run_uri, TENSORBOARD_DIR)),
             epoch_logger,
         ]
-        patience = int(tp.get("early_stopping_patience", 0))
-        if patience > 0:
+        if params.early_stopping_patience > 0:
             callbacks.append(keras.callbacks.EarlyStopping(
-                monitor="val_loss", mode="min", patience=patience, restore_best_weights=True))
+                monitor="val_loss", mode="min", patience=params.early_stopping_patience,
+                restore_best_weights=True))
         if backup_dir:
             callbacks.append(keras.callbacks.BackupAndRestore(backup_dir=backup_dir))
 
         t0 = time.perf_counter()
         try:
-            history = model.fit(train_ds, validation_data=val_ds, epochs=int(tp["epochs"]),
+            history = model.fit(train_ds, validation_data=val_ds, epochs=params.epochs,
                                 callbacks=callbacks, shuffle=False, verbose=0)
         except tf.errors.ResourceExhaustedError as e:
-            raise StageError(f"training ran out of memory (batch_size {tp['batch_size']}): "
+            raise StageError(f"training ran out of memory (train.batch_size {params.batch_size}): "
                              f"{e.message.splitlines()[0]}") from None
         train_seconds = time.perf_counter() - t0
 
@@ -268,7 +275,7 @@ def _fit(examples, outputs, mp, tp, denoising, input_feature, train_ds, val_ds, 
             raise StageError(
                 f"training diverged: non-finite loss at epoch {len(losses)} "
                 f"(loss history {losses}); try a lower train.learning_rate "
-                f"(now {tp['learning_rate']})")
+                f"(now {params.learning_rate})")
 
         rows = _read_history(csv_state)
         if not rows:
@@ -280,9 +287,8 @@ def _fit(examples, outputs, mp, tp, denoising, input_feature, train_ds, val_ds, 
         # The artifact holds the best epoch's weights (what the checkpoint kept).
         gfile.copy(best_state, posixpath.join(model_uri, model_io.WEIGHTS_FILE), overwrite=True)
         info = {
-            "variant": mp["variant"], "latent_dim": int(model.latent_dim),
-            "beta": float(mp.get("beta", 1.0)), "activity_l1": float(mp.get("activity_l1", 0.0)),
-            "decoder": mp.get("decoder", "transpose"), "denoising": denoising,
+            **model_info(params), "latent_dim": int(model.latent_dim),
+            "denoising": params.denoising,
             "input_feature": input_feature, "is_variational": bool(model.is_variational),
             "params": n_params, "keras_version": keras.__version__,
         }
@@ -297,7 +303,7 @@ def _fit(examples, outputs, mp, tp, denoising, input_feature, train_ds, val_ds, 
     steady = epoch_logger.train_seconds[1:] or epoch_logger.train_seconds
     images_per_second = n_train * len(steady) / max(sum(steady), 1e-9)
     metrics = {
-        "variant": mp["variant"],
+        "variant": params.variant,
         "latent_dim": int(model.latent_dim),
         "epochs_run": len(rows),
         "best_epoch": int(best["epoch"]) + 1,  # 1-based, as the log shows epochs
@@ -313,11 +319,11 @@ def _fit(examples, outputs, mp, tp, denoising, input_feature, train_ds, val_ds, 
         "params": n_params,
         "resumed": resuming,
     }
-    outputs["model"].properties.update({k: info[k] for k in (
+    model_artifact.properties.update({k: info[k] for k in (
         "variant", "latent_dim", "is_variational", "denoising", "input_feature")})
-    outputs["model"].properties.update(best_epoch=metrics["best_epoch"],
-                                       best_val_loss=metrics["best_val_loss"])
-    outputs["model_run"].properties.update(epochs_run=metrics["epochs_run"], device=device)
+    model_artifact.properties.update(best_epoch=metrics["best_epoch"],
+                                     best_val_loss=metrics["best_val_loss"])
+    run_artifact.properties.update(epochs_run=metrics["epochs_run"], device=device)
     log.info("train: done, %d epochs in %.1fs; best epoch %d val_loss %.4f; %.0f images/s "
              "(steady state)", len(rows), train_seconds, metrics["best_epoch"],
              metrics["best_val_loss"], images_per_second)

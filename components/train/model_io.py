@@ -37,7 +37,7 @@ def read_model_json(model: Artifact) -> dict:
             info = json.load(f)
         except json.JSONDecodeError as e:
             raise StageError(f"{path}: not valid JSON: {e}") from None
-    for key in ("variant", "latent_dim"):
+    for key in ("variant", "latent_dim", "beta", "activity_l1", "decoder"):
         if key not in info:
             raise StageError(f"{path}: missing key {key!r}")
     return info
@@ -48,11 +48,10 @@ def build_model(info: dict):
     import models
 
     try:
-        model = models.build(info["variant"], latent_dim=int(info.get("latent_dim", 0)),
-                             beta=float(info.get("beta", 1.0)),
-                             activity_l1=float(info.get("activity_l1", 1e-5)),
-                             decoder=info.get("decoder", "transpose"))
-    except ValueError as e:
+        model = models.build(info["variant"], latent_dim=int(info["latent_dim"]),
+                             beta=float(info["beta"]), activity_l1=float(info["activity_l1"]),
+                             decoder=info["decoder"])
+    except (KeyError, ValueError) as e:
         raise StageError(f"cannot build model: {e}") from None
     model(np.zeros((1, 28, 28, 1), np.float32))  # create the variables
     return model

@@ -1,29 +1,59 @@
 """transform: pixels to float in [0,1]; a deterministic noisy copy for the denoising
-variants; the output validated against the curated normalized schema."""
+variants; the output validated against the curated normalized schema. Owns the [noise]
+config keys."""
 
-from pipeline import artifacts as a
-from pipeline.component import ComponentSpec
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from components.transform import executor, noise
+from pipeline import artifacts
+from pipeline.component import Channel, Component
+from pipeline.config import Params, key, require
 from pipeline.schemas import NORMALIZED_SCHEMA, schema_digest
 
-
-def _params(c):
-    return {
-        "noise_kind": c.noise.kind,
-        "noise_factor": c.noise.factor if c.noise.kind != "none" else 0.0,
-        "seed": c.train.seed,
-        "num_shards": c.data.num_shards,
-        "schema": str(NORMALIZED_SCHEMA),
-        "schema_sha256": schema_digest(NORMALIZED_SCHEMA),
-    }
+EXAMPLES_KEY = "examples"
+RAW_ANOMALIES_KEY = "raw_anomalies"
+TRANSFORMED_EXAMPLES_KEY = "transformed_examples"
+STATISTICS_KEY = "statistics"
+ANOMALIES_KEY = "anomalies"
 
 
-COMPONENT = ComponentSpec(
+@dataclass(frozen=True, kw_only=True)
+class TransformParams(Params):
+    noise_kind: str = key("noise.kind", "none", f"one of {noise.KINDS}")
+    noise_factor: float = key("noise.factor", 0.5,
+                              "gaussian: stddev; salt_pepper: fraction of pixels flipped to 0 "
+                              "or 1; mask: fraction zeroed")
+    seed: int = key("train.seed")  # the run seed: noise is drawn from (seed, example id)
+    schema: str = NORMALIZED_SCHEMA
+
+    def check(self) -> None:
+        require(self.noise_kind in noise.KINDS, "noise.kind", f"one of {noise.KINDS}",
+                self.noise_kind)
+        if self.noise_kind == "gaussian":
+            require(0.0 < self.noise_factor <= 10.0, "noise.factor",
+                    "a gaussian stddev in (0, 10]", self.noise_factor)
+        elif self.noise_kind != "none":
+            require(0.0 < self.noise_factor < 1.0, "noise.factor",
+                    f"a {self.noise_kind} fraction in (0, 1)", self.noise_factor)
+
+    def cache_key(self) -> dict:
+        key_ = {**dataclasses.asdict(self), "schema_sha256": schema_digest(self.schema)}
+        if self.noise_kind == "none":  # factor and seed change nothing without noise
+            key_.update(noise_factor=None, seed=None)
+        return key_
+
+
+TRANSFORM = Component(
     name="transform",
-    # statistics: only so transform runs after validation has passed.
-    inputs={"examples": (a.EXAMPLES, "ingest.examples"),
-            "statistics": (a.STATISTICS, "validate.statistics")},
-    outputs={"examples": a.EXAMPLES, "statistics": a.STATISTICS, "anomalies": a.ANOMALIES},
-    executor="components.transform.executor:run",
-    params=_params,
+    inputs={EXAMPLES_KEY: Channel(artifacts.EXAMPLES, "ingest", "examples"),
+            RAW_ANOMALIES_KEY: Channel(artifacts.ANOMALIES, "validate", "anomalies")},
+    outputs={TRANSFORMED_EXAMPLES_KEY: artifacts.EXAMPLES, STATISTICS_KEY: artifacts.STATISTICS,
+             ANOMALIES_KEY: artifacts.ANOMALIES},
+    params=TransformParams,
+    executor=executor.run,
     description="normalize to [0,1], add noise, validate against schemas/normalized",
+    published_on_rejection=(STATISTICS_KEY, ANOMALIES_KEY),
 )

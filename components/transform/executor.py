@@ -1,5 +1,8 @@
 """transform executor: raw shards -> normalized shards (same split and shard layout),
 one Beam element per shard; then TFDV checks the output against schemas/normalized.
+
+It refuses raw examples whose validation found anomalies (`raw_anomalies`), which only
+matters when it runs alone: in the pipeline an anomaly stops the run before transform.
 """
 
 from __future__ import annotations
@@ -13,9 +16,16 @@ from tensorflow.io import gfile
 from components import data_validation as dv
 from components import features as F
 from components.transform import noise
+from typing import TYPE_CHECKING
+
 from pipeline import beam_jobs
 from pipeline.errors import DataError
 from pipeline.schemas import load_schema
+
+if TYPE_CHECKING:
+    from components.transform.component import TransformParams
+    from pipeline.artifacts import Artifact
+    from pipeline.component import ExecutionContext
 
 
 STATS_BATCH = 1000  # rows per RecordBatch handed to TFDV
@@ -55,11 +65,16 @@ class _TransformShard(beam.DoFn):
             yield batch.slice(start, STATS_BATCH)
 
 
-def run(inputs, outputs, params, ctx):
-    raw, out = inputs["examples"], outputs["examples"]
+def run(params: TransformParams, ctx: ExecutionContext, *, examples: Artifact,
+        raw_anomalies: Artifact, transformed_examples: Artifact, statistics: Artifact,
+        anomalies: Artifact) -> dict:
+    raw, out = examples, transformed_examples
+    if raw_anomalies.properties.get("anomalous_splits"):
+        raise DataError(f"the raw examples at {raw.uri} failed validation (anomalies in "
+                        f"{raw_anomalies.properties['anomalous_splits']}, see {raw_anomalies.uri})")
     splits = raw.splits or ["train", "validation", "test"]
-    schema = load_schema(params["schema"])
-    shard_fn = _TransformShard(out.uri, params["noise_kind"], params["noise_factor"], params["seed"])
+    schema = load_schema(params.schema)
+    shard_fn = _TransformShard(out.uri, params.noise_kind, params.noise_factor, params.seed)
     with beam_jobs.pipeline(ctx.beam_args) as p:
         for split in splits:
             files = raw.split_files(split, F.SHARD_PATTERN)
@@ -69,15 +84,15 @@ def run(inputs, outputs, params, ctx):
             batches = (p
                        | f"Shards[{split}]" >> beam.Create([(split, f) for f in files], reshuffle=False)
                        | f"Normalize[{split}]" >> beam.ParDo(shard_fn))
-            dv.write_statistics(batches, split, schema, outputs["statistics"])
-    stats = dv.load_statistics(splits, outputs["statistics"])
-    anomalies = dv.check(stats, schema, outputs["anomalies"], drift=False)
+            dv.write_statistics(batches, split, schema, statistics)
+    stats = dv.load_statistics(splits, statistics)
+    found = dv.check(stats, schema, anomalies, drift=False)
     summary = dv.summarize(stats)
+    noisy = params.noise_kind != "none"
     out.properties.update({
         "splits": splits, "counts": {s: v["num_examples"] for s, v in summary.items()},
-        "normalized": True, "noisy": params["noise_kind"] != "none",
-        "noise_kind": params["noise_kind"], "noise_factor": params["noise_factor"],
-        "seed": params["seed"]})
-    dv.raise_on_anomalies(anomalies, outputs["anomalies"], f"{out.uri} (schema {params['schema']})")
-    return {"splits": summary, "noise_kind": params["noise_kind"],
+        "normalized": True, "noisy": noisy, "noise_kind": params.noise_kind,
+        "noise_factor": params.noise_factor if noisy else 0.0, "seed": params.seed})
+    dv.raise_on_anomalies(found, anomalies, f"{out.uri} (schema {params.schema})")
+    return {"splits": summary, "noise_kind": params.noise_kind,
             "num_examples": sum(v["num_examples"] for v in summary.values())}

@@ -1,20 +1,36 @@
 """validate: TFDV statistics per split, checked against the curated raw schema;
-anomalies (including train/test label drift) stop the run."""
+anomalies (including train/test label drift) stop the run with exit 3."""
 
-from pipeline import artifacts as a
-from pipeline.component import ComponentSpec
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from components.validate import executor
+from pipeline import artifacts
+from pipeline.component import Channel, Component
+from pipeline.config import Params
 from pipeline.schemas import RAW_SCHEMA, schema_digest
 
+EXAMPLES_KEY = "examples"
+STATISTICS_KEY = "statistics"
+ANOMALIES_KEY = "anomalies"
 
-def _params(c):
-    return {"schema": str(RAW_SCHEMA), "schema_sha256": schema_digest(RAW_SCHEMA)}
+
+@dataclass(frozen=True, kw_only=True)
+class ValidateParams(Params):
+    schema: str = RAW_SCHEMA  # project-relative path of the curated schema
+
+    def cache_key(self) -> dict:
+        return {**dataclasses.asdict(self), "schema_sha256": schema_digest(self.schema)}
 
 
-COMPONENT = ComponentSpec(
+VALIDATE = Component(
     name="validate",
-    inputs={"examples": (a.EXAMPLES, "ingest.examples")},
-    outputs={"statistics": a.STATISTICS, "anomalies": a.ANOMALIES},
-    executor="components.validate.executor:run",
-    params=_params,
+    inputs={EXAMPLES_KEY: Channel(artifacts.EXAMPLES, "ingest", "examples")},
+    outputs={STATISTICS_KEY: artifacts.STATISTICS, ANOMALIES_KEY: artifacts.ANOMALIES},
+    params=ValidateParams,
+    executor=executor.run,
     description="TFDV statistics and anomalies against schemas/raw",
+    published_on_rejection=(STATISTICS_KEY, ANOMALIES_KEY),
 )

@@ -1,0 +1,158 @@
+"""One component, launched as TFX's launcher does it: driver, executor, publisher.
+
+- driver: reuse a committed execution with the same fingerprint (the cache) or, for
+  `--only`, insist on one; otherwise take the stage lock, so that of two runs needing
+  the same stage output one computes it and the other waits and reuses it;
+- executor: stage the outputs under temporary names and call the component's executor
+  with its typed parameters;
+- publisher: commit the outputs by rename and record the execution, its events and its
+  metrics in ML Metadata, then re-render the run's summary.json from there.
+
+The runner, the component tests that need commits, and the benchmarks all go through
+`launch`.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import time
+import traceback
+from dataclasses import dataclass
+
+from pipeline import artifacts, locks, summary
+from pipeline.artifacts import Artifact
+from pipeline.component import Component, ExecutionContext
+from pipeline.errors import DataError, Interrupted, PipelineError, StageError
+from pipeline.metadata import MetadataStore
+
+log = logging.getLogger("pipeline")
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Where and how this run executes; plain data, so Beam can pickle it."""
+
+    root: str
+    run_id: str
+    beam_args: tuple[str, ...] = ("--runner=DirectRunner",)
+    only: str | None = None  # run just this stage; the others must come from the cache
+    force: bool = False  # ignore the cache
+
+    def artifact_uri(self, stage: str, output: str) -> str:
+        return posixpath.join(self.root, "artifacts", stage, self.run_id, output)
+
+    def work_dir(self, stage: str, fingerprint: str) -> str:
+        return posixpath.join(self.root, "work", stage, fingerprint[:16])
+
+
+def describe(exc: BaseException) -> dict:
+    """kind, one-line message and exit code of any exception a stage can raise."""
+    if isinstance(exc, KeyboardInterrupt):
+        exc = Interrupted("interrupted (SIGINT or SIGTERM)")
+    elif not isinstance(exc, PipelineError):
+        exc = StageError(f"{type(exc).__name__}: {exc}")
+    message = str(exc).strip()
+    return {"kind": exc.kind, "message": message, "exit_code": exc.exit_code}
+
+
+def launch(component: Component, params, fingerprint: str, inputs: dict[str, Artifact],
+           run: RunContext) -> dict[str, Artifact]:
+    """Run or reuse one stage; returns its committed outputs. Raises what the stage raised."""
+    store = MetadataStore(run.root)
+    started = time.time()
+    use_cache = not run.force and run.only != component.name
+    if run.only and run.only != component.name:
+        hit = store.find_cached(component.name, fingerprint, _usable)
+        if hit is None:
+            error = StageError(
+                f"--only {run.only}: upstream stage {component.name!r} has no committed output "
+                f"for this configuration (fingerprint {fingerprint[:12]}); run without --only first")
+            _record_failure(store, component, fingerprint, inputs, run, error, started)
+            raise error
+        return _reuse(store, component, fingerprint, inputs, run, hit, started)
+    if use_cache and (hit := store.find_cached(component.name, fingerprint, _usable)):
+        return _reuse(store, component, fingerprint, inputs, run, hit, started)
+
+    def waiting(holder: str) -> None:
+        log.info("[%s] waiting: run %s is computing this stage (fingerprint %s)",
+                 component.name, holder or "?", fingerprint[:12])
+
+    with locks.held(run.root, f"stage-{component.name}-{fingerprint[:16]}", note=run.run_id,
+                    on_wait=waiting):
+        # Whoever held the lock may have just published exactly this.
+        if use_cache and (hit := store.find_cached(component.name, fingerprint, _usable)):
+            return _reuse(store, component, fingerprint, inputs, run, hit, started)
+        return _execute(store, component, params, fingerprint, inputs, run, started)
+
+
+def _usable(a: Artifact) -> bool:
+    return artifacts.is_committed(a.uri)
+
+
+def _execute(store, component, params, fingerprint, inputs, run, started) -> dict[str, Artifact]:
+    name = component.name
+    staged = {k: artifacts.begin(run.artifact_uri(name, k)) for k in component.outputs}
+    outputs = {k: Artifact(type=t, uri=staged[k]) for k, t in component.outputs.items()}
+    execution_id = store.put_execution(run.run_id, name, "running",
+                                       {"fingerprint": fingerprint, "started": started},
+                                       inputs=inputs)
+    summary.write(store, run.run_id)
+    log.info("[%s] started: %s", name, component.description)
+    ctx = ExecutionContext(run_id=run.run_id, beam_args=run.beam_args,
+                           work_dir=run.work_dir(name, fingerprint),
+                           log=logging.getLogger(f"pipeline.{name}"))
+    try:
+        metrics = component.executor(params, ctx, **inputs, **outputs) or {}
+    except BaseException as exc:  # noqa: BLE001 - recorded, then re-raised
+        error = describe(exc)
+        keep = component.published_on_rejection if isinstance(exc, DataError) else ()
+        published = _commit(name, {k: staged[k] for k in keep}, outputs, fingerprint, run)
+        for k in set(staged) - set(keep):
+            artifacts.discard(staged[k])
+        duration = round(time.time() - started, 2)
+        state = "canceled" if error["kind"] == Interrupted.kind else "failed"
+        store.put_execution(run.run_id, name, state, {"error": error, "duration_s": duration},
+                            outputs=published, execution_id=execution_id)
+        summary.write(store, run.run_id)
+        log.debug("[%s] traceback:\n%s", name, traceback.format_exc())
+        log.error("[%s] %s after %.1fs: %s", name, state.upper(), duration, error["message"])
+        raise
+    committed = _commit(name, staged, outputs, fingerprint, run)
+    duration = round(time.time() - started, 2)
+    store.put_execution(run.run_id, name, "complete", {"metrics": metrics, "duration_s": duration},
+                        outputs=committed, execution_id=execution_id)
+    summary.write(store, run.run_id)
+    log.info("[%s] finished in %.1fs", name, duration)
+    return committed
+
+
+def _commit(name, staged, outputs, fingerprint, run) -> dict[str, Artifact]:
+    committed = {}
+    for k, tmp in staged.items():
+        final = run.artifact_uri(name, k)
+        props = dict(outputs[k].properties)
+        props.update({"fingerprint": f"{fingerprint}:{name}.{k}", "producer": name,
+                      "run_id": run.run_id})
+        artifacts.commit(tmp, final, {**props, "type": outputs[k].type})
+        committed[k] = Artifact(type=outputs[k].type, uri=final, properties=props)
+    return committed
+
+
+def _reuse(store, component, fingerprint, inputs, run, hit, started) -> dict[str, Artifact]:
+    source_id, outputs = hit
+    store.put_execution(run.run_id, component.name, "cached",
+                        {"fingerprint": fingerprint, "cached_from": source_id, "started": started,
+                         "duration_s": round(time.time() - started, 2)},
+                        inputs=inputs, outputs=outputs)
+    summary.write(store, run.run_id)
+    log.info("[%s] cached: reusing the outputs of run %s", component.name,
+             next(iter(outputs.values())).properties.get("run_id", "?"))
+    return outputs
+
+
+def _record_failure(store, component, fingerprint, inputs, run, error, started) -> None:
+    store.put_execution(run.run_id, component.name, "failed",
+                        {"fingerprint": fingerprint, "started": started, "duration_s": 0.0,
+                         "error": describe(error)}, inputs=inputs)
+    summary.write(store, run.run_id)
