@@ -113,6 +113,7 @@ def _run(create_pipeline, args, argv) -> int:
 
     log.info("run %s: config %s%s, root %s", run_id, args.config or "(defaults)",
              "".join(f" --set {s}" for s in args.set), root)
+    log.debug("code from %s, python %s", console.PROJECT_ROOT, sys.executable)
     try:
         result = runner.run(plan, root, run_id, only=args.only, force=args.force,
                             skip_if_running=args.skip_if_running,

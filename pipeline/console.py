@@ -30,6 +30,7 @@ FILE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 _buffer = logging.handlers.MemoryHandler(capacity=100_000, flushLevel=logging.CRITICAL + 1)
 _console = logging.StreamHandler(sys.stderr)
+_file: list[logging.Handler] = []  # the current run's log file (one run per process at a time)
 
 
 def _ours(name: str) -> bool:
@@ -52,7 +53,9 @@ def quiet_third_party(level: str = "INFO") -> None:
     logging.getLogger("pipeline").setLevel(logging.DEBUG)
     _console.setFormatter(logging.Formatter(CONSOLE_FORMAT, "%H:%M:%S"))
     _console.setLevel(level.upper())
-    _console.addFilter(lambda record: _ours(record.name))
+    _console.filters[:] = [lambda record: _ours(record.name)]
+    _console.stream = sys.stderr  # the current one (pytest swaps it per test)
+    _buffer.setTarget(None)
     for h in (_console, _buffer):
         if h not in root.handlers:
             root.addHandler(h)
@@ -67,6 +70,10 @@ def log_to_file(path: str) -> None:
     _buffer.flush()
     root = logging.getLogger()
     root.removeHandler(_buffer)
+    for old in _file:  # an earlier run in this process (tests call main() repeatedly)
+        root.removeHandler(old)
+        old.close()
+    _file[:] = [handler]
     root.addHandler(handler)
 
 

@@ -12,6 +12,7 @@ backup stays in the stage's work directory, so the same command resumes it.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import glob
 import logging
@@ -61,13 +62,14 @@ class BeamParams(Params):
         bad = [a for a in self.args if not a.startswith("--")]
         if bad:
             raise ConfigError(f"{name}: expected --flag=value options, got {bad}")
-        parser = pipeline_options._BeamArgumentParser()  # what PipelineOptions parses with
+        # The parser PipelineOptions itself uses, without its exit-and-print on a bad value.
+        parser = pipeline_options._BeamArgumentParser(exit_on_error=False)
         for cls in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
             cls._add_argparse_args(parser)
         try:
             _, unknown = parser.parse_known_args(list(self.args))
-        except (SystemExit, Exception) as e:  # argparse exits on a bad value
-            raise ConfigError(f"{name}: Beam cannot parse {list(self.args)} ({e})") from None
+        except argparse.ArgumentError as e:
+            raise ConfigError(f"{name}: {e}") from None
         if unknown:
             raise ConfigError(f"{name}: unknown Beam option(s) {unknown}")
         runner = PipelineOptions(list(self.args)).view_as(StandardOptions).runner

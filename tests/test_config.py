@@ -1,100 +1,184 @@
-"""Config loading: defaults, presets, --set overrides, and rejection of bad keys/values."""
+"""Config: keys and defaults derived from the components' parameters classes, presets,
+--set overrides, and every bad value rejected naming the key (by the same planning the
+CLI runs before anything is created)."""
 
-import pathlib
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
 
 import pytest
 
+import models
 from pipeline import config as C
+from pipeline import runner
+from pipeline.config import Params, key
 from pipeline.errors import ConfigError
+from tests.helpers import COMPONENTS, load_config
+
+
+def plan_checks(*overrides: str, preset: str | None = None) -> None:
+    """What `run_pipeline.py run` checks before it creates anything."""
+    config = load_config(preset, *overrides)
+    for c in COMPONENTS.values():
+        c.params.from_config(config)
+    runner.BeamParams.from_config(config)
 
 
 def test_defaults_are_conv_pool_on_fashion_mnist():
-    c = C.load_config()
-    assert c.model.variant == "conv_pool"
-    assert c.data.dataset == "fashion_mnist"
-    assert c.data.source == "auto"
-    assert c.noise.kind == "none"
+    c = load_config()
+    assert c["model.variant"] == "conv_pool"
+    assert c["data.dataset"] == "fashion_mnist"
+    assert c["data.source"] == "auto"
+    assert c["noise.kind"] == "none"
+    assert c.changed == ()
+
+
+def test_each_key_has_one_default_declared_by_its_owner():
+    keys = C.schema(runner.param_classes(COMPONENTS.values()))
+    assert keys["train.seed"].owner == "TrainParams"
+    assert keys["noise.kind"].owner == "TransformParams"
+    assert keys["data.num_shards"].owner == "IngestParams"
+    assert keys["beam.args"].owner == "BeamParams"
+    # readers of a shared key get the owner's value
+    c = load_config(None, "train.seed=7", "noise.kind=gaussian")
+    assert COMPONENTS["transform"].params.from_config(c).seed == 7
+    assert COMPONENTS["evaluate"].params.from_config(c).seed == 7
+    assert COMPONENTS["train"].params.from_config(c).denoising is True
+
+
+def test_a_second_default_or_a_reader_without_owner_is_a_programming_error():
+    @dataclass(frozen=True, kw_only=True)
+    class A(Params):
+        x: int = key("s.x", 1)
+
+    @dataclass(frozen=True, kw_only=True)
+    class B(Params):
+        x: int = key("s.x", 2)
+
+    @dataclass(frozen=True, kw_only=True)
+    class Reader(Params):
+        y: int = key("s.y")
+
+    @dataclass(frozen=True, kw_only=True)
+    class WrongType(Params):
+        x: str = key("s.x")
+
+    with pytest.raises(AssertionError, match="two defaults"):
+        C.schema([A, B])
+    with pytest.raises(AssertionError, match="no parameters class declares"):
+        C.schema([A, Reader])
+    with pytest.raises(AssertionError, match="reads it as"):
+        C.schema([A, WrongType])
 
 
 def test_set_overrides_parse_toml_values_and_bare_strings():
-    c = C.load_config(None, ["train.epochs=3", "train.learning_rate=1e-4", "data.source=idx:/tmp/x",
-                             "train.jit_compile=true", 'beam.args=["--direct_num_workers=2"]',
-                             "model.beta=2"])
-    assert c.train.epochs == 3 and isinstance(c.train.epochs, int)
-    assert c.train.learning_rate == pytest.approx(1e-4)
-    assert c.data.source == "idx:/tmp/x"
-    assert c.train.jit_compile is True
-    assert c.beam.args == ["--direct_num_workers=2"]
-    assert c.model.beta == 2.0 and isinstance(c.model.beta, float)
+    c = load_config(None, "train.epochs=3", "train.learning_rate=1e-4", "data.source=idx:/tmp/x",
+                    "train.jit_compile=true", 'beam.args=["--direct_num_workers=2"]',
+                    "model.beta=2")
+    assert c["train.epochs"] == 3 and isinstance(c["train.epochs"], int)
+    assert c["train.learning_rate"] == pytest.approx(1e-4)
+    assert c["data.source"] == "idx:/tmp/x"
+    assert c["train.jit_compile"] is True
+    assert c["beam.args"] == ("--direct_num_workers=2",)
+    assert c["model.beta"] == 2.0 and isinstance(c["model.beta"], float)
+    assert set(c.changed) == {"train.epochs", "train.learning_rate", "data.source",
+                              "train.jit_compile", "beam.args", "model.beta"}
+    assert c.differences()["train.epochs"] == 3
 
 
-@pytest.mark.parametrize("override, key", [
-    ("train.epochz=3", "train.epochz"),
-    ("trian.epochs=3", "trian"),
-    ("train.epochs=0", "train.epochs"),
-    ("train.epochs=2.5", "train.epochs"),
-    ("train.epochs=many", "train.epochs"),
-    ("train.batch_size=-1", "train.batch_size"),
-    ("data.validation_fraction=1.5", "data.validation_fraction"),
-    ("data.dataset=cifar10", "data.dataset"),
-    ("data.source=s3://x", "data.source"),
-    ("data.max_examples=-5", "data.max_examples"),
-    ("noise.kind=blur", "noise.kind"),
-    ("noise.kind=mask", "noise.factor"),  # default factor 0.5 ok; checked below with 1.5
-    ("model.variant=transformer", "model.variant"),
-    ("train.optimizer=lbfgs", "train.optimizer"),
-    ("train.learning_rate=0", "train.learning_rate"),
-    ("train.mixed_precision=yes", "train.mixed_precision"),
-    ("model.decoder=deconv", "model.decoder"),
-    ("beam.args=[1, 2]", "beam.args"),
-    ("train.lr_schedule=step", "train.lr_schedule"),
-    ("evaluate.tsne_points=5", "evaluate.tsne_points"),
-    ("evaluate.finetune_epochs=-1", "evaluate.finetune_epochs"),
-    ("evaluate.probe_max_train=-1", "evaluate.probe_max_train"),
-    ("evaluate.tsnepoints=5", "evaluate.tsnepoints"),
+@pytest.mark.parametrize("overrides, key_", [
+    (["train.epochz=3"], "train.epochz"),
+    (["trian.epochs=3"], "trian"),
+    (["train.epochs=0"], "train.epochs"),
+    (["train.epochs=2.5"], "train.epochs"),
+    (["train.epochs=many"], "train.epochs"),
+    (["train.batch_size=-1"], "train.batch_size"),
+    (["data.validation_fraction=1.5"], "data.validation_fraction"),
+    (["data.dataset=cifar10"], "data.dataset"),
+    (["data.source=s3://x"], "data.source"),
+    (["data.max_examples=-5"], "data.max_examples"),
+    (["data.num_shards=0"], "data.num_shards"),
+    (["noise.kind=blur"], "noise.kind"),
+    (["noise.kind=mask", "noise.factor=1.5"], "noise.factor"),
+    (["noise.kind=gaussian", "noise.factor=0"], "noise.factor"),
+    (["model.variant=transformer"], "model.variant"),
+    (["model.latent_dim=32"], "model.latent_dim"),  # conv_pool's code is fixed at 256
+    (["model.variant=denoise", "model.latent_dim=7"], "model.latent_dim"),
+    (["model.latent_dim=-1"], "model.latent_dim"),
+    (["model.beta=-1"], "model.beta"),
+    (["train.optimizer=lbfgs"], "train.optimizer"),
+    (["train.learning_rate=0"], "train.learning_rate"),
+    (["train.mixed_precision=yes"], "train.mixed_precision"),
+    (["model.decoder=deconv"], "model.decoder"),
+    (["train.lr_schedule=step"], "train.lr_schedule"),
+    (["train.seed=-1"], "train.seed"),
+    (["train.steps_per_execution=0"], "train.steps_per_execution"),
+    (["evaluate.tsne_points=5"], "evaluate.tsne_points"),
+    (["evaluate.finetune_epochs=-1"], "evaluate.finetune_epochs"),
+    (["evaluate.probe_max_train=-1"], "evaluate.probe_max_train"),
+    (["evaluate.tsnepoints=5"], "evaluate.tsnepoints"),
+    (["beam.args=[1, 2]"], "beam.args"),
+    (["beam.args=direct"], "beam.args"),
+    (['beam.args=["--runner=NoSuchRunner"]'], "beam.args"),
+    (['beam.args=["--no_such_beam_flag=1"]'], "beam.args"),
+    (['beam.args=["--direct_num_workers=two"]'], "beam.args"),
 ])
-def test_bad_values_are_rejected_naming_the_key(override, key):
-    if override == "noise.kind=mask":
-        override_list = [override, "noise.factor=1.5"]
-    else:
-        override_list = [override]
+def test_bad_values_are_rejected_naming_the_key(overrides, key_):
     with pytest.raises(ConfigError) as e:
-        C.load_config(None, override_list)
-    assert key in str(e.value)
+        plan_checks(*overrides)
+    assert key_ in str(e.value)
+
+
+def test_good_beam_args_pass():
+    plan_checks('beam.args=["--runner=DirectRunner", "--direct_num_workers=2", '
+                '"--direct_running_mode=multi_processing"]')
+    plan_checks('beam.args=["--runner=PortableRunner", "--job_endpoint=localhost:8099", '
+                '"--environment_type=LOOPBACK"]')
 
 
 def test_set_without_equals_is_rejected():
     with pytest.raises(ConfigError, match="KEY=VALUE"):
-        C.load_config(None, ["train.epochs"])
+        load_config(None, "train.epochs")
 
 
-def test_every_preset_loads_and_names_a_known_variant():
+def test_every_preset_passes_every_check():
     presets = sorted(C.PRESET_DIR.glob("*.toml"))
     assert len(presets) >= 12
     for p in presets:
-        c = C.load_config(p.stem)
-        assert c.model.variant in C.VARIANTS
+        plan_checks(preset=p.stem)
 
 
 def test_each_variant_has_a_preset():
     names = {p.stem for p in C.PRESET_DIR.glob("*.toml")}
-    assert set(C.VARIANTS) <= names
+    assert set(models.VARIANTS) <= names
+    for variant in models.VARIANTS:
+        assert load_config(variant)["model.variant"] == variant
 
 
 def test_unknown_preset_and_bad_toml(tmp_path):
     with pytest.raises(ConfigError, match="no preset named"):
-        C.load_config("nope")
+        load_config("nope")
     bad = tmp_path / "bad.toml"
     bad.write_text("[train\nepochs = 3")
     with pytest.raises(ConfigError, match="not valid TOML"):
-        C.load_config(str(bad))
+        load_config(str(bad))
     unknown = tmp_path / "unknown.toml"
     unknown.write_text("[training]\nepochs = 3\n")
     with pytest.raises(ConfigError, match=r"\[training\]"):
-        C.load_config(str(unknown))
+        load_config(str(unknown))
 
 
-def test_config_variants_match_the_model_zoo():
-    import models
-
-    assert tuple(C.VARIANTS) == tuple(models.VARIANTS)
+def test_params_are_frozen_and_hash_what_decides_the_output():
+    p = COMPONENTS["transform"].params.from_config(load_config())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.seed = 1  # type: ignore[misc]
+    # without noise, the noise factor and seed do not change transform's output (cache key)
+    a = COMPONENTS["transform"].params.from_config(load_config(None, "train.seed=1"))
+    b = COMPONENTS["transform"].params.from_config(load_config(None, "train.seed=2"))
+    assert a.cache_key() == b.cache_key()
+    a = COMPONENTS["transform"].params.from_config(load_config(None, "train.seed=1", "noise.kind=mask"))
+    b = COMPONENTS["transform"].params.from_config(load_config(None, "train.seed=2", "noise.kind=mask"))
+    assert a.cache_key() != b.cache_key()
+    # schemas are named by their project-relative path (relocatable keys)
+    assert p.cache_key()["schema"] == "schemas/normalized/schema.pbtxt"
