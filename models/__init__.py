@@ -1,4 +1,4 @@
-"""The autoencoder model zoo: one builder per variant of /work/shared/MODELS.md.
+"""The autoencoder model zoo: one builder per variant of models/README.md.
 
     model = models.build("conv_pool")
     model.compile_for_training(keras.optimizers.RMSprop())
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from models.base import Autoencoder
 from models.conv import conv_dense, conv_pool, conv_small, denoise
-from models.dense import deep, dense, sparse
+from models.dense import SPARSE_L1, deep, dense, sparse
 from models.vae import FullCovarianceVAE, VariationalAutoencoder, vae_bn, vae_conv, vae_mlp, \
     vae_tril
 
@@ -45,7 +45,7 @@ def check_args(variant: str, latent_dim: int = 0, decoder: str = "transpose") ->
                          f"flattened 4x4 feature map, fixed at {default}), got {latent_dim}")
 
 
-def build(variant: str, latent_dim: int = 0, beta: float = 1.0, activity_l1: float = 1e-5,
+def build(variant: str, latent_dim: int = 0, beta: float = 1.0, activity_l1: float = SPARSE_L1,
           decoder: str = "transpose") -> Autoencoder:
     """A fresh, untrained model of `variant`.
 
@@ -78,5 +78,5 @@ def build(variant: str, latent_dim: int = 0, beta: float = 1.0, activity_l1: flo
     return vae_tril(z, beta)
 
 
-__all__ = ["VARIANTS", "DEFAULT_LATENT", "build", "check_args", "Autoencoder", "VariationalAutoencoder",
+__all__ = ["VARIANTS", "DEFAULT_LATENT", "SPARSE_L1", "build", "check_args", "Autoencoder", "VariationalAutoencoder",
            "FullCovarianceVAE"]

@@ -43,7 +43,7 @@ class Autoencoder(keras.Model):
         return self.decode(self.encode(x))
 
     def compile_for_training(self, optimizer, jit_compile=False, steps_per_execution=1):
-        # Targets are grey levels in [0,1], so BCE has a floor above zero (GUIDE section 4);
+        # Targets are grey levels in [0,1], so BCE has a floor above zero (components/evaluate/metrics.py);
         # MSE is tracked alongside because it has none.
         self.compile(optimizer=optimizer, loss="binary_crossentropy", metrics=["mse"],
                      jit_compile=jit_compile, steps_per_execution=steps_per_execution)

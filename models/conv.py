@@ -1,4 +1,4 @@
-"""Convolutional autoencoders: conv_pool, denoise, conv_dense, conv_small (MODELS.md rows 4-7)."""
+"""Convolutional autoencoders: conv_pool, denoise, conv_dense, conv_small (models/README.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Fully connected autoencoders: dense, sparse, deep (MODELS.md rows 1-3)."""
+"""Fully connected autoencoders: dense, sparse, deep (models/README.md)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,10 @@ import keras
 from keras import layers
 
 from models.base import IMAGE_SHAPE, PIXELS, Autoencoder
+
+# The sparse variant's default L1 weight on the code (the pipeline's model.activity_l1
+# default is this value too: components/train/component.py reads it from here).
+SPARSE_L1 = 1e-5
 
 
 def _mlp_autoencoder(variant: str, hidden: tuple[int, ...], latent_dim: int,
@@ -34,7 +38,7 @@ def dense(latent_dim: int = 32) -> Autoencoder:
     return _mlp_autoencoder("dense", (), latent_dim)
 
 
-def sparse(latent_dim: int = 32, activity_l1: float = 1e-5) -> Autoencoder:
+def sparse(latent_dim: int = 32, activity_l1: float = SPARSE_L1) -> Autoencoder:
     return _mlp_autoencoder("sparse", (), latent_dim, activity_l1)
 
 

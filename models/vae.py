@@ -1,4 +1,4 @@
-"""Variational autoencoders: vae_mlp, vae_conv, vae_bn, vae_tril (MODELS.md rows 8-11).
+"""Variational autoencoders: vae_mlp, vae_conv, vae_bn, vae_tril (models/README.md).
 
 Loss per image, in nats: sum over the 784 pixels of BCE(target, decoded z) with z one
 reparameterised draw from q(z|x), plus beta * KL(q(z|x) || N(0, I)). With beta = 1 that is

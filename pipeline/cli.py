@@ -46,6 +46,10 @@ def _parser(stage_names: list[str] | None = None) -> argparse.ArgumentParser:
     r.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR",
                                                            "debug", "info", "warning", "error"],
                    help="console level; debug also shows tracebacks (pipeline.log always has them)")
+    c = sub.add_parser("config", help="every config key: value, default, owner, meaning")
+    c.add_argument("--config", help="preset name or TOML file to show the values of")
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    c.add_argument("--json", action="store_true", help="machine-readable output")
     for name, help_ in (("runs", "list the runs under the root, newest first"),
                         ("show", "one run: status, stages, metrics, artifacts, errors")):
         s = sub.add_parser(name, help=help_)
@@ -66,6 +70,8 @@ def main(create_pipeline: Callable[[], list], argv: list[str] | None = None) -> 
     console.quiet_third_party(getattr(args, "log_level", "INFO"))
     if args.command == "run":
         return _run(create_pipeline, args, argv)
+    if args.command == "config":
+        return _config(create_pipeline, args)
     return _inspect(args)
 
 
@@ -153,6 +159,32 @@ def _interrupt(signum, frame):
 
 
 # -- inspection --------------------------------------------------------------------------
+
+def _config(create_pipeline, args) -> int:
+    """The keys are derived from the components' parameters classes (one default each)."""
+    from pipeline import config as cfg
+    from pipeline import runner
+
+    with console.stderr_to_log():
+        classes = runner.param_classes(create_pipeline())
+    try:
+        config = cfg.load(classes, args.config, args.set)
+        for cls in classes:
+            cls.from_config(config)
+    except PipelineError as e:
+        log.error("%s (exit %d)", e, e.exit_code)
+        return e.exit_code
+    rows = [{"key": k.name, "value": config[k.name], "default": k.default, "owner": k.owner,
+             "meaning": k.doc} for k in cfg.schema(classes).values()]
+    if args.json:
+        print(json.dumps(rows, indent=2, default=list))
+        return EXIT_OK
+    for r in rows:
+        mark = "*" if r["value"] != r["default"] else " "
+        print(f"{mark} {r['key']:<32} {json.dumps(r['value'], default=list):<28} "
+              f"({r['owner']}) {r['meaning']}")
+    return EXIT_OK
+
 
 HEADLINE = ("bce", "bce_excess", "neg_elbo", "psnr", "probe_accuracy", "best_val_loss",
             "images_per_second", "num_examples", "embeddings")

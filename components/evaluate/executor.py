@@ -4,7 +4,7 @@ Output `evaluation`: metrics.json (every number, plus notes on how each was comp
 the PNGs: reconstructions.png, loss_curves.png, latent_scatter.png, and for VAEs
 prior_samples.png, latent_manifold.png (2-D codes), code_sweep.png (vae_tril).
 
-Metric definitions: GUIDE.md section 4 and components/evaluate/metrics.py.
+Metric definitions: components/evaluate/metrics.py (README, "Metrics").
 """
 
 from __future__ import annotations

@@ -23,24 +23,28 @@ class TrainParams(Params):
     variant: str = key("model.variant", "conv_pool", f"one of {', '.join(models.VARIANTS)}")
     latent_dim: int = key("model.latent_dim", 0, "code size; 0 = the variant's default")
     beta: float = key("model.beta", 1.0, "KL weight of the VAEs (beta-VAE when != 1)")
-    activity_l1: float = key("model.activity_l1", 1e-5, "L1 penalty on the code (sparse)")
+    activity_l1: float = key("model.activity_l1", models.SPARSE_L1,
+                             "L1 penalty on the code (sparse)")
     decoder: str = key("model.decoder", "transpose",
                        "conv_small: transposed convs or upsample + conv")
     # Training defaults = the conv_pool preset: Adam with cosine decay at batch 64 beats the
     # reference recipe (RMSprop, batch 256, constant rate) within a 30-epoch budget.
-    epochs: int = key("train.epochs", 30)
-    batch_size: int = key("train.batch_size", 64)
+    epochs: int = key("train.epochs", 30, "maximum epochs")
+    batch_size: int = key("train.batch_size", 64, "examples per step")
     optimizer: str = key("train.optimizer", "adam", f"one of {', '.join(executor.OPTIMIZERS)}")
-    learning_rate: float = key("train.learning_rate", 1e-3)
+    learning_rate: float = key("train.learning_rate", 1e-3, "initial learning rate")
     lr_schedule: str = key("train.lr_schedule", "cosine",
                            "constant, or cosine: decays to 1% over the planned epochs")
     seed: int = key("train.seed", 42, "the run seed (weights, shuffling, noise, subsamples)")
-    early_stopping_patience: int = key("train.early_stopping_patience", 10, "0 disables it")
-    shuffle_buffer: int = key("train.shuffle_buffer", 60000)
+    early_stopping_patience: int = key("train.early_stopping_patience", 10,
+                                       "epochs without val_loss improvement; 0 = off")
+    shuffle_buffer: int = key("train.shuffle_buffer", 60000,
+                              "examples shuffled together (>= the split size: a full shuffle)")
     mixed_precision: bool = key("train.mixed_precision", False,
                                 "GPU only: float16 compute, float32 weights")
     jit_compile: bool = key("train.jit_compile", False, "XLA")
-    steps_per_execution: int = key("train.steps_per_execution", 1)
+    steps_per_execution: int = key("train.steps_per_execution", 1,
+                                   "train steps per compiled call")
     noise_kind: str = key("noise.kind")  # a noisy input means a denoising fit
 
     @property

@@ -37,7 +37,7 @@ def read_model_json(model: Artifact) -> dict:
             info = json.load(f)
         except json.JSONDecodeError as e:
             raise StageError(f"{path}: not valid JSON: {e}") from None
-    for key in ("variant", "latent_dim", "beta", "activity_l1", "decoder"):
+    for key in ("variant", "latent_dim", "beta", "activity_l1", "decoder", "input_feature"):
         if key not in info:
             raise StageError(f"{path}: missing key {key!r}")
     return info
