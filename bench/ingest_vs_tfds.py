@@ -1,13 +1,19 @@
-"""Ingest speed: our ingest component vs tensorflow_datasets preparing fashion_mnist.
+"""Ingest speed: our ingest stage vs tensorflow_datasets preparing fashion_mnist.
 
 Both read the SAME four Fashion-MNIST IDX .gz files (Debian's dataset-fashion-mnist, all
-70,000 images) and write a fresh copy of the data set into a temporary directory:
+70,000 images, or --max-examples per source split) and write a fresh copy of the data set:
 
-  ours  components.ingest executor, run through pipeline.component.run_executor with the
-        parameters the pipeline derives from the config (data.source=idx:DIR): sharded GZIP
-        TFRecords of tf.Example, train / validation / test splits, Beam with --beam-args.
+  ours  the ingest stage run through the pipeline's command line and launcher (driver,
+        executor, publisher), in this process:
+            run_pipeline.py run --root TMP --run-id ID --only ingest --force \
+                --set data.source=idx:DIR [--set beam.args=[...]] [--set ...]
+        sharded GZIP TFRecords of tf.Example, train / validation / test splits, Beam with
+        the config's beam.args. Its time is the stage's duration_s in summary.json
+        (launcher: staging, executor, commit, ML Metadata record); its CPU is that of the
+        whole command (planning, which hashes the IDX files, included).
   tfds  tfds.builder("fashion_mnist").download_and_prepare(): tfds' own download manager,
-        extraction, example generation, encoding and TFRecord (or ArrayRecord) writing.
+        extraction, example generation, encoding and TFRecord (or ArrayRecord) writing
+        (--max-examples: DownloadConfig.max_examples_per_split).
 
 tfds offline: the files are handed to tfds through its manual_dir (symlinks named as tfds
 expects: `train-images-idx3-ubyte.gz`, ...), and GCS downloads are off. Debian recompressed
@@ -23,21 +29,23 @@ shown as well: on a loaded machine they are steadier than wall time.
     .venv/bin/python bench/ingest_vs_tfds.py
     .venv/bin/python bench/ingest_vs_tfds.py --repeat 3 \\
         --beam-args "--direct_running_mode=multi_processing --direct_num_workers=2"
+    .venv/bin/python bench/ingest_vs_tfds.py --max-examples 500     # a quick check
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import pathlib
-import shlex
 import shutil
 import sys
 import tempfile
 import time
 
-import _common  # noqa: F401  (puts the project root on sys.path)
-from _common import best_median, quiet_tf
+import _common
+from _common import best_median, cpu_seconds, du
 
 DEFAULT_IDX_DIR = "/usr/share/datasets/fashion-mnist"
 IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
@@ -49,10 +57,15 @@ def _parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--idx-dir", default=DEFAULT_IDX_DIR,
                    help="directory with the 4 Fashion-MNIST IDX .gz files (default: %(default)s)")
+    p.add_argument("--max-examples", type=int, default=0,
+                   help="cap per source split on both sides (ours: data.max_examples, tfds: "
+                        "max_examples_per_split); 0 = all (default)")
+    p.add_argument("--config", help="preset our ingest starts from (configs/<name>.toml); "
+                   "default: the config defaults")
     p.add_argument("--beam-args", default=None,
                    help="Beam options for our ingest, one string, e.g. \"--direct_running_mode="
-                        "multi_processing --direct_num_workers=2\" (default: the config's "
-                        "beam.args)")
+                        "multi_processing --direct_num_workers=2\" (passed as --set "
+                        "beam.args=[...]; default: the config's beam.args)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="extra config override for our ingest, e.g. data.num_shards=8 "
                         "(repeatable)")
@@ -62,45 +75,43 @@ def _parser() -> argparse.ArgumentParser:
                    help="file format tfds writes (default: %(default)s)")
     p.add_argument("--tmp-dir", default=None, help="where the temporary outputs go "
                    "(default: the system temp dir); each repetition's output is deleted")
+    p.add_argument("--log-level", default="WARNING", choices=_common.LOG_LEVELS,
+                   help="console level of the pipeline's log (default %(default)s; all of it "
+                        "is in the run's pipeline.log)")
     return p
-
-
-def _cpu() -> float:
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
-
-
-def _du(path: str) -> int:
-    return sum(f.stat().st_size for f in pathlib.Path(path).rglob("*") if f.is_file())
 
 
 # ---------------------------------------------------------------- ours
 
-def _ours_setup(idx_dir: str, overrides: list[str], beam_args: str | None):
-    from components.ingest.component import COMPONENT
-    from pipeline.config import load_config
-
-    config = load_config(None, [f"data.source=idx:{idx_dir}", *overrides])
-    params = COMPONENT.params(config)
-    args = shlex.split(beam_args) if beam_args is not None else list(config.beam.args)
+def _ours_setup(args):
+    """The config overrides of our runs and the plan they give (all config checks, the
+    parameters shown, the fingerprint the runs must have)."""
+    overrides = [f"data.source=idx:{os.path.abspath(args.idx_dir)}"]
+    if args.max_examples:
+        overrides.append(f"data.max_examples={args.max_examples}")
+    if args.beam_args is not None:
+        overrides.append(_common.beam_override(args.beam_args))
+    overrides += args.set
+    plan = _common.plan(args.config, overrides)
     # Untimed warm-up of the imports both the executor and Beam's local runner pull in lazily.
     import apache_beam.runners.portability.fn_api_runner  # noqa: F401
     import components.ingest.executor  # noqa: F401
     import components.records  # noqa: F401  (tfx_bsl, TensorFlow)
-    return params, args
+    import run_pipeline  # noqa: F401
+    return plan, overrides
 
 
-def run_ours(params: dict, beam_args: list[str], out_dir: str) -> tuple[float, float, dict]:
-    from components.ingest.component import COMPONENT
-    from pipeline.artifacts import EXAMPLES, Artifact
-    from pipeline.component import ExecutionContext, run_executor
-
-    out = Artifact(type=EXAMPLES, uri=os.path.join(out_dir, "examples"))
-    c0, t0 = _cpu(), time.perf_counter()
-    metrics = run_executor(COMPONENT, {}, {"examples": out}, params,
-                           ExecutionContext(run_id="bench", beam_args=beam_args))
-    wall, cpu = time.perf_counter() - t0, _cpu() - c0
-    return wall, cpu, {"examples": metrics.get("num_examples"), "bytes": _du(out.uri)}
+def run_ours(plan, args, overrides: list[str], root: str) -> tuple[float, float, dict]:
+    """One `--only ingest --force` run on `root`; its artifact is deleted afterwards."""
+    result = _common.run_pipeline(root, _common.new_run_id("bench-ingest"), preset=args.config,
+                                  overrides=overrides, only="ingest", force=True,
+                                  log_level=args.log_level)
+    st = _common.require_ran(result, "ingest", plan)
+    out = st["artifacts"]["examples"]
+    info = {"examples": st["metrics"].get("num_examples"), "bytes": du(out),
+            "command_wall": result.wall_s}
+    shutil.rmtree(out, ignore_errors=True)
+    return st["duration_s"], result.cpu_s, info
 
 
 # ---------------------------------------------------------------- tfds
@@ -130,7 +141,7 @@ def _tfds_setup(idx_dir: str, base: str):
     return str(manual), local_infos
 
 
-def run_tfds(manual_dir: str, local_infos: dict, file_format: str,
+def run_tfds(manual_dir: str, local_infos: dict, file_format: str, max_examples: int,
              out_dir: str) -> tuple[float, float, dict]:
     import tensorflow_datasets as tfds
 
@@ -144,13 +155,16 @@ def run_tfds(manual_dir: str, local_infos: dict, file_format: str,
         return dm
 
     builder._make_download_manager = make_download_manager
-    config = tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False)
-    c0, t0 = _cpu(), time.perf_counter()
-    builder.download_and_prepare(download_dir=os.path.join(out_dir, "tfds-downloads"),
-                                 download_config=config, file_format=file_format)
-    wall, cpu = time.perf_counter() - t0, _cpu() - c0
+    config = tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False,
+                                          max_examples_per_split=max_examples or None)
+    printed = io.StringIO()  # tfds' "Downloading and preparing ..." lines
+    c0, t0 = cpu_seconds(), time.perf_counter()
+    with contextlib.redirect_stdout(printed):
+        builder.download_and_prepare(download_dir=os.path.join(out_dir, "tfds-downloads"),
+                                     download_config=config, file_format=file_format)
+    wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
     n = sum(s.num_examples for s in builder.info.splits.values())
-    return wall, cpu, {"examples": n, "bytes": _du(builder.data_dir)}
+    return wall, cpu, {"examples": n, "bytes": du(builder.data_dir)}
 
 
 # ---------------------------------------------------------------- main
@@ -159,33 +173,46 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     if args.repeat < 1:
         sys.exit("--repeat: expected >= 1")
-    quiet_tf()
+    if args.max_examples < 0:
+        sys.exit("--max-examples: expected >= 0 (0 = all)")
+    _common.quiet(args.log_level)
     base = tempfile.mkdtemp(prefix="bench-ingest-", dir=args.tmp_dir)
     try:
-        params, beam_args = _ours_setup(args.idx_dir, args.set, args.beam_args)
+        plan, overrides = _ours_setup(args)
+        params = plan.params["ingest"]
         manual_dir, local_infos = _tfds_setup(args.idx_dir, base)
         import tensorflow_datasets as tfds
 
-        print(f"data: {args.idx_dir} (cap per source split: {params['max_examples'] or 'none'})")
-        print(f"ours: shards/split={params['num_shards']} beam_args={beam_args}")
+        root = os.path.join(base, "root")  # our pipeline root: runs, metadata, artifacts
+        print(f"data: {args.idx_dir} (cap per source split: {args.max_examples or 'none'})")
+        print("ours: run_pipeline.py run --only ingest --force "
+              + " ".join(f"--set {o}" for o in overrides)
+              + (f" --config {args.config}" if args.config else ""))
+        print(f"      shards/split={params.num_shards} "
+              f"validation_fraction={params.validation_fraction} beam.args={list(plan.beam.args)}")
         print(f"tfds: {tfds.__version__}, fashion_mnist, format {args.tfds_file_format}, "
-              "local files via manual_dir")
+              "local files via manual_dir"
+              + (f", max_examples_per_split={args.max_examples}" if args.max_examples else ""))
         results = {"ours": [], "tfds": []}
         for i in range(args.repeat):
             order = ("ours", "tfds") if i % 2 == 0 else ("tfds", "ours")
             for side in order:
-                out = os.path.join(base, f"{side}-{i}")
-                os.makedirs(out)
                 if side == "ours":
-                    wall, cpu, info = run_ours(params, beam_args, out)
+                    wall, cpu, info = run_ours(plan, args, overrides, root)
+                    extra = f"  (command {info['command_wall']:.2f}s)"
                 else:
-                    wall, cpu, info = run_tfds(manual_dir, local_infos, args.tfds_file_format, out)
+                    out = os.path.join(base, f"tfds-{i}")
+                    os.makedirs(out)
+                    wall, cpu, info = run_tfds(manual_dir, local_infos, args.tfds_file_format,
+                                               args.max_examples, out)
+                    shutil.rmtree(out, ignore_errors=True)
+                    extra = ""
                 results[side].append((wall, cpu))
                 print(f"  rep {i + 1}/{args.repeat} {side:<4} wall {wall:7.2f}s  cpu {cpu:7.2f}s  "
-                      f"examples {info['examples']}  written {info['bytes'] / 2**20:.1f} MiB",
-                      flush=True)
-                shutil.rmtree(out, ignore_errors=True)
+                      f"examples {info['examples']}  "
+                      f"written {info['bytes'] / 2**20:.1f} MiB{extra}", flush=True)
         print()
+        print("ours wall = the ingest stage's duration_s (summary.json); cpu = the whole command")
         print(f"{'':6}{'best wall':>11}{'median wall':>13}{'median cpu':>12}")
         for side in ("ours", "tfds"):
             best, med = best_median([w for w, _ in results[side]])

@@ -1,8 +1,9 @@
 """Model quality per preset vs the reference write-ups' results (/work/shared/MODELS.md).
 
-For each preset (default conv_pool, deep, denoise) runs, one after the other,
+For each preset (default conv_pool, deep, denoise) runs, one after the other, the real
+command line as a subprocess (every stage through the launcher),
 
-    python run_pipeline.py run --config PRESET --root ROOT --run-id quality-PRESET-<time> ...
+    python run_pipeline.py run --root ROOT --run-id quality-PRESET-<time> --config PRESET ...
 
 with the same ROOT, so ingest / validate / transform are cached across presets that share
 their data settings (and a preset already trained with the same settings is cached too:
@@ -20,6 +21,8 @@ mind. Metric definitions: GUIDE.md section 4, components/evaluate/metrics.py.
 
     .venv/bin/python bench/quality.py                       # presets' own epochs: slow on CPU
     .venv/bin/python bench/quality.py --epochs 2 --max-examples 2000 --root /tmp/q
+    .venv/bin/python bench/quality.py --presets conv_pool,denoise --epochs 1 \\
+        --max-examples 500 --root /tmp/q --quiet                  # a quick check
 """
 
 from __future__ import annotations
@@ -28,12 +31,9 @@ import argparse
 import datetime
 import os
 import shlex
-import subprocess
 import sys
-import time
 
 import _common
-from _common import read_summary, toml_array
 
 # Reference results of the write-ups (MODELS.md), shown beside ours.
 REFERENCES = {
@@ -119,32 +119,24 @@ def main(argv=None) -> int:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     overrides = []
     if args.epochs:
-        overrides += ["--set", f"train.epochs={args.epochs}"]
+        overrides.append(f"train.epochs={args.epochs}")
     if args.max_examples:
-        overrides += ["--set", f"data.max_examples={args.max_examples}"]
+        overrides.append(f"data.max_examples={args.max_examples}")
     if args.beam_args is not None:
-        overrides += ["--set", "beam.args=" + toml_array(shlex.split(args.beam_args))]
-    for item in args.set:
-        overrides += ["--set", item]
+        overrides.append(_common.beam_override(args.beam_args))
+    overrides += args.set
 
     rows, failed = [], 0
     for preset in presets:
         run_id = f"quality-{preset}-{stamp}"
-        cmd = [sys.executable, str(_common.RUN_PIPELINE), "run", "--config", preset,
-               "--root", root, "--run-id", run_id, *overrides]
-        print("$ " + shlex.join(cmd), flush=True)
-        log = open(os.path.join(root, f"quality-{preset}.log"), "w") if args.quiet else None
-        t0 = time.perf_counter()
-        rc = subprocess.call(cmd, cwd=_common.PROJECT_ROOT, stdout=log, stderr=log)
-        if log:
-            log.close()
-        print(f"  {preset}: exit {rc} after {time.perf_counter() - t0:.0f}s", flush=True)
-        try:
-            summary = read_summary(root, run_id)
-        except FileNotFoundError:
-            summary = None
-        failed += rc != 0
-        rows.append(_row(preset, summary, rc))
+        argv_ = _common.cli_argv(root, run_id, preset, overrides)
+        print("$ " + shlex.join([sys.executable, str(_common.RUN_PIPELINE), *argv_]), flush=True)
+        result = _common.run_pipeline(
+            root, run_id, preset=preset, overrides=overrides, subprocess=True,
+            log_path=os.path.join(root, f"quality-{preset}.log") if args.quiet else None)
+        print(f"  {preset}: exit {result.rc} after {result.wall_s:.0f}s", flush=True)
+        failed += result.rc != 0
+        rows.append(_row(preset, result.summary, result.rc))
 
     settings = ", ".join(filter(None, [
         f"epochs {args.epochs}" if args.epochs else "each preset's epochs",

@@ -1,173 +1,173 @@
-"""Training throughput: our train component vs a plain Keras `fit` on in-memory numpy arrays.
+"""Training throughput: our train stage vs a plain Keras `fit` on in-memory numpy arrays.
 
-Same data, same model (models.build with the config's variant and knobs), same batch size,
-same optimizer and learning rate, same number of epochs, same seed, in the same process:
+Same data, same model, same optimizer and learning-rate schedule, same batch size, same
+number of epochs, same seed, in the same process. Both sides take their parameters from
+one TrainParams, built from the pipeline's real config (defaults < --config preset <
+this script's overrides < --set):
 
-  ours      components.train executor through pipeline.component.run_executor, with the
-            parameters the pipeline derives from the config and a work_dir (so the resumable
-            backup runs, as in the pipeline); its own steady-state images/s metric.
-  baseline  the split's arrays loaded into numpy (components.examples_io.load_split), then
-            model.fit(x, y, batch_size, epochs, validation_data=..., shuffle=True) on a model
-            built and compiled the same way (model.compile_for_training, i.e. the zoo's own loss),
-            timed by a callback exactly as the trainer times itself.
+  ours      the train stage through the pipeline's command line and launcher (driver,
+            executor, publisher), in this process:
+                run_pipeline.py run --root ROOT --run-id ID --only train --force --set ...
+            (with a work_dir, so the resumable backup runs as in the pipeline); its
+            steady-state images/s and the other figures are the stage's metrics in
+            ROOT/runs/ID/summary.json, its stage time the launcher's duration_s.
+  baseline  the transform output's train / validation splits loaded into numpy
+            (components.examples_io.load_split), then model.fit(x, y, batch_size, epochs,
+            validation_data=..., shuffle=True) on the model our trainer builds
+            (components.train.model_io.build_model(executor.model_info(params))), compiled
+            the same way (model.compile_for_training with executor.make_optimizer: the
+            config's optimizer, learning rate and schedule, over the same number of steps),
+            same precision policy and distribution strategy, timed by a callback exactly
+            as the trainer times itself.
 
 Steady state: epoch 1 (tracing, warm-up) is excluded on both sides; an epoch's time is its
 training phase only (up to the start of its validation pass). images/s = train images x
 steady epochs / their seconds. Prints both and the ratio ours/baseline (target >= 1.0).
+Early stopping is off (train.early_stopping_patience=0) so that both sides run every epoch.
 
-Data: ingest + transform executors on the Debian Fashion-MNIST files (all of it, or
---max-examples per source split) into a temporary directory, or --examples DIR, a committed
-transform output artifact (e.g. <root>/artifacts/transform/<run_id>/examples).
+Data: the pipeline's own ingest, validate and transform stages on ROOT (the Debian
+Fashion-MNIST files by default, all of them or --max-examples per source split), each run
+with `--only <stage>` unless ROOT's cache already holds it for this config: pass --root to
+keep the pipeline root and reuse them next time (default: a temp dir, deleted).
 
     .venv/bin/python bench/train_throughput.py
     .venv/bin/python bench/train_throughput.py --variant deep --epochs 4 --max-examples 10000
+    .venv/bin/python bench/train_throughput.py --epochs 2 --max-examples 500    # a quick check
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import os
-import shlex
 import shutil
 import sys
 import tempfile
 import time
 
-import _common  # noqa: F401  (puts the project root on sys.path)
-from _common import quiet_tf
+import _common
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--variant", default="conv_pool", help="model zoo variant (default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=3,
-                   help="epochs on each side, >= 2 (epoch 1 is warm-up; default %(default)s)")
-    p.add_argument("--batch-size", type=int, default=256, help="default: %(default)s")
-    p.add_argument("--max-examples", type=int, default=0,
-                   help="cap per source split when producing the examples; 0 = all (default)")
-    p.add_argument("--examples", metavar="DIR",
-                   help="use this committed normalized Examples artifact (transform output) "
-                        "instead of producing one")
     p.add_argument("--config", help="preset to start from (configs/<name>.toml), e.g. denoise "
                    "for the denoising variant (it needs noise); default: the config defaults")
+    p.add_argument("--variant", default=None,
+                   help="model zoo variant, model.variant (default: the preset's / config's)")
+    p.add_argument("--epochs", type=int, default=3,
+                   help="train.epochs on each side, >= 2 (epoch 1 is warm-up; default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=256,
+                   help="train.batch_size (default: %(default)s)")
+    p.add_argument("--max-examples", type=int, default=0,
+                   help="data.max_examples, cap per source split; 0 = all (default)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra config override, e.g. train.optimizer=adam (repeatable)")
+                   help="extra config override, e.g. train.optimizer=rmsprop (repeatable; "
+                        "applied last)")
     p.add_argument("--beam-args", default=None,
-                   help="Beam options for producing the examples (not timed), one string")
+                   help="Beam options for the data stages (not timed), one string (passed as "
+                        "--set beam.args=[...])")
     p.add_argument("--order", choices=("ours-first", "baseline-first"), default="ours-first",
                    help="which side trains first (default: %(default)s)")
-    p.add_argument("--work-dir", help="keep the produced examples here; a later run with the "
-                   "same --work-dir reuses them (whatever --max-examples says); default: a temp "
-                   "dir, deleted")
+    p.add_argument("--root", help="pipeline root to keep; a later run with the same --root and "
+                   "data settings reuses its ingest / validate / transform outputs (default: a "
+                   "temp dir, deleted)")
+    p.add_argument("--log-level", default="WARNING", choices=_common.LOG_LEVELS,
+                   help="console level of the pipeline's log (default %(default)s; all of it "
+                        "is in each run's pipeline.log)")
     return p
 
 
-def _config(args):
-    from pipeline.config import load_config
-
-    overrides = [f"model.variant={args.variant}", f"train.epochs={args.epochs}",
-                 f"train.batch_size={args.batch_size}",
+def _overrides(args) -> list[str]:
+    overrides = [f"train.epochs={args.epochs}", f"train.batch_size={args.batch_size}",
                  f"data.max_examples={args.max_examples}",
-                 # both sides must run every epoch
-                 "train.early_stopping_patience=0", *args.set]
-    config = load_config(args.config, overrides)
+                 "train.early_stopping_patience=0"]  # both sides must run every epoch
+    if args.variant:
+        overrides.insert(0, f"model.variant={args.variant}")
     if args.beam_args is not None:
-        config.beam.args = shlex.split(args.beam_args)
-    return config
+        overrides.append(_common.beam_override(args.beam_args))
+    return overrides + args.set
 
 
-def _stage(spec, inputs, config, work, name, ctx_kwargs=None):
-    """Run one executor into staging dirs and commit them, as the runner does."""
-    from pipeline import artifacts
-    from pipeline.artifacts import Artifact
-    from pipeline.component import ExecutionContext, run_executor
-
-    staged, outputs = {}, {}
-    for out, type_ in spec.outputs.items():
-        final = os.path.join(work, name, out)
-        staged[out] = (artifacts.begin(final), final)
-        outputs[out] = Artifact(type=type_, uri=staged[out][0])
-    ctx = ExecutionContext(run_id="bench", **(ctx_kwargs or {}))
-    metrics = run_executor(spec, inputs, outputs, spec.params(config), ctx)
-    committed = {}
-    for out, (tmp, final) in staged.items():
-        artifacts.commit(tmp, final, dict(outputs[out].properties, type=outputs[out].type))
-        committed[out] = artifacts.load(outputs[out].type, final)
-    return committed, metrics
+def run_ours(plan, args, overrides: list[str], root: str) -> dict:
+    """`--only train --force` on `root`: the stage's summary metrics, plus its duration_s."""
+    result = _common.run_pipeline(root, _common.new_run_id("bench-train"), preset=args.config,
+                                  overrides=overrides, only="train", force=True,
+                                  log_level=args.log_level)
+    st = _common.require_ran(result, "train", plan)
+    m = dict(st["metrics"])
+    if m.get("resumed"):
+        print("  warning: our trainer resumed from a backup a crashed run left in ROOT/work; "
+              "its figures cover the remaining epochs only", file=sys.stderr)
+    m.update(stage_seconds=st["duration_s"], run_id=result.summary["run_id"])
+    return m
 
 
-def produce_examples(config, work: str):
-    from components.ingest.component import COMPONENT as INGEST
-    from components.transform.component import COMPONENT as TRANSFORM
-
-    beam = {"beam_args": list(config.beam.args)}
-    t0 = time.perf_counter()
-    raw, _ = _stage(INGEST, {}, config, work, "ingest", beam)
-    # transform's `statistics` input only orders it after validate; its executor reads examples.
-    out, _ = _stage(TRANSFORM, {"examples": raw["examples"]}, config, work, "transform", beam)
-    print(f"data: ingest + transform in {time.perf_counter() - t0:.1f}s -> "
-          f"{out['examples'].uri} {out['examples'].properties.get('counts')}", flush=True)
-    return out["examples"]
-
-
-def run_ours(config, examples, work: str) -> dict:
-    from components.train.component import COMPONENT as TRAIN
-
-    _, metrics = _stage(TRAIN, {"examples": examples}, config, work, "train",
-                        {"work_dir": os.path.join(work, "train-work")})
-    return metrics
-
-
-def run_baseline(config, examples) -> dict:
+@contextlib.contextmanager
+def _precision(mixed: bool):
+    """The trainer's precision policy: mixed_float16 when asked for and a GPU is visible."""
     import keras
-    import numpy as np
 
-    import models
+    previous = keras.mixed_precision.global_policy().name
+    if mixed:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        yield "mixed_float16" if mixed else previous
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def run_baseline(params, examples) -> dict:
+    """Plain Keras fit on numpy arrays, with our trainer's model, optimizer and schedule."""
+    import keras
+    import tensorflow as tf
+
     from components import examples_io
     from components import features as F
+    from components.train import executor, model_io
 
-    mp, tp = config.model, config.train
-    denoising = config.noise.kind != "none"
-    x_key = F.NOISY_IMAGE if denoising else F.IMAGE
-    train = examples_io.load_split(examples, "train", noisy=denoising)
-    val = examples_io.load_split(examples, "validation", noisy=denoising)
+    x_key = F.NOISY_IMAGE if params.denoising else F.IMAGE
+    train = examples_io.load_split(examples, "train", noisy=params.denoising)
+    val = examples_io.load_split(examples, "validation", noisy=params.denoising)
     x, y = train[x_key], train[F.IMAGE]
     xv, yv = val[x_key], val[F.IMAGE]
+    total_steps = params.epochs * math.ceil(len(x) / params.batch_size)  # as the trainer plans
 
-    keras.utils.set_random_seed(tp.seed)
-    model = models.build(mp.variant, latent_dim=mp.latent_dim, beta=mp.beta,
-                         activity_l1=mp.activity_l1, decoder=mp.decoder)
-    model(np.zeros((1, 28, 28, 1), np.float32))
-    optimizer = {"adam": lambda: keras.optimizers.Adam(tp.learning_rate),
-                 "rmsprop": lambda: keras.optimizers.RMSprop(tp.learning_rate),
-                 "sgd": lambda: keras.optimizers.SGD(tp.learning_rate, momentum=0.9)}[tp.optimizer]()
-    model.compile_for_training(optimizer, jit_compile=tp.jit_compile,
-                               steps_per_execution=tp.steps_per_execution)
+    keras.utils.set_random_seed(params.seed)
+    gpus = tf.config.list_physical_devices("GPU")
+    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    with _precision(params.mixed_precision and bool(gpus)) as policy:
+        with strategy.scope():
+            model = model_io.build_model(executor.model_info(params))
+            model.compile_for_training(
+                executor.make_optimizer(params.optimizer, params.learning_rate,
+                                        params.lr_schedule, total_steps),
+                jit_compile=params.jit_compile, steps_per_execution=params.steps_per_execution)
 
-    class Timer(keras.callbacks.Callback):
-        """Training phase of each epoch, up to its validation pass (as the trainer times)."""
+        class Timer(keras.callbacks.Callback):
+            """Training phase of each epoch, up to its validation pass (as the trainer times)."""
 
-        def __init__(self):
-            super().__init__()
-            self.train_seconds = []
+            def __init__(self):
+                super().__init__()
+                self.train_seconds = []
 
-        def on_epoch_begin(self, epoch, logs=None):
-            self._t0, self._t_val = time.perf_counter(), None
+            def on_epoch_begin(self, epoch, logs=None):
+                self._t0, self._t_val = time.perf_counter(), None
 
-        def on_test_begin(self, logs=None):
-            if getattr(self, "_t0", None) is not None and self._t_val is None:
-                self._t_val = time.perf_counter()
+            def on_test_begin(self, logs=None):
+                if getattr(self, "_t0", None) is not None and self._t_val is None:
+                    self._t_val = time.perf_counter()
 
-        def on_epoch_end(self, epoch, logs=None):
-            self.train_seconds.append((self._t_val or time.perf_counter()) - self._t0)
-            self._t0 = None
+            def on_epoch_end(self, epoch, logs=None):
+                self.train_seconds.append((self._t_val or time.perf_counter()) - self._t0)
+                self._t0 = None
 
-    timer = Timer()
-    t0 = time.perf_counter()
-    history = model.fit(x, y, batch_size=tp.batch_size, epochs=tp.epochs,
-                        validation_data=(xv, yv), shuffle=True, verbose=0, callbacks=[timer])
-    wall = time.perf_counter() - t0
+        timer = Timer()
+        t0 = time.perf_counter()
+        history = model.fit(x, y, batch_size=params.batch_size, epochs=params.epochs,
+                            validation_data=(xv, yv), shuffle=True, verbose=0, callbacks=[timer])
+        wall = time.perf_counter() - t0
     steady = timer.train_seconds[1:] or timer.train_seconds
     return {
         "images_per_second": len(x) * len(steady) / max(sum(steady), 1e-9),
@@ -176,6 +176,8 @@ def run_baseline(config, examples) -> dict:
         "final_loss": history.history["loss"][-1],
         "best_val_loss": min(history.history["val_loss"]),
         "train_seconds": wall,
+        "params": int(model.count_params()),
+        "precision": policy,
     }
 
 
@@ -183,53 +185,66 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     if args.epochs < 2:
         sys.exit("--epochs: expected >= 2 (epoch 1 is excluded as warm-up)")
-    quiet_tf()
-    config = _config(args)
-    work = args.work_dir or tempfile.mkdtemp(prefix="bench-train-")
-    os.makedirs(work, exist_ok=True)
+    _common.quiet(args.log_level)
+    overrides = _overrides(args)
+    plan = _common.plan(args.config, overrides)
+    params = plan.params["train"]
+    root = os.path.abspath(args.root) if args.root else tempfile.mkdtemp(prefix="bench-train-")
+    os.makedirs(root, exist_ok=True)
     try:
         from pipeline import artifacts
 
-        kept = os.path.join(work, "transform", "examples")
-        if args.examples or artifacts.is_committed(kept):
-            examples = artifacts.load(artifacts.EXAMPLES, os.path.abspath(args.examples or kept))
-            print(f"data: {examples.uri} {examples.properties.get('counts')}")
-        else:
-            examples = produce_examples(config, work)
+        print(f"config: {args.config or '(defaults)'} "
+              + " ".join(f"--set {o}" for o in overrides), flush=True)
+        t0 = time.perf_counter()
+        upstream = _common.ensure_upstream(root, plan, "train", preset=args.config,
+                                           overrides=overrides, prefix="bench-train",
+                                           log_level=args.log_level)
+        channel = plan.component("train").inputs["examples"]
+        examples = artifacts.load(artifacts.EXAMPLES,
+                                  upstream[channel.producer][channel.output].uri)
+        print(f"data: {examples.uri} {examples.properties.get('counts')} "
+              f"(ready in {time.perf_counter() - t0:.1f}s)", flush=True)
+
         import keras
         import tensorflow as tf
 
-        print(f"model: {config.model.variant}, {config.train.epochs} epochs, batch "
-              f"{config.train.batch_size}, {config.train.optimizer} lr={config.train.learning_rate}, "
-              f"noise {config.noise.kind}; TF {tf.__version__}, Keras {keras.__version__}, "
-              f"{len(tf.config.list_physical_devices('GPU'))} GPU(s), {os.cpu_count()} CPUs",
-              flush=True)
+        print(f"model: {params.variant}, {params.epochs} epochs, batch {params.batch_size}, "
+              f"{params.optimizer} lr={params.learning_rate} ({params.lr_schedule}), "
+              f"noise {params.noise_kind}, seed {params.seed}; TF {tf.__version__}, "
+              f"Keras {keras.__version__}, {len(tf.config.list_physical_devices('GPU'))} GPU(s), "
+              f"{os.cpu_count()} CPUs", flush=True)
         results = {}
         order = ("ours", "baseline") if args.order == "ours-first" else ("baseline", "ours")
         for side in order:
             if side == "ours":
-                m = run_ours(config, examples, work)
+                m = run_ours(plan, args, overrides, root)
             else:
-                m = run_baseline(config, examples)
+                m = run_baseline(params, examples)
             results[side] = m
             print(f"  {side:<8} {m['images_per_second']:8.0f} images/s (steady state)  "
                   f"fit {m['train_seconds']:.1f}s  final loss {m['final_loss']:.4f}  "
                   f"best val loss {m['best_val_loss']:.4f}  "
-                  f"train examples {m['train_examples']}", flush=True)
-            if side == "baseline":
+                  f"train examples {m['train_examples']}  params {m['params']}  "
+                  f"{m['precision']}", flush=True)
+            if side == "ours":
+                print(f"           run_pipeline.py run --only train --force (run {m['run_id']}): "
+                      f"stage {m['stage_seconds']:.1f}s (launcher duration_s)")
+            else:
                 print("           per-epoch train phase: "
                       + " ".join(f"{s:.1f}s" for s in m["epoch_train_seconds"]))
-        ours, base = results["ours"]["images_per_second"], results["baseline"]["images_per_second"]
-        print(f"ratio ours/baseline images/s: {ours / base:.3f} (target >= 1.0 -> "
-              f"{'met' if ours / base >= 1.0 else 'NOT met'})")
-        if args.work_dir and not args.examples:
-            print(f"examples kept: --examples {os.path.join(work, 'transform', 'examples')}")
+        ours, base = results["ours"], results["baseline"]
+        if (ours["train_examples"], ours["params"]) != (base["train_examples"], base["params"]):
+            print("warning: the two sides differ in train examples or model parameters",
+                  file=sys.stderr)
+        ratio = ours["images_per_second"] / base["images_per_second"]
+        print(f"ratio ours/baseline images/s: {ratio:.3f} (target >= 1.0 -> "
+              f"{'met' if ratio >= 1.0 else 'NOT met'})")
+        if args.root:
+            print(f"pipeline root kept: --root {root}")
     finally:
-        if not args.work_dir:
-            shutil.rmtree(work, ignore_errors=True)
-        else:  # keep the examples, drop the (re-creatable) training outputs
-            shutil.rmtree(os.path.join(work, "train"), ignore_errors=True)
-            shutil.rmtree(os.path.join(work, "train-work"), ignore_errors=True)
+        if not args.root:
+            shutil.rmtree(root, ignore_errors=True)
     return 0
 
 

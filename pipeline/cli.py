@@ -40,7 +40,8 @@ def _parser(stage_names: list[str] | None = None) -> argparse.ArgumentParser:
     r.add_argument("--run-id", help="default: UTC timestamp plus a short random suffix")
     r.add_argument("--only", metavar="STAGE",
                    help="run just this stage; its inputs must be committed by an earlier run")
-    r.add_argument("--force", action="store_true", help="ignore the cache, re-run every stage")
+    r.add_argument("--force", action="store_true",
+                   help="ignore the cache and any resumable state: re-run every stage from scratch")
     r.add_argument("--skip-if-running", action="store_true",
                    help="exit 75 without running when another run on this root is alive")
     r.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR",
@@ -83,7 +84,6 @@ def _new_run_id() -> str:
 def _plan(create_pipeline, args):
     """Everything checkable before anything is created: config, stage, run id, and the
     external data (its identity is part of the ingest fingerprint)."""
-    from pipeline import config as cfg
     from pipeline import runner
 
     with console.stderr_to_log():
@@ -98,7 +98,7 @@ def _plan(create_pipeline, args):
     if os.path.exists(os.path.join(root, "runs", run_id)):
         raise ConfigError(f"--run-id {run_id!r}: a run with this id already exists under "
                           f"{root}; run ids are never reused")
-    config = cfg.load(runner.param_classes(components), args.config, args.set)
+    config = runner.load_config(components, args.config, args.set)
     return runner.plan(components, config), root, run_id
 
 
@@ -135,9 +135,9 @@ def _run(create_pipeline, args, argv) -> int:
 
             error = describe(e)
         where = f" in stage {error['stage']}" if error.get("stage") else ""
-        log.error("run %s %s (exit %d)%s: %s", run_id,
-                  "interrupted" if error["exit_code"] == EXIT_INTERRUPTED else "FAILED",
-                  error["exit_code"], where, error["message"].splitlines()[0])
+        outcome = {"interrupted": "interrupted", "skipped": "skipped"}.get(error["kind"], "FAILED")
+        log.error("run %s %s (exit %d)%s: %s", run_id, outcome, error["exit_code"], where,
+                  error["message"].splitlines()[0])
         if len(error["message"].splitlines()) > 1:
             log.error("%s", "\n".join(error["message"].splitlines()[1:]))
         log.info("summary: %s, log: %s", os.path.join(run_dir, "summary.json"),
@@ -166,9 +166,10 @@ def _config(create_pipeline, args) -> int:
     from pipeline import runner
 
     with console.stderr_to_log():
-        classes = runner.param_classes(create_pipeline())
+        components = create_pipeline()
+    classes = runner.param_classes(components)
     try:
-        config = cfg.load(classes, args.config, args.set)
+        config = runner.load_config(components, args.config, args.set)
         for cls in classes:
             cls.from_config(config)
     except PipelineError as e:

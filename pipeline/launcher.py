@@ -99,8 +99,10 @@ def _execute(store, component, params, fingerprint, inputs, run, started) -> dic
                                        inputs=inputs)
     summary.write(store, run.run_id)
     log.info("[%s] started: %s", name, component.description)
-    ctx = ExecutionContext(run_id=run.run_id, beam_args=run.beam_args,
-                           work_dir=run.work_dir(name, fingerprint),
+    work_dir = run.work_dir(name, fingerprint)
+    if run.force:  # --force recomputes from scratch: no resuming from a crashed attempt
+        artifacts.discard(work_dir)
+    ctx = ExecutionContext(run_id=run.run_id, beam_args=run.beam_args, work_dir=work_dir,
                            log=logging.getLogger(f"pipeline.{name}"))
     try:
         metrics = component.executor(params, ctx, **inputs, **outputs) or {}

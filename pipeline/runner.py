@@ -30,6 +30,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from pipeline import artifacts, fingerprint, locks, summary
 from pipeline.artifacts import Artifact
 from pipeline.component import Component
+from pipeline import config as config_lib
 from pipeline.config import Config, Params, key
 from pipeline.errors import ConfigError
 from pipeline.errors import EXIT_OK, EXIT_SKIPPED, PipelineError
@@ -99,6 +100,12 @@ class Plan:
 
 def param_classes(components) -> list[type]:
     return [c.params for c in components] + [BeamParams]
+
+
+def load_config(components, preset: str | None = None, overrides=()) -> Config:
+    """The config of this pipeline: its components' keys (and the runner's beam.args),
+    defaults < preset < `--set` overrides. The CLI, the tests and the benchmarks use it."""
+    return config_lib.load(param_classes(components), preset, overrides)
 
 
 def plan(components, config: Config) -> Plan:

@@ -16,7 +16,6 @@ import numpy as np
 
 from components import features as F
 from pipeline import artifacts
-from pipeline import config as cfg
 from pipeline import runner
 from pipeline.artifacts import Artifact
 from pipeline.component import ExecutionContext
@@ -25,9 +24,9 @@ from run_pipeline import create_pipeline
 COMPONENTS = {c.name: c for c in create_pipeline()}
 
 
-def load_config(preset: str | None = None, *overrides: str) -> cfg.Config:
+def load_config(preset: str | None = None, *overrides: str):
     """The pipeline's real config: defaults < preset < overrides ("section.key=value")."""
-    return cfg.load(runner.param_classes(COMPONENTS.values()), preset, overrides)
+    return runner.load_config(COMPONENTS.values(), preset, overrides)
 
 
 def params(stage: str, *overrides: str, preset: str | None = None):
