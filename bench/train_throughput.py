@@ -38,7 +38,7 @@ keep the pipeline root and reuse them next time (default: a temp dir, deleted).
 from __future__ import annotations
 
 import argparse
-import contextlib
+import logging
 import math
 import os
 import shutil
@@ -104,20 +104,6 @@ def run_ours(plan, args, overrides: list[str], root: str) -> dict:
     return m
 
 
-@contextlib.contextmanager
-def _precision(mixed: bool):
-    """The trainer's precision policy: mixed_float16 when asked for and a GPU is visible."""
-    import keras
-
-    previous = keras.mixed_precision.global_policy().name
-    if mixed:
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        yield "mixed_float16" if mixed else previous
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
-
-
 def run_baseline(params, examples) -> dict:
     """Plain Keras fit on numpy arrays, with our trainer's model, optimizer and schedule."""
     import keras
@@ -137,7 +123,8 @@ def run_baseline(params, examples) -> dict:
     keras.utils.set_random_seed(params.seed)
     gpus = tf.config.list_physical_devices("GPU")
     strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
-    with _precision(params.mixed_precision and bool(gpus)) as policy:
+    log = logging.getLogger("bench")
+    with executor.precision_policy(params.mixed_precision, gpus, log) as policy:
         with strategy.scope():
             model = model_io.build_model(executor.model_info(params))
             model.compile_for_training(

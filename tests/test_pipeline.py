@@ -25,14 +25,6 @@ STAGES = list(COMPONENTS)
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope="module")
-def idx_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("idx")
-    write_idx(d, "train", *synthetic_images(300, 1))
-    write_idx(d, "t10k", *synthetic_images(120, 2))
-    return d
-
-
 def _args(root, run_id, source, *extra):
     return ["run", "--root", str(root), "--run-id", run_id,
             "--set", f"data.source=idx:{source}", "--set", "data.num_shards=2",

@@ -25,14 +25,6 @@ PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONSOLE_LINE = re.compile(r"^\d\d:\d\d:\d\d (DEBUG|INFO|WARNING|ERROR) ")
 
 
-@pytest.fixture(scope="module")
-def idx_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("idx")
-    write_idx(d, "train", *synthetic_images(300, 5))
-    write_idx(d, "t10k", *synthetic_images(100, 6))
-    return d
-
-
 def _cli(root, idx, *extra):
     return [sys.executable, "run_pipeline.py", "run", "--root", str(root),
             "--set", f"data.source=idx:{idx}", "--set", "data.num_shards=2", *extra]

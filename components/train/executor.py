@@ -115,7 +115,9 @@ class EpochLogger(keras.callbacks.Callback):
 
 
 @contextlib.contextmanager
-def _precision(mixed: bool, gpus: list, log):
+def precision_policy(mixed: bool, gpus: list, log):
+    """mixed_float16 for the block when asked for and a GPU is visible (else a warning and
+    float32); the global policy is restored afterwards."""
     previous = keras.mixed_precision.global_policy().name
     if mixed and not gpus:
         log.warning("train: train.mixed_precision=true needs a GPU; none visible, "
@@ -231,7 +233,7 @@ def _fit(params, input_feature, train_ds, val_ds, n_train, state_dir, device, gp
 
     strategy = (tf.distribute.MirroredStrategy() if len(gpus) > 1
                 else tf.distribute.get_strategy())
-    with _precision(params.mixed_precision, gpus, log) as policy:
+    with precision_policy(params.mixed_precision, gpus, log) as policy:
         with strategy.scope():
             model = model_io.build_model(model_info(params))
             model.compile_for_training(
