@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import os
@@ -14,35 +15,24 @@ import pyarrow.parquet as pq
 import pytest
 
 from components import examples_io
-from components.export.component import COMPONENT as EXPORT
 from components.train import model_io
-from components.train.component import COMPONENT as TRAIN
-from pipeline.artifacts import EMBEDDINGS, MODEL, MODEL_RUN, SAVED_MODEL, Artifact
-from pipeline.component import ExecutionContext, run_executor
+from tests.helpers import output_artifacts, params, run_executor
 
 
 @pytest.fixture(scope="module")
 def exported(normalized_examples, tmp_path_factory):
     """A dense model trained for 2 epochs on the fixture, then exported."""
     root = tmp_path_factory.mktemp("export")
-    trained = {"model": Artifact(MODEL, str(root / "model")),
-               "model_run": Artifact(MODEL_RUN, str(root / "model_run"))}
-    outputs = {"saved_model": Artifact(SAVED_MODEL, str(root / "saved_model")),
-               "embeddings": Artifact(EMBEDDINGS, str(root / "embeddings"))}
-    for artifact in (*trained.values(), *outputs.values()):
-        os.makedirs(artifact.uri)
-    params = {
-        "model": {"variant": "dense", "latent_dim": 8, "beta": 1.0, "activity_l1": 1e-5,
-                  "decoder": "transpose"},
-        "train": {"epochs": 2, "batch_size": 64, "optimizer": "adam", "learning_rate": 3e-3,
-                  "seed": 11, "early_stopping_patience": 0, "shuffle_buffer": 1000,
-                  "mixed_precision": False, "jit_compile": False, "steps_per_execution": 1},
-        "denoising": False,
-    }
-    run_executor(TRAIN, {"examples": normalized_examples}, trained, params, ExecutionContext())
-    # batch 100: the 320 train examples span several batches, one of them partial.
-    metrics = run_executor(EXPORT, {"examples": normalized_examples, "model": trained["model"]},
-                           outputs, {"batch_size": 100}, ExecutionContext())
+    trained = output_artifacts("train", root)
+    outputs = output_artifacts("export", root)
+    train_params = params("train", "model.variant=dense", "model.latent_dim=8", "train.epochs=2",
+                          "train.early_stopping_patience=0")
+    run_executor("train", train_params, {"examples": normalized_examples}, trained)
+    # batch 100 (no config key sets it): the 320 train examples span several batches, one of
+    # them partial.
+    export_params = dataclasses.replace(params("export"), batch_size=100)
+    metrics = run_executor("export", export_params,
+                           {"examples": normalized_examples, "model": trained["model"]}, outputs)
     return {"metrics": metrics, "model": trained["model"], **outputs}
 
 

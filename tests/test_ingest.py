@@ -2,6 +2,7 @@
 
 import gzip
 import os
+import re
 
 import numpy as np
 import pytest
@@ -11,16 +12,13 @@ from components import features as F
 from components import records
 from components.ingest import executor as ingest
 from components.ingest import sources
-from components.ingest.component import COMPONENT
-from pipeline import config as C
-from pipeline.artifacts import Artifact
-from pipeline.component import ExecutionContext, run_executor
 from pipeline.errors import ConfigError, DataError
-from tests.conftest import synthetic_images, write_idx
+from tests.helpers import output_artifacts, params, run_executor, synthetic_images, write_idx
 
 
 @pytest.fixture
 def idx_dir(tmp_path):
+    """A fresh copy per test (shadows the shared session fixture): tests here corrupt it."""
     d = tmp_path / "idx"
     write_idx(d, "train", *synthetic_images(200, 1))
     write_idx(d, "t10k", *synthetic_images(60, 2), compress=False)  # raw files work too
@@ -28,11 +26,10 @@ def idx_dir(tmp_path):
 
 
 def _run(source, tmp_path, *overrides):
-    c = C.load_config(None, [f"data.source={source}", "data.num_shards=3", *overrides])
-    out = Artifact("Examples", str(tmp_path / "out"))
-    os.makedirs(out.uri)
-    metrics = run_executor(COMPONENT, {}, {"examples": out}, COMPONENT.params(c), ExecutionContext())
-    return out, metrics
+    p = params("ingest", f"data.source={source}", "data.num_shards=3", *overrides)
+    outs = output_artifacts("ingest", tmp_path / "out")
+    metrics = run_executor("ingest", p, {}, outs)
+    return outs["examples"], metrics
 
 
 def test_idx_roundtrip_values(idx_dir):
@@ -127,9 +124,33 @@ def test_missing_files_and_dirs(tmp_path):
         sources.load_idx(str(tmp_path), "train")
 
 
-def test_empty_validation_split_is_a_config_error(idx_dir, tmp_path):
-    with pytest.raises(ConfigError, match="validation split empty"):
+def test_empty_validation_split_is_a_data_error(idx_dir, tmp_path):
+    # Valid keys whose combination leaves no data for a split: the data is rejected (exit 3),
+    # which only running the stage can tell.
+    with pytest.raises(DataError, match="validation split empty") as e:
         _run(f"idx:{idx_dir}", tmp_path, "data.max_examples=3", "data.validation_fraction=0.01")
+    assert not isinstance(e.value, ConfigError)
+
+
+@pytest.mark.parametrize("override, key", [
+    ("data.source=s3://bucket/mnist", "data.source"),
+    ("data.source=idx:", "data.source"),
+    ("data.dataset=cifar10", "data.dataset"),
+    ("data.max_examples=-5", "data.max_examples"),
+    ("data.validation_fraction=0.0", "data.validation_fraction"),
+    ("data.validation_fraction=1.0", "data.validation_fraction"),
+    ("data.num_shards=0", "data.num_shards"),
+])
+def test_bad_values_are_rejected_naming_the_key(override, key):
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        params("ingest", override)
+
+
+def test_params_come_from_the_data_keys(idx_dir):
+    p = params("ingest", f"data.source=idx:{idx_dir}", "data.dataset=mnist",
+               "data.max_examples=50", "data.validation_fraction=0.25", "data.num_shards=2")
+    assert (p.dataset, p.source, p.max_examples, p.validation_fraction, p.num_shards) == (
+        "mnist", f"idx:{idx_dir}", 50, 0.25, 2)
 
 
 def test_auto_prefers_debian_files_when_present(monkeypatch, idx_dir):

@@ -79,11 +79,25 @@ def test_latent_dim_and_decoder_options():
     (dict(variant="conv_pool", latent_dim=32), "model.latent_dim"),
     (dict(variant="denoise", latent_dim=256), "model.latent_dim"),
     (dict(variant="dense", latent_dim=-1), "model.latent_dim"),
+    (dict(variant="dense", latent_dim=5000), "model.latent_dim"),
     (dict(variant="conv_small", decoder="pixelshuffle"), "model.decoder"),
 ])
 def test_bad_arguments_name_the_key(kwargs, key):
-    with pytest.raises(ValueError, match=key):
+    # The zoo's rules live in check_args (the config check calls it); build applies them.
+    with pytest.raises(ValueError, match=key) as checked:
+        models.check_args(**kwargs)
+    with pytest.raises(ValueError, match=key) as built:
         models.build(**kwargs)
+    assert str(built.value) == str(checked.value)
+
+
+def test_check_args_accepts_what_build_builds():
+    for variant in models.VARIANTS:
+        models.check_args(variant)
+        models.check_args(variant, models.DEFAULT_LATENT[variant])
+    for decoder in models.DECODERS:
+        models.check_args("conv_small", 3, decoder)
+    models.check_args("dense", 4096)
 
 
 def test_architecture_details():

@@ -5,33 +5,32 @@ import os
 
 import pytest
 
-from components.ingest.component import COMPONENT as INGEST
-from components.transform.component import COMPONENT as TRANSFORM
-from pipeline.artifacts import Artifact
-from pipeline.component import ExecutionContext, run_executor
-from pipeline.config import load_config
-from tests.conftest import synthetic_images, write_idx
+from pipeline.component import ExecutionContext
+from tests.helpers import output_artifacts, params, run_executor, synthetic_images, write_idx
 
-PORTABLE = ["--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=LOOPBACK"]
+PORTABLE = ("--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=LOOPBACK")
 
 
 @pytest.mark.slow
-def test_ingest_and_transform_on_the_portable_runner(tmp_path):
+def test_ingest_validate_and_transform_on_the_portable_runner(tmp_path):
     write_idx(tmp_path / "idx", "train", *synthetic_images(100, 1))
     write_idx(tmp_path / "idx", "t10k", *synthetic_images(40, 2))
-    config = load_config(None, [f"data.source=idx:{tmp_path / 'idx'}", "noise.kind=mask"])
+    keys = (f"data.source=idx:{tmp_path / 'idx'}", "noise.kind=mask")
     ctx = ExecutionContext(beam_args=PORTABLE)
 
-    raw = Artifact("Examples", str(tmp_path / "raw"))
-    os.makedirs(raw.uri)
-    m = run_executor(INGEST, {}, {"examples": raw}, INGEST.params(config), ctx)
+    ingested = output_artifacts("ingest", tmp_path / "ingest")
+    m = run_executor("ingest", params("ingest", *keys), {}, ingested, ctx)
     assert m["num_examples"] == 140
+    raw = ingested["examples"]
 
-    outs = {k: Artifact(t, str(tmp_path / k)) for k, t in TRANSFORM.outputs.items()}
-    for a in outs.values():
-        os.makedirs(a.uri)
-    m = run_executor(TRANSFORM, {"examples": raw, "statistics": None}, outs,
-                     TRANSFORM.params(config), ctx)
+    validated = output_artifacts("validate", tmp_path / "validate")
+    m = run_executor("validate", params("validate", *keys), {"examples": raw}, validated, ctx)
+    assert m["anomalous_splits"] == [] and m["splits"]["test"]["num_examples"] == 40
+
+    transformed = output_artifacts("transform", tmp_path / "transform")
+    m = run_executor("transform", params("transform", *keys),
+                     {"examples": raw, "raw_anomalies": validated["anomalies"]}, transformed, ctx)
     assert m["num_examples"] == 140
-    assert outs["examples"].properties["noisy"] is True
-    assert os.path.exists(tmp_path / "statistics" / "Split-test" / "FeatureStats.pb")
+    assert transformed["transformed_examples"].properties["noisy"] is True
+    assert transformed["transformed_examples"].properties["noise_kind"] == "mask"
+    assert os.path.exists(tmp_path / "transform" / "statistics" / "Split-test" / "FeatureStats.pb")

@@ -1,4 +1,5 @@
-"""train component: artifacts, learning, denoising input, NaN guard, resume after a crash."""
+"""train component: artifacts, learning, denoising input, NaN guard, resume after a crash,
+the parameters' checks."""
 
 from __future__ import annotations
 
@@ -7,39 +8,30 @@ import json
 import logging
 import math
 import os
+import re
 
 import keras
 import numpy as np
 import pytest
 
+import models
 from components.train import executor as train_executor
 from components.train import model_io
-from components.train.component import COMPONENT
-from conftest import synthetic_images, write_examples_artifact
-from pipeline.artifacts import MODEL, MODEL_RUN, Artifact
-from pipeline.component import ExecutionContext, run_executor
-from pipeline.errors import StageError
+from pipeline.artifacts import MODEL, Artifact
+from pipeline.component import ExecutionContext
+from pipeline.errors import ConfigError, StageError
+from tests.helpers import (output_artifacts, params, run_executor, synthetic_images,
+                           write_examples_artifact)
+
+# What evaluate and export need to rebuild the model; train writes every one of them.
+MODEL_JSON_KEYS = ("variant", "latent_dim", "beta", "activity_l1", "decoder", "input_feature")
 
 
-def train_params(variant="dense", epochs=2, denoising=False, **train):
-    params = {
-        "model": {"variant": variant, "latent_dim": 0, "beta": 1.0, "activity_l1": 1e-5,
-                  "decoder": "transpose"},
-        "train": {"epochs": epochs, "batch_size": 64, "optimizer": "adam", "learning_rate": 3e-3,
-                  "seed": 7, "early_stopping_patience": 0, "shuffle_buffer": 1000,
-                  "mixed_precision": False, "jit_compile": False, "steps_per_execution": 1},
-        "denoising": denoising,
-    }
-    params["train"].update(train)
-    return params
-
-
-def make_outputs(root) -> dict[str, Artifact]:
-    outputs = {"model": Artifact(MODEL, str(root / "model")),
-               "model_run": Artifact(MODEL_RUN, str(root / "model_run"))}
-    for artifact in outputs.values():
-        os.makedirs(artifact.uri)
-    return outputs
+def dense(epochs: int, *overrides: str):
+    """Train parameters from the real config: the dense variant for a short run, without
+    early stopping (so exactly `epochs` epochs run)."""
+    return params("train", "model.variant=dense", f"train.epochs={epochs}",
+                  "train.early_stopping_patience=0", *overrides)
 
 
 def history_rows(model_run: Artifact) -> list[dict]:
@@ -49,19 +41,19 @@ def history_rows(model_run: Artifact) -> list[dict]:
 
 def test_dense_learns_and_writes_its_artifacts(normalized_examples, tmp_path, caplog):
     epochs = 8
-    outputs = make_outputs(tmp_path)
-    # mixed precision is asked for but there is no GPU: warned about and ignored.
-    params = train_params("dense", epochs=epochs, mixed_precision=True)
+    outputs = output_artifacts("train", tmp_path)
+    p = dense(epochs)
     with caplog.at_level(logging.INFO, logger="pipeline"):
-        metrics = run_executor(COMPONENT, {"examples": normalized_examples}, outputs, params,
-                               ExecutionContext())
+        metrics = run_executor("train", p, {"examples": normalized_examples}, outputs)
 
     model_dir, run_dir = outputs["model"].uri, outputs["model_run"].uri
     assert os.path.getsize(os.path.join(model_dir, "model.weights.h5")) > 0
     info = json.load(open(os.path.join(model_dir, "model.json")))
-    assert info["variant"] == "dense" and info["latent_dim"] == 32
-    assert info["input_feature"] == "image" and info["denoising"] is False
-    assert info["is_variational"] is False
+    # Everything model_io.build_model needs is written (it fills in no defaults).
+    assert {k: info[k] for k in MODEL_JSON_KEYS} == {
+        "variant": "dense", "latent_dim": 32, "beta": p.beta, "activity_l1": p.activity_l1,
+        "decoder": p.decoder, "input_feature": "image"}
+    assert info["denoising"] is False and info["is_variational"] is False
 
     rows = history_rows(outputs["model_run"])
     assert [int(r["epoch"]) for r in rows] == list(range(epochs))
@@ -78,14 +70,16 @@ def test_dense_learns_and_writes_its_artifacts(normalized_examples, tmp_path, ca
     assert metrics["best_epoch"] == int(np.argmin(val_losses)) + 1
     assert metrics["final_loss"] == pytest.approx(losses[-1], rel=1e-5)
     assert metrics["images_per_second"] > 0 and math.isfinite(metrics["train_seconds"])
-    assert metrics["device"].startswith("CPU") and metrics["precision"] == "float32"
+    # Whatever this machine trains on (CPU or GPU), as the executor itself reports it.
+    device, _ = train_executor.device_name()
+    assert metrics["device"] == device and outputs["model_run"].properties["device"] == device
+    assert metrics["precision"] == "float32"  # train.mixed_precision is off by default
     assert metrics["params"] == 784 * 32 + 32 + 32 * 784 + 784
     assert outputs["model"].properties["best_epoch"] == metrics["best_epoch"]
     json.dumps(metrics)  # goes into the run summary
 
-    assert keras.mixed_precision.global_policy().name == "float32"
     log = caplog.text
-    assert "mixed_precision" in log and f"epoch {epochs}/{epochs}" in log and "images/s" in log
+    assert f"epoch {epochs}/{epochs}" in log and "images/s" in log and device in log
 
     # The artifact holds the best epoch's weights: rebuilt, it scores best_val_loss again.
     from components import examples_io
@@ -96,10 +90,26 @@ def test_dense_learns_and_writes_its_artifacts(normalized_examples, tmp_path, ca
         metrics["best_val_loss"], rel=1e-4)
 
 
+def test_mixed_precision_is_used_on_a_gpu_only(normalized_examples, tmp_path, caplog):
+    _, gpus = train_executor.device_name()
+    outputs = output_artifacts("train", tmp_path)
+    with caplog.at_level(logging.INFO, logger="pipeline"):
+        metrics = run_executor("train", dense(1, "train.mixed_precision=true"),
+                               {"examples": normalized_examples}, outputs)
+    if gpus:
+        assert metrics["precision"] == "mixed_float16"
+        assert "needs a GPU" not in caplog.text
+    else:  # asked for without a GPU: warned about and ignored
+        assert metrics["precision"] == "float32"
+        assert "train.mixed_precision=true needs a GPU" in caplog.text
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored afterwards
+
+
 def test_denoising_trains_on_noisy_input(normalized_examples, tmp_path):
-    outputs = make_outputs(tmp_path)
-    run_executor(COMPONENT, {"examples": normalized_examples}, outputs,
-                 train_params("dense", epochs=1, denoising=True), ExecutionContext())
+    outputs = output_artifacts("train", tmp_path)
+    p = dense(1, "noise.kind=gaussian")
+    assert p.denoising
+    run_executor("train", p, {"examples": normalized_examples}, outputs)
     info = json.load(open(os.path.join(outputs["model"].uri, "model.json")))
     assert info["denoising"] is True and info["input_feature"] == "noisy_image"
     assert outputs["model"].properties["input_feature"] == "noisy_image"
@@ -118,8 +128,8 @@ def clean_only_examples(tmp_path_factory):
 
 def test_denoising_requires_noisy_image(clean_only_examples, tmp_path):
     with pytest.raises(StageError, match="noisy_image"):
-        run_executor(COMPONENT, {"examples": clean_only_examples}, make_outputs(tmp_path),
-                     train_params("dense", epochs=1, denoising=True), ExecutionContext())
+        run_executor("train", dense(1, "noise.kind=gaussian"),
+                     {"examples": clean_only_examples}, output_artifacts("train", tmp_path))
 
 
 def test_nan_loss_fails_the_stage(tmp_path):
@@ -130,8 +140,8 @@ def test_nan_loss_fails_the_stage(tmp_path):
         str(tmp_path / "examples"), {"train": (x, labels), "validation": (x[:16], labels[:16])},
         normalized=True)
     with pytest.raises(StageError, match="non-finite loss"):
-        run_executor(COMPONENT, {"examples": examples}, make_outputs(tmp_path / "out"),
-                     train_params("dense", epochs=3), ExecutionContext())
+        run_executor("train", dense(3), {"examples": examples},
+                     output_artifacts("train", tmp_path / "out"))
 
 
 def test_interrupted_training_resumes_from_the_backup(normalized_examples, tmp_path,
@@ -147,16 +157,15 @@ def test_interrupted_training_resumes_from_the_backup(normalized_examples, tmp_p
 
     monkeypatch.setattr(train_executor.EpochLogger, "on_epoch_end", crashing)
     with pytest.raises(KeyboardInterrupt):
-        run_executor(COMPONENT, {"examples": normalized_examples}, make_outputs(tmp_path / "a"),
-                     train_params("dense", epochs=epochs), ExecutionContext(work_dir=work_dir))
+        run_executor("train", dense(epochs), {"examples": normalized_examples},
+                     output_artifacts("train", tmp_path / "a"), ExecutionContext(work_dir=work_dir))
     assert os.path.exists(os.path.join(work_dir, "backup", "training_metadata.json"))
     meta = json.load(open(os.path.join(work_dir, "backup", "training_metadata.json")))
     assert meta["epoch"] == crash_at  # epochs 0 .. crash_at-1 are backed up
 
     monkeypatch.setattr(train_executor.EpochLogger, "on_epoch_end", original)
-    outputs = make_outputs(tmp_path / "b")
-    metrics = run_executor(COMPONENT, {"examples": normalized_examples}, outputs,
-                           train_params("dense", epochs=epochs),
+    outputs = output_artifacts("train", tmp_path / "b")
+    metrics = run_executor("train", dense(epochs), {"examples": normalized_examples}, outputs,
                            ExecutionContext(work_dir=work_dir))
     assert metrics["resumed"] is True
     assert metrics["epochs_run"] == epochs
@@ -220,7 +229,7 @@ def test_corrupt_shard_is_a_data_error_naming_the_file(normalized_examples, tmp_
         examples_io.load_split(broken, "test")
 
 
-def test_cosine_schedule_decays_to_one_percent_and_bad_names_fail():
+def test_cosine_schedule_decays_to_one_percent_and_constant_stays():
     from components.train.executor import make_optimizer
 
     opt = make_optimizer("adam", 1e-3, "cosine", total_steps=100)
@@ -228,6 +237,71 @@ def test_cosine_schedule_decays_to_one_percent_and_bad_names_fail():
     assert float(schedule(0)) == pytest.approx(1e-3)
     assert float(schedule(50)) == pytest.approx(0.5 * 1e-3 * (1 + 0.01), rel=1e-3)
     assert float(schedule(100)) == pytest.approx(1e-5)
-    assert float(make_optimizer("rmsprop", 2e-3).learning_rate) == pytest.approx(2e-3)
-    with pytest.raises(StageError, match="train.lr_schedule"):
-        make_optimizer("adam", 1e-3, "step")
+    constant = make_optimizer("rmsprop", 2e-3, "constant", total_steps=100)
+    assert isinstance(constant, keras.optimizers.RMSprop)
+    assert float(constant.learning_rate) == pytest.approx(2e-3)
+    sgd = make_optimizer("sgd", 1e-2, "constant", total_steps=100)
+    assert isinstance(sgd, keras.optimizers.SGD) and sgd.momentum == pytest.approx(0.9)
+
+
+def test_every_optimizer_and_schedule_the_config_accepts_is_built():
+    for name in train_executor.OPTIMIZERS:
+        for schedule in train_executor.LR_SCHEDULES:
+            p = params("train", f"train.optimizer={name}", f"train.lr_schedule={schedule}")
+            assert (p.optimizer, p.lr_schedule) == (name, schedule)
+            opt = train_executor.make_optimizer(p.optimizer, p.learning_rate, p.lr_schedule, 10)
+            assert isinstance(opt, keras.optimizers.Optimizer)
+
+
+@pytest.mark.parametrize("overrides, preset, key", [
+    (["model.latent_dim=32"], "conv_pool", "model.latent_dim"),  # fixed at 256
+    (["model.latent_dim=256"], "denoise", "model.latent_dim"),  # fixed at 512
+    (["model.latent_dim=5000"], None, "model.latent_dim"),
+    (["model.variant=resnet"], None, "model.variant"),
+    (["model.decoder=pixelshuffle"], "conv_small", "model.decoder"),
+    (["model.beta=-1"], "vae_mlp", "model.beta"),
+    (["model.activity_l1=-0.1"], "sparse", "model.activity_l1"),
+    (["train.optimizer=lbfgs"], None, "train.optimizer"),
+    (["train.lr_schedule=step"], None, "train.lr_schedule"),
+    (["train.learning_rate=0"], None, "train.learning_rate"),
+    (["train.epochs=0"], None, "train.epochs"),
+    (["train.batch_size=0"], None, "train.batch_size"),
+    (["train.early_stopping_patience=-1"], None, "train.early_stopping_patience"),
+    (["train.steps_per_execution=0"], None, "train.steps_per_execution"),
+])
+def test_bad_values_are_rejected_naming_the_key(overrides, preset, key):
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        params("train", *overrides, preset=preset)
+
+
+def test_model_checks_are_the_zoos():
+    # TrainParams.check defers to models.check_args: what the zoo builds, the config accepts.
+    for variant in models.VARIANTS:
+        p = params("train", f"model.variant={variant}",
+                   f"model.latent_dim={models.DEFAULT_LATENT[variant]}")
+        assert (p.variant, p.latent_dim) == (variant, models.DEFAULT_LATENT[variant])
+    with pytest.raises(ValueError) as zoo:
+        models.check_args("conv_pool", 32)
+    with pytest.raises(ConfigError) as config:
+        params("train", "model.variant=conv_pool", "model.latent_dim=32")
+    assert str(zoo.value) in str(config.value)
+
+
+def _model_json(**drop) -> dict:
+    info = {"variant": "dense", "latent_dim": 8, "beta": 1.0, "activity_l1": 1e-5,
+            "decoder": "transpose", "input_feature": "image"}
+    return {k: v for k, v in info.items() if k not in drop}
+
+
+@pytest.mark.parametrize("missing", MODEL_JSON_KEYS)
+def test_model_json_without_a_needed_key_is_rejected(tmp_path, missing):
+    model_io.write_model_json(str(tmp_path), _model_json(**{missing: True}))
+    with pytest.raises(StageError, match=f"missing key '{missing}'"):
+        model_io.read_model_json(Artifact(MODEL, str(tmp_path)))
+
+
+@pytest.mark.parametrize("missing", ["variant", "latent_dim", "beta", "activity_l1", "decoder"])
+def test_build_model_fills_in_no_defaults(missing):
+    assert model_io.build_model(_model_json()).latent_dim == 8
+    with pytest.raises(StageError, match=f"cannot build model: '{missing}'"):
+        model_io.build_model(_model_json(**{missing: True}))

@@ -1,6 +1,8 @@
-"""transform: [0,1] normalization, deterministic noise, normalized-schema validation."""
+"""transform: [0,1] normalization, deterministic noise, normalized-schema validation,
+refusal of raw examples that failed validation."""
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -8,12 +10,12 @@ import pytest
 from components import features as F
 from components import records
 from components.transform import noise
-from components.transform.component import COMPONENT
-from pipeline.artifacts import Artifact
-from pipeline.component import ExecutionContext, run_executor
-from pipeline.config import load_config
-from pipeline.errors import DataAnomalyError, DataError
-from tests.conftest import synthetic_images, write_examples_artifact
+from pipeline import artifacts
+from pipeline.errors import ConfigError, DataAnomalyError, DataError
+from tests.helpers import (output_artifacts, params, run_executor, synthetic_images,
+                           write_examples_artifact)
+
+SPLITS = ["train", "validation", "test"]
 
 
 def _raw(tmp_path, num_shards=2, mutate=None, name="raw"):
@@ -28,14 +30,20 @@ def _raw(tmp_path, num_shards=2, mutate=None, name="raw"):
                                    num_shards=num_shards)
 
 
-def _transform(tmp_path, raw, *overrides, name="out"):
-    outs = {k: Artifact(t, str(tmp_path / name / k)) for k, t in COMPONENT.outputs.items()}
-    for a in outs.values():
-        os.makedirs(a.uri)
-    params = COMPONENT.params(load_config(None, list(overrides)))
-    metrics = run_executor(COMPONENT, {"examples": raw, "statistics": None}, outs, params,
-                           ExecutionContext())
-    return metrics, outs["examples"]
+def _raw_anomalies(tmp_path, anomalous_splits=(), name="raw_anomalies"):
+    """validate's anomalies output, as its properties describe it (what transform reads)."""
+    uri = tmp_path / name
+    os.makedirs(uri, exist_ok=True)
+    return artifacts.Artifact(artifacts.ANOMALIES, str(uri), {
+        "splits": list(SPLITS), "anomalous_splits": list(anomalous_splits)})
+
+
+def _transform(tmp_path, raw, *overrides, name="out", raw_anomalies=None):
+    outs = output_artifacts("transform", tmp_path / name)
+    raw_anomalies = raw_anomalies or _raw_anomalies(tmp_path, name=f"{name}_raw_anomalies")
+    metrics = run_executor("transform", params("transform", *overrides),
+                           {"examples": raw, "raw_anomalies": raw_anomalies}, outs)
+    return metrics, outs["transformed_examples"]
 
 
 def _read(examples, split):
@@ -67,6 +75,8 @@ def test_normalizes_to_unit_interval_exactly(tmp_path):
     np.testing.assert_allclose(by_id["train-00007"], images[7].reshape(-1) / 255.0, rtol=1e-6)
     assert data[F.IMAGE].min() >= 0.0 and data[F.IMAGE].max() <= 1.0
     assert out.properties["noisy"] is False
+    test_images, _ = synthetic_images(40, 3)
+    assert metrics["splits"]["test"]["pixel_max"] == pytest.approx(test_images.max() / 255.0)
     assert metrics["splits"]["test"]["pixel_max"] <= 1.0
 
 
@@ -119,3 +129,38 @@ def test_corrupt_shard_is_named(tmp_path):
     open(shard, "wb").write(data[: len(data) // 2])
     with pytest.raises(DataError, match=os.path.basename(shard) + ": unreadable TFRecord shard"):
         _transform(tmp_path, raw)
+
+
+def test_refuses_raw_examples_that_failed_validation(tmp_path):
+    raw = _raw(tmp_path)
+    rejected = _raw_anomalies(tmp_path, ["validation"])
+    outs = output_artifacts("transform", tmp_path / "out")
+    with pytest.raises(DataError, match=r"failed validation.*validation") as e:
+        run_executor("transform", params("transform"),
+                     {"examples": raw, "raw_anomalies": rejected}, outs)
+    assert not isinstance(e.value, DataAnomalyError)  # refused before any TFDV check of its own
+    assert rejected.uri in str(e.value)
+    # Nothing was written: no shards, no statistics, no anomalies of its own.
+    for artifact in outs.values():
+        assert os.listdir(artifact.uri) == [], artifact.uri
+    # The same examples with a clean validation result are accepted.
+    metrics, _ = _transform(tmp_path, raw, name="accepted")
+    assert metrics["num_examples"] == 150
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["noise.kind=blur"], "noise.kind"),
+    (["noise.kind=gaussian", "noise.factor=0.0"], "noise.factor"),
+    (["noise.kind=gaussian", "noise.factor=10.5"], "noise.factor"),
+    (["noise.kind=salt_pepper", "noise.factor=1.0"], "noise.factor"),
+    (["noise.kind=mask", "noise.factor=1.5"], "noise.factor"),
+    (["noise.kind=mask", "noise.factor=-0.1"], "noise.factor"),
+])
+def test_bad_values_are_rejected_naming_the_key(overrides, key):
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        params("transform", *overrides)
+
+
+def test_noise_params_come_from_the_config():
+    p = params("transform", "noise.kind=gaussian", "noise.factor=2.5", "train.seed=9")
+    assert (p.noise_kind, p.noise_factor, p.seed) == ("gaussian", 2.5, 9)  # a stddev may exceed 1

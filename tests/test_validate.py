@@ -6,12 +6,9 @@ import numpy as np
 import pytest
 import tensorflow_data_validation as tfdv
 
-from components.validate.component import COMPONENT
-from pipeline.artifacts import Artifact
-from pipeline.component import ExecutionContext, run_executor
-from pipeline.config import Config
 from pipeline.errors import DataAnomalyError
-from tests.conftest import synthetic_images, write_examples_artifact
+from tests.helpers import (output_artifacts, params, run_executor, synthetic_images,
+                           write_examples_artifact)
 
 
 def _raw(tmp_path, mutate=None, float_images=False):
@@ -25,20 +22,21 @@ def _raw(tmp_path, mutate=None, float_images=False):
     return write_examples_artifact(str(tmp_path / "raw"), splits, normalized=float_images)
 
 
-def _validate(tmp_path, examples):
-    outs = {"statistics": Artifact("ExampleStatistics", str(tmp_path / "stats")),
-            "anomalies": Artifact("ExampleAnomalies", str(tmp_path / "anomalies"))}
-    for a in outs.values():
-        os.makedirs(a.uri)
-    params = COMPONENT.params(Config())
-    return run_executor(COMPONENT, {"examples": examples}, outs, params, ExecutionContext()), outs
+def _validate(tmp_path, examples, outs=None):
+    outs = outs if outs is not None else output_artifacts("validate", tmp_path)
+    return run_executor("validate", params("validate"), {"examples": examples}, outs), outs
 
 
 def test_clean_data_passes_and_writes_tfdv_artifacts(tmp_path):
     metrics, outs = _validate(tmp_path, _raw(tmp_path))
     assert metrics["anomalous_splits"] == []
+    # What transform reads (its raw_anomalies input): no anomalous split, every split checked.
+    assert outs["anomalies"].properties["anomalous_splits"] == []
+    assert outs["anomalies"].properties["splits"] == ["train", "validation", "test"]
     assert metrics["splits"]["train"]["num_examples"] == 120
-    assert metrics["splits"]["test"]["pixel_max"] <= 255
+    test_images, _ = synthetic_images(60, 3)
+    assert metrics["splits"]["test"]["pixel_max"] == float(test_images.max()) <= 255
+    assert metrics["splits"]["test"]["pixel_min"] == float(test_images.min())
     stats = tfdv.load_stats_binary(os.path.join(outs["statistics"].uri, "Split-test", "FeatureStats.pb"))
     names = {"/".join(f.path.step) for f in stats.datasets[0].features}
     assert names == {"id", "label", "image"}
@@ -53,10 +51,13 @@ def test_out_of_range_pixels_stop_the_run(tmp_path):
             images[3, 5, 5] = 300
         return images, labels
 
+    outs = output_artifacts("validate", tmp_path)
     with pytest.raises(DataAnomalyError) as e:
-        _validate(tmp_path, _raw(tmp_path, mutate))
+        _validate(tmp_path, _raw(tmp_path, mutate), outs)
     assert "validation/image" in str(e.value)
     assert "train/" not in str(e.value)
+    # The published anomalies artifact names the split, so transform refuses these examples.
+    assert outs["anomalies"].properties["anomalous_splits"] == ["validation"]
     anomalies = tfdv.load_anomalies_text(
         os.path.join(tmp_path, "anomalies", "Split-validation", "anomalies.pbtxt"))
     assert "image" in anomalies.anomaly_info
