@@ -24,6 +24,14 @@ from run_pipeline import create_pipeline
 COMPONENTS = {c.name: c for c in create_pipeline()}
 
 
+def user_env(**extra: str) -> dict[str, str]:
+    """The environment a user's shell would give the CLI: none of the logging switches the
+    CLI sets for itself (pipeline/console.py), whatever this test process has set."""
+    from pipeline.console import QUIET_ENV
+
+    return {**{k: v for k, v in os.environ.items() if k not in QUIET_ENV}, **extra}
+
+
 def load_config(preset: str | None = None, *overrides: str):
     """The pipeline's real config: defaults < preset < overrides ("section.key=value")."""
     return runner.load_config(COMPONENTS.values(), preset, overrides)

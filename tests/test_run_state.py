@@ -19,7 +19,7 @@ import pytest
 from pipeline import artifacts, locks, runner, summary
 from pipeline.errors import EXIT_OK, EXIT_SKIPPED
 from pipeline.metadata import MetadataStore
-from tests.helpers import synthetic_images, write_idx
+from tests.helpers import synthetic_images, user_env, write_idx
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONSOLE_LINE = re.compile(r"^\d\d:\d\d:\d\d (DEBUG|INFO|WARNING|ERROR) ")
@@ -44,7 +44,7 @@ def test_two_identical_runs_started_together_both_succeed(tmp_path, idx_dir):
     """The second waits for the stage the first is running and reuses its output."""
     args = _cli(tmp_path, idx_dir, "--config", "dense", "--set", "train.epochs=2")
     procs = [subprocess.Popen(args, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(2)]
+                              text=True, env=user_env()) for _ in range(2)]
     outs = [p.communicate(timeout=400) for p in procs]
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == EXIT_OK, err[-3000:]
