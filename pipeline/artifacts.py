@@ -1,9 +1,9 @@
 """Artifacts: immutable directories, written under a temporary name and committed by
 one rename, so a crashed stage leaves nothing that looks finished.
 
-All paths go through tf.io.gfile, so a `gs://` root works too (on object stores
-the final rename is a copy, not atomic; the `_COMMITTED` marker, written last,
-is what readers trust).
+All paths go through tf.io.gfile, so artifacts could live on `gs://` (on object stores
+the final rename is a copy, not atomic; the `_COMMITTED` marker, written last, is what
+readers trust); the run state beside them is local today (README).
 """
 
 from __future__ import annotations

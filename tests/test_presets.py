@@ -21,7 +21,7 @@ PRESETS = sorted(p.stem for p in config.PRESET_DIR.glob("*.toml") if p.stem != "
 VAES = {"vae_mlp", "vae_conv", "vae_bn", "vae_tril"}
 # vae_bn has 23M parameters (about 40 s per epoch of 280 images on 2 cores): it trains on
 # fewer images so that the suite stays within its time budget.
-EXTRA = {"vae_bn": ["--set", "data.max_examples=150"]}
+EXTRA = {"vae_bn": ["--set", "data.max_examples=80"]}
 
 
 @pytest.fixture(scope="module")
