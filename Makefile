@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum 
 FMNIST := /usr/share/datasets/fashion-mnist
 ARGS   ?=
 
-.PHONY: setup data run smoke test test-fast clean
+.PHONY: setup data run smoke test test-fast test-all clean
 
 setup: $(STAMP) data
 
@@ -38,7 +38,11 @@ test: setup
 	$(PY) -m pytest -q -p no:cacheprovider $(ARGS)
 
 test-fast: setup
-	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" $(ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow and not heavy" $(ARGS)
+
+# Also the heavy cases (vae_bn end to end), beyond the 10-minute budget of `make test`.
+test-all: setup
+	$(PY) -m pytest -q -p no:cacheprovider -m "" $(ARGS)
 
 clean:
 	rm -rf output .pytest_cache
