@@ -12,15 +12,16 @@ import sys
 
 
 def create_pipeline() -> list:
-    """The six components in order; each consumes only outputs of earlier ones."""
+    """The components in order; each consumes only outputs of earlier ones."""
     from components.evaluate.component import EVALUATE
     from components.export.component import EXPORT
     from components.ingest.component import INGEST
+    from components.push.component import PUSH
     from components.train.component import TRAIN
     from components.transform.component import TRANSFORM
     from components.validate.component import VALIDATE
 
-    return [INGEST, VALIDATE, TRANSFORM, TRAIN, EVALUATE, EXPORT]
+    return [INGEST, VALIDATE, TRANSFORM, TRAIN, EVALUATE, EXPORT, PUSH]
 
 
 def main(argv=None) -> int:

@@ -6,15 +6,15 @@
 
 Weights only are saved (`model.save_weights("w.weights.h5")`); to restore, rebuild with the
 same arguments, call the model once on zeros, then `load_weights`.
+
+This module is the zoo's catalog and imports no Keras: the pipeline's config checks use
+it, and a fully cached run never loads Keras. The builders are imported when `build` is
+called.
 """
 
 from __future__ import annotations
 
-from models.base import Autoencoder
-from models.conv import conv_dense, conv_pool, conv_small, denoise
-from models.dense import SPARSE_L1, deep, dense, sparse
-from models.vae import FullCovarianceVAE, VariationalAutoencoder, vae_bn, vae_conv, vae_mlp, \
-    vae_tril
+SPARSE_L1 = 1e-5  # the sparse variant's L1 activity penalty on the code
 
 VARIANTS: tuple[str, ...] = ("dense", "sparse", "deep", "conv_pool", "conv_dense", "conv_small",
                              "denoise", "vae_mlp", "vae_conv", "vae_bn", "vae_tril")
@@ -52,6 +52,10 @@ def build(variant: str, latent_dim: int = 0, beta: float = 1.0, activity_l1: flo
     latent_dim 0 means the variant's default. beta is used by the VAEs only, activity_l1 by
     sparse only, decoder ("transpose" | "upsample") by conv_small only.
     """
+    from models.conv import conv_dense, conv_pool, conv_small, denoise
+    from models.dense import deep, dense, sparse
+    from models.vae import vae_bn, vae_conv, vae_mlp, vae_tril
+
     check_args(variant, latent_dim, decoder)
     z = latent_dim or DEFAULT_LATENT[variant]
 
@@ -78,5 +82,3 @@ def build(variant: str, latent_dim: int = 0, beta: float = 1.0, activity_l1: flo
     return vae_tril(z, beta)
 
 
-__all__ = ["VARIANTS", "DEFAULT_LATENT", "SPARSE_L1", "build", "check_args", "Autoencoder", "VariationalAutoencoder",
-           "FullCovarianceVAE"]

@@ -5,11 +5,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from models import SPARSE_L1
 from models.base import IMAGE_SHAPE, PIXELS, Autoencoder
-
-# The sparse variant's default L1 weight on the code (the pipeline's model.activity_l1
-# default is this value too: components/train/component.py reads it from here).
-SPARSE_L1 = 1e-5
 
 
 def _mlp_autoencoder(variant: str, hidden: tuple[int, ...], latent_dim: int,

@@ -1,20 +1,22 @@
 """Artifacts: immutable directories, written under a temporary name and committed by
 one rename, so a crashed stage leaves nothing that looks finished.
 
-All paths go through tf.io.gfile, so artifacts could live on `gs://` (on object stores
-the final rename is a copy, not atomic; the `_COMMITTED` marker, written last, is what
-readers trust); the run state beside them is local today (README).
+Remote URIs (`gs://...`) go through tf.io.gfile (on object stores the final rename is a
+copy, not atomic; the `_COMMITTED` marker, written last, is what readers trust); local
+paths through the standard library, so that looking up the cache needs no TensorFlow
+(a fully cached run never imports it). The run state beside them is local today (README).
 """
 
 from __future__ import annotations
 
+import glob
 import json
+import os
 import posixpath
+import shutil
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
-
-from tensorflow.io import gfile
 
 COMMIT_MARKER = "_COMMITTED"
 TMP_PREFIX = ".tmp-"
@@ -26,8 +28,10 @@ ANOMALIES = "ExampleAnomalies"
 MODEL = "Model"
 MODEL_RUN = "ModelRun"
 EVALUATION = "ModelEvaluation"
-SAVED_MODEL = "PushedModel"
+BLESSING = "ModelBlessing"
+SAVED_MODEL = "SavedModel"
 EMBEDDINGS = "Embeddings"
+PUSHED_MODEL = "PushedModel"
 
 SPLITS = ("train", "validation", "test")
 
@@ -44,16 +48,30 @@ class Artifact:
         return posixpath.join(self.uri, f"Split-{split}")
 
     def split_files(self, split: str, pattern: str = "*") -> list[str]:
-        files = sorted(gfile.glob(posixpath.join(self.split_uri(split), pattern)))
-        return files
+        pattern = posixpath.join(self.split_uri(split), pattern)
+        return sorted(_gfile().glob(pattern) if _remote(pattern) else glob.glob(pattern))
 
     @property
     def splits(self) -> list[str]:
         return list(self.properties.get("splits", []))
 
 
+def _remote(uri: str) -> bool:
+    return "://" in uri
+
+
+def _gfile():
+    from tensorflow.io import gfile
+
+    return gfile
+
+
+def exists(uri: str) -> bool:
+    return _gfile().exists(uri) if _remote(uri) else os.path.exists(uri)
+
+
 def is_committed(uri: str) -> bool:
-    return gfile.exists(posixpath.join(uri, COMMIT_MARKER))
+    return exists(posixpath.join(uri, COMMIT_MARKER))
 
 
 def staging_uri(final_uri: str) -> str:
@@ -63,33 +81,49 @@ def staging_uri(final_uri: str) -> str:
 
 def begin(final_uri: str) -> str:
     """Create and return an empty staging directory for an artifact."""
-    if gfile.exists(final_uri):
+    if exists(final_uri):
         raise FileExistsError(f"artifact already exists, refusing to overwrite: {final_uri}")
     tmp = staging_uri(final_uri)
-    gfile.makedirs(tmp)
+    if _remote(tmp):
+        _gfile().makedirs(tmp)
+    else:
+        os.makedirs(tmp)
     return tmp
+
+
+def _write_text(path: str, text: str) -> None:
+    with (_gfile().GFile(path, "w") if _remote(path) else open(path, "w")) as f:
+        f.write(text)
 
 
 def commit(tmp_uri: str, final_uri: str, properties: dict[str, Any]) -> None:
     """Write the artifact's properties and marker, then rename into place."""
-    with gfile.GFile(posixpath.join(tmp_uri, "_artifact.json"), "w") as f:
-        json.dump(properties, f, indent=2, sort_keys=True, default=str)
-    with gfile.GFile(posixpath.join(tmp_uri, COMMIT_MARKER), "w") as f:
-        f.write("")
-    gfile.makedirs(posixpath.dirname(final_uri))
-    gfile.rename(tmp_uri, final_uri, overwrite=False)
+    _write_text(posixpath.join(tmp_uri, "_artifact.json"),
+                json.dumps(properties, indent=2, sort_keys=True, default=str))
+    _write_text(posixpath.join(tmp_uri, COMMIT_MARKER), "")
+    if _remote(final_uri):
+        _gfile().makedirs(posixpath.dirname(final_uri))
+        _gfile().rename(tmp_uri, final_uri, overwrite=False)
+        return
+    os.makedirs(os.path.dirname(final_uri), exist_ok=True)
+    if os.path.exists(final_uri):  # os.rename would replace an empty directory
+        raise FileExistsError(f"artifact already exists, refusing to overwrite: {final_uri}")
+    os.rename(tmp_uri, final_uri)
 
 
 def discard(tmp_uri: str) -> None:
-    if gfile.exists(tmp_uri):
-        gfile.rmtree(tmp_uri)
+    if _remote(tmp_uri):
+        if _gfile().exists(tmp_uri):
+            _gfile().rmtree(tmp_uri)
+    else:
+        shutil.rmtree(tmp_uri, ignore_errors=True)
 
 
 def read_properties(uri: str) -> dict[str, Any]:
     path = posixpath.join(uri, "_artifact.json")
-    if not gfile.exists(path):
+    if not exists(path):
         return {}
-    with gfile.GFile(path) as f:
+    with (_gfile().GFile(path) if _remote(path) else open(path)) as f:
         return json.load(f)
 
 

@@ -44,6 +44,8 @@ def _parser(stage_names: list[str] | None = None) -> argparse.ArgumentParser:
                    help="ignore the cache and any resumable state: re-run every stage from scratch")
     r.add_argument("--skip-if-running", action="store_true",
                    help="exit 75 without running when another run on this root is alive")
+    r.add_argument("--force-push", action="store_true",
+                   help="push the model even if the gate did not bless it (push.force=true)")
     r.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR",
                                                            "debug", "info", "warning", "error"],
                    help="console level; debug also shows tracebacks (pipeline.log always has them)")
@@ -98,8 +100,9 @@ def _plan(create_pipeline, args):
     if os.path.exists(os.path.join(root, "runs", run_id)):
         raise ConfigError(f"--run-id {run_id!r}: a run with this id already exists under "
                           f"{root}; run ids are never reused")
-    config = runner.load_config(components, args.config, args.set)
-    return runner.plan(components, config), root, run_id
+    overrides = [*args.set, *(["push.force=true"] if args.force_push else [])]
+    config = runner.load_config(components, args.config, overrides)
+    return runner.plan(components, config, root), root, run_id
 
 
 def _run(create_pipeline, args, argv) -> int:
@@ -126,10 +129,9 @@ def _run(create_pipeline, args, argv) -> int:
                             command=shlex.join(["run_pipeline.py", *argv]))
     except BaseException as e:  # noqa: BLE001 - every failure ends in one line and a code
         from pipeline.metadata import MetadataStore
-        from pipeline.summary import render
 
         log.debug("traceback:\n", exc_info=True)
-        error = render(MetadataStore(root), run_id).get("error") if _registered(root, run_id) else None
+        error = (MetadataStore(root).get_run(run_id) or {}).get("error")
         if error is None:
             from pipeline.launcher import describe
 
@@ -146,12 +148,6 @@ def _run(create_pipeline, args, argv) -> int:
     _print_stages(result)
     log.info("summary: %s", os.path.join(run_dir, "summary.json"))
     return EXIT_OK
-
-
-def _registered(root: str, run_id: str) -> bool:
-    from pipeline.metadata import MetadataStore
-
-    return MetadataStore(root).run_exists(run_id)
 
 
 def _interrupt(signum, frame):

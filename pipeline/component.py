@@ -1,19 +1,25 @@
 """The component contract, as TFX's component.py declares it: typed input and output
-channels, a parameters class, and the executor, referenced directly.
+channels, a parameters class, and the executor.
 
-An executor is a function
+An executor is the function `run` of the module the component names:
 
     def run(params: XParams, ctx: ExecutionContext, *, <input keys>, <output keys>) -> dict
 
 whose keyword arguments are exactly the component's input and output keys (checked
-when the Component is made), each an Artifact. It reads committed inputs, writes into
-the staging directories of its outputs (the launcher commits them), and returns the
-metrics for the run summary. So any executor runs alone on artifacts on disk, which is
-what the component tests do.
+when the executor is first loaded), each an Artifact (a `Resolved` input may be None).
+It reads committed inputs, writes into the staging directories of its outputs (the
+launcher commits them), and returns the metrics for the run summary. So any executor
+runs alone on artifacts on disk, which is what the component tests do.
+
+The executor is named by its module path and imported on first use, as TFX's
+ExecutorClassSpec would import a class: a run whose stages all come from the cache never
+imports TensorFlow, Keras or Beam (README, "Schedules").
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import inspect
 import logging
 from dataclasses import dataclass, field
@@ -30,12 +36,24 @@ class Channel:
 
 
 @dataclass(frozen=True)
+class Resolved:
+    """An optional input found in ML Metadata rather than produced by this run, as TFX's
+    Resolver node with LatestBlessedModelStrategy finds the baseline model: the newest
+    blessed artifact of `type` from the same lineage (the params' `lineage()`), made by
+    another model than the one under evaluation (the input named `candidate`). None when
+    there is none yet."""
+
+    type: str
+    candidate: str
+
+
+@dataclass(frozen=True)
 class Component:
     name: str
-    inputs: Mapping[str, Channel]
+    inputs: Mapping[str, Channel | Resolved]
     outputs: Mapping[str, str]  # key -> artifact type
     params: type  # a pipeline.config.Params subclass
-    executor: Callable[..., dict]
+    executor_module: str  # dotted path of the module whose `run` is the executor
     description: str
     # Outputs that are still published when the executor rejects its input (a DataError):
     # the statistics and anomalies that explain the rejection. The execution stays FAILED,
@@ -43,22 +61,33 @@ class Component:
     published_on_rejection: tuple[str, ...] = ()
 
     def __post_init__(self):
-        keys = set(self.inputs) | set(self.outputs)
         assert not set(self.inputs) & set(self.outputs), f"{self.name}: input and output keys overlap"
         assert set(self.published_on_rejection) <= set(self.outputs), self.name
-        signature = inspect.signature(self.executor)
-        declared = {n for n, p in signature.parameters.items() if p.kind is p.KEYWORD_ONLY}
-        if declared != keys:
-            raise TypeError(f"component {self.name}: executor {self.executor_module}.run takes "
-                            f"{sorted(declared)} but the component declares {sorted(keys)}")
 
     @property
-    def executor_module(self) -> str:
-        return self.executor.__module__
+    def executor(self) -> Callable[..., dict]:
+        return _load_executor(self.executor_module, frozenset(self.inputs) | set(self.outputs),
+                              self.name)
+
+    @property
+    def channels(self) -> dict[str, Channel]:
+        """The inputs produced by upstream components of this pipeline."""
+        return {k: c for k, c in self.inputs.items() if isinstance(c, Channel)}
 
     @property
     def upstream(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(c.producer for c in self.inputs.values()))
+        return tuple(dict.fromkeys(c.producer for c in self.channels.values()))
+
+
+@functools.lru_cache(maxsize=None)
+def _load_executor(module: str, keys: frozenset, component: str) -> Callable[..., dict]:
+    run = importlib.import_module(module).run
+    signature = inspect.signature(run)
+    declared = {n for n, p in signature.parameters.items() if p.kind is p.KEYWORD_ONLY}
+    if declared != keys:
+        raise TypeError(f"component {component}: executor {module}.run takes "
+                        f"{sorted(declared)} but the component declares {sorted(keys)}")
+    return run
 
 
 @dataclass
@@ -66,7 +95,8 @@ class ExecutionContext:
     """What an executor may need beyond its artifacts and parameters."""
 
     run_id: str = "test"
-    beam_args: tuple[str, ...] = ("--runner=DirectRunner",)
+    root: str = ""  # the pipeline root: relative output locations (push.serving_dir) resolve here
+    beam_args: tuple[str, ...] = ()  # Beam pipeline options; () = Beam's defaults (DirectRunner)
     # A scratch directory stable across attempts of the same stage fingerprint (it survives
     # a crash, so the trainer keeps its resumable backup there); "" = none.
     work_dir: str = ""

@@ -30,13 +30,17 @@ PROJECT_PACKAGES = ("pipeline", "components", "models")
 
 
 def _module_file(name: str) -> pathlib.Path | None:
-    try:
-        spec = importlib.util.find_spec(name)
-    except (ImportError, ValueError):
+    """The source file of a project module, found by path: importing it to ask (find_spec
+    on a submodule imports its parent) would load Keras or TensorFlow just to hash them."""
+    top, *rest = name.split(".")
+    spec = importlib.util.find_spec(top)  # a project package: its __init__ is light
+    if spec is None or not spec.submodule_search_locations:
         return None
-    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
-        return None
-    return pathlib.Path(spec.origin)
+    base = pathlib.Path(next(iter(spec.submodule_search_locations)), *rest)
+    for path in (base / "__init__.py", base.with_suffix(".py")):
+        if path.is_file():
+            return path
+    return None  # a name imported from a module, not a module
 
 
 def _imports(name: str, path: pathlib.Path) -> set[str]:

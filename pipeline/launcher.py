@@ -20,7 +20,7 @@ import time
 import traceback
 from dataclasses import dataclass
 
-from pipeline import artifacts, locks, summary
+from pipeline import artifacts, console, locks, summary
 from pipeline.artifacts import Artifact
 from pipeline.component import Component, ExecutionContext
 from pipeline.errors import DataError, Interrupted, PipelineError, StageError
@@ -35,7 +35,7 @@ class RunContext:
 
     root: str
     run_id: str
-    beam_args: tuple[str, ...] = ("--runner=DirectRunner",)
+    beam_args: tuple[str, ...]  # the run's beam.args (runner.BeamParams)
     only: str | None = None  # run just this stage; the others must come from the cache
     force: bool = False  # ignore the cache
 
@@ -58,12 +58,15 @@ def describe(exc: BaseException) -> dict:
 
 def launch(component: Component, params, fingerprint: str, inputs: dict[str, Artifact],
            run: RunContext) -> dict[str, Artifact]:
-    """Run or reuse one stage; returns its committed outputs. Raises what the stage raised."""
+    """Run or reuse one stage; returns its committed outputs. Raises what the stage raised.
+    An optional (`Resolved`) input that found nothing is None: the executor gets None and
+    ML Metadata records no event for it."""
     store = MetadataStore(run.root)
+    inputs = {k: a for k, a in inputs.items() if a is not None}
     started = time.time()
     use_cache = not run.force and run.only != component.name
     if run.only and run.only != component.name:
-        hit = store.find_cached(component.name, fingerprint, _usable)
+        hit = store.find_cached(component.name, fingerprint, usable)
         if hit is None:
             error = StageError(
                 f"--only {run.only}: upstream stage {component.name!r} has no committed output "
@@ -71,7 +74,7 @@ def launch(component: Component, params, fingerprint: str, inputs: dict[str, Art
             _record_failure(store, component, fingerprint, inputs, run, error, started)
             raise error
         return _reuse(store, component, fingerprint, inputs, run, hit, started)
-    if use_cache and (hit := store.find_cached(component.name, fingerprint, _usable)):
+    if use_cache and (hit := store.find_cached(component.name, fingerprint, usable)):
         return _reuse(store, component, fingerprint, inputs, run, hit, started)
 
     def waiting(holder: str) -> None:
@@ -81,12 +84,13 @@ def launch(component: Component, params, fingerprint: str, inputs: dict[str, Art
     with locks.held(run.root, f"stage-{component.name}-{fingerprint[:16]}", note=run.run_id,
                     on_wait=waiting):
         # Whoever held the lock may have just published exactly this.
-        if use_cache and (hit := store.find_cached(component.name, fingerprint, _usable)):
+        if use_cache and (hit := store.find_cached(component.name, fingerprint, usable)):
             return _reuse(store, component, fingerprint, inputs, run, hit, started)
         return _execute(store, component, params, fingerprint, inputs, run, started)
 
 
-def _usable(a: Artifact) -> bool:
+def usable(a: Artifact) -> bool:
+    """Committed on disk (a deleted artifact is never reused)."""
     return artifacts.is_committed(a.uri)
 
 
@@ -102,10 +106,13 @@ def _execute(store, component, params, fingerprint, inputs, run, started) -> dic
     work_dir = run.work_dir(name, fingerprint)
     if run.force:  # --force recomputes from scratch: no resuming from a crashed attempt
         artifacts.discard(work_dir)
-    ctx = ExecutionContext(run_id=run.run_id, beam_args=run.beam_args, work_dir=work_dir,
-                           log=logging.getLogger(f"pipeline.{name}"))
+    ctx = ExecutionContext(run_id=run.run_id, root=run.root, beam_args=run.beam_args,
+                           work_dir=work_dir, log=logging.getLogger(f"pipeline.{name}"))
+    optional = {k: None for k in component.inputs if k not in inputs}
     try:
-        metrics = component.executor(params, ctx, **inputs, **outputs) or {}
+        with console.stderr_to_log():  # what libraries print while they are imported
+            executor = component.executor
+        metrics = executor(params, ctx, **inputs, **optional, **outputs) or {}
     except BaseException as exc:  # noqa: BLE001 - recorded, then re-raised
         error = describe(exc)
         keep = component.published_on_rejection if isinstance(exc, DataError) else ()

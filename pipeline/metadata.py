@@ -29,7 +29,7 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as pb
 
 from pipeline import locks
-from pipeline.artifacts import Artifact
+from pipeline.artifacts import BLESSING, Artifact
 
 PIPELINE_NAME = "ae_pipeline"
 RUN_CONTEXT = "pipeline_run"
@@ -216,10 +216,15 @@ class MetadataStore:
         return [self._execution_row(e, types) for e in
                 sorted(self.store.get_executions_by_context(ctx.id), key=lambda e: e.id)]
 
-    def artifacts_of(self, execution_id: int, event_type=pb.Event.OUTPUT) -> dict[str, Artifact]:
+    def artifacts_of(self, execution_id: int, event_type=pb.Event.OUTPUT,
+                     live_only: bool = False) -> dict[str, Artifact]:
+        """key -> artifact of one execution's INPUT or OUTPUT events; with `live_only`,
+        None when any of them is no longer LIVE (deleted by `gc`)."""
         events = [e for e in self.store.get_events_by_execution_ids([execution_id])
                   if e.type == event_type]
         by_id = {a.id: a for a in self.store.get_artifacts_by_id([e.artifact_id for e in events])}
+        if live_only and any(a.state != pb.Artifact.LIVE for a in by_id.values()):
+            return None
         types = {t.id: t.name for t in self.store.get_artifact_types()}
         out = {}
         for e in events:
@@ -233,7 +238,8 @@ class MetadataStore:
     def find_cached(self, stage: str, fingerprint: str,
                     usable: Callable[[Artifact], bool]) -> tuple[int, dict[str, Artifact]] | None:
         """The newest COMPLETE execution of `stage` with this fingerprint whose outputs are
-        all still `usable` (committed on disk: a deleted artifact is never reused)."""
+        all LIVE in ML Metadata and still `usable` (committed on disk): a deleted artifact
+        is never reused."""
         try:
             executions = self.store.get_executions_by_type(stage)
         except mlmd_errors.NotFoundError:
@@ -241,7 +247,36 @@ class MetadataStore:
         matches = [e for e in executions if e.last_known_state == pb.Execution.COMPLETE
                    and _get(e.custom_properties["fingerprint"]) == fingerprint]
         for execution in sorted(matches, key=lambda e: e.id, reverse=True):
-            outputs = self.artifacts_of(execution.id)
+            outputs = self.artifacts_of(execution.id, live_only=True)
             if outputs and all(usable(a) for a in outputs.values()):
                 return execution.id, outputs
+        return None
+
+    def _live(self, artifact_id: int) -> bool:
+        [proto] = self.store.get_artifacts_by_id([artifact_id])
+        return proto.state == pb.Artifact.LIVE
+
+    # -- resolution -------------------------------------------------------------------
+    def latest_blessed(self, model_type: str, model_key: str, lineage: str, exclude: str,
+                       usable: Callable[[Artifact], bool]) -> Artifact | None:
+        """The model behind the newest blessing (a ModelBlessing whose `blessed` is true)
+        of this lineage, found as the `model_key` input of the execution that wrote the
+        blessing; models whose fingerprint is `exclude` (the candidate itself) and models
+        no longer usable are passed over (TFX: LatestBlessedModelStrategy)."""
+        try:
+            blessings = self.store.get_artifacts_by_type(BLESSING)
+        except mlmd_errors.NotFoundError:
+            return None
+        for blessing in sorted(blessings, key=lambda a: a.id, reverse=True):
+            props = _props(blessing)
+            if (blessing.state != pb.Artifact.LIVE or props.get("blessed") is not True
+                    or props.get("lineage") != lineage):
+                continue
+            events = self.store.get_events_by_artifact_ids([blessing.id])
+            for execution_id in sorted({e.execution_id for e in events if e.type == pb.Event.OUTPUT}):
+                model = self.artifacts_of(execution_id, pb.Event.INPUT).get(model_key)
+                if (model is not None and model.type == model_type
+                        and model.properties.get("fingerprint") != exclude
+                        and self._live(model.id) and usable(model)):
+                    return model
         return None

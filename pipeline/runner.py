@@ -1,6 +1,8 @@
 """The runner: plans a pipeline (a list of components it is handed) and runs it as a
-Beam pipeline, one step per component as TFX's BeamDagRunner does, each step calling
-the launcher with its upstream steps' artifacts as side inputs.
+Beam pipeline, one step per component as TFX's BeamDagRunner does (pipeline/beam_dag.py).
+When every stage's fingerprint matches a committed execution, the stages are recorded as
+cached one after the other without starting Beam: a scheduled run on unchanged data and
+config then costs about a second, not the imports of TensorFlow and Beam.
 
 A run registers itself in ML Metadata with its owner (pid, host, start), holds its run
 lock for as long as it lives and beats a heartbeat. A run still marked `running` whose
@@ -13,7 +15,6 @@ backup stays in the stage's work directory, so the same command resumes it.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import glob
 import logging
 import os
@@ -23,18 +24,13 @@ import threading
 import time
 from dataclasses import dataclass
 
-import apache_beam as beam
-from apache_beam.options import pipeline_options
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-
 from pipeline import artifacts, fingerprint, locks, summary
 from pipeline.artifacts import Artifact
-from pipeline.component import Component
+from pipeline.component import Component, Resolved
 from pipeline import config as config_lib
 from pipeline.config import Config, Params, key
-from pipeline.errors import ConfigError
-from pipeline.errors import EXIT_OK, EXIT_SKIPPED, PipelineError
-from pipeline.launcher import RunContext, describe, launch
+from pipeline.errors import EXIT_OK, EXIT_SKIPPED, ConfigError, PipelineError
+from pipeline.launcher import RunContext, describe, launch, usable
 from pipeline.metadata import MetadataStore
 
 log = logging.getLogger("pipeline")
@@ -59,6 +55,9 @@ class BeamParams(Params):
         "--direct_running_mode=multi_processing")
 
     def check(self) -> None:
+        from apache_beam.options import pipeline_options
+        from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
         name = "beam.args"
         bad = [a for a in self.args if not a.startswith("--")]
         if bad:
@@ -92,6 +91,7 @@ class Plan:
     config: Config
     params: dict  # component name -> its Params
     fingerprints: dict  # component name -> stage fingerprint
+    resolved: dict  # component name -> {input key: Artifact or None} found in ML Metadata
     beam: BeamParams
 
     def component(self, name: str) -> Component:
@@ -108,22 +108,45 @@ def load_config(components, preset: str | None = None, overrides=()) -> Config:
     return config_lib.load(param_classes(components), preset, overrides)
 
 
-def plan(components, config: Config) -> Plan:
+def plan(components, config: Config, root: str | None = None) -> Plan:
     """Build every stage's parameters (all config checks) and fingerprint (which reads
-    the identity of external data): errors surface here, before any directory exists."""
+    the identity of external data): errors surface here, before any directory exists.
+    `Resolved` inputs (the baseline model) are looked up in the root's ML Metadata, when
+    there is one, and their identity enters the stage's fingerprint."""
+    store = _existing_store(root)
     seen: set[str] = set()
-    params, fingerprints = {}, {}
+    params, fingerprints, resolved = {}, {}, {}
     for c in components:
-        missing = [f"{ch.producer}.{ch.output}" for ch in c.inputs.values() if ch.producer not in seen]
+        missing = [f"{ch.producer}.{ch.output}" for ch in c.channels.values()
+                   if ch.producer not in seen]
         assert not missing, f"{c.name} consumes {missing}, not produced by an earlier component"
         p = c.params.from_config(config)
         params[c.name] = p
-        fingerprints[c.name] = fingerprint.stage_fingerprint(
-            c.name, p.cache_key(),
-            {k: f"{fingerprints[ch.producer]}:{ch.producer}.{ch.output}" for k, ch in c.inputs.items()},
-            c.executor_module)
+        inputs = {k: f"{fingerprints[ch.producer]}:{ch.producer}.{ch.output}"
+                  for k, ch in c.channels.items()}
+        resolved[c.name] = {k: _resolve(store, r, p, inputs[r.candidate])
+                            for k, r in c.inputs.items() if isinstance(r, Resolved)}
+        inputs.update({k: a.properties.get("fingerprint") if a else None
+                       for k, a in resolved[c.name].items()})
+        fingerprints[c.name] = fingerprint.stage_fingerprint(c.name, p.cache_key(), inputs,
+                                                             c.executor_module)
         seen.add(c.name)
-    return Plan(tuple(components), config, params, fingerprints, BeamParams.from_config(config))
+    return Plan(tuple(components), config, params, fingerprints, resolved,
+                BeamParams.from_config(config))
+
+
+def _existing_store(root: str | None) -> MetadataStore | None:
+    """The root's ML Metadata if it exists (planning creates nothing)."""
+    if root is None or not os.path.exists(os.path.join(root, "metadata.sqlite")):
+        return None
+    return MetadataStore(root)
+
+
+def _resolve(store: MetadataStore | None, spec: Resolved, params, candidate: str) -> Artifact | None:
+    if store is None:
+        return None
+    return store.latest_blessed(spec.type, spec.candidate, params.lineage(), exclude=candidate,
+                                usable=usable)
 
 
 # -- liveness ---------------------------------------------------------------------------
@@ -176,21 +199,6 @@ class _Heartbeat(threading.Thread):
             store.update_run(self.run_id, heartbeat=time.time())
 
 
-# -- the Beam DAG -------------------------------------------------------------------------
-
-class _ComponentStep(beam.DoFn):
-    """One component as a Beam step (TFX: _ComponentAsDoFn)."""
-
-    def __init__(self, component: Component, params, fingerprint_: str, run: RunContext):
-        self.component, self.params, self.fingerprint, self.run = component, params, fingerprint_, run
-
-    def process(self, _, **upstream):
-        inputs = {k: Artifact(**upstream[ch.producer][ch.output])
-                  for k, ch in self.component.inputs.items()}
-        outputs = launch(self.component, self.params, self.fingerprint, inputs, self.run)
-        yield {k: dataclasses.asdict(a) for k, a in outputs.items()}
-
-
 def run(p: Plan, root: str, run_id: str, only: str | None = None, force: bool = False,
         skip_if_running: bool = False, command: str = "") -> dict:
     """Run the plan; returns the summary (rendered from ML Metadata). Raises the failing
@@ -221,19 +229,16 @@ def run(p: Plan, root: str, run_id: str, only: str | None = None, force: bool = 
     heartbeat = _Heartbeat(root, run_id)
     heartbeat.start()
     ctx = RunContext(root=root, run_id=run_id, beam_args=p.beam.args, only=only, force=force)
+    components = p.components[: last + 1]
     try:
         summary.write(store, run_id)
-        # The DAG itself is tiny and always runs in-process; the run's Beam options apply
-        # to the executors' data-parallel pipelines.
-        with beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"])) as pipeline:
-            steps = {}
-            for c in p.components[: last + 1]:
-                side = {up: beam.pvalue.AsSingleton(steps[up]) for up in c.upstream}
-                steps[c.name] = (pipeline
-                                 | f"Start[{c.name}]" >> beam.Create([c.name])
-                                 | f"Run[{c.name}]" >> beam.ParDo(
-                                     _ComponentStep(c, p.params[c.name], p.fingerprints[c.name],
-                                                    ctx), **side))
+        if not force and not only and all(store.find_cached(c.name, p.fingerprints[c.name], usable)
+                             for c in components):
+            _record_cached(p, components, ctx)
+        else:
+            from pipeline import beam_dag
+
+            beam_dag.run(components, p.params, p.fingerprints, p.resolved, ctx)
     except BaseException as exc:
         error = _stage_error(store, run_id) or describe(exc)
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
@@ -246,6 +251,15 @@ def run(p: Plan, root: str, run_id: str, only: str | None = None, force: bool = 
         lock.release()
     store.update_run(run_id, status="succeeded", exit_code=EXIT_OK, finished=time.time())
     return summary.write(store, run_id)
+
+
+def _record_cached(p: Plan, components, ctx: RunContext) -> None:
+    """Every stage is a cache hit: the launcher records each as such, in order, no Beam."""
+    outputs: dict[str, dict[str, Artifact]] = {}
+    for c in components:
+        inputs = {k: outputs[ch.producer][ch.output] for k, ch in c.channels.items()}
+        outputs[c.name] = launch(c, p.params[c.name], p.fingerprints[c.name],
+                                 {**inputs, **p.resolved[c.name]}, ctx)
 
 
 def _stage_error(store: MetadataStore, run_id: str) -> dict | None:

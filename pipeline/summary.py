@@ -3,7 +3,8 @@ one record of run state) after every stage, written atomically. Schedulers and p
 read it; nothing reads it back. `runs` and `show` render the same view.
 
 Stage statuses: pending, running, ran, cached, failed, interrupted, abandoned, skipped
-(not reached because an earlier stage failed).
+(not reached because an earlier stage failed). `blessing` and `push` say whether the
+model was blessed and pushed, and why (the artifacts' properties in ML Metadata).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def render(store: MetadataStore, run_id: str) -> dict[str, Any]:
     latest: dict[str, dict] = {}
     for e in store.run_executions(run_id):
         latest[e["stage"]] = e  # ordered by id: the last attempt wins
+    outputs: dict[str, dict] = {}  # stage -> output key -> Artifact
     stages = {}
     for name in run.get("stages", []):
         e = latest.get(name)
@@ -49,6 +51,7 @@ def render(store: MetadataStore, run_id: str) -> dict[str, Any]:
                            if e["outputs"] else None}
         else:
             cached_from = None
+        outputs[name] = e["outputs"]
         stages[name] = {
             "status": _STAGE_STATUS[e["state"]],
             "duration_s": e.get("duration_s", 0.0),
@@ -60,10 +63,18 @@ def render(store: MetadataStore, run_id: str) -> dict[str, Any]:
             "error": e.get("error"),
         }
     finished = run.get("finished")
+    config = run.get("config", {})
+    evaluation = stages.get("evaluate", {}).get("metrics") or {}
+    metric = "neg_elbo" if "neg_elbo" in evaluation else "bce_excess"
     return {
         "run_id": run_id,
         "status": run.get("status"),
         "exit_code": run.get("exit_code"),
+        "dataset": config.get("data", {}).get("dataset"),
+        "variant": config.get("model", {}).get("variant"),
+        "main_metric": {"name": metric, "value": evaluation.get(metric)},
+        "blessing": _properties(outputs, "evaluate", "blessing", BLESSING_FIELDS),
+        "push": _properties(outputs, "push", "pushed_model", PUSH_FIELDS),
         "started": iso(run.get("started")),
         "finished": iso(finished),
         "duration_s": round(float(finished) - float(run["started"]), 1) if finished else None,
@@ -74,8 +85,21 @@ def render(store: MetadataStore, run_id: str) -> dict[str, Any]:
         "stages": stages,
         "preset": run.get("preset") or None,
         "config_changed": run.get("config_changed", {}),
-        "config": run.get("config", {}),
+        "config": config,
+        "gc": run.get("gc"),
     }
+
+
+BLESSING_FIELDS = ("blessed", "reason", "lineage", "metric", "candidate_value", "baseline_value",
+                   "baseline_run_id", "thresholds")
+PUSH_FIELDS = ("pushed", "reason", "version", "destination", "model_name", "forced")
+
+
+def _properties(outputs: dict, stage: str, key: str, fields) -> dict | None:
+    artifact = outputs.get(stage, {}).get(key)
+    if artifact is None:
+        return None
+    return {f: artifact.properties.get(f) for f in fields}
 
 
 def path(root: str, run_id: str) -> str:

@@ -16,7 +16,7 @@ import pytest
 
 import models
 from components.train import executor as train_executor
-from components.train import model_io
+from components.train import model_io, options
 from pipeline.artifacts import MODEL, Artifact
 from pipeline.component import ExecutionContext
 from pipeline.errors import ConfigError, StageError
@@ -245,8 +245,8 @@ def test_cosine_schedule_decays_to_one_percent_and_constant_stays():
 
 
 def test_every_optimizer_and_schedule_the_config_accepts_is_built():
-    for name in train_executor.OPTIMIZERS:
-        for schedule in train_executor.LR_SCHEDULES:
+    for name in options.OPTIMIZERS:
+        for schedule in options.LR_SCHEDULES:
             p = params("train", f"train.optimizer={name}", f"train.lr_schedule={schedule}")
             assert (p.optimizer, p.lr_schedule) == (name, schedule)
             opt = train_executor.make_optimizer(p.optimizer, p.learning_rate, p.lr_schedule, 10)

@@ -1,20 +1,23 @@
 """evaluate: reconstruction metrics on test (BCE, its floor and excess, MSE, PSNR;
-noisy-input error for denoising; ELBO and KL for VAEs), embedding probe, plots. Owns
-the [evaluate] config keys."""
+noisy-input error for denoising; ELBO and KL for VAEs), embedding probe, plots, and the
+blessing gate against the currently blessed model of the same lineage
+(components/evaluate/gate.py). Owns the [evaluate] and [gate] config keys."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from components.evaluate import executor
+from components.evaluate.gate import Thresholds
 from pipeline import artifacts
-from pipeline.component import Channel, Component
+from pipeline.component import Channel, Component, Resolved
 from pipeline.config import Params, key, require
 
 MODEL_KEY = "model"
 MODEL_RUN_KEY = "model_run"
 EXAMPLES_KEY = "examples"
+BASELINE_MODEL_KEY = "baseline_model"
 EVALUATION_KEY = "evaluation"
+BLESSING_KEY = "blessing"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -25,10 +28,38 @@ class EvaluateParams(Params):
                            "test points in the latent scatter (t-SNE for codes > 2-D)")
     finetune_epochs: int = key("evaluate.finetune_epochs", 0,
                                "> 0: also fine-tune encoder + softmax head (stacked AE classifier)")
+    relative_tolerance: float = key(
+        "gate.relative_tolerance", 0.01,
+        "bless when the main metric (bce_excess; neg_elbo for VAEs) is at most the blessed "
+        "baseline's plus this fraction of it")
+    max_bce_excess: float = key(
+        "gate.max_bce_excess", 0.15,
+        "never bless above this BCE excess (predicting the mean image scores 0.249 on "
+        "Fashion-MNIST)")
+    max_neg_elbo: float = key(
+        "gate.max_neg_elbo", 330.0,
+        "VAEs: never bless above this -ELBO in nats/image (the mean image scores 385)")
     seed: int = key("train.seed")
+    # The lineage: models are compared only with blessed models of the same lineage.
+    dataset: str = key("data.dataset")
+    variant: str = key("model.variant")
+    noise_kind: str = key("noise.kind")
+    noise_factor: float = key("noise.factor")
     grid_images: int = 10  # columns of the reconstruction grid; rows of the VAE sample grid
 
+    def lineage(self) -> str:
+        noise = "clean" if self.noise_kind == "none" else f"{self.noise_kind}:{self.noise_factor:g}"
+        return f"{self.dataset}/{self.variant}/{noise}"
+
+    @property
+    def thresholds(self) -> Thresholds:
+        return Thresholds(self.relative_tolerance, self.max_bce_excess, self.max_neg_elbo)
+
     def check(self) -> None:
+        require(0.0 <= self.relative_tolerance <= 1.0, "gate.relative_tolerance", "0..1",
+                self.relative_tolerance)
+        require(self.max_bce_excess > 0.0, "gate.max_bce_excess", "> 0", self.max_bce_excess)
+        require(self.max_neg_elbo > 0.0, "gate.max_neg_elbo", "> 0", self.max_neg_elbo)
         require(self.probe_max_train >= 0, "evaluate.probe_max_train", ">= 0 (0 = all)",
                 self.probe_max_train)
         require(10 <= self.tsne_points <= 20000, "evaluate.tsne_points", "10..20000",
@@ -41,9 +72,10 @@ EVALUATE = Component(
     name="evaluate",
     inputs={MODEL_KEY: Channel(artifacts.MODEL, "train", "model"),
             MODEL_RUN_KEY: Channel(artifacts.MODEL_RUN, "train", "model_run"),
-            EXAMPLES_KEY: Channel(artifacts.EXAMPLES, "transform", "transformed_examples")},
-    outputs={EVALUATION_KEY: artifacts.EVALUATION},
+            EXAMPLES_KEY: Channel(artifacts.EXAMPLES, "transform", "transformed_examples"),
+            BASELINE_MODEL_KEY: Resolved(artifacts.MODEL, candidate=MODEL_KEY)},
+    outputs={EVALUATION_KEY: artifacts.EVALUATION, BLESSING_KEY: artifacts.BLESSING},
     params=EvaluateParams,
-    executor=executor.run,
-    description="test-set metrics and plots",
+    executor_module="components.evaluate.executor",
+    description="test-set metrics, plots, and the blessing gate",
 )

@@ -3,6 +3,8 @@
 Output `evaluation`: metrics.json (every number, plus notes on how each was computed) and
 the PNGs: reconstructions.png, loss_curves.png, latent_scatter.png, and for VAEs
 prior_samples.png, latent_manifold.png (2-D codes), code_sweep.png (vae_tril).
+Output `blessing`: the gate's decision against the blessed baseline (gate.py): an empty
+BLESSED or NOT_BLESSED file, as TFX writes them, and blessing.json.
 
 Metric definitions: components/evaluate/metrics.py (README, "Metrics").
 """
@@ -24,6 +26,7 @@ from tensorflow.io import gfile
 
 from components import examples_io
 from components import features as F
+from components.evaluate import gate
 from components.evaluate import metrics as M
 from components.evaluate import plots, probe
 from components.train import model_io
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
 
 BATCH = 512
 METRICS_JSON = "metrics.json"
+BLESSING_JSON = "blessing.json"
 
 
 def predict(fn, x: np.ndarray, batch: int = BATCH) -> np.ndarray:
@@ -59,7 +63,8 @@ def read_history(model_run: Artifact) -> dict[str, list]:
 
 
 def run(params: EvaluateParams, ctx: ExecutionContext, *, model: Artifact, model_run: Artifact,
-        examples: Artifact, evaluation: Artifact) -> dict:
+        examples: Artifact, baseline_model: Artifact | None, evaluation: Artifact,
+        blessing: Artifact) -> dict:
     log = ctx.log
     t_start = time.perf_counter()
     seed, grid_k = params.seed, params.grid_images
@@ -71,7 +76,6 @@ def run(params: EvaluateParams, ctx: ExecutionContext, *, model: Artifact, model
     input_feature = info["input_feature"]
     denoising = input_feature == F.NOISY_IMAGE
     variational = bool(getattr(model, "is_variational", False))
-    keras.utils.set_random_seed(seed)
     log.info("evaluate: %s (latent_dim %d%s) on the test split", info["variant"],
              model.latent_dim, ", denoising" if denoising else "")
 
@@ -86,31 +90,22 @@ def run(params: EvaluateParams, ctx: ExecutionContext, *, model: Artifact, model
         "bce_floor": "mean per-pixel entropy of the targets (the BCE of a perfect model)",
         "psnr": f"per image with MAX=1, averaged; capped at {M.PSNR_CAP_DB:g} dB",
     }
-    result.update(M.reconstruction(target, recon))
+    result.update(_reconstruction_metrics(model, info, x_in, target, recon, seed))
     if denoising:
         result.update(M.denoising(target, x_in, recon))
         notes["denoise_mse_reduction"] = "1 - mse(model) / mse(noisy input)"
-
     if variational:
         notes["reconstruction"] = "VAE: reconstruct() decodes the posterior mean"
-        recon_nats, kl = [], []
-        for i in range(0, len(x_in), BATCH):
-            r, k = model.elbo_terms(tf.constant(x_in[i:i + BATCH]),
-                                    tf.constant(target[i:i + BATCH]))
-            recon_nats.append(np.asarray(r, np.float64))
-            kl.append(np.asarray(k, np.float64))
-        recon_nats, kl = np.concatenate(recon_nats), np.concatenate(kl)
-        result.update({
-            "neg_elbo": float((recon_nats + kl).mean()),
-            "neg_elbo_reconstruction": float(recon_nats.mean()),
-            "kl": float(kl.mean()),
-            "beta": float(info["beta"]),
-            "beta_weighted_loss": float((recon_nats + float(info["beta"]) * kl).mean()),
-        })
         notes["neg_elbo"] = ("nats/image = 784-pixel BCE sum of the clean target under the "
                              "decoding of ONE posterior sample z ~ q(z|x) (the training "
                              "estimator) + ANALYTIC KL(q(z|x) || N(0, I)); beta not applied "
                              "(beta_weighted_loss applies it)")
+
+    decision = _gate(params, variational, M.rounded(result), baseline_model, x_in, target, seed,
+                     log)
+    _write_blessing(blessing, decision, params)
+    result["blessed"] = decision["blessed"]
+    keras.utils.set_random_seed(seed)  # the probe and plots as without a baseline
 
     # Embedding quality: a linear probe on the code of clean images vs on raw pixels.
     train = examples_io.load_split(examples, "train", noisy=False)  # read once, used by both
@@ -156,6 +151,61 @@ def run(params: EvaluateParams, ctx: ExecutionContext, *, model: Artifact, model
     return result
 
 
+def _reconstruction_metrics(model, info, x_in, target, recon, seed) -> dict:
+    """The test-split numbers the gate compares, the same way for candidate and baseline."""
+    result = M.reconstruction(target, recon)
+    if not getattr(model, "is_variational", False):
+        return result
+    keras.utils.set_random_seed(seed)  # one posterior sample per image: the same draws
+    recon_nats, kl = [], []
+    for i in range(0, len(x_in), BATCH):
+        r, k = model.elbo_terms(tf.constant(x_in[i:i + BATCH]), tf.constant(target[i:i + BATCH]))
+        recon_nats.append(np.asarray(r, np.float64))
+        kl.append(np.asarray(k, np.float64))
+    recon_nats, kl = np.concatenate(recon_nats), np.concatenate(kl)
+    return {**result,
+            "neg_elbo": float((recon_nats + kl).mean()),
+            "neg_elbo_reconstruction": float(recon_nats.mean()),
+            "kl": float(kl.mean()),
+            "beta": float(info["beta"]),
+            "beta_weighted_loss": float((recon_nats + float(info["beta"]) * kl).mean())}
+
+
+def _gate(params, variational, candidate, baseline_model, x_in, target, seed, log) -> dict:
+    """Measure the blessed baseline (if any) on this same test split, then decide."""
+    metric = gate.main_metric(variational)
+    baseline = None
+    if baseline_model is not None:
+        base = model_io.load_model(baseline_model)
+        base_info = model_io.read_model_json(baseline_model)
+        baseline = M.rounded(_reconstruction_metrics(
+            base, base_info, x_in, target, predict(base.reconstruct, x_in), seed))
+    decision = gate.decide(metric, candidate, baseline, params.thresholds)
+    decision["lineage"] = params.lineage()
+    decision["baseline_model"] = None if baseline_model is None else {
+        "run_id": baseline_model.properties.get("run_id"), "artifact_id": baseline_model.id,
+        "metrics": baseline}
+    log.info("evaluate: %s: %s", "BLESSED" if decision["blessed"] else "not blessed",
+             decision["reason"])
+    return decision
+
+
+def _write_blessing(blessing: Artifact, decision: dict, params) -> None:
+    """TFX's layout (an empty BLESSED or NOT_BLESSED file) plus blessing.json with the
+    decision; the decision is also the artifact's properties, so ML Metadata holds it."""
+    marker = "BLESSED" if decision["blessed"] else "NOT_BLESSED"
+    with gfile.GFile(posixpath.join(blessing.uri, marker), "w") as f:
+        f.write("")
+    with gfile.GFile(posixpath.join(blessing.uri, BLESSING_JSON), "w") as f:
+        json.dump(decision, f, indent=2, sort_keys=True)
+    blessing.properties.update({
+        "blessed": decision["blessed"], "reason": decision["reason"],
+        "lineage": decision["lineage"], "metric": decision["metric"],
+        "candidate_value": decision["candidate"], "baseline_value": decision["baseline"],
+        "baseline_run_id": (decision["baseline_model"] or {}).get("run_id"),
+        "thresholds": decision["thresholds"]})
+
+
 def _probe(model, train, test, params, seed, log) -> dict:
     t0 = time.perf_counter()
     idx = probe.subsample(len(train[F.LABEL]), params.probe_max_train, seed)
@@ -199,7 +249,8 @@ def _latent_scatter(model, test, params, seed, out_uri, log) -> str:
         panels = [(f"t-SNE of the {z.shape[1]}-D code", probe.tsne_2d(z, seed)),
                   ("t-SNE of raw pixels", probe.tsne_2d(images, seed))]
         log.info("evaluate: t-SNE of %d test points in %.1fs", len(idx), time.perf_counter() - t0)
-    plots.scatter_panels(panels, labels, posixpath.join(out_uri, "latent_scatter.png"))
+    plots.scatter_panels(panels, labels, posixpath.join(out_uri, "latent_scatter.png"),
+                         F.CLASS_NAMES[params.dataset])
     return "latent_scatter.png"
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from components.export import executor
 from pipeline import artifacts
 from pipeline.component import Channel, Component
 from pipeline.config import Params
@@ -27,6 +26,6 @@ EXPORT = Component(
             EXAMPLES_KEY: Channel(artifacts.EXAMPLES, "transform", "transformed_examples")},
     outputs={SAVED_MODEL_KEY: artifacts.SAVED_MODEL, EMBEDDINGS_KEY: artifacts.EMBEDDINGS},
     params=ExportParams,
-    executor=executor.run,
+    executor_module="components.export.executor",
     description="SavedModel + embeddings",
 )

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from components.ingest import executor, sources
+from components.ingest import sources
 from pipeline import artifacts
 from pipeline.component import Component
 from pipeline.config import Params, key, require
@@ -49,6 +49,6 @@ INGEST = Component(
     inputs={},
     outputs={EXAMPLES_KEY: artifacts.EXAMPLES},
     params=IngestParams,
-    executor=executor.run,
+    executor_module="components.ingest.executor",
     description="read the dataset, write sharded TFRecords per split",
 )

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import models
-from components.train import executor
+from components.train.options import LR_SCHEDULES, OPTIMIZERS
 from pipeline import artifacts
 from pipeline.component import Channel, Component
 from pipeline.config import Params, key, require
@@ -31,7 +31,7 @@ class TrainParams(Params):
     # reference recipe (RMSprop, batch 256, constant rate) within a 30-epoch budget.
     epochs: int = key("train.epochs", 30, "maximum epochs")
     batch_size: int = key("train.batch_size", 64, "examples per step")
-    optimizer: str = key("train.optimizer", "adam", f"one of {', '.join(executor.OPTIMIZERS)}")
+    optimizer: str = key("train.optimizer", "adam", f"one of {', '.join(OPTIMIZERS)}")
     learning_rate: float = key("train.learning_rate", 1e-3, "initial learning rate")
     lr_schedule: str = key("train.lr_schedule", "cosine",
                            "constant, or cosine: decays to 1% over the planned epochs")
@@ -60,12 +60,12 @@ class TrainParams(Params):
         require(self.activity_l1 >= 0.0, "model.activity_l1", ">= 0", self.activity_l1)
         require(1 <= self.epochs <= 10000, "train.epochs", "1..10000", self.epochs)
         require(1 <= self.batch_size <= 65536, "train.batch_size", "1..65536", self.batch_size)
-        require(self.optimizer in executor.OPTIMIZERS, "train.optimizer",
-                f"one of {tuple(executor.OPTIMIZERS)}", self.optimizer)
+        require(self.optimizer in OPTIMIZERS, "train.optimizer",
+                f"one of {tuple(OPTIMIZERS)}", self.optimizer)
         require(0.0 < self.learning_rate < 10.0, "train.learning_rate", "a rate in (0, 10)",
                 self.learning_rate)
-        require(self.lr_schedule in executor.LR_SCHEDULES, "train.lr_schedule",
-                f"one of {executor.LR_SCHEDULES}", self.lr_schedule)
+        require(self.lr_schedule in LR_SCHEDULES, "train.lr_schedule",
+                f"one of {LR_SCHEDULES}", self.lr_schedule)
         require(0 <= self.seed < 2**31, "train.seed", "0..2**31-1", self.seed)
         require(self.early_stopping_patience >= 0, "train.early_stopping_patience",
                 ">= 0 (0 = off)", self.early_stopping_patience)
@@ -79,6 +79,6 @@ TRAIN = Component(
     inputs={EXAMPLES_KEY: Channel(artifacts.EXAMPLES, "transform", "transformed_examples")},
     outputs={MODEL_KEY: artifacts.MODEL, MODEL_RUN_KEY: artifacts.MODEL_RUN},
     params=TrainParams,
-    executor=executor.run,
+    executor_module="components.train.executor",
     description="fit the autoencoder (GPU when visible)",
 )

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 from components import examples_io
 from components import features as F
 from components.train import model_io
+from components.train.options import OPTIMIZERS
 from pipeline.errors import StageError
 
 if TYPE_CHECKING:
@@ -59,13 +60,12 @@ def device_name() -> tuple[str, list]:
     return (name if len(gpus) == 1 else f"{len(gpus)} x {name}"), gpus
 
 
-# The names train.optimizer and train.lr_schedule accept (TrainParams.check uses them).
-OPTIMIZERS = {
+_OPTIMIZER_CLASSES = {
     "adam": keras.optimizers.Adam,
     "rmsprop": keras.optimizers.RMSprop,
     "sgd": lambda rate: keras.optimizers.SGD(rate, momentum=0.9),
 }
-LR_SCHEDULES = ("constant", "cosine")
+assert tuple(_OPTIMIZER_CLASSES) == OPTIMIZERS, "components/train/options.py lists the names"
 
 
 def make_optimizer(name: str, learning_rate: float, schedule: str, total_steps: int):
@@ -75,7 +75,7 @@ def make_optimizer(name: str, learning_rate: float, schedule: str, total_steps: 
     if schedule == "cosine":
         learning_rate = keras.optimizers.schedules.CosineDecay(
             learning_rate, decay_steps=max(total_steps, 1), alpha=0.01)
-    return OPTIMIZERS[name](learning_rate)
+    return _OPTIMIZER_CLASSES[name](learning_rate)
 
 
 class EpochLogger(keras.callbacks.Callback):

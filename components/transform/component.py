@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from components.transform import executor, noise
+from components.transform import noise
 from pipeline import artifacts
 from pipeline.component import Channel, Component
 from pipeline.config import Params, key, require
@@ -53,7 +53,7 @@ TRANSFORM = Component(
     outputs={TRANSFORMED_EXAMPLES_KEY: artifacts.EXAMPLES, STATISTICS_KEY: artifacts.STATISTICS,
              ANOMALIES_KEY: artifacts.ANOMALIES},
     params=TransformParams,
-    executor=executor.run,
+    executor_module="components.transform.executor",
     description="normalize to [0,1], add noise, validate against schemas/normalized",
     published_on_rejection=(STATISTICS_KEY, ANOMALIES_KEY),
 )

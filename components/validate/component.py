@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from components.validate import executor
 from pipeline import artifacts
 from pipeline.component import Channel, Component
 from pipeline.config import Params
@@ -30,7 +29,7 @@ VALIDATE = Component(
     inputs={EXAMPLES_KEY: Channel(artifacts.EXAMPLES, "ingest", "examples")},
     outputs={STATISTICS_KEY: artifacts.STATISTICS, ANOMALIES_KEY: artifacts.ANOMALIES},
     params=ValidateParams,
-    executor=executor.run,
+    executor_module="components.validate.executor",
     description="TFDV statistics and anomalies against schemas/raw",
     published_on_rejection=(STATISTICS_KEY, ANOMALIES_KEY),
 )

@@ -1,0 +1,56 @@
+"""push: a blessed SavedModel copied atomically into the layout TensorFlow Serving
+watches, `<serving_dir>/<model_name>/<version>/`, versions integers that only grow
+(TFX's Pusher). An unblessed candidate is not pushed and the run still succeeds; the
+PushedModel artifact says whether it was pushed and why. Owns the [push] config keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline import artifacts
+from pipeline.component import Channel, Component
+from pipeline.config import Params, key, require
+
+SAVED_MODEL_KEY = "saved_model"
+BLESSING_KEY = "blessing"
+PUSHED_MODEL_KEY = "pushed_model"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PushParams(Params):
+    serving_dir: str = key("push.serving_dir", "serving",
+                           "TensorFlow Serving's model base path; relative to the root "
+                           "unless absolute")
+    model_name: str = key("push.model_name", "",
+                          "the served model's name; '' = <dataset>_<variant>[_<noise>]")
+    force: bool = key("push.force", False,
+                      "push even when not blessed (the CLI's --force-push)")
+    dataset: str = key("data.dataset")
+    variant: str = key("model.variant")
+    noise_kind: str = key("noise.kind")
+
+    @property
+    def name(self) -> str:
+        if self.model_name:
+            return self.model_name
+        noise = "" if self.noise_kind == "none" else f"_{self.noise_kind}"
+        return f"{self.dataset}_{self.variant}{noise}"
+
+    def check(self) -> None:
+        require(bool(self.serving_dir.strip()) and "://" not in self.serving_dir,
+                "push.serving_dir", "a local or mounted directory (object stores: not yet)",
+                self.serving_dir)
+        require(self.model_name == "" or (self.model_name.replace("_", "").replace("-", "")
+                                          .isalnum() and self.model_name[0] not in "-_"),
+                "push.model_name", "'' or letters, digits, '_', '-'", self.model_name)
+
+
+PUSH = Component(
+    name="push",
+    inputs={SAVED_MODEL_KEY: Channel(artifacts.SAVED_MODEL, "export", "saved_model"),
+            BLESSING_KEY: Channel(artifacts.BLESSING, "evaluate", "blessing")},
+    outputs={PUSHED_MODEL_KEY: artifacts.PUSHED_MODEL},
+    params=PushParams,
+    executor_module="components.push.executor",
+    description="copy a blessed SavedModel into the serving directory",
+)

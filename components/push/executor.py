@@ -1,0 +1,85 @@
+"""push: copy a blessed SavedModel to `<serving_dir>/<model_name>/<version>/`.
+
+TensorFlow Serving loads the highest integer version under its model base path and
+ignores other names, so the copy is made under a `.tmp-` name and renamed into place
+(one atomic step on a local filesystem): Serving never sees half a model. Versions only
+grow: the next one is above every version directory present and above the highest ever
+pushed (`.last_version`, so deleting the newest directory never reissues its number).
+A lock file in the model directory orders pushes from overlapping runs, even of other
+pipeline roots that share the serving directory.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import uuid
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from components.push.component import PushParams
+    from pipeline.artifacts import Artifact
+    from pipeline.component import ExecutionContext
+
+PUSH_JSON = "push.json"
+LAST_VERSION = ".last_version"
+LOCK = ".push.lock"
+
+
+def run(params: PushParams, ctx: ExecutionContext, *, saved_model: Artifact, blessing: Artifact,
+        pushed_model: Artifact) -> dict:
+    blessed = blessing.properties.get("blessed") is True
+    why = blessing.properties.get("reason", "no reason recorded")
+    record = {"pushed": False, "version": None, "destination": None, "model_name": params.name,
+              "blessed": blessed, "forced": False}
+    if blessed or params.force:
+        base = os.path.join(ctx.root, params.serving_dir)  # an absolute serving_dir wins
+        version, destination = _push(os.path.join(saved_model.uri, saved_model.properties["path"]),
+                                     os.path.join(base, params.name))
+        record.update(pushed=True, version=version, destination=destination,
+                      forced=not blessed,
+                      reason=(f"blessed: {why}" if blessed else
+                              f"forced (--force-push) although not blessed: {why}"))
+        ctx.log.info("push: %s version %d -> %s", params.name, version, destination)
+    else:
+        record["reason"] = f"not blessed: {why}"
+        ctx.log.info("push: not pushed (not blessed)")
+    with open(os.path.join(pushed_model.uri, PUSH_JSON), "w") as f:
+        json.dump(record, f, indent=2, sort_keys=True)
+    pushed_model.properties.update(record)
+    return {k: record[k] for k in ("pushed", "version", "reason", "model_name")}
+
+
+def _push(source: str, model_dir: str) -> tuple[int, str]:
+    os.makedirs(model_dir, exist_ok=True)
+    with open(os.path.join(model_dir, LOCK), "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+        version = _next_version(model_dir)
+        staging = os.path.join(model_dir, f".tmp-{version}-{uuid.uuid4().hex[:8]}")
+        try:
+            shutil.copytree(source, staging)
+            destination = os.path.join(model_dir, str(version))
+            os.rename(staging, destination)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        _write_atomically(os.path.join(model_dir, LAST_VERSION), f"{version}\n")
+    return version, destination
+
+
+def _next_version(model_dir: str) -> int:
+    present = [int(n) for n in os.listdir(model_dir) if n.isdigit()]
+    try:
+        with open(os.path.join(model_dir, LAST_VERSION)) as f:
+            present.append(int(f.read().strip() or 0))
+    except FileNotFoundError:
+        pass
+    return max([*present, 0]) + 1
+
+
+def _write_atomically(path: str, text: str) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
