@@ -1,4 +1,4 @@
-"""Command line: `run_pipeline.py run | runs | show`.
+"""Command line: `run_pipeline.py run | runs | show | lineage | diff | gc | config`.
 
 Exit codes (stable, for schedulers; pipeline/errors.py): 0 success, 2 invalid config or
 usage, 3 data rejected (missing, corrupt or anomalous input), 4 a stage failed, 75 skipped
@@ -53,13 +53,28 @@ def _parser(stage_names: list[str] | None = None) -> argparse.ArgumentParser:
     c.add_argument("--config", help="preset name or TOML file to show the values of")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     c.add_argument("--json", action="store_true", help="machine-readable output")
-    for name, help_ in (("runs", "list the runs under the root, newest first"),
-                        ("show", "one run: status, stages, metrics, artifacts, errors")):
-        s = sub.add_parser(name, help=help_)
-        if name == "show":
-            s.add_argument("run_id")
-        s.add_argument("--root", default=DEFAULT_ROOT)
-        s.add_argument("--json", action="store_true", help="machine-readable output")
+    s = sub.add_parser("runs", help="the runs under the root, newest first")
+    s.add_argument("--status", help="only runs with this status (succeeded, failed, ...)")
+    s.add_argument("--dataset", help="only runs on this dataset")
+    s.add_argument("--variant", help="only runs of this model variant")
+    s.add_argument("--blessed", action="store_true", help="only runs whose model was blessed")
+    s.add_argument("--limit", type=int, help="at most this many rows")
+    s = sub.add_parser("show", help="one run: config, stages, metrics, artifacts, blessing, push")
+    s.add_argument("run_id")
+    s = sub.add_parser("lineage", help="what made an artifact, from what (back to the source "
+                                       "files), and which runs reused it")
+    s.add_argument("target", metavar="PATH|ARTIFACT_ID")
+    s = sub.add_parser("diff", help="two runs side by side: config and metrics")
+    s.add_argument("run_a")
+    s.add_argument("run_b")
+    s = sub.add_parser("gc", help="delete artifacts of runs outside the retention policy")
+    s.add_argument("--keep-last", type=int, metavar="N", help="keep the N newest runs")
+    s.add_argument("--keep-days", type=float, metavar="D", help="keep runs of the last D days")
+    s.add_argument("--dry-run", action="store_true", help="say what would go, delete nothing")
+    for name in ("runs", "show", "lineage", "diff", "gc"):
+        sub.choices[name].add_argument("--root", default=DEFAULT_ROOT)
+        sub.choices[name].add_argument("--json", action="store_true",
+                                       help="machine-readable output")
     return p
 
 
@@ -75,7 +90,11 @@ def main(create_pipeline: Callable[[], list], argv: list[str] | None = None) -> 
         return _run(create_pipeline, args, argv)
     if args.command == "config":
         return _config(create_pipeline, args)
-    return _inspect(args)
+    try:
+        return _inspect(args)
+    except BrokenPipeError:  # `... | head`: the reader has what it wanted
+        sys.stderr.close()
+        return EXIT_OK
 
 
 def _new_run_id() -> str:
@@ -138,8 +157,10 @@ def _run(create_pipeline, args, argv) -> int:
             error = describe(e)
         where = f" in stage {error['stage']}" if error.get("stage") else ""
         outcome = {"interrupted": "interrupted", "skipped": "skipped"}.get(error["kind"], "FAILED")
-        log.error("run %s %s (exit %d)%s: %s", run_id, outcome, error["exit_code"], where,
-                  error["message"].splitlines()[0])
+        # A skip is expected under a schedule: a warning, so `--log-level error` hides it.
+        level = logging.WARNING if error["kind"] == "skipped" else logging.ERROR
+        log.log(level, "run %s %s (exit %d)%s: %s", run_id, outcome, error["exit_code"], where,
+                error["message"].splitlines()[0])
         if len(error["message"].splitlines()) > 1:
             log.error("%s", "\n".join(error["message"].splitlines()[1:]))
         log.info("summary: %s, log: %s", os.path.join(run_dir, "summary.json"),
@@ -183,73 +204,78 @@ def _config(create_pipeline, args) -> int:
     return EXIT_OK
 
 
-HEADLINE = ("bce", "bce_excess", "neg_elbo", "psnr", "probe_accuracy", "best_val_loss",
-            "images_per_second", "num_examples", "embeddings")
-
-
-def _headline(metrics: dict) -> str:
-    return " ".join(f"{k}={metrics[k]}" for k in HEADLINE if k in (metrics or {}))
-
-
 def _print_stages(s: dict) -> None:
+    from pipeline.inspection import headline
+
     print(f"run {s['run_id']}: {s['status']}")
     for name, st in s["stages"].items():
         print(f"  {name:<10} {st['status']:<11} {st.get('duration_s') or 0:>8.1f}s  "
-              f"{_headline(st.get('metrics'))}")
+              f"{headline(st.get('metrics'))}")
+    if s.get("blessing"):
+        print(f"  blessed: {'yes' if s['blessing']['blessed'] else 'no'}: {s['blessing']['reason']}")
+    if s.get("push"):
+        version = f" (version {s['push']['version']})" if s["push"]["pushed"] else ""
+        print(f"  pushed: {'yes' if s['push']['pushed'] else 'no'}{version}")
 
 
 def _inspect(args) -> int:
-    from pipeline import runner, summary
+    from pipeline import inspection, runner, summary
     from pipeline.metadata import MetadataStore
 
     root = os.path.abspath(args.root) if "://" not in args.root else args.root
     if not os.path.exists(os.path.join(root, "metadata.sqlite")):
-        print(f"no runs under {root}", file=sys.stderr)
-        return EXIT_CONFIG if args.command == "show" else EXIT_OK
+        if args.command == "runs":
+            print("[]" if args.json else f"no runs under {root}")
+            return EXIT_OK
+        log.error("no pipeline root at %s (no metadata.sqlite) (exit %d)", root, EXIT_CONFIG)
+        return EXIT_CONFIG
     store = MetadataStore(root)
+    if args.command == "gc":
+        return _gc(args, root)
     runner.sweep_abandoned(store)
-    if args.command == "show":
-        if not store.run_exists(args.run_id):
-            print(f"no run {args.run_id!r} under {root}", file=sys.stderr)
-            return EXIT_CONFIG
-        view = summary.render(store, args.run_id)
-        print(json.dumps(view, indent=2, default=str) if args.json else _show_text(view))
+
+    def view(run_id: str) -> dict | None:
+        if not store.run_exists(run_id):
+            log.error("no run %r under %s (see `runs --root %s`) (exit %d)", run_id, root,
+                      args.root, EXIT_CONFIG)
+            return None
+        return summary.render(store, run_id)
+
+    def emit(data, text: str) -> int:
+        print(json.dumps(data, indent=2, default=str) if args.json else text)
         return EXIT_OK
+
+    if args.command == "show":
+        v = view(args.run_id)
+        return EXIT_CONFIG if v is None else emit(v, inspection.show_text(v, root))
+    if args.command == "diff":
+        a, b = view(args.run_a), view(args.run_b)
+        if a is None or b is None:
+            return EXIT_CONFIG
+        d = inspection.diff(a, b)
+        return emit(d, inspection.diff_text(d))
+    if args.command == "lineage":
+        found = inspection.find_artifact(store, args.target)
+        if found is None:
+            log.error("lineage: %s is not an artifact id or a path inside an artifact of %s "
+                      "(exit %d)", args.target, root, EXIT_CONFIG)
+            return EXIT_CONFIG
+        node = inspection.lineage(store, *found)
+        return emit(node, inspection.lineage_text(node))
     views = sorted((summary.render(store, r["run_id"]) for r in store.list_runs()),
                    key=lambda v: v["started"] or "", reverse=True)
-    if args.json:
-        print(json.dumps([{k: v[k] for k in ("run_id", "status", "exit_code", "started",
-                                              "finished", "duration_s", "error")}
-                          | {"stages": {n: st["status"] for n, st in v["stages"].items()}}
-                          for v in views], indent=2, default=str))
-        return EXIT_OK
-    print(f"{'run id':<26} {'status':<11} {'exit':>4}  {'started':<25} {'took':>7}  stages")
-    for v in views:
-        took = f"{v['duration_s']:.0f}s" if v["duration_s"] is not None else "-"
-        stages = " ".join(f"{n}:{st['status']}" for n, st in v["stages"].items())
-        exit_code = "-" if v["exit_code"] is None else v["exit_code"]
-        print(f"{v['run_id']:<26} {v['status']:<11} {exit_code:>4}  {v['started'] or '-':<25} "
-              f"{took:>7}  {stages}")
+    rows = inspection.filter_rows([inspection.run_row(v) for v in views], args.status,
+                                  args.dataset, args.variant, args.blessed or None, args.limit)
+    return emit(rows, inspection.runs_text(rows))
+
+
+def _gc(args, root: str) -> int:
+    from pipeline import gc
+
+    try:
+        result = gc.collect(root, args.keep_last, args.keep_days, args.dry_run)
+    except PipelineError as e:
+        log.error("gc: %s (exit %d)", e, e.exit_code)
+        return e.exit_code
+    print(json.dumps(result, indent=2, default=str) if args.json else gc.render_text(result))
     return EXIT_OK
-
-
-def _show_text(v: dict) -> str:
-    lines = [f"run {v['run_id']}: {v['status']} (exit {v['exit_code']})",
-             f"  started {v['started']}, finished {v['finished'] or '-'}, "
-             f"owner pid {v['owner']['pid']} on {v['owner']['host']}, "
-             f"last heartbeat {v['owner']['heartbeat']}",
-             f"  command: {v.get('command') or '-'}",
-             f"  config: preset {v.get('preset') or '(defaults)'}; changed from the defaults: "
-             + (", ".join(f"{k}={val}" for k, val in v["config_changed"].items()) or "nothing")]
-    if v.get("error"):
-        lines.append(f"  error: [{v['error'].get('kind')}] {v['error'].get('message')}")
-    for name, st in v["stages"].items():
-        cached = (f" from run {st['cached_from']['run_id']}" if st.get("cached_from") else "")
-        lines.append(f"  {name:<10} {st['status']}{cached} in {st.get('duration_s') or 0:.1f}s")
-        if st.get("metrics"):
-            lines.append(f"      metrics: {_headline(st['metrics']) or json.dumps(st['metrics'])}")
-        for k, uri in (st.get("artifacts") or {}).items():
-            lines.append(f"      {k}: {uri}")
-        if st.get("error"):
-            lines.append(f"      error: {st['error']['message']}")
-    return "\n".join(lines)

@@ -99,7 +99,8 @@ def _execute(store, component, params, fingerprint, inputs, run, started) -> dic
     staged = {k: artifacts.begin(run.artifact_uri(name, k)) for k in component.outputs}
     outputs = {k: Artifact(type=t, uri=staged[k]) for k, t in component.outputs.items()}
     execution_id = store.put_execution(run.run_id, name, "running",
-                                       {"fingerprint": fingerprint, "started": started},
+                                       {"fingerprint": fingerprint, "started": started,
+                                        "params": params.cache_key()},
                                        inputs=inputs)
     summary.write(store, run.run_id)
     log.info("[%s] started: %s", name, component.description)

@@ -234,6 +234,36 @@ class MetadataStore:
                                                 properties=_props(proto))
         return out
 
+    # -- lineage ------------------------------------------------------------------------
+    def artifact(self, artifact_id: int) -> tuple[Artifact, str] | None:
+        """An artifact and its state (live, deleted, ...), by ML Metadata id."""
+        found = self.store.get_artifacts_by_id([artifact_id])
+        return self._with_state(found[0]) if found else None
+
+    def artifact_by_uri(self, uri: str) -> tuple[Artifact, str] | None:
+        found = self.store.get_artifacts_by_uri(self._relative(uri))
+        return self._with_state(max(found, key=lambda a: a.id)) if found else None
+
+    def _with_state(self, proto: pb.Artifact) -> tuple[Artifact, str]:
+        types = {t.id: t.name for t in self.store.get_artifact_types()}
+        artifact = Artifact(type=types[proto.type_id], uri=self.absolute(proto.uri), id=proto.id,
+                            properties=_props(proto))
+        return artifact, pb.Artifact.State.Name(proto.state).lower()
+
+    def uses(self, artifact_id: int) -> list[tuple[str, str, dict[str, Any]]]:
+        """Every (event: "input" or "output", run id, execution row) touching an artifact,
+        oldest first: who made it, who reused it from the cache, who consumed it."""
+        events = self.store.get_events_by_artifact_ids([artifact_id])
+        types = {t.id: t.name for t in self.store.get_execution_types()}
+        rows = []
+        for e in sorted(events, key=lambda e: (e.execution_id, e.type)):
+            [execution] = self.store.get_executions_by_id([e.execution_id])
+            runs = [c.name for c in self.store.get_contexts_by_execution(e.execution_id)
+                    if c.type_id == self._type_id("context", RUN_CONTEXT)]
+            rows.append(("output" if e.type == pb.Event.OUTPUT else "input",
+                         runs[0] if runs else "?", self._execution_row(execution, types)))
+        return rows
+
     # -- cache ------------------------------------------------------------------------
     def find_cached(self, stage: str, fingerprint: str,
                     usable: Callable[[Artifact], bool]) -> tuple[int, dict[str, Artifact]] | None:

@@ -65,11 +65,16 @@ def train(examples, root, variant, epochs, *overrides) -> dict[str, Artifact]:
     return outputs
 
 
-def evaluate(examples, trained, root, *overrides):
+def evaluate(examples, trained, root, *overrides, baseline=None, blessing=None):
     p = dataclasses.replace(params("evaluate", *EVALUATE_KEYS, *overrides),
                             grid_images=GRID_IMAGES)
     outputs = output_artifacts("evaluate", root)
-    metrics = run_executor("evaluate", p, {"examples": examples, **trained}, outputs)
+    inputs = {"examples": examples, **trained}
+    if baseline is not None:
+        inputs["baseline_model"] = baseline["model"]
+    metrics = run_executor("evaluate", p, inputs, outputs)
+    if blessing is not None:
+        blessing.update(outputs["blessing"].properties, uri=outputs["blessing"].uri)
     return metrics, outputs["evaluation"].uri
 
 
@@ -211,3 +216,43 @@ def test_params_come_from_the_config():
     p = params("evaluate", *EVALUATE_KEYS, "evaluate.finetune_epochs=3", "train.seed=5")
     assert (p.probe_max_train, p.tsne_points, p.finetune_epochs) == (PROBE_TRAIN, 100, 3)
     assert p.seed == 5 == params("train", "train.seed=5").seed  # the run seed, train's key
+
+
+# --- the blessing gate inside evaluate --------------------------------------------------------
+
+DENSE = "model.variant=dense"  # evaluate's params from the same config as training
+
+
+def test_gate_compares_with_the_baseline_measured_on_the_same_split(normalized_examples, tmp_path):
+    good = train(normalized_examples, tmp_path / "good", "dense", 6)
+    poor = train(normalized_examples, tmp_path / "poor", "dense", 1)
+    loose = "gate.max_bce_excess=1.0"  # synthetic images: far from Fashion-MNIST's ceiling
+    first = {}
+    m_good, _ = evaluate(normalized_examples, good, tmp_path / "e1", loose, DENSE, blessing=first)
+    assert first["blessed"] is True and m_good["blessed"] is True
+    assert first["reason"].startswith("first model") and first["baseline_value"] is None
+    assert first["lineage"] == "fashion_mnist/dense/clean"
+    assert os.path.exists(os.path.join(first["uri"], "BLESSED"))
+
+    worse = {}
+    m_poor, _ = evaluate(normalized_examples, poor, tmp_path / "e2", loose, DENSE, baseline=good,
+                         blessing=worse)
+    assert m_poor["bce_excess"] > m_good["bce_excess"]
+    assert worse["blessed"] is False and m_poor["blessed"] is False
+    assert worse["reason"].startswith("worse than the blessed baseline")
+    # the baseline was measured here, on this test split: the same number as its own evaluation
+    assert worse["baseline_value"] == pytest.approx(m_good["bce_excess"], abs=1e-6)
+    assert worse["candidate_value"] == m_poor["bce_excess"]
+    assert os.path.exists(os.path.join(worse["uri"], "NOT_BLESSED"))
+    decision = json.load(open(os.path.join(worse["uri"], "blessing.json")))
+    assert decision["baseline_model"]["metrics"]["bce_excess"] == worse["baseline_value"]
+
+    better = {}
+    evaluate(normalized_examples, good, tmp_path / "e3", loose, DENSE, baseline=poor,
+             blessing=better)
+    assert better["blessed"] is True and better["reason"].startswith("better")
+
+    strict = {}
+    evaluate(normalized_examples, good, tmp_path / "e4", DENSE, blessing=strict)  # default ceiling 0.15
+    assert m_good["bce_excess"] > 0.15 and strict["blessed"] is False
+    assert "gate.max_bce_excess" in strict["reason"]

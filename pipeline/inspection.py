@@ -1,0 +1,248 @@
+"""What `runs`, `show`, `lineage` and `diff` print: views of ML Metadata (through
+pipeline/summary.py's run view), as text for people and as plain data for `--json`.
+
+Nothing here writes; nothing here imports TensorFlow or Beam (inspection is instant).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from pipeline.metadata import MetadataStore
+
+
+# -- runs ----------------------------------------------------------------------------------
+
+def run_row(view: dict) -> dict[str, Any]:
+    """One line of `runs`: the columns a scheduler or a person scans for."""
+    blessing, push = view.get("blessing") or {}, view.get("push") or {}
+    return {"run_id": view["run_id"], "status": view["status"], "exit_code": view["exit_code"],
+            "started": view["started"], "duration_s": view["duration_s"],
+            "dataset": view.get("dataset"), "variant": view.get("variant"),
+            "metric": view["main_metric"]["name"], "value": view["main_metric"]["value"],
+            "blessed": blessing.get("blessed"), "pushed": push.get("pushed"),
+            "push_version": push.get("version"),
+            "stages": {n: st["status"] for n, st in view["stages"].items()},
+            "error": (view.get("error") or {}).get("message")}
+
+
+def filter_rows(rows: list[dict], status=None, dataset=None, variant=None, blessed=None,
+                limit=None) -> list[dict]:
+    keep = [r for r in rows
+            if (status is None or r["status"] == status)
+            and (dataset is None or r["dataset"] == dataset)
+            and (variant is None or r["variant"] == variant)
+            and (blessed is None or bool(r["blessed"]) == blessed)]
+    return keep[:limit] if limit else keep
+
+
+def _yes_no(v) -> str:
+    return "-" if v is None else ("yes" if v else "no")
+
+
+def runs_text(rows: list[dict]) -> str:
+    head = (f"{'run id':<24} {'status':<11} {'started':<20} {'took':>6}  {'dataset':<13} "
+            f"{'variant':<10} {'main metric':<22} {'blessed':<7} pushed")
+    lines = [head]
+    for r in rows:
+        took = "-" if r["duration_s"] is None else f"{r['duration_s']:.0f}s"
+        metric = "-" if r["value"] is None else f"{r['metric']} {r['value']:.4g}"
+        pushed = _yes_no(r["pushed"]) + (f" (v{r['push_version']})" if r["push_version"] else "")
+        started = (r["started"] or "-").replace("T", " ")[:19]
+        lines.append(f"{r['run_id']:<24} {r['status']:<11} {started:<20} {took:>6}  "
+                     f"{r['dataset'] or '-':<13} {r['variant'] or '-':<10} {metric:<22} "
+                     f"{_yes_no(r['blessed']):<7} {pushed}")
+    return "\n".join(lines)
+
+
+# -- show ----------------------------------------------------------------------------------
+
+HEADLINE = ("bce", "bce_floor", "bce_excess", "mse", "psnr", "neg_elbo", "kl",
+            "noisy_input_bce", "probe_accuracy", "probe_accuracy_raw_pixels", "best_val_loss",
+            "best_epoch", "epochs_run", "images_per_second", "num_examples", "embeddings",
+            "anomalous_splits", "blessed", "pushed", "version")
+
+
+def headline(metrics: dict | None) -> str:
+    return " ".join(f"{k}={_num(metrics[k])}" for k in HEADLINE
+                    if (metrics or {}).get(k) is not None)
+
+
+def _num(v) -> str:
+    return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+
+def _rel(root: str, uri: str) -> str:
+    return os.path.relpath(uri, root) if uri.startswith(root) else uri
+
+
+def show_text(view: dict, root: str) -> str:
+    took = "" if view["duration_s"] is None else f", took {view['duration_s']:.1f}s"
+    lines = [f"run {view['run_id']}: {view['status']} (exit {view['exit_code']})",
+             f"  started {view['started']}, finished {view['finished'] or '-'}{took}",
+             f"  owner pid {view['owner']['pid']} on {view['owner']['host']}, "
+             f"last heartbeat {view['owner']['heartbeat']}",
+             f"  command: {view.get('command') or '-'}",
+             f"  config: preset {view.get('preset') or '(defaults)'}; changed from the defaults: "
+             + (", ".join(f"{k}={json.dumps(v)}" for k, v in view["config_changed"].items())
+                or "nothing")]
+    if view.get("error"):
+        lines.append(f"  error: [{view['error'].get('kind')}] {view['error'].get('message')}")
+    blessing, push = view.get("blessing"), view.get("push")
+    if blessing:
+        lines.append(f"  blessed: {_yes_no(blessing['blessed'])} ({blessing['lineage']}): "
+                     f"{blessing['reason']}")
+    if push:
+        where = f" as version {push['version']} at {push['destination']}" if push["pushed"] else ""
+        lines.append(f"  pushed: {_yes_no(push['pushed'])}{where}: {push['reason']}")
+    if view.get("gc"):
+        lines.append(f"  gc: {view['gc'].get('artifacts')} artifact(s) of this run deleted")
+    lines.append("  stages:")
+    for name, st in view["stages"].items():
+        cached = st.get("cached_from")
+        source = f" from run {cached['run_id']} (execution {cached['execution_id']})" if cached else ""
+        duration = f" in {st['duration_s']:.1f}s" if st.get("duration_s") is not None else ""
+        lines.append(f"    {name:<10} {st['status']}{source}{duration}")
+        if headline(st.get("metrics")):
+            lines.append(f"        metrics: {headline(st['metrics'])}")
+        for k, uri in (st.get("artifacts") or {}).items():
+            lines.append(f"        {k}: {_rel(root, uri)}")
+        if st.get("error"):
+            lines.append(f"        error: {st['error']['message']}")
+    return "\n".join(lines)
+
+
+# -- lineage -------------------------------------------------------------------------------
+
+def find_artifact(store: MetadataStore, target: str):
+    """An artifact id, or a path to an artifact directory or to a file inside one."""
+    if target.isdigit():
+        return store.artifact(int(target))
+    path = os.path.abspath(target)
+    while path.startswith(store.root.rstrip("/") + "/"):
+        if (found := store.artifact_by_uri(path)) is not None:
+            return found
+        path = os.path.dirname(path)
+    return None
+
+
+def lineage(store: MetadataStore, artifact, state: str, _seen: set | None = None) -> dict:
+    """The artifact, the execution that made it, its inputs back to the source data, and
+    the runs that reused it from the cache or consumed it."""
+    seen = set() if _seen is None else _seen
+    node = {"artifact_id": artifact.id, "type": artifact.type, "uri": _rel(store.root, artifact.uri),
+            "state": state, "run_id": artifact.properties.get("run_id"),
+            "fingerprint": (artifact.properties.get("fingerprint") or "")[:16]}
+    if artifact.id in seen:
+        return {**node, "see_above": True}
+    seen.add(artifact.id)
+    uses = store.uses(artifact.id)
+    made = [(run, e) for kind, run, e in uses if kind == "output" and e["state"] != "cached"]
+    node["reused_by"] = [{"run_id": run, "stage": e["stage"], "execution_id": e["execution_id"]}
+                         for kind, run, e in uses if kind == "output" and e["state"] == "cached"]
+    node["consumed_by"] = [{"run_id": run, "stage": e["stage"], "execution_id": e["execution_id"]}
+                           for kind, run, e in uses if kind == "input"]
+    if made:
+        run, e = made[0]
+        node["made_by"] = {"stage": e["stage"], "execution_id": e["execution_id"], "run_id": run,
+                           "state": e["state"], "duration_s": e.get("duration_s"),
+                           "params": e.get("params")}
+        source = (e.get("params") or {}).get("source")
+        if isinstance(source, dict):  # ingest: the external data, named by content
+            node["source"] = source
+        node["inputs"] = {k: lineage(store, a, _state(store, a), seen)
+                          for k, a in e["inputs"].items()}
+    return node
+
+
+def _state(store: MetadataStore, artifact) -> str:
+    return store.artifact(artifact.id)[1]
+
+
+def lineage_text(node: dict, depth: int = 0, key: str = "") -> str:
+    pad = "  " * depth
+    label = f"{key}: " if key else ""
+    lines = [f"{pad}{label}artifact {node['artifact_id']} {node['type']} {node['uri']} "
+             f"[{node['state']}]" + (" (see above)" if node.get("see_above") else "")]
+    if node.get("see_above"):
+        return "\n".join(lines)
+    made = node.get("made_by")
+    if made:
+        took = f", {made['duration_s']:.1f}s" if made.get("duration_s") is not None else ""
+        lines.append(f"{pad}  made by {made['stage']} (execution {made['execution_id']}) in run "
+                     f"{made['run_id']}, {made['state']}{took}, fingerprint {node['fingerprint']}")
+    if node.get("source"):
+        src = node["source"]
+        for name, sha in (src.get("files") or {}).items():
+            lines.append(f"{pad}  source file {name} sha256 {sha}")
+        if src.get("kind") == "tfds":
+            lines.append(f"{pad}  source tensorflow_datasets {src.get('dataset')} "
+                         f"(tfds {src.get('tfds')})")
+    reused = sorted({r["run_id"] for r in node.get("reused_by", [])})
+    if reused:
+        lines.append(f"{pad}  reused from the cache by runs: {', '.join(reused)}")
+    consumers = sorted({f"{c['stage']}@{c['run_id']}" for c in node.get("consumed_by", [])})
+    if consumers:
+        lines.append(f"{pad}  consumed by: {', '.join(consumers)}")
+    for k, child in (node.get("inputs") or {}).items():
+        lines.append(lineage_text(child, depth + 2, k))
+    return "\n".join(lines)
+
+
+# -- diff ----------------------------------------------------------------------------------
+
+def _flat_config(view: dict) -> dict[str, Any]:
+    return {f"{s}.{k}": v for s, table in view["config"].items() for k, v in table.items()}
+
+
+def diff(a: dict, b: dict) -> dict:
+    """Config keys that differ, and every metric of either run, side by side."""
+    ca, cb = _flat_config(a), _flat_config(b)
+    config = {k: [ca.get(k), cb.get(k)] for k in sorted(set(ca) | set(cb)) if ca.get(k) != cb.get(k)}
+    metrics = {}
+    for stage in dict.fromkeys([*a["stages"], *b["stages"]]):
+        ma = (a["stages"].get(stage) or {}).get("metrics") or {}
+        mb = (b["stages"].get(stage) or {}).get("metrics") or {}
+        for k in dict.fromkeys([*ma, *mb]):
+            metrics[f"{stage}.{k}"] = [ma.get(k), mb.get(k)]
+    outcome = {"status": [a["status"], b["status"]],
+               "blessed": [(a.get("blessing") or {}).get("blessed"),
+                           (b.get("blessing") or {}).get("blessed")],
+               "pushed": [(a.get("push") or {}).get("pushed"), (b.get("push") or {}).get("pushed")]}
+    return {"runs": [a["run_id"], b["run_id"]], "outcome": outcome, "config": config,
+            "metrics": metrics}
+
+
+def diff_text(d: dict) -> str:
+    a, b = d["runs"]
+    width = max([len(k) for k in [*d["config"], *d["metrics"], *d["outcome"]]] + [10])
+    lines = [f"{'':<{width}}  {a:>24}  {b:>24}  change"]
+
+    def row(k, va, vb):
+        change = ""
+        if (isinstance(va, (int, float)) and isinstance(vb, (int, float)) and va != vb
+                and not isinstance(va, bool)):
+            change = f"{vb - va:+.4g}" + (f" ({(vb - va) / abs(va):+.1%})" if va else "")
+        lines.append(f"{k:<{width}}  {_cell(va):>24}  {_cell(vb):>24}  {change}")
+
+    for k, (va, vb) in d["outcome"].items():
+        row(k, va, vb)
+    lines.append("config (keys that differ):" if d["config"] else "config: identical")
+    for k, (va, vb) in d["config"].items():
+        row(k, va, vb)
+    lines.append("metrics:")
+    for k, (va, vb) in d["metrics"].items():
+        if isinstance(va, (dict, list)) or isinstance(vb, (dict, list)):
+            continue  # nested notes and lists: see `show --json`
+        row(k, va, vb)
+    return "\n".join(lines)
+
+
+def _cell(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    return _num(v)[:24]
