@@ -275,7 +275,7 @@ def _gc(args, root: str) -> int:
     try:
         result = gc.collect(root, args.keep_last, args.keep_days, args.dry_run)
     except PipelineError as e:
-        log.error("gc: %s (exit %d)", e, e.exit_code)
+        log.error("%s (exit %d)", e, e.exit_code)
         return e.exit_code
     print(json.dumps(result, indent=2, default=str) if args.json else gc.render_text(result))
     return EXIT_OK

@@ -166,12 +166,13 @@ class MetadataStore:
                 self._run_context(run_id)]
 
     def _artifact_event(self, key: str, a: Artifact, event_type) -> tuple[pb.Artifact, pb.Event]:
-        proto = pb.Artifact(type_id=self._type_id("artifact", a.type), uri=self._relative(a.uri),
-                            state=pb.Artifact.LIVE)
-        if a.id is not None:
-            proto.id = a.id
-        for k, v in a.properties.items():
-            _set(proto.custom_properties, k, v)
+        if a.id is not None:  # already recorded: link it as stored (a DELETED one stays so)
+            [proto] = self.store.get_artifacts_by_id([a.id])
+        else:
+            proto = pb.Artifact(type_id=self._type_id("artifact", a.type),
+                                uri=self._relative(a.uri), state=pb.Artifact.LIVE)
+            for k, v in a.properties.items():
+                _set(proto.custom_properties, k, v)
         event = pb.Event(type=event_type)
         event.path.steps.add().key = key
         return proto, event
