@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum 
 FMNIST := /usr/share/datasets/fashion-mnist
 ARGS   ?=
 
-.PHONY: setup data run smoke test test-fast test-all clean
+.PHONY: setup data browser run smoke test test-fast test-all clean
 
 setup: $(STAMP) data
 
@@ -26,6 +26,18 @@ data:
 	  echo "warning: could not install dataset-fashion-mnist; data.source=auto will use tensorflow_datasets"; \
 	else echo "warning: apt not usable; data.source=auto will use tensorflow_datasets (needs network)"; fi
 
+# Debian's Chromium, for the browser test of the HTML reports (tests/test_report.py), when
+# apt is usable; without it that one test is skipped.
+browser:
+	@if [ -x /usr/bin/chromium ]; then exit 0; fi; \
+	SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo -n"; \
+	if command -v apt-get >/dev/null && $$SUDO true 2>/dev/null; then \
+	  APT="$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get"; \
+	  $$APT install -y -q chromium >/dev/null 2>&1 || \
+	  { $$APT update -q >/dev/null && $$APT install -y -q chromium >/dev/null; } || \
+	  echo "warning: could not install chromium; the report's browser test will be skipped"; \
+	else echo "warning: apt not usable; the report's browser test will be skipped (no /usr/bin/chromium)"; fi
+
 # The main job: the default config (conv_pool on real Fashion-MNIST), offline.
 run: setup
 	$(PY) run_pipeline.py run $(ARGS)
@@ -34,14 +46,14 @@ run: setup
 smoke: setup
 	$(PY) run_pipeline.py run --config smoke $(ARGS)
 
-test: setup
+test: setup browser
 	$(PY) -m pytest -q -p no:cacheprovider $(ARGS)
 
-test-fast: setup
+test-fast: setup browser
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow and not heavy" $(ARGS)
 
 # Also the heavy cases (vae_bn end to end), beyond the 10-minute budget of `make test`.
-test-all: setup
+test-all: setup browser
 	$(PY) -m pytest -q -p no:cacheprovider -m "" $(ARGS)
 
 clean:

@@ -163,11 +163,12 @@ def _run(create_pipeline, args, argv) -> int:
                 error["message"].splitlines()[0])
         if len(error["message"].splitlines()) > 1:
             log.error("%s", "\n".join(error["message"].splitlines()[1:]))
-        log.info("summary: %s, log: %s", os.path.join(run_dir, "summary.json"),
-                 os.path.join(run_dir, "pipeline.log"))
+        log.info("summary: %s, report: %s, log: %s", os.path.join(run_dir, "summary.json"),
+                 os.path.join(run_dir, "report.html"), os.path.join(run_dir, "pipeline.log"))
         return int(error["exit_code"] or EXIT_STAGE)
     _print_stages(result)
-    log.info("summary: %s", os.path.join(run_dir, "summary.json"))
+    log.info("summary: %s, report: %s", os.path.join(run_dir, "summary.json"),
+             os.path.join(run_dir, "report.html"))
     return EXIT_OK
 
 

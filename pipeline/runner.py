@@ -24,7 +24,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from pipeline import artifacts, fingerprint, locks, summary
+from pipeline import artifacts, fingerprint, locks, report, summary
 from pipeline.artifacts import Artifact
 from pipeline.component import Component, Resolved
 from pipeline import config as config_lib
@@ -180,7 +180,7 @@ def sweep_abandoned(store: MetadataStore) -> list[str]:
                                           artifacts.TMP_PREFIX + "*")):
             shutil.rmtree(tmp, ignore_errors=True)
         store.update_run(run_id, status="abandoned", finished=run.get("heartbeat"))
-        summary.write(store, run_id)
+        publish(store, run_id)
         log.warning("run %s was abandoned (its process %s on %s is gone); recorded as such",
                     run_id, run.get("owner_pid"), run.get("owner_host"))
         found.append(run_id)
@@ -221,7 +221,7 @@ def run(p: Plan, root: str, run_id: str, only: str | None = None, force: bool = 
             store.start_run(run_id, {**registration, "status": "skipped", "finished": time.time(),
                                      "exit_code": Skipped.exit_code,
                                      "error": describe(Skipped(f"runs {', '.join(live)} active"))})
-            summary.write(store, run_id)
+            publish(store, run_id)
             raise Skipped(f"skipped: run {', '.join(live)} is still running on {root} "
                           "(--skip-if-running)")
         lock.acquire(note=f"{os.getpid()}@{socket.gethostname()}")
@@ -244,13 +244,26 @@ def run(p: Plan, root: str, run_id: str, only: str | None = None, force: bool = 
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         store.update_run(run_id, status=status, exit_code=error["exit_code"], error=error,
                          finished=time.time())
-        summary.write(store, run_id)
+        publish(store, run_id)
         raise
     finally:
         heartbeat.stopped.set()
         lock.release()
     store.update_run(run_id, status="succeeded", exit_code=EXIT_OK, finished=time.time())
-    return summary.write(store, run_id)
+    return publish(store, run_id)
+
+
+def publish(store: MetadataStore, run_id: str) -> dict:
+    """A run has ended: its summary.json, its report.html and the root's index.html, all
+    rendered from ML Metadata. A page that cannot be written never changes the outcome."""
+    view = summary.write(store, run_id)
+    try:
+        report.write_run(store, run_id)
+        report.write_index(store)
+    except Exception:  # noqa: BLE001 - logged with its traceback; the run's result stands
+        log.warning("could not write the HTML report of run %s (see pipeline.log)", run_id)
+        log.debug("report traceback", exc_info=True)
+    return view
 
 
 def _record_cached(p: Plan, components, ctx: RunContext) -> None:

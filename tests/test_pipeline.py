@@ -90,8 +90,9 @@ def test_summary_json_is_a_view_of_ml_metadata(first_run):
     run = store.get_run("r1")
     assert run["status"] == "succeeded" and run["owner_pid"] == os.getpid()
     assert run["config"]["train"]["epochs"] == 1
-    # no per-stage JSON or other run state is written beside it
-    assert sorted(os.listdir(os.path.join(root, "runs", "r1"))) == ["pipeline.log", "summary.json"]
+    # no per-stage JSON or other run state is written beside it: the log and two views
+    assert sorted(os.listdir(os.path.join(root, "runs", "r1"))) == [
+        "pipeline.log", "report.html", "summary.json"]
 
 
 @pytest.mark.slow
@@ -414,3 +415,24 @@ def test_a_fully_cached_rerun_imports_neither_tensorflow_nor_keras(first_run, id
     assert rc == EXIT_OK, proc.stderr
     assert loaded == []
     assert {st["status"] for st in _summary(root, "n1")["stages"].values()} == {"cached"}
+
+
+def test_new_source_data_changes_every_stage_fingerprint(idx_dir, tmp_path):
+    """A schedule on new or changed data reruns everything downstream of ingest; on the
+    same data (even moved) every fingerprint, so every cache hit, stays."""
+    from pipeline import runner
+    from tests.helpers import load_config
+
+    def fingerprints(source):
+        return runner.plan(list(COMPONENTS.values()),
+                           load_config(None, f"data.source=idx:{source}")).fingerprints
+
+    before = fingerprints(idx_dir)
+    moved = tmp_path / "moved"
+    shutil.copytree(idx_dir, moved)
+    assert fingerprints(moved) == before
+    changed = tmp_path / "changed"
+    shutil.copytree(idx_dir, changed)
+    write_idx(changed, "t10k", *synthetic_images(120, 99))  # new test images
+    after = fingerprints(changed)
+    assert all(after[stage] != before[stage] for stage in STAGES), after

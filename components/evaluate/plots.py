@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 
 import matplotlib
 
@@ -84,7 +85,8 @@ def loss_curves(history: dict[str, list], path: str, title: str = "") -> None:
             ax.axvline(epochs[best], color="grey", linestyle=":",
                        label=f"best (epoch {epochs[best]})")
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        # Whole-epoch ticks, also for a run of one or two epochs.
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))
         ax.set_title(name)
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
@@ -93,13 +95,21 @@ def loss_curves(history: dict[str, list], path: str, title: str = "") -> None:
     _save(fig, path)
 
 
-def scatter_panels(panels: list[tuple[str, np.ndarray]], labels, path: str) -> None:
-    """Side-by-side 2-D scatters coloured by class, e.g. the code and t-SNE of raw pixels."""
+def scatter_panels(panels: list[tuple[str, np.ndarray]], labels, path: str,
+                   class_names: Sequence[str]) -> None:
+    """Side-by-side 2-D scatters coloured by class, e.g. the code and t-SNE of raw pixels,
+    with a legend naming each class present (class_names[label])."""
     labels = np.asarray(labels)
+    present = np.unique(labels)
+    colors = plt.get_cmap("tab10")
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 5), squeeze=False)
     for ax, (title, points) in zip(axes[0], panels):
-        sc = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab10", vmin=-0.5,
-                        vmax=9.5, s=4, alpha=0.8)
+        for c in present:
+            at = labels == c
+            ax.scatter(points[at, 0], points[at, 1], color=colors(int(c)), s=4, alpha=0.8,
+                       label=class_names[int(c)])
         ax.set_title(title, fontsize=10)
-    fig.colorbar(sc, ax=list(axes[0]), ticks=range(10), label="class")
+    # One legend, beside the last panel: every panel colours the same classes the same way.
+    axes[0, -1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), title="class",
+                       markerscale=3, frameon=False, fontsize=9)
     _save(fig, path)

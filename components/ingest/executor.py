@@ -134,6 +134,9 @@ def run(params: IngestParams, ctx: ExecutionContext, *, examples: Artifact) -> d
         "splits": list(counts), "counts": counts, "normalized": False, "noisy": False,
         "dataset": params.dataset, "source": f"idx:{directory}" if kind == "idx" else "tfds",
         "shards": written,
+        # for views that know no component (the HTML report): the layout and class names
+        "class_names": list(F.CLASS_NAMES[params.dataset]), "label_feature": F.LABEL,
+        "image_feature": F.IMAGE,
     })
     ctx.log.info("wrote %s", ", ".join(f"{s}={n}" for s, n in counts.items()))
     return {"num_examples": sum(counts.values()), **{f"{s}_examples": n for s, n in counts.items()}}

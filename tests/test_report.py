@@ -1,0 +1,274 @@
+"""The HTML reports (pipeline/report.py) on a real root made through the CLI: a blessed and
+pushed run, a rerun of it from the cache, and a run whose data TFDV rejects. The pages say
+what ML Metadata says, every link is relative and resolves (also in a copy of the root),
+and a real headless Chromium renders them without a broken image, a console error or a
+failed request.
+"""
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import urllib.parse
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+
+import run_pipeline
+from components.features import CLASS_NAMES
+from pipeline import report, summary
+from pipeline.errors import EXIT_DATA, EXIT_OK
+from pipeline.metadata import MetadataStore
+from tests.helpers import synthetic_images, user_env, write_idx
+
+PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHROMIUM = "/usr/bin/chromium"
+# Headless and offline: no first-run UI, no background fetches the pages did not ask for.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+HEAVY = ("tensorflow", "keras", "apache_beam", "tensorflow_data_validation", "matplotlib")
+
+
+def _run(root, run_id, source, *extra):
+    return run_pipeline.main(
+        ["run", "--root", str(root), "--run-id", run_id, "--set", f"data.source=idx:{source}",
+         "--set", "data.num_shards=2", "--set", "train.epochs=1", "--set", "train.batch_size=64",
+         *extra])
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory, idx_dir):
+    """r1 (blessed: the ceiling is lifted for a one-epoch model, so it is pushed), r2 (the
+    same config: reused from the cache) and r3 (every test label 0: TFDV's label drift
+    check rejects it), each with the report the runner wrote, and the index."""
+    root = tmp_path_factory.mktemp("report_root")
+    drifted = tmp_path_factory.mktemp("idx_drifted")
+    write_idx(drifted, "train", *synthetic_images(300, 1))
+    images, labels = synthetic_images(120, 2)
+    write_idx(drifted, "t10k", images, np.zeros_like(labels))
+    bless = ("--set", "gate.max_bce_excess=1.0")
+    assert _run(root, "r1", idx_dir, *bless) == EXIT_OK
+    assert _run(root, "r2", idx_dir, *bless) == EXIT_OK
+    assert _run(root, "r3", drifted) == EXIT_DATA
+    # the runner wrote each run's page when it ended, whatever the outcome, and the index
+    for run_id in ("r1", "r2", "r3"):
+        assert os.path.exists(report.report_path(str(root), run_id)), run_id
+    assert os.path.exists(os.path.join(root, report.INDEX_FILE))
+    return root
+
+
+def _page(root, *parts):
+    with open(os.path.join(root, *parts), encoding="utf-8") as f:
+        return f.read()
+
+
+class _Links(HTMLParser):
+    """Every href and src of a page."""
+
+    def __init__(self):
+        super().__init__()
+        self.urls = []
+
+    def handle_starttag(self, tag, attrs):
+        self.urls += [v for k, v in attrs if k in ("href", "src") and v is not None]
+
+
+def _urls(path):
+    parser = _Links()
+    parser.feed(_page(path))
+    return parser.urls
+
+
+def _pages(root):
+    return [os.path.join(root, "index.html")] + [
+        os.path.join(root, "runs", r, "report.html") for r in ("r1", "r2", "r3")]
+
+
+def _resolve(page, url):
+    return os.path.normpath(os.path.join(os.path.dirname(page), urllib.parse.unquote(url)))
+
+
+@pytest.mark.slow
+def test_run_page_shows_status_metrics_plots_data_and_lineage(root):
+    store = MetadataStore(str(root))
+    view = summary.render(store, "r1")
+    page = os.path.join(root, "runs", "r1", "report.html")
+    text = _page(page)
+    assert "<h1>Run r1</h1>" in text and "succeeded" in text
+    # nothing half-written left beside the page
+    assert not [f for f in os.listdir(os.path.dirname(page)) if ".tmp" in f]
+    ev = view["stages"]["evaluate"]["metrics"]
+    assert (f"{ev['bce']:.4f} = {ev['bce_floor']:.4f} (floor) + {ev['bce_excess']:.4f} (excess)"
+            in text)
+    assert f"{ev['psnr']:.2f} dB" in text
+    assert (f"{ev['probe_accuracy']:.3f} (raw pixels {ev['probe_accuracy_raw_pixels']:.3f})"
+            in text)
+    # the synthetic IDX data is labelled as the configured data set, Fashion-MNIST
+    for name in CLASS_NAMES["fashion_mnist"]:
+        assert f"<th>{name}</th>" in text, name
+    urls = [_resolve(page, u) for u in _urls(page)]
+    evaluation = view["stages"]["evaluate"]["artifacts"]["evaluation"]
+    pngs = sorted(f for f in os.listdir(evaluation) if f.endswith(".png"))
+    assert {"reconstructions.png", "loss_curves.png", "latent_scatter.png"} <= set(pngs)
+    for png in pngs:
+        assert os.path.join(evaluation, png) in urls, png
+    for stage in ("validate", "transform"):
+        stats = view["stages"][stage]["artifacts"]["statistics"]
+        for split in ("train", "validation", "test"):
+            assert os.path.join(stats, f"Split-{split}", "statistics.html") in urls
+    # lineage: every artifact of every stage, by ML Metadata id and directory
+    for e in store.run_executions("r1"):
+        for a in [*e["inputs"].values(), *e["outputs"].values()]:
+            assert a.uri in urls, (e["stage"], a.uri)
+            assert f"<td>{a.type}</td><td class=\"n\">{a.id}</td>" in text
+    assert view["blessing"]["blessed"] and view["push"]["pushed"]
+    assert view["push"]["destination"] in urls  # the served copy, inside the root
+
+
+@pytest.mark.slow
+def test_cached_run_names_the_run_it_reused(root):
+    view = summary.render(MetadataStore(str(root)), "r2")
+    text = _page(root, "runs", "r2", "report.html")
+    cached = [n for n, st in view["stages"].items() if st["status"] == "cached"]
+    assert {"ingest", "validate", "transform", "train"} <= set(cached)
+    assert text.count('run <a href="../r1/report.html">r1</a> (execution') == len(cached)
+    # lineage: the reused artifacts were made by r1
+    assert ('<td><a href="../r1/report.html">r1</a></td>'
+            '<td><a href="../../artifacts/train/r1/model/">') in text
+
+
+@pytest.mark.slow
+def test_rejected_run_shows_the_anomaly_and_no_evaluation(root):
+    view = summary.render(MetadataStore(str(root)), "r3")
+    text = _page(root, "runs", "r3", "report.html")
+    assert view["exit_code"] == EXIT_DATA
+    assert f"<th>exit code</th><td>{EXIT_DATA}</td>" in text
+    assert '<div class="error">' in text
+    assert "label: L_INFTY" in text  # the drift, with its threshold, from SchemaDiff.pb
+    assert "no evaluation in this run" in text
+    # the class table counts the rejected test split too: all of it is class 0
+    assert "<th>T-shirt/top</th>" in text
+
+
+@pytest.mark.slow
+def test_index_lists_runs_newest_first_with_the_main_metric_chart(root):
+    text = _page(root, "index.html")
+    links = [f'<a href="runs/{r}/report.html">{r}</a>' for r in ("r3", "r2", "r1")]
+    assert all(link in text for link in links)
+    assert text.index(links[0]) < text.index(links[1]) < text.index(links[2])
+    svg = text[text.index("<svg"):text.index("</svg>")]
+    assert svg.count("<circle") == 2  # r1 and r2; r3 has no main metric
+    assert "fashion_mnist / conv_pool" in svg and "run (in start order)" in svg
+    assert "bce_excess" in svg
+
+
+@pytest.mark.slow
+def test_links_are_relative_and_resolve_also_in_a_copy_of_the_root(root, tmp_path):
+    copy = tmp_path / "elsewhere" / "root"
+    shutil.copytree(root, copy)
+    for base in (str(root), str(copy)):
+        for page in _pages(base):
+            urls = _urls(page)
+            assert urls, page
+            for url in urls:
+                parts = urllib.parse.urlsplit(url)
+                assert not parts.scheme and not url.startswith("/"), (page, url)
+                target = _resolve(page, url)
+                assert os.path.exists(target), (page, url)
+                assert target.startswith(base + os.sep), (page, url)
+
+
+@pytest.mark.slow
+def test_writing_the_pages_imports_no_heavy_module(root):
+    """A fully cached rerun writes the pages: they must not cost a TensorFlow import."""
+    script = ("import json, sys\n"
+              "from pipeline.metadata import MetadataStore\n"
+              "from pipeline import report\n"
+              f"store = MetadataStore({str(root)!r})\n"
+              "report.write_run(store, 'r1'); report.write_index(store)\n"
+              f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=PROJECT, env=user_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.splitlines()[-1]) == []
+
+
+def test_vae_and_denoising_metrics_are_shown_when_present():
+    rows = dict(report._metric_rows({
+        "bce": 0.3, "bce_floor": 0.25, "bce_excess": 0.05, "neg_elbo": 251.26, "kl": 12.345,
+        "beta": 4.0, "noisy_input_bce": 1.4751, "noisy_input_bce_excess": 1.2329,
+        "noisy_input_mse": 0.0812, "noisy_input_psnr": 11.02, "denoise_mse_reduction": 0.81}))
+    assert rows["bce = bce_floor + bce_excess"] == "0.3000 = 0.2500 (floor) + 0.0500 (excess)"
+    assert rows["neg_elbo"] == "251.3 nats/image" and rows["kl"] == "12.35 nats"
+    assert rows["beta"] == "4"
+    assert rows["noisy input: bce (excess), mse, psnr"] == "1.4751 (1.2329), 0.0812, 11.02 dB"
+    assert rows["denoise_mse_reduction"] == "0.81"
+
+
+def test_chart_per_main_metric_with_a_series_per_dataset_and_variant():
+    def view(run_id, dataset, variant, name, value):
+        return {"run_id": run_id, "dataset": dataset, "variant": variant,
+                "main_metric": {"name": name, "value": value}}
+
+    html = report._charts([view("a", "mnist", "dense", "bce_excess", 0.05),
+                           view("b", "mnist", "vae_mlp", "neg_elbo", 160.0),
+                           view("c", "mnist", "dense", "bce_excess", None),  # failed: skipped
+                           view("d", "fashion_mnist", "dense", "bce_excess", 0.03),
+                           view("e", "mnist", "dense", "bce_excess", 0.04)])
+    bce, elbo = html.split("<h3>neg_elbo</h3>")  # one chart each: their units differ
+    assert "<h3>bce_excess</h3>" in bce
+    assert bce.count("<circle") == 3 and bce.count("<polyline") == 2
+    assert "mnist / dense" in bce and "fashion_mnist / dense" in bce and "vae_mlp" not in bce
+    assert elbo.count("<circle") == 1 and "mnist / vae_mlp" in elbo
+    assert "run (in start order)" in bce
+
+
+@pytest.mark.slow
+def test_pages_render_in_headless_chromium(root, tmp_path):
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is absent (Debian's chromium; `make test` installs it "
+                    "where apt is usable)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            shown = {os.path.relpath(page, root): _check_in_browser(browser, page, tmp_path)
+                     for page in _pages(root)}
+        finally:
+            browser.close()
+    assert shown[os.path.join("runs", "r1", "report.html")] >= 3  # the evaluation's PNGs
+
+
+def _check_in_browser(browser, page_path, shots) -> int:
+    """Open one page from disk; every image loaded, no console error, no failed request,
+    a full-page screenshot saved. Returns how many images it shows."""
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    problems = []
+
+    def on_console(message):
+        if message.type == "error":
+            problems.append(f"console error: {message.text}")
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page.on("requestfailed", lambda r: problems.append(f"failed request: {r.url}"))
+    page.goto(pathlib.Path(page_path).as_uri(), wait_until="load")
+    images = page.evaluate("Array.from(document.images).map("
+                           "i => [i.getAttribute('src'), i.complete, i.naturalWidth])")
+    assert problems == [], (page_path, problems)
+    assert all(complete and width > 0 for _, complete, width in images), (page_path, images)
+    assert len(images) == len([u for u in _urls(page_path) if u.endswith(".png")]), page_path
+    if page_path.endswith("index.html"):
+        assert page.evaluate("document.querySelector('svg').getBBox().width") > 0
+    run_id = os.path.basename(os.path.dirname(page_path))
+    shot = shots / ("index.png" if page_path.endswith("index.html") else f"{run_id}-report.png")
+    page.screenshot(path=str(shot), full_page=True)
+    print(f"screenshot: {shot}")
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000, shot
+    page.close()
+    return len(images)
