@@ -3,7 +3,8 @@
 Exit codes are the product's contract with schedulers (README, "Exit codes"):
   0 success; 2 invalid config or usage; 3 data rejected (missing, corrupt or anomalous
   input); 4 a stage failed for another reason; 75 skipped because another run is active
-  on the root (--skip-if-running; EX_TEMPFAIL, "try again later"); 130 interrupted
+  on the root (--skip-if-running, or `gc` refusing to run beside a live run; EX_TEMPFAIL,
+  "try again later"); 130 interrupted
   (SIGINT or SIGTERM).
 """
 

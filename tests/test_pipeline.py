@@ -436,3 +436,16 @@ def test_new_source_data_changes_every_stage_fingerprint(idx_dir, tmp_path):
     write_idx(changed, "t10k", *synthetic_images(120, 99))  # new test images
     after = fingerprints(changed)
     assert all(after[stage] != before[stage] for stage in STAGES), after
+
+
+def test_every_executor_loads_and_takes_exactly_its_components_keys():
+    from pipeline.component import Channel, Component
+
+    for component in COMPONENTS.values():
+        assert callable(component.executor), component.name
+    wrong = Component(name="push2", inputs={"blessing": Channel("ModelBlessing", "evaluate",
+                                                                  "blessing")},
+                      outputs={"pushed_model": "PushedModel"}, params=object,
+                      executor_module="components.push.executor", description="")
+    with pytest.raises(TypeError, match="saved_model"):
+        wrong.executor
