@@ -200,22 +200,43 @@ class MetadataStore:
             a.id = aid
         return exec_id
 
-    def _execution_row(self, e: pb.Execution, types: dict[int, str]) -> dict[str, Any]:
-        return {"execution_id": e.id, "stage": types[e.type_id], **_props(e),
-                "inputs": self.artifacts_of(e.id, pb.Event.INPUT),
-                "outputs": self.artifacts_of(e.id, pb.Event.OUTPUT)}
+    def _type_names(self, kind: str) -> dict[int, str]:
+        """Type id -> name, one query (types appear as stages first record their kinds)."""
+        get = {"artifact": self.store.get_artifact_types,
+               "execution": self.store.get_execution_types}[kind]
+        return {t.id: t.name for t in get()}
+
+    def _rows(self, executions: list[pb.Execution]) -> list[dict[str, Any]]:
+        """Each execution with its properties and its input and output artifacts, in three
+        queries whatever the count (a run view, the index and `runs` read many)."""
+        if not executions:
+            return []
+        events = self.store.get_events_by_execution_ids([e.id for e in executions])
+        protos = {a.id: a for a in self.store.get_artifacts_by_id(
+            list({ev.artifact_id for ev in events}))}
+        artifact_types, execution_types = self._type_names("artifact"), self._type_names("execution")
+        linked: dict[tuple[int, int], dict[str, Artifact]] = {}
+        for ev in events:
+            proto = protos[ev.artifact_id]
+            linked.setdefault((ev.execution_id, ev.type), {})[ev.path.steps[0].key] = Artifact(
+                type=artifact_types[proto.type_id], uri=self.absolute(proto.uri), id=proto.id,
+                properties=_props(proto))
+        return [{"execution_id": e.id, "stage": execution_types[e.type_id], **_props(e),
+                 "inputs": linked.get((e.id, pb.Event.INPUT), {}),
+                 "outputs": linked.get((e.id, pb.Event.OUTPUT), {})} for e in executions]
+
+    def executions(self, execution_ids: list[int]) -> dict[int, dict[str, Any]]:
+        rows = self._rows(self.store.get_executions_by_id(list(execution_ids)))
+        return {r["execution_id"]: r for r in rows}
 
     def execution(self, execution_id: int) -> dict[str, Any]:
-        types = {t.id: t.name for t in self.store.get_execution_types()}
-        return self._execution_row(self.store.get_executions_by_id([execution_id])[0], types)
+        return self.executions([execution_id])[execution_id]
 
     def run_executions(self, run_id: str) -> list[dict[str, Any]]:
         ctx = self._run_context(run_id)
         if ctx is None:
             return []
-        types = {t.id: t.name for t in self.store.get_execution_types()}
-        return [self._execution_row(e, types) for e in
-                sorted(self.store.get_executions_by_context(ctx.id), key=lambda e: e.id)]
+        return self._rows(sorted(self.store.get_executions_by_context(ctx.id), key=lambda e: e.id))
 
     def artifacts_of(self, execution_id: int, event_type=pb.Event.OUTPUT,
                      live_only: bool = False) -> dict[str, Artifact]:
@@ -226,7 +247,7 @@ class MetadataStore:
         by_id = {a.id: a for a in self.store.get_artifacts_by_id([e.artifact_id for e in events])}
         if live_only and any(a.state != pb.Artifact.LIVE for a in by_id.values()):
             return None
-        types = {t.id: t.name for t in self.store.get_artifact_types()}
+        types = self._type_names("artifact")
         out = {}
         for e in events:
             proto = by_id[e.artifact_id]
@@ -246,8 +267,7 @@ class MetadataStore:
         return self._with_state(max(found, key=lambda a: a.id)) if found else None
 
     def _with_state(self, proto: pb.Artifact) -> tuple[Artifact, str]:
-        types = {t.id: t.name for t in self.store.get_artifact_types()}
-        artifact = Artifact(type=types[proto.type_id], uri=self.absolute(proto.uri), id=proto.id,
+        artifact = Artifact(type=self._type_names("artifact")[proto.type_id], uri=self.absolute(proto.uri), id=proto.id,
                             properties=_props(proto))
         return artifact, pb.Artifact.State.Name(proto.state).lower()
 
@@ -255,14 +275,12 @@ class MetadataStore:
         """Every (event: "input" or "output", run id, execution row) touching an artifact,
         oldest first: who made it, who reused it from the cache, who consumed it."""
         events = self.store.get_events_by_artifact_ids([artifact_id])
-        types = {t.id: t.name for t in self.store.get_execution_types()}
         rows = []
         for e in sorted(events, key=lambda e: (e.execution_id, e.type)):
-            [execution] = self.store.get_executions_by_id([e.execution_id])
             runs = [c.name for c in self.store.get_contexts_by_execution(e.execution_id)
                     if c.type_id == self._type_id("context", RUN_CONTEXT)]
             rows.append(("output" if e.type == pb.Event.OUTPUT else "input",
-                         runs[0] if runs else "?", self._execution_row(execution, types)))
+                         runs[0] if runs else "?", self.execution(e.execution_id)))
         return rows
 
     # -- cache ------------------------------------------------------------------------

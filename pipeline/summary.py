@@ -36,6 +36,8 @@ def render(store: MetadataStore, run_id: str) -> dict[str, Any]:
     for e in store.run_executions(run_id):
         latest[e["stage"]] = e  # ordered by id: the last attempt wins
     outputs: dict[str, dict] = {}  # stage -> output key -> Artifact
+    sources = store.executions([int(e["cached_from"]) for e in latest.values()
+                                if e["state"] == "cached" and e.get("cached_from")])
     stages = {}
     for name in run.get("stages", []):
         e = latest.get(name)
@@ -44,7 +46,7 @@ def render(store: MetadataStore, run_id: str) -> dict[str, Any]:
             continue
         metrics = e.get("metrics")
         if e["state"] == "cached" and e.get("cached_from"):
-            source = store.execution(int(e["cached_from"]))
+            source = sources[int(e["cached_from"])]
             metrics = source.get("metrics")
             cached_from = {"execution_id": source["execution_id"],
                            "run_id": next(iter(e["outputs"].values())).properties.get("run_id")
