@@ -449,3 +449,25 @@ def test_every_executor_loads_and_takes_exactly_its_components_keys():
                       executor_module="components.push.executor", description="")
     with pytest.raises(TypeError, match="saved_model"):
         wrong.executor
+
+
+@pytest.mark.slow
+def test_gc_through_the_cli_on_a_real_root(first_run, capsys):
+    root, _ = first_run
+    before = _tree_digest(os.path.join(root, "artifacts"))
+    capsys.readouterr()
+    assert run_pipeline.main(["gc", "--root", str(root), "--keep-last", "1", "--dry-run",
+                              "--json"]) == EXIT_OK
+    result = json.loads(capsys.readouterr().out)
+    assert result["dry_run"] is True and result["kept_runs"]
+    # r1's model is blessed and pushed: whatever else goes, it stays (kept or protected)
+    s1 = _summary(root, "r1")
+    released = {os.path.relpath(s1["stages"][stage]["artifacts"][key], root)
+                for stage, key in (("train", "model"), ("evaluate", "blessing"),
+                                   ("export", "saved_model"), ("push", "pushed_model"))}
+    assert not released & {d["uri"] for d in result["deleted"]}
+    assert all("blessed" in p["why"] or "pushed" in p["why"] for p in result["protected"])
+    assert run_pipeline.main(["gc", "--root", str(root), "--keep-days", "1", "--dry-run"]) == 0
+    assert "would free" in capsys.readouterr().out
+    assert _tree_digest(os.path.join(root, "artifacts")) == before  # a dry run deletes nothing
+    assert run_pipeline.main(["gc", "--root", str(root)]) == EXIT_CONFIG  # no policy given
