@@ -20,8 +20,8 @@ import uuid
 from typing import Callable
 
 from pipeline import console
-from pipeline.errors import (EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK, EXIT_STAGE, ConfigError,
-                             PipelineError)
+from pipeline.errors import (EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK, EXIT_SKIPPED, EXIT_STAGE,
+                             ConfigError, PipelineError)
 
 log = logging.getLogger("pipeline")
 DEFAULT_ROOT = "output"
@@ -46,9 +46,7 @@ def _parser(stage_names: list[str] | None = None) -> argparse.ArgumentParser:
                    help="exit 75 without running when another run on this root is alive")
     r.add_argument("--force-push", action="store_true",
                    help="push the model even if the gate did not bless it (push.force=true)")
-    r.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR",
-                                                           "debug", "info", "warning", "error"],
-                   help="console level; debug also shows tracebacks (pipeline.log always has them)")
+    _log_level(r)
     c = sub.add_parser("config", help="every config key: value, default, owner, meaning")
     c.add_argument("--config", help="preset name or TOML file to show the values of")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -75,7 +73,16 @@ def _parser(stage_names: list[str] | None = None) -> argparse.ArgumentParser:
         sub.choices[name].add_argument("--root", default=DEFAULT_ROOT)
         sub.choices[name].add_argument("--json", action="store_true",
                                        help="machine-readable output")
+        _log_level(sub.choices[name])
     return p
+
+
+def _log_level(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log-level", default="INFO",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR",
+                                 "debug", "info", "warning", "error"],
+                        help="console level; debug also shows tracebacks (the run's "
+                             "pipeline.log always has them)")
 
 
 def main(create_pipeline: Callable[[], list], argv: list[str] | None = None) -> int:
@@ -275,8 +282,9 @@ def _gc(args, root: str) -> int:
 
     try:
         result = gc.collect(root, args.keep_last, args.keep_days, args.dry_run)
-    except PipelineError as e:
-        log.error("%s (exit %d)", e, e.exit_code)
+    except PipelineError as e:  # refusing beside a live run is expected: a warning, as a skip
+        log.log(logging.WARNING if e.exit_code == EXIT_SKIPPED else logging.ERROR, "%s (exit %d)",
+                e, e.exit_code)
         return e.exit_code
     print(json.dumps(result, indent=2, default=str) if args.json else gc.render_text(result))
     return EXIT_OK

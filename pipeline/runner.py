@@ -218,12 +218,12 @@ def run(p: Plan, root: str, run_id: str, only: str | None = None, force: bool = 
             "config_changed": p.config.differences(), "preset": p.config.preset or "",
             "fingerprints": p.fingerprints, "command": command, "exit_code": None}
         if skip_if_running and live:
+            skipped = Skipped(f"run {', '.join(live)} is still running on {root} "
+                              "(--skip-if-running)")
             store.start_run(run_id, {**registration, "status": "skipped", "finished": time.time(),
-                                     "exit_code": Skipped.exit_code,
-                                     "error": describe(Skipped(f"runs {', '.join(live)} active"))})
+                                     "exit_code": Skipped.exit_code, "error": describe(skipped)})
             publish(store, run_id)
-            raise Skipped(f"skipped: run {', '.join(live)} is still running on {root} "
-                          "(--skip-if-running)")
+            raise skipped
         lock.acquire(note=f"{os.getpid()}@{socket.gethostname()}")
         store.start_run(run_id, registration)
     heartbeat = _Heartbeat(root, run_id)

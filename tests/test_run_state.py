@@ -90,6 +90,16 @@ def test_sigkill_during_train_then_the_same_command_resumes(tmp_path_factory, tm
         assert "killed" in skipped.stderr and "Traceback" not in skipped.stderr
         assert _summaries(tmp_path)["skipper"]["status"] == "skipped"
         assert _summaries(tmp_path)["killed"]["status"] == "running"
+        # under cron (README, "Schedules"): a skip at --log-level error prints nothing, so
+        # no mail; gc beside the live run refuses with the same code, also silently
+        quiet = subprocess.run([*args, "--run-id", "skipper2", "--skip-if-running",
+                                "--log-level", "error"], cwd=PROJECT, capture_output=True,
+                               text=True, timeout=300, env=user_env())
+        assert (quiet.returncode, quiet.stderr) == (EXIT_SKIPPED, "")
+        gc = subprocess.run([sys.executable, "run_pipeline.py", "gc", "--root", str(tmp_path),
+                             "--keep-last", "1", "--log-level", "error"], cwd=PROJECT,
+                            capture_output=True, text=True, timeout=300, env=user_env())
+        assert (gc.returncode, gc.stderr, gc.stdout) == (EXIT_SKIPPED, "", "")
     finally:
         victim.send_signal(signal.SIGKILL)
         victim.wait()
