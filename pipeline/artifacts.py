@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 COMMIT_MARKER = "_COMMITTED"
+# Artifact property: paths outside the artifact that it stands for; the cache reuses the
+# artifact only while they exist (pipeline/launcher.py, `usable`).
+EXTERNAL_PATHS = "external_paths"
 TMP_PREFIX = ".tmp-"
 
 # Artifact types, named as TFX names them.

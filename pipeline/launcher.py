@@ -90,8 +90,11 @@ def launch(component: Component, params, fingerprint: str, inputs: dict[str, Art
 
 
 def usable(a: Artifact) -> bool:
-    """Committed on disk (a deleted artifact is never reused)."""
-    return artifacts.is_committed(a.uri)
+    """Committed on disk (a deleted artifact is never reused), and so is everything outside
+    the root it stands for (`external_paths`: e.g. the pushed model's version directory,
+    so a wiped serving directory is pushed to again, not reported as pushed)."""
+    return artifacts.is_committed(a.uri) and all(
+        artifacts.exists(p) for p in a.properties.get(artifacts.EXTERNAL_PATHS, ()))
 
 
 def _execute(store, component, params, fingerprint, inputs, run, started) -> dict[str, Artifact]:

@@ -471,3 +471,18 @@ def test_gc_through_the_cli_on_a_real_root(first_run, capsys):
     assert "would free" in capsys.readouterr().out
     assert _tree_digest(os.path.join(root, "artifacts")) == before  # a dry run deletes nothing
     assert run_pipeline.main(["gc", "--root", str(root)]) == EXIT_CONFIG  # no policy given
+
+
+@pytest.mark.slow
+def test_a_wiped_serving_directory_is_pushed_to_again(first_run, idx_dir):
+    """The cache never claims a push that Serving no longer has."""
+    root, _ = first_run
+    s1 = _summary(root, "r1")
+    model_dir = os.path.join(root, "serving", "fashion_mnist_conv_pool")
+    shutil.rmtree(os.path.join(model_dir, str(s1["push"]["version"])))
+    assert run_pipeline.main(_args(root, "p1", idx_dir)) == EXIT_OK
+    p1 = _summary(root, "p1")
+    assert p1["stages"]["evaluate"]["status"] == "cached"
+    assert p1["stages"]["push"]["status"] == "ran" and p1["push"]["pushed"] is True
+    assert p1["push"]["version"] > s1["push"]["version"]  # versions only grow
+    assert os.path.exists(os.path.join(p1["push"]["destination"], "saved_model.pb"))

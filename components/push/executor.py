@@ -18,6 +18,8 @@ import shutil
 import uuid
 from typing import TYPE_CHECKING
 
+from pipeline.artifacts import EXTERNAL_PATHS
+
 if TYPE_CHECKING:
     from components.push.component import PushParams
     from pipeline.artifacts import Artifact
@@ -49,6 +51,8 @@ def run(params: PushParams, ctx: ExecutionContext, *, saved_model: Artifact, ble
     with open(os.path.join(pushed_model.uri, PUSH_JSON), "w") as f:
         json.dump(record, f, indent=2, sort_keys=True)
     pushed_model.properties.update(record)
+    if record["pushed"]:  # reused from the cache only while Serving still has it
+        pushed_model.properties[EXTERNAL_PATHS] = [record["destination"]]
     return {k: record[k] for k in ("pushed", "version", "reason", "model_name")}
 
 
