@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib.metadata
 import os
 import struct
 import zlib
@@ -177,6 +178,6 @@ def source_identity(dataset: str, source: str) -> dict:
                 with open(path, "rb") as f:
                     files[os.path.basename(path)] = hashlib.file_digest(f, "sha256").hexdigest()
         return {"kind": "idx", "files": files}
-    import tensorflow_datasets as tfds
-
-    return {"kind": "tfds", "dataset": dataset, "tfds": tfds.__version__}
+    # the installed version, read without importing tfds (and TensorFlow with it)
+    return {"kind": "tfds", "dataset": dataset,
+            "tfds": importlib.metadata.version("tensorflow-datasets")}
