@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import posixpath
 
-import apache_beam as beam
 import tensorflow_data_validation as tfdv
 from tensorflow.io import gfile
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2

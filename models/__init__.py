@@ -14,6 +14,11 @@ called.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from models.base import Autoencoder
+
 SPARSE_L1 = 1e-5  # the sparse variant's L1 activity penalty on the code
 
 VARIANTS: tuple[str, ...] = ("dense", "sparse", "deep", "conv_pool", "conv_dense", "conv_small",

@@ -20,20 +20,17 @@ from pipeline.launcher import RunContext, launch
 class _ComponentStep(beam.DoFn):
     """One component as a Beam step (TFX: _ComponentAsDoFn)."""
 
-    def __init__(self, component: Component, params, fingerprint: str,
-                 resolved: dict[str, Artifact | None], run: RunContext):
-        self.component, self.params, self.fingerprint = component, params, fingerprint
-        self.resolved, self.run = resolved, run
+    def __init__(self, component: Component, params, run: RunContext):
+        self.component, self.params, self.run = component, params, run
 
     def process(self, _, **upstream):
         inputs = {k: Artifact(**upstream[ch.producer][ch.output])
                   for k, ch in self.component.channels.items()}
-        outputs = launch(self.component, self.params, self.fingerprint,
-                         {**inputs, **self.resolved}, self.run)
+        outputs = launch(self.component, self.params, inputs, self.run)
         yield {k: dataclasses.asdict(a) for k, a in outputs.items()}
 
 
-def run(components, params: dict, fingerprints: dict, resolved: dict, ctx: RunContext) -> None:
+def run(components, params: dict, ctx: RunContext) -> None:
     with beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"])) as pipeline:
         steps = {}
         for c in components:
@@ -41,5 +38,4 @@ def run(components, params: dict, fingerprints: dict, resolved: dict, ctx: RunCo
             steps[c.name] = (pipeline
                              | f"Start[{c.name}]" >> beam.Create([c.name])
                              | f"Run[{c.name}]" >> beam.ParDo(
-                                 _ComponentStep(c, params[c.name], fingerprints[c.name],
-                                                resolved[c.name], ctx), **side))
+                                 _ComponentStep(c, params[c.name], ctx), **side))

@@ -39,9 +39,10 @@ class Channel:
 class Resolved:
     """An optional input found in ML Metadata rather than produced by this run, as TFX's
     Resolver node with LatestBlessedModelStrategy finds the baseline model: the newest
-    blessed artifact of `type` from the same lineage (the params' `lineage()`), made by
-    another model than the one under evaluation (the input named `candidate`). None when
-    there is none yet."""
+    blessed artifact of `type` in the lineage the params name (`baseline_lineage()`; None:
+    resolve nothing), made by another model than the input named `candidate`. None when
+    there is none. The launcher resolves it when the stage starts (TFX's driver), not
+    when the run is planned: a run that overlaps another sees what that one blessed."""
 
     type: str
     candidate: str
@@ -73,6 +74,11 @@ class Component:
     def channels(self) -> dict[str, Channel]:
         """The inputs produced by upstream components of this pipeline."""
         return {k: c for k, c in self.inputs.items() if isinstance(c, Channel)}
+
+    @property
+    def resolved(self) -> dict[str, Resolved]:
+        """The inputs the launcher finds in ML Metadata when the stage starts."""
+        return {k: r for k, r in self.inputs.items() if isinstance(r, Resolved)}
 
     @property
     def upstream(self) -> tuple[str, ...]:

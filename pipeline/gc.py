@@ -26,7 +26,7 @@ from collections import Counter
 
 from ml_metadata.proto import metadata_store_pb2 as pb
 
-from pipeline import artifacts, locks, runner, summary
+from pipeline import artifacts, locks, runner
 from pipeline.artifacts import Artifact
 from pipeline.errors import EXIT_SKIPPED, ConfigError, PipelineError
 from pipeline.metadata import DB_FILE, MetadataStore
@@ -207,7 +207,7 @@ def _apply(store: MetadataStore, result: dict, now: float) -> None:
     for run_id, n in Counter(d["run_id"] for d in result["deleted"] if d["run_id"]).items():
         before = (store.get_run(run_id).get("gc") or {}).get("artifacts", 0)
         store.update_run(run_id, gc={"deleted_at": now, "artifacts": before + n})
-        summary.write(store, run_id)  # summary.json stays a view of ML Metadata
+        runner.publish(store, run_id)  # its summary and report say what was collected
 
 
 def _delete_artifact(store: MetadataStore, artifact_id: int, path: str) -> None:

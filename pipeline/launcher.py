@@ -21,8 +21,9 @@ import traceback
 from dataclasses import dataclass
 
 from pipeline import artifacts, console, locks, summary
+from pipeline import fingerprint as fingerprint_lib
 from pipeline.artifacts import Artifact
-from pipeline.component import Component, ExecutionContext
+from pipeline.component import Component, ExecutionContext, Resolved
 from pipeline.errors import DataError, Interrupted, PipelineError, StageError
 from pipeline.metadata import MetadataStore
 
@@ -56,13 +57,45 @@ def describe(exc: BaseException) -> dict:
     return {"kind": exc.kind, "message": message, "exit_code": exc.exit_code}
 
 
-def launch(component: Component, params, fingerprint: str, inputs: dict[str, Artifact],
+def resolve(store: MetadataStore | None, spec: Resolved, params,
+            candidate: str | None) -> Artifact | None:
+    """A `Resolved` input: the newest blessed model of the params' baseline lineage that is
+    not the candidate (fingerprint `candidate`), or None."""
+    lineage = params.baseline_lineage()
+    if store is None or lineage is None:
+        return None
+    return store.latest_blessed(spec.type, spec.candidate, lineage, exclude=candidate,
+                                usable=usable)
+
+
+def identity(artifact: Artifact | None, resolved: bool = False) -> str | None:
+    """What of an input enters its consumer's fingerprint: the fingerprint its producer
+    gave it (its content); for a resolved input also its ML Metadata id, since a model
+    retrained with --force keeps its fingerprint but not its weights."""
+    if artifact is None:
+        return None
+    fp = artifact.properties.get("fingerprint")
+    return f"{fp}#{artifact.id}" if resolved else fp
+
+
+def stage_fingerprint(component: Component, params, identities: dict[str, str | None]) -> str:
+    return fingerprint_lib.stage_fingerprint(component.name, params.cache_key(), identities,
+                                             component.executor_module)
+
+
+def launch(component: Component, params, inputs: dict[str, Artifact],
            run: RunContext) -> dict[str, Artifact]:
-    """Run or reuse one stage; returns its committed outputs. Raises what the stage raised.
-    An optional (`Resolved`) input that found nothing is None: the executor gets None and
-    ML Metadata records no event for it."""
+    """Run or reuse one stage given its upstream artifacts; returns its committed
+    outputs. Raises what the stage raised. The driver resolves the `Resolved` inputs now
+    and keys the stage by what it really gets; one that found nothing is None for the
+    executor, and ML Metadata records no event for it."""
     store = MetadataStore(run.root)
-    inputs = {k: a for k, a in inputs.items() if a is not None}
+    resolved = {k: resolve(store, spec, params, identity(inputs.get(spec.candidate)))
+                for k, spec in component.resolved.items()}
+    fingerprint = stage_fingerprint(
+        component, params, {**{k: identity(a) for k, a in inputs.items()},
+                            **{k: identity(a, resolved=True) for k, a in resolved.items()}})
+    inputs = {**inputs, **{k: a for k, a in resolved.items() if a is not None}}
     started = time.time()
     use_cache = not run.force and run.only != component.name
     if run.only and run.only != component.name:

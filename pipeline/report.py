@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import os
 import tempfile
 import urllib.parse
@@ -189,8 +190,11 @@ def _yes_no(decision: dict | None, key: str) -> str:
 
 # -- what a view says ---------------------------------------------------------------------
 def _main_metric(view: dict) -> dict | None:
+    """The run's main metric when it is a finite number (a NaN would blank the chart)."""
     main = view.get("main_metric") or {}
-    return main if isinstance(main.get("value"), (int, float)) else None
+    value = main.get("value")
+    finite = isinstance(value, (int, float)) and math.isfinite(value)
+    return main if finite else None
 
 
 def _layout(store: MetadataStore, view: dict) -> dict:

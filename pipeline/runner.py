@@ -24,13 +24,14 @@ import threading
 import time
 from dataclasses import dataclass
 
-from pipeline import artifacts, fingerprint, locks, report, summary
+from pipeline import artifacts, locks, report, summary
 from pipeline.artifacts import Artifact
-from pipeline.component import Component, Resolved
+from pipeline.component import Component
 from pipeline import config as config_lib
 from pipeline.config import Config, Params, key
 from pipeline.errors import EXIT_OK, EXIT_SKIPPED, ConfigError, PipelineError
-from pipeline.launcher import RunContext, describe, launch, usable
+from pipeline.launcher import (RunContext, describe, identity, launch, resolve, stage_fingerprint,
+                               usable)
 from pipeline.metadata import MetadataStore
 
 log = logging.getLogger("pipeline")
@@ -90,8 +91,7 @@ class Plan:
     components: tuple[Component, ...]
     config: Config
     params: dict  # component name -> its Params
-    fingerprints: dict  # component name -> stage fingerprint
-    resolved: dict  # component name -> {input key: Artifact or None} found in ML Metadata
+    fingerprints: dict  # component name -> expected stage fingerprint (cache hits as of now)
     beam: BeamParams
 
     def component(self, name: str) -> Component:
@@ -109,13 +109,13 @@ def load_config(components, preset: str | None = None, overrides=()) -> Config:
 
 
 def plan(components, config: Config, root: str | None = None) -> Plan:
-    """Build every stage's parameters (all config checks) and fingerprint (which reads
-    the identity of external data): errors surface here, before any directory exists.
-    `Resolved` inputs (the baseline model) are looked up in the root's ML Metadata, when
-    there is one, and their identity enters the stage's fingerprint."""
+    """Build every stage's parameters (all config checks) and its expected fingerprint
+    (which reads the identity of external data): errors surface here, before any
+    directory exists. `Resolved` inputs are looked up as they stand now, for the
+    expectation only: the launcher resolves them again when their stage starts."""
     store = _existing_store(root)
     seen: set[str] = set()
-    params, fingerprints, resolved = {}, {}, {}
+    params, fingerprints = {}, {}
     for c in components:
         missing = [f"{ch.producer}.{ch.output}" for ch in c.channels.values()
                    if ch.producer not in seen]
@@ -124,15 +124,11 @@ def plan(components, config: Config, root: str | None = None) -> Plan:
         params[c.name] = p
         inputs = {k: f"{fingerprints[ch.producer]}:{ch.producer}.{ch.output}"
                   for k, ch in c.channels.items()}
-        resolved[c.name] = {k: _resolve(store, r, p, inputs[r.candidate])
-                            for k, r in c.inputs.items() if isinstance(r, Resolved)}
-        inputs.update({k: a.properties.get("fingerprint") if a else None
-                       for k, a in resolved[c.name].items()})
-        fingerprints[c.name] = fingerprint.stage_fingerprint(c.name, p.cache_key(), inputs,
-                                                             c.executor_module)
+        inputs.update({k: identity(resolve(store, r, p, inputs[r.candidate]), resolved=True)
+                       for k, r in c.resolved.items()})
+        fingerprints[c.name] = stage_fingerprint(c, p, inputs)
         seen.add(c.name)
-    return Plan(tuple(components), config, params, fingerprints, resolved,
-                BeamParams.from_config(config))
+    return Plan(tuple(components), config, params, fingerprints, BeamParams.from_config(config))
 
 
 def _existing_store(root: str | None) -> MetadataStore | None:
@@ -140,13 +136,6 @@ def _existing_store(root: str | None) -> MetadataStore | None:
     if root is None or not os.path.exists(os.path.join(root, "metadata.sqlite")):
         return None
     return MetadataStore(root)
-
-
-def _resolve(store: MetadataStore | None, spec: Resolved, params, candidate: str) -> Artifact | None:
-    if store is None:
-        return None
-    return store.latest_blessed(spec.type, spec.candidate, params.lineage(), exclude=candidate,
-                                usable=usable)
 
 
 # -- liveness ---------------------------------------------------------------------------
@@ -238,7 +227,7 @@ def run(p: Plan, root: str, run_id: str, only: str | None = None, force: bool = 
         else:
             from pipeline import beam_dag
 
-            beam_dag.run(components, p.params, p.fingerprints, p.resolved, ctx)
+            beam_dag.run(components, p.params, ctx)
     except BaseException as exc:
         error = _stage_error(store, run_id) or describe(exc)
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
@@ -271,8 +260,7 @@ def _record_cached(p: Plan, components, ctx: RunContext) -> None:
     outputs: dict[str, dict[str, Artifact]] = {}
     for c in components:
         inputs = {k: outputs[ch.producer][ch.output] for k, ch in c.channels.items()}
-        outputs[c.name] = launch(c, p.params[c.name], p.fingerprints[c.name],
-                                 {**inputs, **p.resolved[c.name]}, ctx)
+        outputs[c.name] = launch(c, p.params[c.name], inputs, ctx)
 
 
 def _stage_error(store: MetadataStore, run_id: str) -> dict | None:

@@ -76,7 +76,9 @@ def render(store: MetadataStore, run_id: str) -> dict[str, Any]:
         "variant": config.get("model", {}).get("variant"),
         "main_metric": {"name": metric, "value": evaluation.get(metric)},
         "blessing": _properties(outputs, "evaluate", "blessing", BLESSING_FIELDS),
-        "push": _properties(outputs, "push", "pushed_model", PUSH_FIELDS),
+        # `cached`: this run reused an earlier run's push (nothing new was pushed)
+        "push": _properties(outputs, "push", "pushed_model", PUSH_FIELDS,
+                            cached=stages.get("push", {}).get("status") == "cached"),
         "started": iso(run.get("started")),
         "finished": iso(finished),
         "duration_s": round(float(finished) - float(run["started"]), 1) if finished else None,
@@ -97,11 +99,11 @@ BLESSING_FIELDS = ("blessed", "reason", "lineage", "metric", "candidate_value", 
 PUSH_FIELDS = ("pushed", "reason", "version", "destination", "model_name", "forced")
 
 
-def _properties(outputs: dict, stage: str, key: str, fields) -> dict | None:
+def _properties(outputs: dict, stage: str, key: str, fields, **extra) -> dict | None:
     artifact = outputs.get(stage, {}).get(key)
     if artifact is None:
         return None
-    return {f: artifact.properties.get(f) for f in fields}
+    return {**{f: artifact.properties.get(f) for f in fields}, **extra}
 
 
 def path(root: str, run_id: str) -> str:

@@ -55,7 +55,7 @@ def run_executor(stage: str, params_, inputs: dict, outputs: dict,
                  ctx: ExecutionContext | None = None) -> dict:
     """Call a stage's executor directly on artifacts on disk (no commit, no metadata). An
     optional input left out is None, as the launcher passes it when nothing was resolved."""
-    optional = {k: None for k in COMPONENTS[stage].inputs if k not in inputs}
+    optional = {k: None for k in COMPONENTS[stage].resolved if k not in inputs}
     return COMPONENTS[stage].executor(params_, ctx or ExecutionContext(), **inputs, **optional,
                                       **outputs)
 

@@ -252,6 +252,21 @@ def test_gate_compares_with_the_baseline_measured_on_the_same_split(normalized_e
              blessing=better)
     assert better["blessed"] is True and better["reason"].startswith("better")
 
+    # a baseline that no longer loads (e.g. models/ changed): fail closed, say how to go on
+    import shutil
+    broken_uri = str(tmp_path / "broken_model")
+    shutil.copytree(good["model"].uri, broken_uri)
+    for name in os.listdir(broken_uri):
+        if name.endswith(".h5"):
+            open(os.path.join(broken_uri, name), "wb").write(b"not an HDF5 file")
+    broken = {"model": Artifact(good["model"].type, broken_uri,
+                                properties={**good["model"].properties, "run_id": "old"}, id=1)}
+    closed = {}
+    evaluate(normalized_examples, good, tmp_path / "e5", loose, DENSE, baseline=broken,
+             blessing=closed)
+    assert closed["blessed"] is False
+    assert "could not be loaded" in closed["reason"] and "gate.baseline=none" in closed["reason"]
+
     strict = {}
     evaluate(normalized_examples, good, tmp_path / "e4", DENSE, blessing=strict)  # default ceiling 0.15
     assert m_good["bce_excess"] > 0.15 and strict["blessed"] is False

@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from components.push import executor as push_executor
-from pipeline.artifacts import BLESSING, SAVED_MODEL, Artifact
+from pipeline.artifacts import BLESSING, MODEL, SAVED_MODEL, Artifact
 from pipeline.component import ExecutionContext
 from tests.helpers import output_artifacts, params, run_executor
 
@@ -26,17 +26,27 @@ def saved_model(tmp_path):
     return Artifact(SAVED_MODEL, str(uri), properties={"path": "model"})
 
 
-def _blessing(blessed: bool) -> Artifact:
+CANDIDATE = Artifact(MODEL, "/unused/model", properties={"run_id": "r2"}, id=7)
+BASELINE = Artifact(MODEL, "/unused/baseline", properties={"run_id": "r1"}, id=3)
+
+
+def _blessing(blessed: bool, against: Artifact | None = None) -> Artifact:
     return Artifact(BLESSING, "/unused", properties={
         "blessed": blessed, "reason": "better: bce_excess 0.03 vs 0.04" if blessed else
-        "worse than the blessed baseline: bce_excess 0.05 vs 0.04"})
+        "worse than the blessed baseline: bce_excess 0.05 vs 0.04",
+        "baseline_artifact_id": against.id if against else None,
+        "baseline_run_id": against.properties["run_id"] if against else None})
 
 
-def _push(tmp_path, saved_model, blessed: bool, *overrides: str, name: str = "p") -> dict:
+def _push(tmp_path, saved_model, blessed: bool, *overrides: str, name: str = "p",
+          against: Artifact | None = None, current: Artifact | None = None) -> dict:
+    """Push with the blessing decided against `against`; `current`: the lineage's blessed
+    model when push starts (what the launcher resolves)."""
     out = output_artifacts("push", tmp_path / name)
     ctx = ExecutionContext(root=str(tmp_path / "root"))
-    metrics = run_executor("push", params("push", *overrides),
-                           {"saved_model": saved_model, "blessing": _blessing(blessed)}, out, ctx)
+    inputs = {"model": CANDIDATE, "saved_model": saved_model,
+              "blessing": _blessing(blessed, against), "current_baseline": current}
+    metrics = run_executor("push", params("push", *overrides), inputs, out, ctx)
     record = json.load(open(os.path.join(out["pushed_model"].uri, push_executor.PUSH_JSON)))
     assert out["pushed_model"].properties["pushed"] == record["pushed"] == metrics["pushed"]
     return record
@@ -113,3 +123,46 @@ def test_bad_push_config_is_rejected_naming_the_key(override):
     from pipeline.errors import ConfigError
     with pytest.raises(ConfigError, match=override.split("=")[0]):
         params("push", override)
+
+
+def test_a_blessing_superseded_by_an_overlapping_run_is_not_pushed(tmp_path, saved_model):
+    """Decided against r1's model, but another run blessed a newer model meanwhile."""
+    newer = Artifact(MODEL, "/unused/newer", properties={"run_id": "r3"}, id=9)
+    record = _push(tmp_path, saved_model, True, against=BASELINE, current=newer)
+    assert record["pushed"] is False
+    assert record["reason"].startswith("superseded: blessed against run r1's model")
+    assert "run r3 has blessed another model" in record["reason"]
+    assert not (tmp_path / "root" / "serving").exists()
+    # still the model it was decided against: pushed
+    assert _push(tmp_path, saved_model, True, name="q", against=BASELINE,
+                 current=BASELINE)["pushed"] is True
+    # forced anyway, and recorded so
+    forced = _push(tmp_path, saved_model, True, "push.force=true", name="f", against=BASELINE,
+                   current=newer)
+    assert forced["pushed"] and forced["forced"]
+    assert forced["reason"].startswith("forced (--force-push) although superseded")
+
+
+def test_the_push_record_stands_for_the_model_directory_not_one_version(tmp_path, saved_model):
+    """A rollback (deleting the newest version) keeps the record reusable, so the schedule
+    does not push the same model back; a wiped model directory makes it unusable."""
+    from pipeline.artifacts import EXTERNAL_PATHS
+    out = output_artifacts("push", tmp_path / "p")
+    ctx = ExecutionContext(root=str(tmp_path / "root"))
+    run_executor("push", params("push"), {"model": CANDIDATE, "saved_model": saved_model,
+                                          "blessing": _blessing(True)}, out, ctx)
+    [path] = out["pushed_model"].properties[EXTERNAL_PATHS]
+    model_dir = tmp_path / "root" / "serving" / "fashion_mnist_conv_pool"
+    assert path == str(model_dir / push_executor.LAST_VERSION) and os.path.exists(path)
+    import shutil
+    shutil.rmtree(model_dir / "1")  # rollback
+    assert os.path.exists(path)
+    shutil.rmtree(model_dir)  # wiped
+    assert not os.path.exists(path)
+
+
+def test_gate_baseline_none_disables_the_supersession_check():
+    assert params("push").baseline_lineage() == "fashion_mnist/conv_pool/clean"
+    assert params("push", "gate.baseline=none").baseline_lineage() is None
+    assert params("evaluate", "gate.baseline=none").baseline_lineage() is None
+    assert params("evaluate").lineage() == params("push").baseline_lineage()

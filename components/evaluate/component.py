@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from components.evaluate import gate
 from components.evaluate.gate import Thresholds
 from pipeline import artifacts
 from pipeline.component import Channel, Component, Resolved
@@ -39,6 +40,10 @@ class EvaluateParams(Params):
     max_neg_elbo: float = key(
         "gate.max_neg_elbo", 330.0,
         "VAEs: never bless above this -ELBO in nats/image (the mean image scores 385)")
+    baseline: str = key(
+        "gate.baseline", "latest_blessed",
+        "latest_blessed: compare with the lineage's newest blessed model; none: the ceilings "
+        "only (to start a lineage afresh, e.g. after a deliberate architecture change)")
     seed: int = key("train.seed")
     # The lineage: models are compared only with blessed models of the same lineage.
     dataset: str = key("data.dataset")
@@ -48,8 +53,10 @@ class EvaluateParams(Params):
     grid_images: int = 10  # columns of the reconstruction grid; rows of the VAE sample grid
 
     def lineage(self) -> str:
-        noise = "clean" if self.noise_kind == "none" else f"{self.noise_kind}:{self.noise_factor:g}"
-        return f"{self.dataset}/{self.variant}/{noise}"
+        return gate.lineage(self.dataset, self.variant, self.noise_kind, self.noise_factor)
+
+    def baseline_lineage(self) -> str | None:
+        return self.lineage() if self.baseline == "latest_blessed" else None
 
     @property
     def thresholds(self) -> Thresholds:
@@ -58,6 +65,8 @@ class EvaluateParams(Params):
     def check(self) -> None:
         require(0.0 <= self.relative_tolerance <= 1.0, "gate.relative_tolerance", "0..1",
                 self.relative_tolerance)
+        require(self.baseline in gate.BASELINES, "gate.baseline", f"one of {gate.BASELINES}",
+                self.baseline)
         require(self.max_bce_excess > 0.0, "gate.max_bce_excess", "> 0", self.max_bce_excess)
         require(self.max_neg_elbo > 0.0, "gate.max_neg_elbo", "> 0", self.max_neg_elbo)
         require(self.probe_max_train >= 0, "evaluate.probe_max_train", ">= 0 (0 = all)",

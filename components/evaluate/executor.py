@@ -175,12 +175,23 @@ def _gate(params, variational, candidate, baseline_model, x_in, target, seed, lo
     """Measure the blessed baseline (if any) on this same test split, then decide."""
     metric = gate.main_metric(variational)
     baseline = None
+    unusable = None
     if baseline_model is not None:
-        base = model_io.load_model(baseline_model)
-        base_info = model_io.read_model_json(baseline_model)
-        baseline = M.rounded(_reconstruction_metrics(
-            base, base_info, x_in, target, predict(base.reconstruct, x_in), seed))
+        try:
+            base = model_io.load_model(baseline_model)
+            base_info = model_io.read_model_json(baseline_model)
+        except Exception as e:  # noqa: BLE001 - e.g. models/ changed since it was trained
+            unusable = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            log.debug("baseline model %s does not load", baseline_model.uri, exc_info=True)
+        else:
+            baseline = M.rounded(_reconstruction_metrics(
+                base, base_info, x_in, target, predict(base.reconstruct, x_in), seed))
     decision = gate.decide(metric, candidate, baseline, params.thresholds)
+    if unusable:  # fail closed: never bless what could not be compared
+        decision.update(blessed=False, reason=(
+            f"the blessed baseline (run {baseline_model.properties.get('run_id')}) could not be "
+            f"loaded ({unusable}); not blessed. After a deliberate model change, start the "
+            "lineage afresh with --set gate.baseline=none"))
     decision["lineage"] = params.lineage()
     decision["baseline_model"] = None if baseline_model is None else {
         "run_id": baseline_model.properties.get("run_id"), "artifact_id": baseline_model.id,
@@ -203,6 +214,7 @@ def _write_blessing(blessing: Artifact, decision: dict, params) -> None:
         "lineage": decision["lineage"], "metric": decision["metric"],
         "candidate_value": decision["candidate"], "baseline_value": decision["baseline"],
         "baseline_run_id": (decision["baseline_model"] or {}).get("run_id"),
+        "baseline_artifact_id": (decision["baseline_model"] or {}).get("artifact_id"),
         "thresholds": decision["thresholds"]})
 
 

@@ -21,6 +21,15 @@ import math
 from dataclasses import dataclass
 
 
+BASELINES = ("latest_blessed", "none")
+
+
+def lineage(dataset: str, variant: str, noise_kind: str, noise_factor: float) -> str:
+    """Models are compared with, and replace, only blessed models of their own lineage."""
+    noise = "clean" if noise_kind == "none" else f"{noise_kind}:{noise_factor:g}"
+    return f"{dataset}/{variant}/{noise}"
+
+
 def main_metric(variational: bool) -> str:
     return "neg_elbo" if variational else "bce_excess"
 

@@ -1,18 +1,24 @@
 """push: a blessed SavedModel copied atomically into the layout TensorFlow Serving
 watches, `<serving_dir>/<model_name>/<version>/`, versions integers that only grow
 (TFX's Pusher). An unblessed candidate is not pushed and the run still succeeds; the
-PushedModel artifact says whether it was pushed and why. Owns the [push] config keys."""
+PushedModel artifact says whether it was pushed and why. A blessing is acted on only
+if the lineage's blessed model is still the one it was decided against: a run that
+overlapped another one, which blessed a model meanwhile, does not push (the next run
+compares with that model). Owns the [push] config keys."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from components.evaluate import gate
 from pipeline import artifacts
-from pipeline.component import Channel, Component
+from pipeline.component import Channel, Component, Resolved
 from pipeline.config import Params, key, require
 
+MODEL_KEY = "model"
 SAVED_MODEL_KEY = "saved_model"
 BLESSING_KEY = "blessing"
+CURRENT_BASELINE_KEY = "current_baseline"
 PUSHED_MODEL_KEY = "pushed_model"
 
 
@@ -28,6 +34,14 @@ class PushParams(Params):
     dataset: str = key("data.dataset")
     variant: str = key("model.variant")
     noise_kind: str = key("noise.kind")
+    noise_factor: float = key("noise.factor")
+    baseline: str = key("gate.baseline")
+
+    def baseline_lineage(self) -> str | None:
+        """The lineage whose current blessed model push checks the blessing against."""
+        if self.baseline != "latest_blessed":
+            return None
+        return gate.lineage(self.dataset, self.variant, self.noise_kind, self.noise_factor)
 
     @property
     def name(self) -> str:
@@ -47,8 +61,11 @@ class PushParams(Params):
 
 PUSH = Component(
     name="push",
-    inputs={SAVED_MODEL_KEY: Channel(artifacts.SAVED_MODEL, "export", "saved_model"),
-            BLESSING_KEY: Channel(artifacts.BLESSING, "evaluate", "blessing")},
+    inputs={MODEL_KEY: Channel(artifacts.MODEL, "train", "model"),
+            SAVED_MODEL_KEY: Channel(artifacts.SAVED_MODEL, "export", "saved_model"),
+            BLESSING_KEY: Channel(artifacts.BLESSING, "evaluate", "blessing"),
+            # resolved again when push starts: did another run bless a model meanwhile?
+            CURRENT_BASELINE_KEY: Resolved(artifacts.MODEL, candidate=MODEL_KEY)},
     outputs={PUSHED_MODEL_KEY: artifacts.PUSHED_MODEL},
     params=PushParams,
     executor_module="components.push.executor",

@@ -7,6 +7,13 @@ grow: the next one is above every version directory present and above the highes
 pushed (`.last_version`, so deleting the newest directory never reissues its number).
 A lock file in the model directory orders pushes from overlapping runs, even of other
 pipeline roots that share the serving directory.
+
+A blessing is acted on only while the lineage's blessed model is the one it was decided
+against (`current_baseline`, resolved when push starts): if a run that overlapped this
+one blessed another model meanwhile, this one is not pushed, and the next run compares
+with that model. A rollback is deleting the newest version directory: the push record
+stays reusable while the model directory's `.last_version` exists, so the schedule does
+not push the same model back.
 """
 
 from __future__ import annotations
@@ -30,30 +37,53 @@ LAST_VERSION = ".last_version"
 LOCK = ".push.lock"
 
 
-def run(params: PushParams, ctx: ExecutionContext, *, saved_model: Artifact, blessing: Artifact,
-        pushed_model: Artifact) -> dict:
+def run(params: PushParams, ctx: ExecutionContext, *, model: Artifact, saved_model: Artifact,
+        blessing: Artifact, current_baseline: Artifact | None, pushed_model: Artifact) -> dict:
     blessed = blessing.properties.get("blessed") is True
     why = blessing.properties.get("reason", "no reason recorded")
+    stale = blessed and _superseded(blessing, current_baseline)
     record = {"pushed": False, "version": None, "destination": None, "model_name": params.name,
               "blessed": blessed, "forced": False}
-    if blessed or params.force:
+    if (blessed and not stale) or params.force:
         base = os.path.join(ctx.root, params.serving_dir)  # an absolute serving_dir wins
+        model_dir = os.path.join(base, params.name)
         version, destination = _push(os.path.join(saved_model.uri, saved_model.properties["path"]),
-                                     os.path.join(base, params.name))
+                                     model_dir)
         record.update(pushed=True, version=version, destination=destination,
-                      forced=not blessed,
-                      reason=(f"blessed: {why}" if blessed else
-                              f"forced (--force-push) although not blessed: {why}"))
+                      forced=not blessed or stale,
+                      reason=(f"blessed: {why}" if blessed and not stale else
+                              "forced (--force-push) although "
+                              + (f"superseded: {stale}" if stale else f"not blessed: {why}")))
+        # Reused from the cache while the model directory is there: deleting a version by
+        # hand (a rollback) is respected; a wiped serving directory is pushed to again.
+        pushed_model.properties[EXTERNAL_PATHS] = [os.path.join(model_dir, LAST_VERSION)]
         ctx.log.info("push: %s version %d -> %s", params.name, version, destination)
     else:
-        record["reason"] = f"not blessed: {why}"
-        ctx.log.info("push: not pushed (not blessed)")
+        record["reason"] = f"superseded: {stale}" if stale else f"not blessed: {why}"
+        ctx.log.info("push: not pushed (%s)", "superseded" if stale else "not blessed")
     with open(os.path.join(pushed_model.uri, PUSH_JSON), "w") as f:
         json.dump(record, f, indent=2, sort_keys=True)
     pushed_model.properties.update(record)
-    if record["pushed"]:  # reused from the cache only while Serving still has it
-        pushed_model.properties[EXTERNAL_PATHS] = [record["destination"]]
     return {k: record[k] for k in ("pushed", "version", "reason", "model_name")}
+
+
+def _superseded(blessing: Artifact, current_baseline: Artifact | None) -> str:
+    """Why the blessing no longer holds ('' if it does): it was decided against another
+    model than the lineage's blessed model now, which a run that overlapped this one
+    blessed meanwhile."""
+    decided_against = blessing.properties.get("baseline_artifact_id")
+    now = None if current_baseline is None else current_baseline.id
+    if decided_against == now:
+        return ""
+    return (f"blessed against {_model(decided_against, blessing.properties)}, but "
+            f"run {current_baseline.properties.get('run_id')} has blessed another model of this "
+            "lineage since; the next run compares with that one")
+
+
+def _model(artifact_id, props) -> str:
+    if artifact_id is None:
+        return "the ceilings alone (first of its lineage)"
+    return f"run {props.get('baseline_run_id')}'s model (artifact {artifact_id})"
 
 
 def _push(source: str, model_dir: str) -> tuple[int, str]:
