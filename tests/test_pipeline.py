@@ -474,15 +474,23 @@ def test_gc_through_the_cli_on_a_real_root(first_run, capsys):
 
 
 @pytest.mark.slow
-def test_a_wiped_serving_directory_is_pushed_to_again(first_run, idx_dir):
-    """The cache never claims a push that Serving no longer has."""
+def test_a_rollback_is_respected_and_a_wiped_serving_directory_is_pushed_to_again(first_run,
+                                                                                  idx_dir):
+    """The cache never claims a push that Serving no longer has, and never undoes a rollback."""
     root, _ = first_run
     s1 = _summary(root, "r1")
     model_dir = os.path.join(root, "serving", "fashion_mnist_conv_pool")
+    # rollback: the newest version deleted by hand; the schedule does not push it back
     shutil.rmtree(os.path.join(model_dir, str(s1["push"]["version"])))
     assert run_pipeline.main(_args(root, "p1", idx_dir)) == EXIT_OK
     p1 = _summary(root, "p1")
-    assert p1["stages"]["evaluate"]["status"] == "cached"
-    assert p1["stages"]["push"]["status"] == "ran" and p1["push"]["pushed"] is True
-    assert p1["push"]["version"] > s1["push"]["version"]  # versions only grow
-    assert os.path.exists(os.path.join(p1["push"]["destination"], "saved_model.pb"))
+    assert p1["stages"]["push"]["status"] == "cached" and p1["push"]["cached"] is True
+    assert not [n for n in os.listdir(model_dir) if n.isdigit()]
+    # wiped: the model directory is gone; the next run pushes the blessed model again
+    shutil.rmtree(model_dir)
+    assert run_pipeline.main(_args(root, "p2", idx_dir)) == EXIT_OK
+    p2 = _summary(root, "p2")
+    assert p2["stages"]["evaluate"]["status"] == "cached"
+    assert p2["stages"]["push"]["status"] == "ran" and p2["push"]["pushed"] is True
+    assert p2["push"]["cached"] is False
+    assert os.path.exists(os.path.join(p2["push"]["destination"], "saved_model.pb"))
