@@ -47,15 +47,20 @@ class Skipped(PipelineError):
     kind = "skipped"
 
 
+DEFAULT_BEAM_ARGS = ("--runner=DirectRunner",)
+
+
 @dataclass(frozen=True, kw_only=True)
 class BeamParams(Params):
     args: tuple[str, ...] = key(
-        "beam.args", ("--runner=DirectRunner",),
+        "beam.args", DEFAULT_BEAM_ARGS,
         "Beam pipeline options for the data-parallel work, e.g. --runner=PortableRunner "
         "--job_endpoint=localhost:8099, or --direct_num_workers=2 "
         "--direct_running_mode=multi_processing")
 
     def check(self) -> None:
+        if self.args == DEFAULT_BEAM_ARGS:
+            return  # Beam's own local runner: nothing to check, and no Beam import (~1 s)
         from apache_beam.options import pipeline_options
         from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
