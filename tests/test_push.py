@@ -141,6 +141,11 @@ def test_a_blessing_superseded_by_an_overlapping_run_is_not_pushed(tmp_path, sav
                    current=newer)
     assert forced["pushed"] and forced["forced"]
     assert forced["reason"].startswith("forced (--force-push) although superseded")
+    # the baseline it was decided against is gone and nothing replaced it: not pushed either
+    gone = _push(tmp_path, saved_model, True, name="g", against=BASELINE, current=None)
+    assert gone["pushed"] is False
+    assert gone["reason"].startswith("superseded: blessed against run r1's model")
+    assert "no longer a usable blessed model" in gone["reason"]
 
 
 def test_the_push_record_stands_for_the_model_directory_not_one_version(tmp_path, saved_model):

@@ -75,6 +75,9 @@ def _superseded(blessing: Artifact, current_baseline: Artifact | None) -> str:
     now = None if current_baseline is None else current_baseline.id
     if decided_against == now:
         return ""
+    if current_baseline is None:  # the baseline is gone (deleted by hand) and none replaced it
+        return (f"blessed against {_model(decided_against, blessing.properties)}, which is no "
+                "longer a usable blessed model; the next run decides against the ceilings")
     return (f"blessed against {_model(decided_against, blessing.properties)}, but "
             f"run {current_baseline.properties.get('run_id')} has blessed another model of this "
             "lineage since; the next run compares with that one")
