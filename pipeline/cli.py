@@ -213,17 +213,14 @@ def _config(create_pipeline, args) -> int:
 
 
 def _print_stages(s: dict) -> None:
-    from pipeline.inspection import headline
+    from pipeline.inspection import headline, outcome_lines
 
     print(f"run {s['run_id']}: {s['status']}")
     for name, st in s["stages"].items():
         print(f"  {name:<10} {st['status']:<11} {st.get('duration_s') or 0:>8.1f}s  "
               f"{headline(st.get('metrics'))}")
-    if s.get("blessing"):
-        print(f"  blessed: {'yes' if s['blessing']['blessed'] else 'no'}: {s['blessing']['reason']}")
-    if s.get("push"):
-        version = f" (version {s['push']['version']})" if s["push"]["pushed"] else ""
-        print(f"  pushed: {'yes' if s['push']['pushed'] else 'no'}{version}")
+    for line in outcome_lines(s):
+        print(line)
 
 
 def _inspect(args) -> int:

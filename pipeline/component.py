@@ -70,6 +70,11 @@ class Component:
         return _load_executor(self.executor_module, frozenset(self.inputs) | set(self.outputs),
                               self.name)
 
+    def call(self, params, ctx: ExecutionContext, inputs: dict, outputs: dict) -> dict:
+        """Run the executor; a `Resolved` input that found nothing is passed as None."""
+        missing = {k: None for k in self.resolved if k not in inputs}
+        return self.executor(params, ctx, **inputs, **missing, **outputs) or {}
+
     @property
     def channels(self) -> dict[str, Channel]:
         """The inputs produced by upstream components of this pipeline."""

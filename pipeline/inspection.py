@@ -78,6 +78,20 @@ def _rel(root: str, uri: str) -> str:
     return os.path.relpath(uri, root) if uri.startswith(root) else uri
 
 
+def outcome_lines(view: dict) -> list[str]:
+    """Whether the run's model was blessed and pushed, and why: `show` and the end of `run`."""
+    lines = []
+    blessing, push = view.get("blessing"), view.get("push")
+    if blessing:
+        lines.append(f"  blessed: {_yes_no(blessing['blessed'])} ({blessing['lineage']}): "
+                     f"{blessing['reason']}")
+    if push:
+        where = f" as version {push['version']} at {push['destination']}" if push["pushed"] else ""
+        reused = " (reused from an earlier run)" if push.get("cached") else ""
+        lines.append(f"  pushed: {_yes_no(push['pushed'])}{where}{reused}: {push['reason']}")
+    return lines
+
+
 def show_text(view: dict, root: str) -> str:
     took = "" if view["duration_s"] is None else f", took {view['duration_s']:.1f}s"
     lines = [f"run {view['run_id']}: {view['status']} (exit {view['exit_code']})",
@@ -90,13 +104,7 @@ def show_text(view: dict, root: str) -> str:
                 or "nothing")]
     if view.get("error"):
         lines.append(f"  error: [{view['error'].get('kind')}] {view['error'].get('message')}")
-    blessing, push = view.get("blessing"), view.get("push")
-    if blessing:
-        lines.append(f"  blessed: {_yes_no(blessing['blessed'])} ({blessing['lineage']}): "
-                     f"{blessing['reason']}")
-    if push:
-        where = f" as version {push['version']} at {push['destination']}" if push["pushed"] else ""
-        lines.append(f"  pushed: {_yes_no(push['pushed'])}{where}: {push['reason']}")
+    lines += outcome_lines(view)
     if view.get("gc"):
         lines.append(f"  gc: {view['gc'].get('artifacts')} artifact(s) of this run deleted")
     lines.append("  stages:")

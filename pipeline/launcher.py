@@ -123,9 +123,9 @@ def launch(component: Component, params, inputs: dict[str, Artifact],
 
 
 def usable(a: Artifact) -> bool:
-    """Committed on disk (a deleted artifact is never reused), and so is everything outside
-    the root it stands for (`external_paths`: e.g. the pushed model's version directory,
-    so a wiped serving directory is pushed to again, not reported as pushed)."""
+    """Committed on disk (a deleted artifact is never reused), and everything outside the
+    root it stands for still there (`external_paths`: e.g. a push record stands for its
+    model directory, so a wiped serving directory is pushed to again)."""
     return artifacts.is_committed(a.uri) and all(
         artifacts.exists(p) for p in a.properties.get(artifacts.EXTERNAL_PATHS, ()))
 
@@ -145,11 +145,10 @@ def _execute(store, component, params, fingerprint, inputs, run, started) -> dic
         artifacts.discard(work_dir)
     ctx = ExecutionContext(run_id=run.run_id, root=run.root, beam_args=run.beam_args,
                            work_dir=work_dir, log=logging.getLogger(f"pipeline.{name}"))
-    optional = {k: None for k in component.inputs if k not in inputs}
     try:
         with console.stderr_to_log():  # what libraries print while they are imported
-            executor = component.executor
-        metrics = executor(params, ctx, **inputs, **optional, **outputs) or {}
+            component.executor  # noqa: B018 - loads (and checks) it
+        metrics = component.call(params, ctx, inputs, outputs)
     except BaseException as exc:  # noqa: BLE001 - recorded, then re-raised
         error = describe(exc)
         keep = component.published_on_rejection if isinstance(exc, DataError) else ()

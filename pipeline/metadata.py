@@ -218,9 +218,8 @@ class MetadataStore:
         linked: dict[tuple[int, int], dict[str, Artifact]] = {}
         for ev in events:
             proto = protos[ev.artifact_id]
-            linked.setdefault((ev.execution_id, ev.type), {})[ev.path.steps[0].key] = Artifact(
-                type=artifact_types[proto.type_id], uri=self.absolute(proto.uri), id=proto.id,
-                properties=_props(proto))
+            linked.setdefault((ev.execution_id, ev.type), {})[ev.path.steps[0].key] = (
+                self._artifact(proto, artifact_types))
         return [{"execution_id": e.id, "stage": execution_types[e.type_id], **_props(e),
                  "inputs": linked.get((e.id, pb.Event.INPUT), {}),
                  "outputs": linked.get((e.id, pb.Event.OUTPUT), {})} for e in executions]
@@ -248,13 +247,11 @@ class MetadataStore:
         if live_only and any(a.state != pb.Artifact.LIVE for a in by_id.values()):
             return None
         types = self._type_names("artifact")
-        out = {}
-        for e in events:
-            proto = by_id[e.artifact_id]
-            out[e.path.steps[0].key] = Artifact(type=types[proto.type_id],
-                                                uri=self.absolute(proto.uri), id=proto.id,
-                                                properties=_props(proto))
-        return out
+        return {e.path.steps[0].key: self._artifact(by_id[e.artifact_id], types) for e in events}
+
+    def _artifact(self, proto: pb.Artifact, types: dict[int, str]) -> Artifact:
+        return Artifact(type=types[proto.type_id], uri=self.absolute(proto.uri), id=proto.id,
+                        properties=_props(proto))
 
     # -- lineage ------------------------------------------------------------------------
     def artifact(self, artifact_id: int) -> tuple[Artifact, str] | None:
@@ -267,8 +264,7 @@ class MetadataStore:
         return self._with_state(max(found, key=lambda a: a.id)) if found else None
 
     def _with_state(self, proto: pb.Artifact) -> tuple[Artifact, str]:
-        artifact = Artifact(type=self._type_names("artifact")[proto.type_id], uri=self.absolute(proto.uri), id=proto.id,
-                            properties=_props(proto))
+        artifact = self._artifact(proto, self._type_names("artifact"))
         return artifact, pb.Artifact.State.Name(proto.state).lower()
 
     def uses(self, artifact_id: int) -> list[tuple[str, str, dict[str, Any]]]:

@@ -2,7 +2,7 @@
 Beam pipeline, one step per component as TFX's BeamDagRunner does (pipeline/beam_dag.py).
 When every stage's fingerprint matches a committed execution, the stages are recorded as
 cached one after the other without starting Beam: a scheduled run on unchanged data and
-config then costs about a second, not the imports of TensorFlow and Beam.
+config then costs well under a second, not the imports of TensorFlow and Beam.
 
 A run registers itself in ML Metadata with its owner (pid, host, start), holds its run
 lock for as long as it lives and beats a heartbeat. A run still marked `running` whose

@@ -53,11 +53,9 @@ def output_artifacts(stage: str, directory) -> dict[str, Artifact]:
 
 def run_executor(stage: str, params_, inputs: dict, outputs: dict,
                  ctx: ExecutionContext | None = None) -> dict:
-    """Call a stage's executor directly on artifacts on disk (no commit, no metadata). An
-    optional input left out is None, as the launcher passes it when nothing was resolved."""
-    optional = {k: None for k in COMPONENTS[stage].resolved if k not in inputs}
-    return COMPONENTS[stage].executor(params_, ctx or ExecutionContext(), **inputs, **optional,
-                                      **outputs)
+    """Call a stage's executor directly on artifacts on disk (no commit, no metadata), as
+    the launcher calls it."""
+    return COMPONENTS[stage].call(params_, ctx or ExecutionContext(), inputs, outputs)
 
 
 def synthetic_images(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -22,7 +22,26 @@ BLESSING_KEY = "blessing"
 
 
 @dataclass(frozen=True, kw_only=True)
-class EvaluateParams(Params):
+class LineageParams(Params):
+    """A model's lineage and whether to compare within it: evaluate blesses against the
+    lineage's blessed model, push checks that the blessing still holds."""
+
+    dataset: str = key("data.dataset")
+    variant: str = key("model.variant")
+    noise_kind: str = key("noise.kind")
+    noise_factor: float = key("noise.factor")
+    baseline: str = key("gate.baseline")  # its default: EvaluateParams
+
+    def lineage(self) -> str:
+        return gate.lineage(self.dataset, self.variant, self.noise_kind, self.noise_factor)
+
+    def baseline_lineage(self) -> str | None:
+        """Where the launcher resolves the blessed baseline; None: compare with nothing."""
+        return self.lineage() if self.baseline == "latest_blessed" else None
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvaluateParams(LineageParams):
     probe_max_train: int = key("evaluate.probe_max_train", 10000,
                                "train embeddings for the linear probe; 0 = all")
     tsne_points: int = key("evaluate.tsne_points", 1000,
@@ -45,18 +64,7 @@ class EvaluateParams(Params):
         "latest_blessed: compare with the lineage's newest blessed model; none: the ceilings "
         "only (to start a lineage afresh, e.g. after a deliberate architecture change)")
     seed: int = key("train.seed")
-    # The lineage: models are compared only with blessed models of the same lineage.
-    dataset: str = key("data.dataset")
-    variant: str = key("model.variant")
-    noise_kind: str = key("noise.kind")
-    noise_factor: float = key("noise.factor")
     grid_images: int = 10  # columns of the reconstruction grid; rows of the VAE sample grid
-
-    def lineage(self) -> str:
-        return gate.lineage(self.dataset, self.variant, self.noise_kind, self.noise_factor)
-
-    def baseline_lineage(self) -> str | None:
-        return self.lineage() if self.baseline == "latest_blessed" else None
 
     @property
     def thresholds(self) -> Thresholds:

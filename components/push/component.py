@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from components.evaluate import gate
+from components.evaluate.component import LineageParams
 from pipeline import artifacts
 from pipeline.component import Channel, Component, Resolved
-from pipeline.config import Params, key, require
+from pipeline.config import key, require
 
 MODEL_KEY = "model"
 SAVED_MODEL_KEY = "saved_model"
@@ -23,7 +23,7 @@ PUSHED_MODEL_KEY = "pushed_model"
 
 
 @dataclass(frozen=True, kw_only=True)
-class PushParams(Params):
+class PushParams(LineageParams):
     serving_dir: str = key("push.serving_dir", "serving",
                            "TensorFlow Serving's model base path; relative to the root "
                            "unless absolute")
@@ -31,17 +31,6 @@ class PushParams(Params):
                           "the served model's name; '' = <dataset>_<variant>[_<noise>]")
     force: bool = key("push.force", False,
                       "push even when not blessed (the CLI's --force-push)")
-    dataset: str = key("data.dataset")
-    variant: str = key("model.variant")
-    noise_kind: str = key("noise.kind")
-    noise_factor: float = key("noise.factor")
-    baseline: str = key("gate.baseline")
-
-    def baseline_lineage(self) -> str | None:
-        """The lineage whose current blessed model push checks the blessing against."""
-        if self.baseline != "latest_blessed":
-            return None
-        return gate.lineage(self.dataset, self.variant, self.noise_kind, self.noise_factor)
 
     @property
     def name(self) -> str:
