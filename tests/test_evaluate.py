@@ -206,6 +206,11 @@ def test_finetuned_classifier_head_on_the_encoder(normalized_examples, tmp_path,
     ("evaluate.finetune_epochs=-1", "evaluate.finetune_epochs"),
     ("evaluate.finetune_epochs=1001", "evaluate.finetune_epochs"),
     ("evaluate.probe_max_train=-1", "evaluate.probe_max_train"),
+    ("gate.relative_tolerance=-0.1", "gate.relative_tolerance"),
+    ("gate.relative_tolerance=1.5", "gate.relative_tolerance"),
+    ("gate.max_bce_excess=0", "gate.max_bce_excess"),
+    ("gate.max_neg_elbo=-1", "gate.max_neg_elbo"),
+    ("gate.baseline=previous", "gate.baseline"),
 ])
 def test_bad_values_are_rejected_naming_the_key(override, key):
     with pytest.raises(ConfigError, match=re.escape(key)):

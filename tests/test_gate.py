@@ -80,3 +80,12 @@ def test_vaes_compare_neg_elbo_and_have_their_own_ceiling():
 def test_non_finite_metrics_are_never_blessed(value):
     d = gate.decide("bce_excess", {"bce_excess": value}, None, THRESHOLDS)
     assert d["blessed"] is False and "not a finite number" in d["reason"]
+
+
+def test_exactly_at_the_allowed_limit_is_blessed():
+    """"At most the baseline plus the tolerance": the limit itself passes (exact in binary)."""
+    t = params("evaluate", "gate.relative_tolerance=0.25").thresholds
+    d = gate.decide("neg_elbo", {"neg_elbo": 250.0, "bce_excess": 0.05}, {"neg_elbo": 200.0}, t)
+    assert d["blessed"] is True and d["reason"].startswith("no worse within tolerance")
+    d = gate.decide("neg_elbo", {"neg_elbo": 250.5, "bce_excess": 0.05}, {"neg_elbo": 200.0}, t)
+    assert d["blessed"] is False

@@ -251,6 +251,8 @@ def test_corrupt_input_exits_3_naming_the_file_and_keeps_earlier_artifacts(first
     ["--config", "conv_pool", "--set", "model.latent_dim=32"],
     ["--set", 'beam.args=["--runner=NoSuchRunner"]'],
     ["--set", "noise.kind=blur"],
+    ["--set", "gate.baseline=previous"],
+    ["--set", "push.serving_dir=gs://bucket/serving"],
     ["--config", "no_such_preset"],
     ["--only", "no_such_stage"],
     ["--run-id", "bad/id"],
