@@ -67,6 +67,11 @@ class VariationalAutoencoder(Autoencoder):
         z, kl = self.posterior_sample(x, training=training)
         return reconstruction_nats(y, self.decoder(z, training=training)), kl
 
+    def posterior_kl(self, x):
+        """Analytic KL(q(z|x) || N(0, I)) per image, no sampling (the anomaly score)."""
+        mean, log_var = self.posterior(x, training=False)
+        return gaussian_kl(ops.cast(mean, "float32"), ops.cast(log_var, "float32"))
+
     def sample(self, n, seed=0):
         """n images decoded from z ~ N(0, I)."""
         return self.decode(keras.random.normal((n, self.latent_dim), seed=seed))
@@ -132,6 +137,11 @@ class FullCovarianceVAE(VariationalAutoencoder):
         scale_tril = tfp.bijectors.FillScaleTriL(
             diag_bijector=tfp.bijectors.Softplus(), diag_shift=1e-5).forward(tril_params)
         return tfp.distributions.MultivariateNormalTriL(loc=loc, scale_tril=scale_tril)
+
+    def posterior_kl(self, x):
+        q = self.posterior_distribution(x)
+        return _tfp().distributions.kl_divergence(
+            q, _tfp().distributions.MultivariateNormalDiag(loc=tf.zeros_like(q.loc)))
 
     def posterior_sample(self, x, training=False):
         tfd = _tfp().distributions

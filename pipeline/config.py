@@ -38,7 +38,7 @@ def key(name: str, default: Any = dataclasses.MISSING, doc: str = "") -> Any:
 @dataclass(frozen=True)
 class KeySpec:
     name: str
-    type: Any  # int, float, bool, str or tuple[str, ...]
+    type: Any  # int, float, bool, str, tuple[str, ...] or tuple[int, ...]
     default: Any
     doc: str
     owner: str  # the parameters class that declares the default
@@ -196,10 +196,16 @@ def _coerce(name: str, value: Any, type_: Any) -> Any:
     if type_ is int and (isinstance(value, bool) or not isinstance(value, int)):
         raise ConfigError(f"{name}: expected an integer, got {value!r}")
     if typing.get_origin(type_) is tuple:
-        if isinstance(value, str):
+        item = typing.get_args(type_)[0]
+        if isinstance(value, str) and item is str:
             value = value.split()
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{name}: expected a list of strings, got {value!r}")
+        elif isinstance(value, item) and not isinstance(value, bool):
+            value = [value]  # --set data.holdout_labels=9
+        if not isinstance(value, (list, tuple)) or not all(
+                isinstance(v, item) and not isinstance(v, bool) for v in value):
+            example = "[9]" if item is int else '["a", "b"]'
+            raise ConfigError(f"{name}: expected a list of {item.__name__}s such as {example}, "
+                              f"got {value!r}")
         return tuple(value)
     if type_ in (int, float, str) and not isinstance(value, type_):
         raise ConfigError(f"{name}: expected {type_.__name__}, got {value!r}")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from pipeline import artifacts
 from pipeline.component import Channel, Component
-from pipeline.config import Params
+from pipeline.config import Params, key, require
 
 MODEL_KEY = "model"
 EXAMPLES_KEY = "examples"
@@ -18,6 +18,13 @@ EMBEDDINGS_KEY = "embeddings"
 @dataclass(frozen=True, kw_only=True)
 class ExportParams(Params):
     batch_size: int = 512  # examples per embedding inference call
+    threshold_quantile: float = key(
+        "export.threshold_quantile", 0.99,
+        "anomaly threshold: this quantile of the validation split's scores")
+
+    def check(self) -> None:
+        require(0.5 <= self.threshold_quantile < 1.0, "export.threshold_quantile",
+                "a quantile in [0.5, 1)", self.threshold_quantile)
 
 
 EXPORT = Component(

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import models
+from components import features as F
 from components.train.options import LR_SCHEDULES, OPTIMIZERS
 from pipeline import artifacts
 from pipeline.component import Channel, Component
@@ -45,6 +46,10 @@ class TrainParams(Params):
     jit_compile: bool = key("train.jit_compile", False, "XLA")
     steps_per_execution: int = key("train.steps_per_execution", 1,
                                    "train steps per compiled call")
+    holdout_labels: tuple[int, ...] = key(
+        "data.holdout_labels", (),
+        "classes left out of train and validation (test keeps them): evaluate measures how "
+        "well the anomaly score tells them apart")
     noise_kind: str = key("noise.kind")  # a noisy input means a denoising fit
 
     @property
@@ -70,6 +75,11 @@ class TrainParams(Params):
         require(self.early_stopping_patience >= 0, "train.early_stopping_patience",
                 ">= 0 (0 = off)", self.early_stopping_patience)
         require(self.shuffle_buffer >= 1, "train.shuffle_buffer", ">= 1", self.shuffle_buffer)
+        require(all(0 <= c < F.NUM_CLASSES for c in self.holdout_labels)
+                and len(set(self.holdout_labels)) == len(self.holdout_labels)
+                and len(self.holdout_labels) < F.NUM_CLASSES - 1,
+                "data.holdout_labels", f"distinct class indices 0..{F.NUM_CLASSES - 1}, "
+                "leaving at least two classes to train on", list(self.holdout_labels))
         require(self.steps_per_execution >= 1, "train.steps_per_execution", ">= 1",
                 self.steps_per_execution)
 
