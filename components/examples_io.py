@@ -13,6 +13,10 @@ Two ways in:
   which is what Keras does itself for numpy arrays, so there is no per-epoch parsing and no
   per-example work at all. `cache=False` streams from the shards instead (bounded memory,
   shuffle buffer, parse after batching) for data that does not fit in memory.
+
+Held-out classes (`data.holdout_labels`, novelty detection): `dataset(exclude_labels=...)`
+leaves those classes out of the batches; `without_labels` does the same to a `load_split`
+result; `label_counts` says how many examples of each class a split has.
 """
 
 from __future__ import annotations
@@ -114,6 +118,32 @@ def _read_columns(examples: Artifact, split: str, spec: dict) -> dict[str, np.nd
     return columns
 
 
+def label_counts(examples: Artifact, split: str) -> np.ndarray:
+    """Examples per class [F.NUM_CLASSES] of a split (reads only the labels)."""
+    labels = _read_columns(examples, split, {F.LABEL: tf.io.FixedLenFeature([], tf.int64)})
+    return np.bincount(labels[F.LABEL], minlength=F.NUM_CLASSES)
+
+
+def kept_mask(labels: np.ndarray, exclude_labels) -> np.ndarray:
+    """True for the examples whose label is not one of `exclude_labels`."""
+    return ~np.isin(np.asarray(labels), np.asarray(tuple(exclude_labels), np.int64))
+
+
+def require_examples_left(kept: int, total: int, examples: Artifact, split: str,
+                          exclude_labels) -> None:
+    if kept == 0:
+        raise DataError(
+            f"split {split!r} in {examples.split_uri(split)} has no examples left after "
+            f"leaving out classes {sorted(exclude_labels)} (data.holdout_labels): all {total} "
+            "are of those classes; expected examples of other classes")
+
+
+def without_labels(columns: dict[str, np.ndarray], exclude_labels) -> dict[str, np.ndarray]:
+    """A `load_split` result without the examples of classes `exclude_labels`."""
+    keep = kept_mask(columns[F.LABEL], exclude_labels)
+    return {k: v[keep] for k, v in columns.items()}
+
+
 def _require_noisy(examples: Artifact, split: str) -> None:
     noisy = examples.properties.get("noisy")
     if noisy is False or (noisy is None and not has_feature(examples, split, F.NOISY_IMAGE)):
@@ -142,11 +172,14 @@ def load_split(examples: Artifact, split: str, noisy: bool | None = None) -> dic
 
 def dataset(examples: Artifact, split: str, batch_size: int, input_feature: str = F.IMAGE,
             shuffle: bool = False, seed: int = 0, shuffle_buffer: int = 60000,
-            cache: bool = True, target_feature: str = F.IMAGE) -> tf.data.Dataset:
+            cache: bool = True, target_feature: str = F.IMAGE,
+            exclude_labels: tuple[int, ...] = ()) -> tf.data.Dataset:
     """(x, y) batches, x = `input_feature` and y = `target_feature` as float32 [B,28,28,1].
 
     shuffle: reshuffled every epoch, deterministically from `seed`. With `cache` the
     shuffle is over example indices (a full permutation when shuffle_buffer >= n).
+    exclude_labels: classes left out (held out of training); with `cache`, a split with
+    nothing left is a DataError here, streaming yields no batches (check with label_counts).
     """
     if input_feature not in (F.IMAGE, F.NOISY_IMAGE) or target_feature not in (F.IMAGE,
                                                                                  F.NOISY_IMAGE):
@@ -156,14 +189,21 @@ def dataset(examples: Artifact, split: str, batch_size: int, input_feature: str 
     names = tuple(dict.fromkeys((input_feature, target_feature)))
     if cache:
         return _in_memory(examples, split, names, input_feature, target_feature, batch_size,
-                          shuffle, seed, shuffle_buffer)
+                          shuffle, seed, shuffle_buffer, tuple(exclude_labels))
     return _streaming(examples, split, names, input_feature, target_feature, batch_size,
-                      shuffle, seed, shuffle_buffer)
+                      shuffle, seed, shuffle_buffer, tuple(exclude_labels))
 
 
 def _in_memory(examples, split, names, input_feature, target_feature, batch_size, shuffle, seed,
-               shuffle_buffer) -> tf.data.Dataset:
-    cols = _read_columns(examples, split, feature_spec(names, with_meta=False))
+               shuffle_buffer, exclude_labels) -> tf.data.Dataset:
+    spec = feature_spec(names, with_meta=False)
+    if exclude_labels:
+        spec[F.LABEL] = tf.io.FixedLenFeature([], tf.int64)
+    cols = _read_columns(examples, split, spec)
+    if exclude_labels:
+        keep = kept_mask(cols.pop(F.LABEL), exclude_labels)
+        require_examples_left(int(keep.sum()), len(keep), examples, split, exclude_labels)
+        cols = {k: v[keep] for k, v in cols.items()}
     n = len(cols[names[0]])
     with tf.device("/cpu:0"):  # host memory, where tf.data runs, even when a GPU is visible
         tensors = tuple(tf.constant(cols[k].reshape((-1,) + IMAGE_SHAPE)) for k in names)
@@ -188,7 +228,7 @@ def _in_memory(examples, split, names, input_feature, target_feature, batch_size
 
 
 def _streaming(examples, split, names, input_feature, target_feature, batch_size, shuffle, seed,
-               shuffle_buffer) -> tf.data.Dataset:
+               shuffle_buffer, exclude_labels) -> tf.data.Dataset:
     files = shard_files(examples, split)
     if shuffle:
         # Shard order and record order both vary per epoch, reproducibly.
@@ -201,6 +241,9 @@ def _streaming(examples, split, names, input_feature, target_feature, batch_size
     else:
         ds = _records(files)
     spec = feature_spec(names, with_meta=False)
+    if exclude_labels:
+        spec[F.LABEL] = tf.io.FixedLenFeature([], tf.int64)
+    excluded = tf.constant(exclude_labels or (-1,), tf.int64)
 
     def parse(serialized):
         parsed = tf.io.parse_example(serialized, spec)
@@ -208,7 +251,19 @@ def _streaming(examples, split, names, input_feature, target_feature, batch_size
         y = tf.reshape(parsed[target_feature], (-1,) + IMAGE_SHAPE)
         return x, y
 
-    return (ds.batch(batch_size)
-            .map(parse, num_parallel_calls=tf.data.AUTOTUNE)
-            .prefetch(tf.data.AUTOTUNE))
+    def parse_kept(serialized):  # parsed in batches, filtered, then batched again
+        parsed = tf.io.parse_example(serialized, spec)
+        keep = tf.reduce_all(tf.not_equal(parsed[F.LABEL][:, None], excluded[None, :]), axis=1)
+        x = tf.reshape(tf.boolean_mask(parsed[input_feature], keep), (-1,) + IMAGE_SHAPE)
+        y = tf.reshape(tf.boolean_mask(parsed[target_feature], keep), (-1,) + IMAGE_SHAPE)
+        return x, y
+
+    if exclude_labels:
+        ds = (ds.batch(PARSE_BATCH)
+              .map(parse_kept, num_parallel_calls=tf.data.AUTOTUNE)
+              .unbatch()
+              .batch(batch_size))
+    else:
+        ds = ds.batch(batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
 

@@ -54,6 +54,36 @@ def test_psnr_is_capped_for_identical_images_and_averaged_per_image():
     assert m["mse"] == pytest.approx(0.005)
 
 
+# --- anomaly detection quality (pure numpy + scikit-learn) -------------------------------------
+
+def test_detection_auroc_precision_and_recall_on_known_cases():
+    from components.evaluate import detection
+
+    held_out = np.array([False, False, False, False, True, True])
+    perfect = np.array([0.1, 0.2, 0.3, 0.4, 0.8, 0.9])
+    assert detection.held_out_detection(perfect, held_out, 0.5)["anomaly_auroc"] == 1.0
+    assert detection.held_out_detection(-perfect, held_out, 0.0)["anomaly_auroc"] == 0.0
+    # one held-out example (0.35) ranks below two seen ones: 6 of 8 pairs in order
+    mixed = np.array([0.1, 0.2, 0.4, 0.5, 0.35, 0.9])
+    d = detection.held_out_detection(mixed, held_out, 0.3)
+    assert d["anomaly_auroc"] == pytest.approx(6 / 8)
+    # flagged (> 0.3): 0.4, 0.5 (seen) and 0.35, 0.9 (held out)
+    assert (d["anomaly_true_positives"], d["anomaly_false_positives"]) == (2, 2)
+    assert d["anomaly_precision"] == 0.5 and d["anomaly_recall"] == 1.0
+    assert d["anomaly_false_positive_rate"] == 0.5
+    assert (d["anomaly_held_out_examples"], d["anomaly_seen_examples"]) == (2, 4)
+    assert d["anomaly_score_mean_held_out"] == pytest.approx(0.625)
+    d = detection.held_out_detection(mixed, held_out, 0.45)  # 0.5 and 0.9 flagged
+    assert (d["anomaly_precision"], d["anomaly_recall"]) == (0.5, 0.5)
+    # flagged means strictly above the threshold: 0.5 and 0.9, not 0.4
+    assert detection.flagged(mixed, 0.4) == {"anomaly_flagged": 2,
+                                             "anomaly_flagged_fraction": 2 / 6}
+    # what cannot be measured is None, not a made-up number
+    d = detection.held_out_detection(mixed, np.zeros(6, bool), 10.0)
+    assert d["anomaly_auroc"] is None and d["anomaly_precision"] is None
+    assert d["anomaly_recall"] is None and d["anomaly_false_positive_rate"] == 0.0
+
+
 # --- the component on trained models ---------------------------------------------------------
 
 def train(examples, root, variant, epochs, *overrides) -> dict[str, Artifact]:
@@ -65,7 +95,8 @@ def train(examples, root, variant, epochs, *overrides) -> dict[str, Artifact]:
     return outputs
 
 
-def evaluate(examples, trained, root, *overrides, baseline=None, blessing=None):
+def evaluate(examples, trained, root, *overrides, baseline=None, blessing=None,
+             evaluation=None):
     p = dataclasses.replace(params("evaluate", *EVALUATE_KEYS, *overrides),
                             grid_images=GRID_IMAGES)
     outputs = output_artifacts("evaluate", root)
@@ -75,6 +106,8 @@ def evaluate(examples, trained, root, *overrides, baseline=None, blessing=None):
     metrics = run_executor("evaluate", p, inputs, outputs)
     if blessing is not None:
         blessing.update(outputs["blessing"].properties, uri=outputs["blessing"].uri)
+    if evaluation is not None:
+        evaluation.update(outputs["evaluation"].properties)
     return metrics, outputs["evaluation"].uri
 
 
@@ -126,8 +159,14 @@ def test_autoencoder_metrics_probe_and_plots(normalized_examples, tmp_path):
 
     saved = json.load(open(os.path.join(out, "metrics.json")))
     assert saved["metrics"] == m
-    for png in ("reconstructions.png", "loss_curves.png", "latent_scatter.png"):
+    for png in ("reconstructions.png", "loss_curves.png", "latent_scatter.png",
+                "score_histogram.png"):
         assert png in saved["plots"] and is_png(os.path.join(out, png)), png
+    # The anomaly score's threshold is always reported; detection quality needs held-out
+    # classes, and the reconstruction metrics cover the whole test split.
+    assert m["anomaly_score"] == "bce" and m["anomaly_threshold_quantile"] == 0.99
+    assert m["anomaly_validation_examples"] == 64 and 0.0 <= m["anomaly_flagged_fraction"] <= 1
+    assert "anomaly_auroc" not in m and "reconstruction_test_examples" not in m
 
 
 def test_denoising_reports_the_noisy_input_error(normalized_examples, tmp_path):
@@ -276,3 +315,70 @@ def test_gate_compares_with_the_baseline_measured_on_the_same_split(normalized_e
     evaluate(normalized_examples, good, tmp_path / "e4", DENSE, blessing=strict)  # default ceiling 0.15
     assert m_good["bce_excess"] > 0.15 and strict["blessed"] is False
     assert "gate.max_bce_excess" in strict["reason"]
+
+
+# --- novelty detection: classes held out of training ------------------------------------------
+
+HOLDOUT = "data.holdout_labels=[9]"
+
+
+@pytest.mark.slow
+def test_held_out_classes_are_detected_and_the_gate_measures_seen_classes(
+        normalized_examples, tmp_path, caplog):
+    import logging
+
+    from components import examples_io, scoring
+    from components.evaluate import metrics as metrics_module
+    from pipeline.errors import StageError
+
+    trained = train(normalized_examples, tmp_path, "dense", 3, HOLDOUT)
+    blessing, evaluation = {}, {}
+    q = "export.threshold_quantile=0.9"  # export's key: both calibrate the same threshold
+    with caplog.at_level(logging.INFO, logger="pipeline"):
+        m, out = evaluate(normalized_examples, trained, tmp_path, HOLDOUT, DENSE, q,
+                          "gate.max_bce_excess=1.0", blessing=blessing, evaluation=evaluation)
+
+    model = model_io.load_model(trained["model"])
+    test = examples_io.load_split(normalized_examples, "test")
+    held = test["label"] == 9
+    val = examples_io.load_split(normalized_examples, "validation")
+    val_scores = np.asarray(scoring.score(model, val["image"]), np.float64)
+    # The threshold: the 0.9 quantile of validation scores without the held-out class.
+    expected = np.quantile(val_scores[val["label"] != 9], 0.9)
+    assert m["anomaly_threshold"] == pytest.approx(expected, rel=1e-5)
+    assert m["anomaly_threshold"] != pytest.approx(np.quantile(val_scores, 0.9), rel=1e-5)
+    assert m["anomaly_validation_examples"] == int(np.sum(val["label"] != 9))
+    assert m["anomaly_threshold_quantile"] == 0.9 and m["anomaly_score"] == "bce"
+
+    # Detection on test: held-out class 9 (positive) vs the rest, from the same scores.
+    scores = np.asarray(scoring.score(model, test["image"]), np.float64)
+    flagged = scores > m["anomaly_threshold"]
+    assert m["anomaly_held_out_examples"] == held.sum() > 0
+    assert m["anomaly_seen_examples"] == 128 - held.sum()
+    assert 0.0 <= m["anomaly_auroc"] <= 1.0
+    from sklearn.metrics import roc_auc_score
+    assert m["anomaly_auroc"] == pytest.approx(roc_auc_score(held, scores), abs=1e-5)
+    assert m["anomaly_true_positives"] == int(np.sum(flagged & held))
+    assert m["anomaly_recall"] == pytest.approx(np.sum(flagged & held) / held.sum(), abs=1e-6)
+    assert m["anomaly_flagged_fraction"] == pytest.approx(flagged.mean(), abs=1e-6)
+
+    # The gate's metric is measured on the seen classes only (a held-out class that
+    # reconstructs badly is the detector working, not a worse model).
+    recon = np.asarray(model.reconstruct(test["image"]), np.float32)
+    seen = metrics_module.reconstruction(test["image"][~held], recon[~held])
+    assert m["bce_excess"] == pytest.approx(seen["bce_excess"], rel=1e-4)
+    assert m["reconstruction_test_examples"] == 128 - held.sum() and m["test_examples"] == 128
+    assert m["held_out_bce"] == pytest.approx(
+        metrics_module.reconstruction(test["image"][held], recon[held])["bce"], rel=1e-4)
+    assert blessing["candidate_value"] == m["bce_excess"]
+    assert blessing["lineage"] == "fashion_mnist/dense/clean/holdout:9"
+
+    saved = json.load(open(os.path.join(out, "metrics.json")))
+    assert saved["metrics"] == m and "score_histogram.png" in saved["plots"]
+    assert is_png(os.path.join(out, "score_histogram.png"))
+    assert (evaluation["anomaly_auroc"], evaluation["holdout_labels"]) == (m["anomaly_auroc"], [9])
+    assert f"anomaly auroc {m['anomaly_auroc']:.3f}" in caplog.text
+
+    # Evaluated as if no class were held out, the same model is refused, naming the key.
+    with pytest.raises(StageError, match=r"trained without classes \[9\].*data.holdout_labels"):
+        evaluate(normalized_examples, trained, tmp_path / "mismatch", DENSE)

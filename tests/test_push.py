@@ -171,3 +171,12 @@ def test_gate_baseline_none_disables_the_supersession_check():
     assert params("push", "gate.baseline=none").baseline_lineage() is None
     assert params("evaluate", "gate.baseline=none").baseline_lineage() is None
     assert params("evaluate").lineage() == params("push").baseline_lineage()
+
+
+def test_a_model_trained_without_some_classes_is_served_under_its_own_name():
+    assert params("push").name == "fashion_mnist_conv_pool"
+    assert params("push", "data.holdout_labels=[9, 3]").name == "fashion_mnist_conv_pool_holdout3-9"
+    assert params("push", "data.holdout_labels=[9]", "noise.kind=mask").name == \
+        "fashion_mnist_conv_pool_mask_holdout9"
+    # an explicit push.model_name is the user's choice
+    assert params("push", "data.holdout_labels=[9]", "push.model_name=novelty").name == "novelty"

@@ -214,6 +214,80 @@ def test_dataset_epochs_are_reproducible_shuffles_of_every_example(normalized_ex
     assert sorted(_epoch_ids(streamed)) == pairs
 
 
+def test_dataset_leaves_out_the_held_out_classes(normalized_examples):
+    """Cached and streamed: exactly the examples of the other classes, each once, x and y
+    still paired."""
+    from components import examples_io
+
+    split = examples_io.without_labels(examples_io.load_split(normalized_examples, "train"),
+                                       (9, 3))
+    assert len(split["label"]) < 320 and not np.isin(split["label"], (3, 9)).any()
+    pairs = sorted((round(float(n.sum()), 3), round(float(c.sum()), 3))
+                   for n, c in zip(split["noisy_image"], split["image"]))
+    for cache in (True, False):
+        ds = examples_io.dataset(normalized_examples, "train", 64, "noisy_image", shuffle=True,
+                                 seed=3, shuffle_buffer=100, cache=cache, exclude_labels=(9, 3))
+        assert sorted(_epoch_ids(ds)) == pairs, cache
+    per_class = examples_io.label_counts(normalized_examples, "train")
+    assert per_class.sum() == 320 and len(split["label"]) == 320 - per_class[[3, 9]].sum()
+
+
+def test_training_with_held_out_classes_never_fits_on_them(normalized_examples, tmp_path,
+                                                           caplog, monkeypatch):
+    from components import examples_io
+
+    train_counts = examples_io.label_counts(normalized_examples, "train")
+    val_counts = examples_io.label_counts(normalized_examples, "validation")
+    assert train_counts[9] > 0 and val_counts[9] > 0  # the fixture has some to leave out
+    # Record the datasets train builds (the real ones) to look at what fit iterated over.
+    built, dataset = {}, examples_io.dataset
+
+    def recording_dataset(examples, split, *args, **kwargs):
+        built[split] = dataset(examples, split, *args, **kwargs)
+        return built[split]
+
+    monkeypatch.setattr(examples_io, "dataset", recording_dataset)
+    outputs = output_artifacts("train", tmp_path)
+    with caplog.at_level(logging.INFO, logger="pipeline"):
+        metrics = run_executor("train", dense(1, "data.holdout_labels=[9]"),
+                               {"examples": normalized_examples}, outputs)
+    monkeypatch.undo()
+    for split in ("train", "validation"):
+        kept = examples_io.without_labels(examples_io.load_split(normalized_examples, split), (9,))
+        assert sorted(round(float(x.sum()), 3) for x, _ in _unbatched(built[split])) == sorted(
+            round(float(x.sum()), 3) for x in kept["image"]), split
+    assert metrics["train_examples"] == 320 - train_counts[9]
+    assert metrics["train_examples_held_out"] == train_counts[9]
+    assert metrics["validation_examples_held_out"] == val_counts[9]
+    assert metrics["holdout_labels"] == [9]
+    assert f"left out {train_counts[9]} of 320 examples" in caplog.text
+    # the model says which classes it never saw (evaluate and export read it)
+    info = json.load(open(os.path.join(outputs["model"].uri, "model.json")))
+    assert info["holdout_labels"] == [9] == outputs["model"].properties["holdout_labels"]
+    assert model_io.holdout_labels(info) == (9,)
+    # ... and a normal model says none
+    assert model_io.holdout_labels({}) == ()
+
+
+def _unbatched(ds):
+    return [(x, y) for xb, yb in ds for x, y in zip(xb.numpy(), yb.numpy())]
+
+
+def test_held_out_classes_that_leave_a_split_empty_are_a_data_error(tmp_path):
+    from pipeline.errors import DataError
+
+    images, labels = synthetic_images(48, 0)
+    x = images.astype(np.float32) / 255.0
+    labels[32:] = 9  # the validation split: class 9 only
+    examples = write_examples_artifact(
+        str(tmp_path / "examples"), {"train": (x[:32], labels[:32]),
+                                     "validation": (x[32:], labels[32:])}, normalized=True)
+    with pytest.raises(DataError, match=r"split 'validation' .* no examples left after leaving "
+                                        r"out classes \[9\] \(data.holdout_labels\)"):
+        run_executor("train", dense(1, "data.holdout_labels=[9]"), {"examples": examples},
+                     output_artifacts("train", tmp_path / "out"))
+
+
 def test_corrupt_shard_is_a_data_error_naming_the_file(normalized_examples, tmp_path):
     import shutil
 
@@ -268,6 +342,9 @@ def test_every_optimizer_and_schedule_the_config_accepts_is_built():
     (["train.batch_size=0"], None, "train.batch_size"),
     (["train.early_stopping_patience=-1"], None, "train.early_stopping_patience"),
     (["train.steps_per_execution=0"], None, "train.steps_per_execution"),
+    (["data.holdout_labels=[10]"], None, "data.holdout_labels"),
+    (["data.holdout_labels=[9, 9]"], None, "data.holdout_labels"),
+    (["data.holdout_labels=[0, 1, 2, 3, 4, 5, 6, 7, 8]"], None, "data.holdout_labels"),
 ])
 def test_bad_values_are_rejected_naming_the_key(overrides, preset, key):
     with pytest.raises(ConfigError, match=re.escape(key)):

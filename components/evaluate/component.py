@@ -1,6 +1,7 @@
 """evaluate: reconstruction metrics on test (BCE, its floor and excess, MSE, PSNR;
-noisy-input error for denoising; ELBO and KL for VAEs), embedding probe, plots, and the
-blessing gate against the currently blessed model of the same lineage
+noisy-input error for denoising; ELBO and KL for VAEs), anomaly detection (the score's
+threshold, and with held-out classes its AUROC, precision and recall), embedding probe,
+plots, and the blessing gate against the currently blessed model of the same lineage
 (components/evaluate/gate.py). Owns the [evaluate] and [gate] config keys."""
 
 from __future__ import annotations
@@ -30,10 +31,12 @@ class LineageParams(Params):
     variant: str = key("model.variant")
     noise_kind: str = key("noise.kind")
     noise_factor: float = key("noise.factor")
+    holdout_labels: tuple[int, ...] = key("data.holdout_labels")
     baseline: str = key("gate.baseline")  # its default: EvaluateParams
 
     def lineage(self) -> str:
-        return gate.lineage(self.dataset, self.variant, self.noise_kind, self.noise_factor)
+        return gate.lineage(self.dataset, self.variant, self.noise_kind, self.noise_factor,
+                            self.holdout_labels)
 
     def baseline_lineage(self) -> str | None:
         """Where the launcher resolves the blessed baseline; None: compare with nothing."""
@@ -64,6 +67,9 @@ class EvaluateParams(LineageParams):
         "latest_blessed: compare with the lineage's newest blessed model; none: the ceilings "
         "only (to start a lineage afresh, e.g. after a deliberate architecture change)")
     seed: int = key("train.seed")
+    # The anomaly threshold, calibrated as export calibrates the one it bakes into the
+    # SavedModel (components/scoring.py): both read the same key.
+    threshold_quantile: float = key("export.threshold_quantile")
     grid_images: int = 10  # columns of the reconstruction grid; rows of the VAE sample grid
 
     @property

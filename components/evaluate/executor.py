@@ -1,12 +1,22 @@
 """evaluate: test-split metrics, embedding probe and plots for a trained model.
 
 Output `evaluation`: metrics.json (every number, plus notes on how each was computed) and
-the PNGs: reconstructions.png, loss_curves.png, latent_scatter.png, and for VAEs
-prior_samples.png, latent_manifold.png (2-D codes), code_sweep.png (vae_tril).
+the PNGs: reconstructions.png, loss_curves.png, latent_scatter.png, score_histogram.png,
+and for VAEs prior_samples.png, latent_manifold.png (2-D codes), code_sweep.png (vae_tril).
 Output `blessing`: the gate's decision against the blessed baseline (gate.py): an empty
 BLESSED or NOT_BLESSED file, as TFX writes them, and blessing.json.
 
 Metric definitions: components/evaluate/metrics.py (README, "Metrics").
+
+Anomaly detection: every test example is scored (components/scoring.py, on the clean
+image) and the threshold is calibrated on the validation split without the held-out
+classes, as export calibrates the SavedModel's. With held-out classes
+(data.holdout_labels): the AUROC of the score for held-out vs seen test classes, and
+precision / recall at the threshold (components/evaluate/detection.py). The reconstruction
+metrics and the gate are then measured on the test examples of the seen classes only:
+the held-out ones are meant to reconstruct badly, so counting them would blur the gate's
+question (how well does the model reconstruct what it was trained to) and penalize a
+better detector; their own reconstruction error is reported as held_out_*.
 """
 
 from __future__ import annotations
@@ -26,10 +36,12 @@ from tensorflow.io import gfile
 
 from components import examples_io
 from components import features as F
-from components.evaluate import gate
+from components import scoring
+from components.evaluate import detection, gate
 from components.evaluate import metrics as M
 from components.evaluate import plots, probe
 from components.train import model_io
+from pipeline.errors import StageError
 
 if TYPE_CHECKING:
     from components.evaluate.component import EvaluateParams
@@ -39,6 +51,7 @@ if TYPE_CHECKING:
 BATCH = 512
 METRICS_JSON = "metrics.json"
 BLESSING_JSON = "blessing.json"
+SCORE_HISTOGRAM = "score_histogram.png"
 
 
 def predict(fn, x: np.ndarray, batch: int = BATCH) -> np.ndarray:
@@ -76,14 +89,29 @@ def run(params: EvaluateParams, ctx: ExecutionContext, *, model: Artifact, model
     input_feature = info["input_feature"]
     denoising = input_feature == F.NOISY_IMAGE
     variational = bool(getattr(model, "is_variational", False))
-    log.info("evaluate: %s (latent_dim %d%s) on the test split", info["variant"],
-             model.latent_dim, ", denoising" if denoising else "")
+    holdout = params.holdout_labels
+    if sorted(model_io.holdout_labels(info)) != sorted(holdout):
+        raise StageError(
+            f"the model at {model_artifact.uri} was trained without classes "
+            f"{sorted(model_io.holdout_labels(info))} (its model.json), but "
+            f"data.holdout_labels is {sorted(holdout)}; expected the same classes")
+    log.info("evaluate: %s (latent_dim %d%s) on the test split%s", info["variant"],
+             model.latent_dim, ", denoising" if denoising else "",
+             f", classes {list(holdout)} held out of training" if holdout else "")
 
     test = examples_io.load_split(examples, "test", noisy=denoising)
-    x_in, target = test[input_feature], test[F.IMAGE]
-    recon = predict(model.reconstruct, x_in)
+    recon_all = predict(model.reconstruct, test[input_feature])
+    # With held-out classes, reconstruction metrics and the gate cover the seen classes
+    # only (module docstring); `held` marks the held-out test examples.
+    held = ~examples_io.kept_mask(test[F.LABEL], holdout)
+    if holdout:
+        seen = ~held
+        x_in, target, recon = test[input_feature][seen], test[F.IMAGE][seen], recon_all[seen]
+    else:
+        x_in, target, recon = test[input_feature], test[F.IMAGE], recon_all
 
-    result: dict = {"test_examples": int(len(target)), "latent_dim": int(model.latent_dim)}
+    result: dict = {"test_examples": int(len(test[F.LABEL])),
+                    "latent_dim": int(model.latent_dim)}
     notes: dict = {
         "bce": "mean per-pixel binary cross-entropy vs the clean target, predictions clipped "
                f"to [{M.EPS}, 1-{M.EPS}]",
@@ -91,6 +119,14 @@ def run(params: EvaluateParams, ctx: ExecutionContext, *, model: Artifact, model
         "psnr": f"per image with MAX=1, averaged; capped at {M.PSNR_CAP_DB:g} dB",
     }
     result.update(_reconstruction_metrics(model, info, x_in, target, recon, seed))
+    if holdout:
+        result["reconstruction_test_examples"] = int(len(target))
+        if held.any():
+            held_out = M.reconstruction(test[F.IMAGE][held], recon_all[held], prefix="held_out_")
+            result.update({k: v for k, v in held_out.items() if k != "held_out_bce_floor"})
+        notes["reconstruction_test_examples"] = (
+            f"reconstruction metrics and the gate: the test examples of the classes seen in "
+            f"training only (classes {list(holdout)} held out); held_out_*: the others")
     if denoising:
         result.update(M.denoising(target, x_in, recon))
         notes["denoise_mse_reduction"] = "1 - mse(model) / mse(noisy input)"
@@ -107,6 +143,10 @@ def run(params: EvaluateParams, ctx: ExecutionContext, *, model: Artifact, model
     result["blessed"] = decision["blessed"]
     keras.utils.set_random_seed(seed)  # the probe and plots as without a baseline
 
+    anomaly, test_scores, val_scores = _detection(model, examples, test, held, params, notes,
+                                                  log)
+    result.update(anomaly)
+
     # Embedding quality: a linear probe on the code of clean images vs on raw pixels.
     train = examples_io.load_split(examples, "train", noisy=False)  # read once, used by both
     result.update(_probe(model, train, test, params, seed, log))
@@ -116,9 +156,10 @@ def run(params: EvaluateParams, ctx: ExecutionContext, *, model: Artifact, model
 
     # Plots.
     pngs = []
-    k = min(grid_k, len(target))
-    rows = ([("noisy", x_in[:k]), ("reconstruction", recon[:k]), ("clean", target[:k])]
-            if denoising else [("original", target[:k]), ("reconstruction", recon[:k])])
+    x_all, target_all = test[input_feature], test[F.IMAGE]
+    k = min(grid_k, len(target_all))
+    rows = ([("noisy", x_all[:k]), ("reconstruction", recon_all[:k]), ("clean", target_all[:k])]
+            if denoising else [("original", target_all[:k]), ("reconstruction", recon_all[:k])])
     plots.reconstruction_grid(rows, posixpath.join(out_uri, "reconstructions.png"))
     pngs.append("reconstructions.png")
 
@@ -131,6 +172,7 @@ def run(params: EvaluateParams, ctx: ExecutionContext, *, model: Artifact, model
         log.warning("evaluate: no history in %s, skipping loss curves", model_run.uri)
 
     pngs.append(_latent_scatter(model, test, params, seed, out_uri, log))
+    pngs.append(_score_histogram(result, test_scores, val_scores, held, params, out_uri))
     if variational:
         pngs += _vae_plots(model, info, grid_k, seed, out_uri)
 
@@ -140,15 +182,89 @@ def run(params: EvaluateParams, ctx: ExecutionContext, *, model: Artifact, model
         json.dump({"metrics": result, "notes": notes, "plots": pngs, "model": info},
                   f, indent=2, sort_keys=True)
     evaluation.properties.update(
-        {"plots": pngs, **{k: result[k] for k in ("bce", "bce_excess", "psnr") if k in result}})
-    log.info("evaluate: bce %.4f (floor %.4f, excess %.4f), mse %.5f, psnr %.2f dB%s%s",
+        {"plots": pngs, "holdout_labels": list(holdout),
+         **{k: result[k] for k in ("bce", "bce_excess", "psnr", "anomaly_threshold",
+                                   "anomaly_auroc") if result.get(k) is not None}})
+    log.info("evaluate: bce %.4f (floor %.4f, excess %.4f), mse %.5f, psnr %.2f dB%s%s%s",
              result["bce"], result["bce_floor"], result["bce_excess"], result["mse"],
              result["psnr"],
              f", neg_elbo {result['neg_elbo']:.1f} nats (kl {result['kl']:.2f})"
              if variational else "",
              f", probe {result['probe_accuracy']:.3f} vs raw pixels "
-             f"{result['probe_accuracy_raw_pixels']:.3f}" if "probe_accuracy" in result else "")
+             f"{result['probe_accuracy_raw_pixels']:.3f}" if "probe_accuracy" in result else "",
+             f", anomaly auroc {result['anomaly_auroc']:.3f} (held-out classes "
+             f"{list(holdout)} vs the rest of test)" if result.get("anomaly_auroc") is not None
+             else "")
     return result
+
+
+def _scores(model, images: np.ndarray) -> np.ndarray:
+    return predict(lambda x: scoring.score(model, x), images)
+
+
+def _detection(model, examples, test, held, params, notes, log):
+    """The anomaly score on test, its threshold calibrated on validation without the
+    held-out classes (as export does), and with held-out classes how well it finds them.
+    Returns (metrics, test scores, validation scores)."""
+    holdout = params.holdout_labels
+    val_all = examples_io.load_split(examples, "validation", noisy=False)
+    val = examples_io.without_labels(val_all, holdout)
+    examples_io.require_examples_left(len(val[F.LABEL]), len(val_all[F.LABEL]), examples,
+                                      "validation", holdout)
+    val_scores = _scores(model, val[F.IMAGE])
+    test_scores = _scores(model, test[F.IMAGE])
+    threshold = scoring.threshold(val_scores, params.threshold_quantile)
+    name = scoring.score_name(model)
+    out = {"anomaly_score": name, "anomaly_threshold": threshold,
+           "anomaly_threshold_quantile": params.threshold_quantile,
+           "anomaly_validation_examples": int(len(val_scores)),
+           **detection.flagged(test_scores, threshold)}
+    notes["anomaly_score"] = (
+        "per test example, of its clean image (components/scoring.py): "
+        + ("the deterministic negative ELBO in nats (decoding of the posterior mean + "
+           "analytic KL)" if name == "neg_elbo" else "its mean per-pixel BCE"))
+    notes["anomaly_threshold"] = (
+        f"the {params.threshold_quantile:g} quantile of the scores of the "
+        f"{len(val_scores)} validation examples" + (f" not of classes {list(holdout)}"
+                                                    if holdout else "")
+        + "; flagged: score > threshold")
+    if holdout:
+        out.update(detection.held_out_detection(test_scores, held, threshold))
+        notes["anomaly_auroc"] = (f"AUROC of the score for test examples of classes "
+                                  f"{list(holdout)} (held out of training; positive) vs the "
+                                  "other test examples; precision / recall: of the flag")
+        if out["anomaly_auroc"] is None:
+            log.warning("evaluate: no AUROC: the test split has %d examples of the held-out "
+                        "classes %s and %d of the others; both are needed",
+                        out["anomaly_held_out_examples"], list(holdout),
+                        out["anomaly_seen_examples"])
+    log.info("evaluate: anomaly score %s, threshold %.4g (validation quantile %g) flags "
+             "%.1f%% of test%s", name, threshold, params.threshold_quantile,
+             100 * (out["anomaly_flagged_fraction"] or 0.0),
+             f"; held-out classes: precision {_opt(out['anomaly_precision'])}, recall "
+             f"{_opt(out['anomaly_recall'])}" if holdout else "")
+    return out, test_scores, val_scores
+
+
+def _score_histogram(result, test_scores, val_scores, held, params, out_uri) -> str:
+    """Held-out vs seen test classes (without held-out classes: test vs the validation
+    scores the threshold was calibrated on), and the threshold."""
+    if params.holdout_labels:
+        names = F.CLASS_NAMES[params.dataset]
+        held_names = ", ".join(f"{c} {names[c]}" for c in sorted(params.holdout_labels))
+        groups = [("test, seen classes", test_scores[~held]),
+                  (f"test, held-out classes ({held_names})", test_scores[held])]
+    else:
+        groups = [("validation", val_scores), ("test", test_scores)]
+    plots.score_histogram(
+        groups, result["anomaly_threshold"], posixpath.join(out_uri, SCORE_HISTOGRAM),
+        result["anomaly_score"],
+        threshold_label=f"threshold (validation quantile {params.threshold_quantile:g})")
+    return SCORE_HISTOGRAM
+
+
+def _opt(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
 
 
 def _reconstruction_metrics(model, info, x_in, target, recon, seed) -> dict:

@@ -1,7 +1,8 @@
 """The blessing gate (TFX's Evaluator blessing): is the candidate good enough to push?
 
 The candidate is compared with the currently blessed model of its lineage (same dataset,
-variant and noise), both measured by evaluate on the same test split, on one main metric,
+variant, noise and held-out classes), both measured by evaluate on the same test split (its
+seen classes only, when classes are held out), on one main metric,
 lower is better: `neg_elbo` (nats per image) for VAEs, else `bce_excess` (BCE above the
 floor of the test images' own pixel entropy). It is blessed when
 
@@ -24,10 +25,15 @@ from dataclasses import dataclass
 BASELINES = ("latest_blessed", "none")
 
 
-def lineage(dataset: str, variant: str, noise_kind: str, noise_factor: float) -> str:
-    """Models are compared with, and replace, only blessed models of their own lineage."""
+def lineage(dataset: str, variant: str, noise_kind: str, noise_factor: float,
+            holdout_labels: tuple[int, ...]) -> str:
+    """Models are compared with, and replace, only blessed models of their own lineage.
+    A model trained without some classes (data.holdout_labels) is a lineage of its own,
+    "<dataset>/<variant>/<noise>/holdout:<classes>", never mixed with normal models."""
     noise = "clean" if noise_kind == "none" else f"{noise_kind}:{noise_factor:g}"
-    return f"{dataset}/{variant}/{noise}"
+    held_out = f"/holdout:{','.join(str(c) for c in sorted(holdout_labels))}" \
+        if holdout_labels else ""
+    return f"{dataset}/{variant}/{noise}{held_out}"
 
 
 def main_metric(variational: bool) -> str:

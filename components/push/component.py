@@ -28,7 +28,8 @@ class PushParams(LineageParams):
                            "TensorFlow Serving's model base path; relative to the root "
                            "unless absolute")
     model_name: str = key("push.model_name", "",
-                          "the served model's name; '' = <dataset>_<variant>[_<noise>]")
+                          "the served model's name; '' = <dataset>_<variant>[_<noise>]"
+                          "[_holdout<classes>]")
     force: bool = key("push.force", False,
                       "push even when not blessed (the CLI's --force-push)")
 
@@ -37,7 +38,10 @@ class PushParams(LineageParams):
         if self.model_name:
             return self.model_name
         noise = "" if self.noise_kind == "none" else f"_{self.noise_kind}"
-        return f"{self.dataset}_{self.variant}{noise}"
+        # A model trained without some classes never replaces a normal one in serving.
+        held_out = ("_holdout" + "-".join(str(c) for c in sorted(self.holdout_labels))
+                    if self.holdout_labels else "")
+        return f"{self.dataset}_{self.variant}{noise}{held_out}"
 
     def check(self) -> None:
         require(bool(self.serving_dir.strip()) and "://" not in self.serving_dir,

@@ -4,6 +4,10 @@ Outputs
   model      model.weights.h5 (best epoch by val_loss), model.json (how to rebuild it)
   model_run  history.csv (Keras CSVLogger), history.json, tensorboard/
 
+Held-out classes (data.holdout_labels, novelty detection): left out of the train and
+validation batches (examples_io.dataset); the count left out is logged and reported, and
+model.json and the model's properties record which classes the model never saw.
+
 Resumable: with ctx.work_dir set (stable per stage fingerprint), Keras' BackupAndRestore
 keeps weights + optimizer state + epoch in <work_dir>/backup, and the best checkpoint and
 the CSV history live in <work_dir>/train_state, so re-running a crashed or interrupted
@@ -192,11 +196,15 @@ def run(params: TrainParams, ctx: ExecutionContext, *, examples: Artifact, model
              params.lr_schedule, input_feature)
 
     t_load = time.perf_counter()
+    held_out = held_out_counts(params, examples, log)
     train_ds = examples_io.dataset(examples, "train", params.batch_size, input_feature,
                                    shuffle=True, seed=params.seed,
-                                   shuffle_buffer=params.shuffle_buffer)
-    val_ds = examples_io.dataset(examples, "validation", params.batch_size, input_feature)
-    counts = examples.properties.get("counts") or {}
+                                   shuffle_buffer=params.shuffle_buffer,
+                                   exclude_labels=params.holdout_labels)
+    val_ds = examples_io.dataset(examples, "validation", params.batch_size, input_feature,
+                                 exclude_labels=params.holdout_labels)
+    counts = ({s: c["kept"] for s, c in held_out.items()} if held_out
+              else examples.properties.get("counts") or {})
     n_train = int(counts.get("train") or train_ds.reduce(0, lambda n, b: n + tf.shape(b[0])[0]))
     log.info("train: loaded %d train / %s validation examples into memory in %.1fs", n_train,
              counts.get("validation", "?"), time.perf_counter() - t_load)
@@ -205,11 +213,34 @@ def run(params: TrainParams, ctx: ExecutionContext, *, examples: Artifact, model
     state_dir = posixpath.join(ctx.work_dir, STATE_DIR) if ctx.work_dir else tempfile.mkdtemp(
         prefix="train-state-")
     try:
-        return _fit(params, input_feature, train_ds, val_ds, n_train, state_dir, device, gpus,
-                    model, model_run, ctx)
+        metrics = _fit(params, input_feature, train_ds, val_ds, n_train, state_dir, device,
+                       gpus, model, model_run, ctx)
     finally:
         if not ctx.work_dir:
             shutil.rmtree(state_dir, ignore_errors=True)
+    if held_out:
+        metrics.update({f"{split}_examples_held_out": c["left_out"]
+                        for split, c in held_out.items()})
+    return metrics
+
+
+def held_out_counts(params: TrainParams, examples: Artifact, log) -> dict[str, dict]:
+    """With data.holdout_labels: per fitted split, how many examples are kept and left out
+    (logged; a split with nothing left is a DataError). Without: {} (nothing is read)."""
+    if not params.holdout_labels:
+        return {}
+    out = {}
+    for split in ("train", "validation"):
+        per_class = examples_io.label_counts(examples, split)
+        left_out = int(per_class[list(params.holdout_labels)].sum())
+        total = int(per_class.sum())
+        examples_io.require_examples_left(total - left_out, total, examples, split,
+                                          params.holdout_labels)
+        out[split] = {"kept": total - left_out, "left_out": left_out}
+        log.info("train: %s split: left out %d of %d examples (held-out classes %s), "
+                 "fitting on %d", split, left_out, total, list(params.holdout_labels),
+                 total - left_out)
+    return out
 
 
 def _fit(params, input_feature, train_ds, val_ds, n_train, state_dir, device, gpus,
@@ -293,6 +324,7 @@ def _fit(params, input_feature, train_ds, val_ds, n_train, state_dir, device, gp
             "denoising": params.denoising,
             "input_feature": input_feature, "is_variational": bool(model.is_variational),
             "params": n_params, "keras_version": keras.__version__,
+            "holdout_labels": list(params.holdout_labels),
         }
         model_io.write_model_json(model_uri, info)
 
@@ -320,9 +352,11 @@ def _fit(params, input_feature, train_ds, val_ds, n_train, state_dir, device, gp
         "precision": policy,
         "params": n_params,
         "resumed": resuming,
+        "holdout_labels": list(params.holdout_labels),
     }
     model_artifact.properties.update({k: info[k] for k in (
-        "variant", "latent_dim", "is_variational", "denoising", "input_feature")})
+        "variant", "latent_dim", "is_variational", "denoising", "input_feature",
+        "holdout_labels")})
     model_artifact.properties.update(best_epoch=metrics["best_epoch"],
                                      best_val_loss=metrics["best_val_loss"])
     run_artifact.properties.update(epochs_run=metrics["epochs_run"], device=device)

@@ -2,7 +2,8 @@
 
     <model uri>/model.weights.h5   best weights by validation loss (Keras weights file)
     <model uri>/model.json         what models.build needs to rebuild the network, plus
-                                   how it was trained (denoising, input feature)
+                                   how it was trained (denoising, input feature, the
+                                   classes left out: holdout_labels)
 
 Weights only, as the model zoo prescribes: rebuild with models.build(...), call once on
 zeros, load the weights.
@@ -41,6 +42,11 @@ def read_model_json(model: Artifact) -> dict:
         if key not in info:
             raise StageError(f"{path}: missing key {key!r}")
     return info
+
+
+def holdout_labels(info: dict) -> tuple[int, ...]:
+    """The classes the model never saw in training (model.json; older models: none)."""
+    return tuple(int(c) for c in info.get("holdout_labels", ()))
 
 
 def build_model(info: dict):
