@@ -13,18 +13,13 @@ import posixpath
 import tensorflow_data_validation as tfdv
 from tensorflow.io import gfile
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
-from tfx_bsl.public.tfxio import TFExampleRecord
 
 from components import features as F
-from pipeline import beam_jobs
 from pipeline.artifacts import Artifact
 from pipeline.errors import DataAnomalyError
 
 STATS_FILE = "FeatureStats.pb"
 ANOMALIES_FILE = "SchemaDiff.pb"
-# Label drift is checked on test against train (validation is carved from train by
-# hash, and on capped quick runs it can be too small for a fair comparison).
-DRIFT_SPLITS = {"test": "train"}
 
 
 def stats_options(schema: schema_pb2.Schema) -> tfdv.StatsOptions:
@@ -52,25 +47,19 @@ def load_statistics(splits: list[str], out: Artifact) -> dict[str, statistics_pb
     return stats
 
 
-def compute_statistics(examples: Artifact, splits: list[str], schema: schema_pb2.Schema,
-                       out: Artifact, beam_args) -> dict[str, statistics_pb2.DatasetFeatureStatisticsList]:
-    """One Beam pipeline computing every split's statistics of an Examples artifact."""
-    with beam_jobs.pipeline(beam_args) as p:
-        for split in splits:
-            pattern = posixpath.join(examples.split_uri(split), F.SHARD_PATTERN)
-            batches = p | f"Read[{split}]" >> TFExampleRecord(
-                file_pattern=pattern, telemetry_descriptors=["ae_pipeline"]).BeamSource(1000)
-            write_statistics(batches, split, schema, out)
-    return load_statistics(splits, out)
-
-
 def check(stats: dict[str, statistics_pb2.DatasetFeatureStatisticsList], schema: schema_pb2.Schema,
-          out: Artifact, drift: bool) -> dict[str, anomalies_pb2.Anomalies]:
-    """Validate each split against the schema (and label drift); save anomalies per split."""
+          out: Artifact, previous: dict | None = None,
+          extra: dict[str, list[tuple[str, str, str]]] | None = None) -> dict[str, anomalies_pb2.Anomalies]:
+    """Validate each split against the schema, and against `previous[split]` (statistics
+    the schema's drift comparators compare it with) when given; add the `extra` findings
+    of checks beyond TFDV's ((feature, short description, description) per split); save
+    the anomalies per split."""
     result = {}
     for split, split_stats in stats.items():
-        previous = stats.get(DRIFT_SPLITS.get(split, "")) if drift else None
-        anomalies = tfdv.validate_statistics(split_stats, schema, previous_statistics=previous)
+        anomalies = tfdv.validate_statistics(split_stats, schema,
+                                             previous_statistics=(previous or {}).get(split))
+        for feature, short, description in (extra or {}).get(split, ()):
+            add_anomaly(anomalies, feature, short, description)
         d = out.split_uri(split)
         gfile.makedirs(d)
         with gfile.GFile(posixpath.join(d, ANOMALIES_FILE), "wb") as f:
@@ -82,19 +71,37 @@ def check(stats: dict[str, statistics_pb2.DatasetFeatureStatisticsList], schema:
     return result
 
 
+def add_anomaly(anomalies: anomalies_pb2.Anomalies, feature: str, short: str,
+                description: str) -> None:
+    """A finding of our own checks, recorded as TFDV records its own (a CUSTOM_VALIDATION
+    reason on the feature), so TFDV's tools and `report` show it alike."""
+    info = anomalies.anomaly_info[feature]
+    if not info.path.step:
+        info.path.step.append(feature)
+    info.severity = anomalies_pb2.AnomalyInfo.ERROR
+    info.short_description = short if not info.short_description else "Multiple errors"
+    info.description = "; ".join(filter(None, [info.description, description]))
+    reason = info.reason.add()
+    reason.type = anomalies_pb2.AnomalyInfo.CUSTOM_VALIDATION
+    reason.short_description, reason.description = short, description
+
+
 def has_anomalies(anomalies: anomalies_pb2.Anomalies) -> bool:
     # drift_skew_info holds every drift measurement; a drift over its threshold also
     # appears in anomaly_info, so that is what decides.
     return bool(anomalies.anomaly_info) or anomalies.HasField("dataset_anomaly_info")
 
 
-def report(anomalies: dict[str, anomalies_pb2.Anomalies], where: str) -> str:
-    """A readable multi-line report of every anomaly, naming split and feature."""
+def report(anomalies: dict[str, anomalies_pb2.Anomalies], where: str,
+           compared: dict[str, str] | None = None) -> str:
+    """A readable multi-line report of every anomaly, naming split and feature, and for a
+    split compared with other data (`compared[split]`, e.g. "vs train"), that data."""
     lines = []
     for split, a in anomalies.items():
+        against = f" ({compared[split]})" if compared and split in compared else ""
         for feature, info in sorted(a.anomaly_info.items()):
             reasons = "; ".join(f"{r.short_description}: {r.description}" for r in info.reason)
-            lines.append(f"  {split}/{feature}: {reasons or info.description}")
+            lines.append(f"  {split}/{feature}{against}: {reasons or info.description}")
         if a.HasField("dataset_anomaly_info"):
             reasons = "; ".join(r.description for r in a.dataset_anomaly_info.reason)
             lines.append(f"  {split}/(dataset): {reasons}")
@@ -102,15 +109,16 @@ def report(anomalies: dict[str, anomalies_pb2.Anomalies], where: str) -> str:
 
 
 def raise_on_anomalies(anomalies: dict[str, anomalies_pb2.Anomalies], out: Artifact,
-                       where: str) -> None:
+                       where: str, compared: dict[str, str] | None = None) -> None:
     """Reject the input with DataAnomalyError if `check` found anomalies (the components
     publish their statistics and anomalies all the same: published_on_rejection)."""
     if out.properties.get("anomalous_splits"):
-        raise DataAnomalyError(report(anomalies, where))
+        raise DataAnomalyError(report(anomalies, where, compared))
 
 
 def drift(anomalies: dict[str, anomalies_pb2.Anomalies]) -> dict:
-    """Measured drift per split and feature, e.g. {"test": {"label": 0.004}}."""
+    """Measured drift per split and feature, e.g. {"test": {"label": 0.004}}: the
+    distance each drift comparator measured (L-infinity or Jensen-Shannon)."""
     return {split: {"/".join(s.path.step): round(m.value, 5)
                     for s in a.drift_skew_info for m in s.drift_measurements}
             for split, a in anomalies.items() if a.drift_skew_info}

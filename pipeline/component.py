@@ -35,17 +35,33 @@ class Channel:
     output: str
 
 
+# How the launcher resolves a `Resolved` input (pipeline/launcher.py, `resolve`):
+# TFX's LatestBlessedModelStrategy: the newest blessed model of the lineage the params
+# name (`baseline_lineage()`), made by another model than the input `candidate`.
+LATEST_BLESSED_MODEL = "latest_blessed_model"
+# What this same component produced (its output `output`) from the data behind the newest
+# blessed model whose lineage starts with the params' `reference_scope()`: the data is
+# found by following the `candidate` input key upstream from that model.
+BLESSED_MODEL_DATA = "blessed_model_data"
+
+
 @dataclass(frozen=True)
 class Resolved:
     """An optional input found in ML Metadata rather than produced by this run, as TFX's
-    Resolver node with LatestBlessedModelStrategy finds the baseline model: the newest
-    blessed artifact of `type` in the lineage the params name (`baseline_lineage()`; None:
-    resolve nothing), made by another model than the input named `candidate`. None when
-    there is none. The launcher resolves it when the stage starts (TFX's driver), not
-    when the run is planned: a run that overlaps another sees what that one blessed."""
+    Resolver node finds the baseline model. None when there is none, or when the params'
+    scope is None (resolve nothing). The launcher resolves it when the stage starts (TFX's
+    driver), not when the run is planned: a run that overlaps another sees what that one
+    blessed. With `in_fingerprint`, what it resolved is part of the stage's cache key."""
 
     type: str
     candidate: str
+    strategy: str = LATEST_BLESSED_MODEL
+    output: str = ""  # BLESSED_MODEL_DATA: the output key of this component to find
+    in_fingerprint: bool = True
+
+    def __post_init__(self):
+        assert self.strategy in (LATEST_BLESSED_MODEL, BLESSED_MODEL_DATA), self.strategy
+        assert bool(self.output) == (self.strategy == BLESSED_MODEL_DATA), self
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pipeline import artifacts, console, locks, summary
 from pipeline import fingerprint as fingerprint_lib
 from pipeline.artifacts import Artifact
-from pipeline.component import Component, ExecutionContext, Resolved
+from pipeline.component import BLESSED_MODEL_DATA, Component, ExecutionContext
 from pipeline.errors import DataError, Interrupted, PipelineError, StageError
 from pipeline.metadata import MetadataStore
 
@@ -57,15 +57,33 @@ def describe(exc: BaseException) -> dict:
     return {"kind": exc.kind, "message": message, "exit_code": exc.exit_code}
 
 
-def resolve(store: MetadataStore | None, spec: Resolved, params,
+def resolve(store: MetadataStore | None, component: Component, key: str, params,
             candidate: str | None) -> Artifact | None:
-    """A `Resolved` input: the newest blessed model of the params' baseline lineage that is
-    not the candidate (fingerprint `candidate`), or None."""
+    """The `Resolved` input `key` of `component` (its strategy: pipeline/component.py), or
+    None. `candidate`: the fingerprint of the input the spec names as its candidate."""
+    spec = component.resolved[key]
+    if store is None:
+        return None
+    if spec.strategy == BLESSED_MODEL_DATA:
+        scope = params.reference_scope()
+        return None if scope is None else store.blessed_model_data(
+            scope, via=spec.candidate, stage=component.name, output=spec.output,
+            usable=usable)
     lineage = params.baseline_lineage()
-    if store is None or lineage is None:
+    if lineage is None:
         return None
     return store.latest_blessed(spec.type, spec.candidate, lineage, exclude=candidate,
                                 usable=usable)
+
+
+def fingerprint_inputs(component: Component, inputs: dict[str, Artifact | str | None],
+                       resolved: dict[str, Artifact | None]) -> dict[str, str | None]:
+    """The input identities a stage's fingerprint covers: every channel input, and the
+    resolved inputs whose spec says `in_fingerprint`."""
+    ids = {k: a if isinstance(a, str) or a is None else identity(a) for k, a in inputs.items()}
+    ids.update({k: identity(a, resolved=True) for k, a in resolved.items()
+                if component.resolved[k].in_fingerprint})
+    return ids
 
 
 def identity(artifact: Artifact | None, resolved: bool = False) -> str | None:
@@ -90,11 +108,11 @@ def launch(component: Component, params, inputs: dict[str, Artifact],
     and keys the stage by what it really gets; one that found nothing is None for the
     executor, and ML Metadata records no event for it."""
     store = MetadataStore(run.root)
-    resolved = {k: resolve(store, spec, params, identity(inputs.get(spec.candidate)))
-                for k, spec in component.resolved.items()}
-    fingerprint = stage_fingerprint(
-        component, params, {**{k: identity(a) for k, a in inputs.items()},
-                            **{k: identity(a, resolved=True) for k, a in resolved.items()}})
+    # Resolved inputs outside the fingerprint are looked up only if the stage executes.
+    resolved = {k: resolve(store, component, k, params, identity(inputs.get(spec.candidate)))
+                for k, spec in component.resolved.items() if spec.in_fingerprint}
+    fingerprint = stage_fingerprint(component, params,
+                                    fingerprint_inputs(component, inputs, resolved))
     inputs = {**inputs, **{k: a for k, a in resolved.items() if a is not None}}
     started = time.time()
     use_cache = not run.force and run.only != component.name
@@ -119,6 +137,9 @@ def launch(component: Component, params, inputs: dict[str, Artifact],
         # Whoever held the lock may have just published exactly this.
         if use_cache and (hit := store.find_cached(component.name, fingerprint, usable)):
             return _reuse(store, component, fingerprint, inputs, run, hit, started)
+        for k, spec in component.resolved.items():
+            if not spec.in_fingerprint and (a := resolve(store, component, k, params, None)):
+                inputs[k] = a
         return _execute(store, component, params, fingerprint, inputs, run, started)
 
 

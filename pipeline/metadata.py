@@ -325,3 +325,39 @@ class MetadataStore:
                         and self._live(model.id) and usable(model)):
                     return model
         return None
+
+    def blessed_model_data(self, scope: str, via: str, stage: str, output: str,
+                           usable: Callable[[Artifact], bool]) -> Artifact | None:
+        """What `stage` wrote as `output` (in a COMPLETE or CACHED execution) from the data
+        behind the newest blessing whose lineage starts with `scope`. The data is found by
+        walking upstream from the blessing: the producing execution's `via` input, then
+        that artifact's producer's `via` input, and so on, until an artifact `stage`
+        consumed as `via` (launcher: BLESSED_MODEL_DATA)."""
+        try:
+            blessings = self.store.get_artifacts_by_type(BLESSING)
+        except mlmd_errors.NotFoundError:
+            return None
+        done = (pb.Execution.COMPLETE, pb.Execution.CACHED)
+        stage_type = self._type_id("execution", stage)
+        for blessing in sorted(blessings, key=lambda a: a.id, reverse=True):
+            props = _props(blessing)
+            if (blessing.state != pb.Artifact.LIVE or props.get("blessed") is not True
+                    or not str(props.get("lineage", "")).startswith(scope)):
+                continue
+            artifact_id = blessing.id
+            for _ in range(8):  # a few stages upstream at most
+                events = self.store.get_events_by_artifact_ids([artifact_id])
+                consumers = self.store.get_executions_by_id(
+                    [e.execution_id for e in events if e.type == pb.Event.INPUT
+                     and e.path.steps[0].key == via])
+                for execution in sorted(consumers, key=lambda e: e.id, reverse=True):
+                    if execution.type_id == stage_type and execution.last_known_state in done:
+                        found = self.artifacts_of(execution.id).get(output)
+                        if found is not None and self._live(found.id) and usable(found):
+                            return found
+                producers = sorted(e.execution_id for e in events if e.type == pb.Event.OUTPUT)
+                upstream = self.artifacts_of(producers[0], pb.Event.INPUT).get(via) if producers else None
+                if upstream is None:
+                    break
+                artifact_id = upstream.id
+        return None

@@ -44,6 +44,8 @@ PLOT_CAPTIONS = {
     "prior_samples.png": "decodings of z ~ N(0, I)",
     "latent_manifold.png": "the decoded 2-D latent manifold",
     "code_sweep.png": "a sweep of code dims 0 and 1",
+    "score_histogram.png": "anomaly scores of test examples, held-out classes apart, and the threshold",
+    "pixel_maps.png": "per-pixel mean and standard deviation of each split (validate)",
 }
 # Matplotlib's tab10, so series colours look like the PNGs'.
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
@@ -331,19 +333,22 @@ def _metrics(view: dict) -> str:
 
 
 def _plots(view: dict, page: _Page) -> str:
-    uri = ((view["stages"].get("evaluate") or {}).get("artifacts") or {}).get("evaluation")
-    if not (uri and os.path.isdir(uri)):
-        return '<h2>Plots</h2><p class="muted">no plots in this run</p>'
+    """The evaluation's PNGs, then the pictures of the data (validate's statistics), which
+    a run rejected for its data has too."""
     order = list(PLOT_CAPTIONS)
-    pngs = sorted((f for f in os.listdir(uri) if f.endswith(".png")),
-                  key=lambda f: (order.index(f) if f in order else len(order), f))
     figures = []
-    for name in pngs:
-        src = page.href(os.path.join(uri, name))
-        if src:
-            caption = f"{name}: {PLOT_CAPTIONS.get(name, '')}".rstrip(": ")
-            figures.append(f'<figure><img src="{_e(src)}" alt="{_e(name)}">'
-                           f"<figcaption>{_e(caption)}</figcaption></figure>")
+    for stage, output in (("evaluate", "evaluation"), ("validate", "statistics")):
+        uri = ((view["stages"].get(stage) or {}).get("artifacts") or {}).get(output)
+        if not (uri and os.path.isdir(uri)):
+            continue
+        pngs = sorted((f for f in os.listdir(uri) if f.endswith(".png")),
+                      key=lambda f: (order.index(f) if f in order else len(order), f))
+        for name in pngs:
+            src = page.href(os.path.join(uri, name))
+            if src:
+                caption = f"{name}: {PLOT_CAPTIONS.get(name, '')}".rstrip(": ")
+                figures.append(f'<figure><img src="{_e(src)}" alt="{_e(name)}">'
+                               f"<figcaption>{_e(caption)}</figcaption></figure>")
     return "<h2>Plots</h2>" + ("".join(figures) or '<p class="muted">no plots in this run</p>')
 
 

@@ -30,7 +30,7 @@ from pipeline.component import Component
 from pipeline import config as config_lib
 from pipeline.config import Config, Params, key
 from pipeline.errors import EXIT_OK, EXIT_SKIPPED, ConfigError, PipelineError
-from pipeline.launcher import (RunContext, describe, identity, launch, resolve, stage_fingerprint,
+from pipeline.launcher import (RunContext, describe, fingerprint_inputs, launch, resolve, stage_fingerprint,
                                usable)
 from pipeline.metadata import MetadataStore
 
@@ -129,9 +129,9 @@ def plan(components, config: Config, root: str | None = None) -> Plan:
         params[c.name] = p
         inputs = {k: f"{fingerprints[ch.producer]}:{ch.producer}.{ch.output}"
                   for k, ch in c.channels.items()}
-        inputs.update({k: identity(resolve(store, r, p, inputs[r.candidate]), resolved=True)
-                       for k, r in c.resolved.items()})
-        fingerprints[c.name] = stage_fingerprint(c, p, inputs)
+        resolved = {k: resolve(store, c, k, p, inputs[r.candidate])
+                    for k, r in c.resolved.items() if r.in_fingerprint}
+        fingerprints[c.name] = stage_fingerprint(c, p, fingerprint_inputs(c, inputs, resolved))
         seen.add(c.name)
     return Plan(tuple(components), config, params, fingerprints, BeamParams.from_config(config))
 

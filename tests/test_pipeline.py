@@ -19,7 +19,9 @@ import run_pipeline
 from pipeline import artifacts, fingerprint, summary
 from pipeline.errors import EXIT_CONFIG, EXIT_DATA, EXIT_OK, EXIT_STAGE
 from pipeline.metadata import MetadataStore
-from tests.helpers import COMPONENTS, synthetic_images, user_env, write_idx
+from pipeline import runner
+from pipeline.launcher import usable
+from tests.helpers import COMPONENTS, load_config, synthetic_images, user_env, write_idx
 
 STAGES = list(COMPONENTS)
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -351,6 +353,37 @@ def test_runs_and_show_inspect_what_a_run_produced(first_run, capsys):
     assert "pushed: yes as version 1" in text
     assert "train.epochs=1" in text  # the config keys that differ from the defaults
     assert run_pipeline.main(["show", "nope", "--root", str(root)]) == EXIT_CONFIG
+
+
+@pytest.mark.slow
+def test_new_data_is_compared_with_the_data_behind_the_blessed_model(first_run, tmp_path, capsys):
+    """Drift between scheduled batches: a new batch whose splits agree with each other but
+    not with the data the blessed model was trained on stops the run (exit 3); accepted
+    on purpose with validate.reference=none, it then stays accepted (cached)."""
+    root, code = first_run
+    assert code == EXIT_OK
+    copy = tmp_path / "root"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("locks"))
+    new = tmp_path / "idx-mirrored"  # the same images, mirrored: per-image stats unchanged
+    for prefix, (n, seed) in (("train", (300, 1)), ("t10k", (120, 2))):
+        images, labels = synthetic_images(n, seed)
+        write_idx(new, prefix, images[:, :, ::-1].copy(), labels)
+    capsys.readouterr()
+    assert run_pipeline.main(_args(copy, "d1", new)) == EXIT_DATA
+    err = capsys.readouterr().err
+    assert ("train/image (vs the train data of the last blessed model, validated in run r1): "
+            "Pixel mean map shift") in err
+    assert "test/" not in err  # test agrees with its own train split
+    validate = _summary(copy, "d1")["stages"]["validate"]
+    assert validate["status"] == "failed" and validate["error"]["exit_code"] == EXIT_DATA
+
+    assert run_pipeline.main(_args(copy, "d2", new, "--only", "validate",
+                                   "--set", "validate.reference=none")) == EXIT_OK
+    config = load_config(None, f"data.source=idx:{new}", "data.num_shards=2", "train.epochs=1",
+                         "train.batch_size=64", "gate.max_bce_excess=1.0")
+    plan = runner.plan(list(COMPONENTS.values()), config, str(copy))
+    assert MetadataStore(str(copy)).find_cached(
+        "validate", plan.fingerprints["validate"], usable) is not None
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """validate: TFDV statistics and the curated raw schema catch bad data, naming split and feature."""
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -39,10 +40,19 @@ def test_clean_data_passes_and_writes_tfdv_artifacts(tmp_path):
     assert metrics["splits"]["test"]["pixel_min"] == float(test_images.min())
     stats = tfdv.load_stats_binary(os.path.join(outs["statistics"].uri, "Split-test", "FeatureStats.pb"))
     names = {"/".join(f.path.step) for f in stats.datasets[0].features}
-    assert names == {"id", "label", "image"}
+    # The per-image content features sit beside the example features, computed by TFDV.
+    assert names == {"id", "label", "image", "image_mean", "image_std", "ink_fraction",
+                     "saturated_fraction"}
+    maps = np.load(os.path.join(outs["statistics"].uri, "Split-test", "pixel_moments.npz"))
+    test_x = test_images.reshape(60, -1) / 255.0
+    np.testing.assert_allclose(maps["mean"], test_x.mean(axis=0), atol=1e-12)
+    np.testing.assert_allclose(maps["std"], test_x.std(axis=0), atol=1e-9)
+    assert int(maps["count"]) == 60
+    assert os.path.getsize(os.path.join(outs["statistics"].uri, "pixel_maps.png")) > 1000
+    assert set(metrics["pixel_map_rms"]) == {"test"}  # test vs train; no reference here
     assert os.path.getsize(os.path.join(outs["statistics"].uri, "Split-train", "statistics.html")) > 1000
     assert os.path.exists(os.path.join(outs["anomalies"].uri, "Split-train", "SchemaDiff.pb"))
-    assert "test" in metrics["label_drift"]
+    assert set(metrics["drift"]["test"]) == {"label", "image"}  # the schema's comparators
 
 
 def test_out_of_range_pixels_stop_the_run(tmp_path):
@@ -89,7 +99,7 @@ def test_label_drift_between_train_and_test_is_caught(tmp_path):
             labels[:] = labels % 3  # only classes 0..2 in test
         return images, labels
 
-    with pytest.raises(DataAnomalyError, match=r"test/label: High Linfty distance"):
+    with pytest.raises(DataAnomalyError, match=r"test/label \(vs train\): High Linfty distance"):
         _validate(tmp_path, _raw(tmp_path, mutate))
 
 
@@ -101,3 +111,92 @@ def test_wrong_image_size_is_an_anomaly(tmp_path):
 
     with pytest.raises(DataAnomalyError, match=r"train/image"):
         _validate(tmp_path, _raw(tmp_path, mutate))
+
+
+# -- content: well-formed but wrong images ----------------------------------------------
+
+def _content_anomaly(tmp_path, mutate, sizes=None):
+    """The DataAnomalyError message for data whose test split `mutate` changes."""
+    splits = {}
+    for split, n, seed in sizes or (("train", 120, 1), ("validation", 30, 2), ("test", 60, 3)):
+        images, labels = synthetic_images(n, seed)
+        images, labels = images.astype(np.int64), labels
+        if split == "test":
+            images, labels = mutate(images, labels)
+        splits[split] = (images, labels)
+    examples = write_examples_artifact(str(tmp_path / "raw"), splits, normalized=False)
+    outs = output_artifacts("validate", tmp_path)
+    with pytest.raises(DataAnomalyError) as e:
+        _validate(tmp_path, examples, outs)
+    # Published for inspection all the same, naming only the bad split.
+    assert outs["anomalies"].properties["anomalous_splits"] == ["test"]
+    assert os.path.exists(os.path.join(outs["statistics"].uri, "pixel_maps.png"))
+    return str(e.value)
+
+
+def test_blank_images_are_anomalies(tmp_path):
+    message = _content_anomaly(tmp_path, lambda x, y: (np.zeros_like(x), y))
+    assert re.search(r"test/image_mean.*Unexpectedly low values?: 0<0.005", message)
+    assert re.search(r"test/image_std.*Unexpectedly low values?: 0<0.03", message)
+
+
+def test_constant_images_are_anomalies(tmp_path):
+    message = _content_anomaly(tmp_path, lambda x, y: (np.full_like(x, 128), y))
+    assert re.search(r"test/image_std.*Unexpectedly low values?: 0<0.03", message)
+
+
+def test_inverted_images_are_anomalies(tmp_path):
+    message = _content_anomaly(tmp_path, lambda x, y: (255 - x, y))
+    assert re.search(r"test/image_mean.*Unexpectedly high values?: 0.88\d*>0.85", message)
+    assert re.search(r"test/image \(vs train\):.*Jensen-Shannon divergence .* above the "
+                     r"threshold 0.02.*Pixel mean map shift: the per-pixel mean map differs by "
+                     r"RMS 0.6\d+ \(expected <= 0.1\d+", message)
+
+
+def test_shifted_intensities_are_anomalies(tmp_path):
+    message = _content_anomaly(tmp_path, lambda x, y: (np.clip(x + 60, 0, 255), y))
+    assert re.search(r"test/ink_fraction.*Unexpectedly high values?: 1>0.98", message)
+    assert "Pixel mean map shift" in message
+
+
+def test_images_moved_within_the_frame_fail_only_the_map_comparison(tmp_path):
+    # Per-image statistics unchanged (same pixels, mirrored), so only the maps see it.
+    message = _content_anomaly(tmp_path, lambda x, y: (x[:, :, ::-1].copy(), y))
+    lines = message.splitlines()[1:]
+    assert len(lines) == 1 and lines[0].startswith("  test/image (vs train): "), message
+    assert "largest at pixel (row" in message
+
+
+def test_a_class_missing_from_test_is_an_anomaly(tmp_path):
+    def drop_class_3(x, y):
+        keep = y != 3
+        return x[keep], y[keep]
+
+    message = _content_anomaly(tmp_path, drop_class_3,
+                               (("train", 400, 1), ("validation", 30, 2), ("test", 200, 3)))
+    assert re.search(r"test/label \(vs train\): .*Class missing: classes \[3\] are absent from "
+                     r"182 examples", message)
+
+
+def test_a_class_rare_by_chance_in_a_small_split_is_not_an_anomaly(tmp_path):
+    # 30 validation images are not expected to hold every class; only test is compared.
+    examples = _raw(tmp_path)
+    metrics, _ = _validate(tmp_path, examples)
+    assert metrics["anomalous_splits"] == []
+
+
+def test_map_comparison_allows_for_sampling_and_catches_real_shifts():
+    from components.validate import content
+
+    rng = np.random.default_rng(0)
+    limits = content.MapLimits(0.03, 0.03)
+
+    def maps(x):
+        return content.Maps(len(x), x.mean(axis=0), x.std(axis=0))
+
+    a = rng.uniform(0, 1, (50, 784))
+    b = rng.uniform(0, 1, (40, 784))  # same distribution, small samples: RMS well above 0.03
+    assert content.rms(maps(a).mean - maps(b).mean) > 0.03
+    assert content.compare_maps(maps(a), maps(b), limits) == []
+    found = content.compare_maps(maps(a), maps(np.clip(b + 0.3, 0, 1)), limits)
+    assert [short for short, _ in found][0] == "Pixel mean map shift"
