@@ -28,8 +28,12 @@ from keras import ops
 
 _TINY = 1e-12  # only multiplies a zero: the value of 0 log 0
 
+def is_variational(model) -> bool:
+    return bool(getattr(model, "is_variational", False))
+
+
 def score_name(model) -> str:
-    return "neg_elbo" if getattr(model, "is_variational", False) else "bce"
+    return "neg_elbo_excess" if is_variational(model) else "bce_excess"
 
 
 def score(model, images):
@@ -39,7 +43,7 @@ def score(model, images):
     recon = ops.cast(model.reconstruct(images), "float32")
     bce = keras.losses.binary_crossentropy(images, recon)  # [B, 28, 28], clipped at 1e-7
     excess = bce - pixel_entropy(images)[..., 0]
-    if getattr(model, "is_variational", False):
+    if is_variational(model):
         return ops.sum(excess, axis=(1, 2)) + ops.cast(model.posterior_kl(images), "float32")
     return ops.mean(excess, axis=(1, 2))
 

@@ -321,6 +321,15 @@ def _metric_rows(m: dict) -> list[tuple[str, str]]:
                      f", {_fmt(m.get('noisy_input_mse'))}, "
                      f"{_fmt(m.get('noisy_input_psnr'), '.2f')} dB"))
     rows += [(k, _fmt(v)) for k, v in sorted(m.items()) if k.startswith("denoise_")]
+    if "anomaly_threshold" in m:
+        rows.append((f"anomaly threshold ({m.get('anomaly_score')}, validation quantile "
+                     f"{_fmt(m.get('anomaly_threshold_quantile'))})",
+                     f"{_fmt(m['anomaly_threshold'])}; flagged "
+                     f"{_fmt(m.get('anomaly_flagged_fraction'), '.2%')} of test"))
+    if "anomaly_auroc" in m:
+        rows.append(("held-out classes: AUROC, precision / recall at the threshold",
+                     f"{_fmt(m['anomaly_auroc'], '.3f')}, {_fmt(m.get('anomaly_precision'), '.3f')}"
+                     f" / {_fmt(m.get('anomaly_recall'), '.3f')}"))
     return rows
 
 

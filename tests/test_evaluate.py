@@ -164,7 +164,7 @@ def test_autoencoder_metrics_probe_and_plots(normalized_examples, tmp_path):
         assert png in saved["plots"] and is_png(os.path.join(out, png)), png
     # The anomaly score's threshold is always reported; detection quality needs held-out
     # classes, and the reconstruction metrics cover the whole test split.
-    assert m["anomaly_score"] == "bce" and m["anomaly_threshold_quantile"] == 0.99
+    assert m["anomaly_score"] == "bce_excess" and m["anomaly_threshold_quantile"] == 0.99
     assert m["anomaly_validation_examples"] == 64 and 0.0 <= m["anomaly_flagged_fraction"] <= 1
     assert "anomaly_auroc" not in m and "reconstruction_test_examples" not in m
 
@@ -348,7 +348,7 @@ def test_held_out_classes_are_detected_and_the_gate_measures_seen_classes(
     assert m["anomaly_threshold"] == pytest.approx(expected, rel=1e-5)
     assert m["anomaly_threshold"] != pytest.approx(np.quantile(val_scores, 0.9), rel=1e-5)
     assert m["anomaly_validation_examples"] == int(np.sum(val["label"] != 9))
-    assert m["anomaly_threshold_quantile"] == 0.9 and m["anomaly_score"] == "bce"
+    assert m["anomaly_threshold_quantile"] == 0.9 and m["anomaly_score"] == "bce_excess"
 
     # Detection on test: held-out class 9 (positive) vs the rest, from the same scores.
     scores = np.asarray(scoring.score(model, test["image"]), np.float64)

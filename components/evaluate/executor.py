@@ -222,7 +222,8 @@ def _detection(model, examples, test, held, params, notes, log):
     notes["anomaly_score"] = (
         "per test example, of its clean image (components/scoring.py): "
         + ("the deterministic negative ELBO in nats (decoding of the posterior mean + "
-           "analytic KL)" if name == "neg_elbo" else "its mean per-pixel BCE"))
+           "analytic KL) minus 784 x the image's mean pixel entropy" if scoring.is_variational(model)
+           else "its mean per-pixel BCE minus its mean pixel entropy (its bce_excess)"))
     notes["anomaly_threshold"] = (
         f"the {params.threshold_quantile:g} quantile of the scores of the "
         f"{len(val_scores)} validation examples" + (f" not of classes {list(holdout)}"
