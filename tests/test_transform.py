@@ -9,6 +9,7 @@ import pytest
 
 from components import features as F
 from components import records
+from components.preprocessing import normalize
 from components.transform import noise
 from pipeline import artifacts
 from pipeline.errors import ConfigError, DataAnomalyError, DataError
@@ -65,6 +66,21 @@ def _read_noisy(examples, split):
     return out
 
 
+def test_normalize_is_float32_division_by_255_bit_for_bit_everywhere():
+    """Every pixel value, as numpy, eager TensorFlow and a traced graph (where Grappler
+    rewrites `x / 255.0` into a multiplication that is off by one ulp) compute it."""
+    import tensorflow as tf
+
+    pixels = np.arange(256, dtype=np.int64)
+    expected = (pixels.astype(np.float32) / 255.0).view(np.int32)
+    assert normalize(pixels).dtype == np.float32
+    np.testing.assert_array_equal(normalize(pixels).view(np.int32), expected)
+    np.testing.assert_array_equal(normalize(pixels.astype(np.uint8)).view(np.int32), expected)
+    graph = tf.function(normalize, input_signature=[tf.TensorSpec([None], tf.uint8)])
+    np.testing.assert_array_equal(
+        graph(tf.constant(pixels.astype(np.uint8))).numpy().view(np.int32), expected)
+
+
 def test_normalizes_to_unit_interval_exactly(tmp_path):
     raw = _raw(tmp_path)
     metrics, out = _transform(tmp_path, raw)
@@ -72,7 +88,13 @@ def test_normalizes_to_unit_interval_exactly(tmp_path):
     data = _read(out, "train")
     images, _ = synthetic_images(90, 1)
     by_id = {i.decode(): x for i, x in zip(data[F.ID], data[F.IMAGE])}
-    np.testing.assert_allclose(by_id["train-00007"], images[7].reshape(-1) / 255.0, rtol=1e-6)
+    # What transform writes is the shared normalize() of the raw pixels, bit for bit (the
+    # function the SavedModel applies to raw inputs), as it always was (numpy x / 255).
+    written = np.stack([by_id[f"train-{i:05d}"] for i in range(90)])
+    raw_pixels = images.reshape(90, -1).astype(np.int64)
+    np.testing.assert_array_equal(written.view(np.int32), normalize(raw_pixels).view(np.int32))
+    np.testing.assert_array_equal(written.view(np.int32),
+                                  (raw_pixels.astype(np.float32) / 255.0).view(np.int32))
     assert data[F.IMAGE].min() >= 0.0 and data[F.IMAGE].max() <= 1.0
     assert out.properties["noisy"] is False
     test_images, _ = synthetic_images(40, 3)

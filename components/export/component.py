@@ -1,5 +1,6 @@
-"""export: SavedModel with encode / decode / reconstruct / serving_default signatures,
-and the embeddings of every example of every split (Parquet + TensorBoard projector)."""
+"""export: SavedModel serving raw inputs (serving_default on raw tf.Examples, images_uint8,
+score) with a calibrated anomaly threshold, its TFLite models, the embeddings of every
+example of every split (Parquet + TensorBoard projector) and the scores of the test split."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ class ExportParams(Params):
     threshold_quantile: float = key(
         "export.threshold_quantile", 0.99,
         "anomaly threshold: this quantile of the validation split's scores")
+    holdout_labels: tuple[int, ...] = key("data.holdout_labels")  # left out of the calibration
 
     def check(self) -> None:
         require(0.5 <= self.threshold_quantile < 1.0, "export.threshold_quantile",
@@ -34,5 +36,5 @@ EXPORT = Component(
     outputs={SAVED_MODEL_KEY: artifacts.SAVED_MODEL, EMBEDDINGS_KEY: artifacts.EMBEDDINGS},
     params=ExportParams,
     executor_module="components.export.executor",
-    description="SavedModel + embeddings",
+    description="SavedModel + TFLite + embeddings + test scores",
 )

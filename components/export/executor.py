@@ -1,17 +1,28 @@
-"""export: the SavedModel (components/export/saved_model.py) and the embeddings of every
-example of every split.
+"""export: calibrate the anomaly threshold, write the SavedModel
+(components/export/saved_model.py) and its TFLite models (components/export/tflite.py),
+then embed every example of every split and score every test example.
 
 Outputs
-  saved_model  <uri>/model/: SavedModel with encode / decode / reconstruct / serving_default
-               (properties: path = "model", signatures, latent_dim)
+  saved_model  <uri>/model/: SavedModel with serving_default, images_uint8, images_float32,
+               score, encode, decode, reconstruct (properties: path = "model", signatures,
+               latent_dim, threshold, threshold_quantile, score_name, tflite_* (what was
+               converted, its sizes and parity, and why anything was not))
+               <uri>/tflite/model_float32.tflite, model_int8.tflite
   embeddings   <uri>/parquet/embeddings-SSSSS-of-NNNNN.parquet: id string, split string,
                label int64, embedding list<float32> (the code of the clean image);
+               <uri>/scores/scores-SSSSS-of-NNNNN.parquet: id string, label int64,
+               score float32, is_anomaly bool, one row per test example;
                <uri>/projector/: vectors.tsv, metadata.tsv, projector_config.pbtxt for the
                test split (point TensorBoard's --logdir at it)
 
-The embeddings are computed by an Apache Beam pipeline run with the run's Beam options:
-ReadFromTFRecord per split -> BatchElements -> a DoFn that loads the exported SavedModel
-once per worker (setup) and encodes whole batches -> WriteToParquetBatched.
+The threshold is `export.threshold_quantile` of the scores (components/scoring.py) of the
+validation split without the held-out classes (`data.holdout_labels`), calibrated before
+the SavedModel is written, which carries it as a constant.
+
+The embeddings and scores are computed by an Apache Beam pipeline run with the run's Beam
+options: ReadFromTFRecord per split -> BatchElements -> a DoFn that loads the exported
+SavedModel once per worker (setup) and encodes (and, on the test split, scores) whole
+batches -> WriteToParquetBatched.
 """
 
 from __future__ import annotations
@@ -31,7 +42,9 @@ from tensorflow.io import gfile
 
 from components import examples_io
 from components import features as F
+from components import scoring
 from components.export import saved_model as signatures
+from components.export import tflite
 from components.train import model_io
 from pipeline import beam_jobs
 from pipeline.artifacts import SPLITS
@@ -45,41 +58,60 @@ if TYPE_CHECKING:
 SAVED_MODEL_SUBDIR = "model"
 PARQUET_SUBDIR = "parquet"
 PROJECTOR_SUBDIR = "projector"
+SCORES_SUBDIR = "scores"
+SCORED_SPLIT = "test"
+SCORES_TAG = "scores"
 SCHEMA = pa.schema([
     ("id", pa.string()),
     ("split", pa.string()),
     ("label", pa.int64()),
     ("embedding", pa.list_(pa.float32())),
 ])
-# Largest allowed |saved - in-memory| reconstruction difference on the round-trip check.
+SCORES_SCHEMA = pa.schema([
+    ("id", pa.string()),
+    ("label", pa.int64()),
+    ("score", pa.float32()),
+    ("is_anomaly", pa.bool_()),
+])
+# Largest allowed saved_model.max_diff(SavedModel, in-memory model) on the round-trip check.
 ROUNDTRIP_ATOL = 1e-5
+# Test images (of the round-trip check's batch of 64) the TFLite parity check runs on.
+CHECK_IMAGES = 8
+# Examples per eager scoring call when calibrating the threshold.
+SCORE_BATCH = 512
 
 
 class EncodeBatches(beam.DoFn):
-    """Serialized tf.Examples (a list) -> one pyarrow Table of (id, split, label, embedding)."""
+    """Serialized tf.Examples (a list) -> one pyarrow Table of (id, split, label, embedding);
+    with `score`, also one Table of (id, label, score, is_anomaly) on the SCORES_TAG output."""
 
-    def __init__(self, saved_model_dir: str, split: str):
-        self.saved_model_dir, self.split = saved_model_dir, split
+    def __init__(self, saved_model_dir: str, split: str, score: bool = False):
+        self.saved_model_dir, self.split, self.score = saved_model_dir, split, score
         self.examples = beam.metrics.Metrics.counter("export", f"embeddings_{split}")
 
     def setup(self):
-        self._encode = tf.saved_model.load(self.saved_model_dir).signatures["encode"]
+        signature = "images_float32" if self.score else "encode"
+        self._fn = tf.saved_model.load(self.saved_model_dir).signatures[signature]
         self._spec = examples_io.feature_spec((F.IMAGE,))
 
     def process(self, batch):
         parsed = tf.io.parse_example(tf.constant(batch), self._spec)
         images = tf.reshape(parsed[F.IMAGE], [-1, F.HEIGHT, F.WIDTH, 1])
-        code = self._encode(images=images)["code"].numpy().astype(np.float32)
+        out = self._fn(images=images)
+        code = out["code"].numpy().astype(np.float32)
         n, dim = code.shape
         embedding = pa.ListArray.from_arrays(
             pa.array(np.arange(0, (n + 1) * dim, dim, dtype=np.int32)),
             pa.array(code.reshape(-1), pa.float32()))
         self.examples.inc(n)
-        yield pa.Table.from_arrays(
-            [pa.array([s.decode() for s in parsed[F.ID].numpy()], pa.string()),
-             pa.array([self.split] * n, pa.string()),
-             pa.array(parsed[F.LABEL].numpy(), pa.int64()),
-             embedding], schema=SCHEMA)
+        ids = pa.array([s.decode() for s in parsed[F.ID].numpy()], pa.string())
+        labels = pa.array(parsed[F.LABEL].numpy(), pa.int64())
+        yield pa.Table.from_arrays([ids, pa.array([self.split] * n, pa.string()), labels,
+                                    embedding], schema=SCHEMA)
+        if self.score:
+            yield beam.pvalue.TaggedOutput(SCORES_TAG, pa.Table.from_arrays(
+                [ids, labels, pa.array(out["score"].numpy(), pa.float32()),
+                 pa.array(out["is_anomaly"].numpy(), pa.bool_())], schema=SCORES_SCHEMA))
 
 
 def _splits(examples: Artifact) -> list[str]:
@@ -90,19 +122,29 @@ def _splits(examples: Artifact) -> list[str]:
 
 
 def embed_with_beam(examples: Artifact, splits: list[str], saved_model_dir: str,
-                    parquet_dir: str, batch_size: int, beam_args: list[str]) -> None:
+                    parquet_dir: str, batch_size: int, beam_args: list[str],
+                    scored_split: str | None = None, scores_dir: str | None = None) -> None:
+    """Embeddings of every split to `parquet_dir`; scores of `scored_split` to `scores_dir`."""
     with beam_jobs.pipeline(beam_args) as p:
         tables = []
         for split in splits:
             examples_io.shard_files(examples, split)  # fail early, naming the directory
             pattern = posixpath.join(examples.split_uri(split), F.SHARD_PATTERN)
-            tables.append(
+            score = split == scored_split
+            encoded = (
                 p
                 | f"Read[{split}]" >> beam.io.ReadFromTFRecord(
                     pattern, compression_type=beam.io.filesystem.CompressionTypes.GZIP)
                 | f"Batch[{split}]" >> beam.BatchElements(min_batch_size=batch_size,
                                                           max_batch_size=batch_size)
-                | f"Encode[{split}]" >> beam.ParDo(EncodeBatches(saved_model_dir, split)))
+                | f"Encode[{split}]" >> beam.ParDo(
+                    EncodeBatches(saved_model_dir, split, score)).with_outputs(
+                        SCORES_TAG, main="embeddings"))
+            tables.append(encoded.embeddings)
+            if score:
+                _ = encoded[SCORES_TAG] | "WriteScores" >> beam.io.WriteToParquetBatched(
+                    posixpath.join(scores_dir, "scores"), schema=SCORES_SCHEMA, codec="snappy",
+                    file_name_suffix=".parquet")
         _ = (tables
              | "Flatten" >> beam.Flatten()
              | "WriteParquet" >> beam.io.WriteToParquetBatched(
@@ -113,7 +155,7 @@ def embed_with_beam(examples: Artifact, splits: list[str], saved_model_dir: str,
 def read_parquet(parquet_dir: str, columns=None) -> pa.Table:
     files = sorted(gfile.glob(posixpath.join(parquet_dir, "*.parquet")))
     if not files:
-        raise StageError(f"the embedding pipeline wrote no Parquet files to {parquet_dir}")
+        raise StageError(f"the export pipeline wrote no Parquet files to {parquet_dir}")
     tables = []
     for path in files:
         with gfile.GFile(path, "rb") as f:
@@ -147,17 +189,45 @@ def write_projector(table: pa.Table, split: str, projector_dir: str) -> int:
     return rows.num_rows
 
 
-def _roundtrip_check(model, saved_model_dir: str, examples: Artifact) -> float:
-    """Max |SavedModel reconstruct - in-memory reconstruct| on a few test images."""
+def _scores(model, images: np.ndarray) -> np.ndarray:
+    """scoring.score of the in-memory model over images [n,28,28,1], in batches."""
+    parts = [np.asarray(scoring.score(model, tf.constant(images[i:i + SCORE_BATCH])), np.float32)
+             for i in range(0, len(images), SCORE_BATCH)]
+    return np.concatenate(parts) if parts else np.zeros([0], np.float32)
+
+
+def calibrate(model, examples: Artifact, params: ExportParams) -> dict:
+    """The anomaly threshold: the `threshold_quantile` of the validation scores, held-out
+    classes excluded, rounded to the float32 the SavedModel compares in."""
+    if "validation" not in _splits(examples):
+        raise StageError(f"no validation split in the examples at {examples.uri} to calibrate "
+                         "the anomaly threshold on")
+    val = examples_io.load_split(examples, "validation", noisy=False)
+    keep = ~np.isin(val[F.LABEL], np.asarray(params.holdout_labels, np.int64))
+    try:
+        threshold = scoring.threshold(_scores(model, val[F.IMAGE][keep]),
+                                      params.threshold_quantile)
+    except ValueError as e:
+        raise StageError(f"{e} (split 'validation' in {examples.uri}, classes "
+                         f"{list(params.holdout_labels)} left out: data.holdout_labels)") from None
+    return {"threshold": float(np.float32(threshold)), "examples": int(keep.sum()),
+            "left_out": int((~keep).sum())}
+
+
+def _roundtrip_check(model, saved_model_dir: str, examples: Artifact):
+    """saved_model.max_diff(SavedModel images_float32, in-memory model) on a few test
+    images, over reconstruction, code and score. Returns (diff, images, SavedModel outputs)."""
     split = "test" if "test" in _splits(examples) else _splits(examples)[0]
     x = next(iter(examples_io.dataset(examples, split, 64, cache=False)))[0]
     loaded = tf.saved_model.load(saved_model_dir)
-    exported = loaded.signatures["reconstruct"](images=x)["reconstruction"].numpy()
-    diff = float(np.max(np.abs(exported - np.asarray(model.reconstruct(x)))))
+    exported = {k: v.numpy() for k, v in loaded.signatures["images_float32"](images=x).items()}
+    diff = max(signatures.max_diff(exported["reconstruction"], model.reconstruct(x)),
+               signatures.max_diff(exported["code"], model.encode(x)),
+               signatures.max_diff(exported["score"], scoring.score(model, x)))
     if not diff <= ROUNDTRIP_ATOL:
         raise StageError(f"the SavedModel at {saved_model_dir} does not reproduce the model: "
-                         f"max |difference| {diff:g} > {ROUNDTRIP_ATOL:g}")
-    return diff
+                         f"max difference {diff:g} > {ROUNDTRIP_ATOL:g} (saved_model.max_diff)")
+    return diff, x.numpy(), exported
 
 
 def run(params: ExportParams, ctx: ExecutionContext, *, model: Artifact, examples: Artifact,
@@ -166,53 +236,104 @@ def run(params: ExportParams, ctx: ExecutionContext, *, model: Artifact, example
     batch_size = params.batch_size
     info = model_io.read_model_json(model)
     saved_model_artifact, model = saved_model, model_io.load_model(model)
+    splits = _splits(examples)
 
     t0 = time.perf_counter()
+    calibration = calibrate(model, examples, params)
+    threshold, name = calibration["threshold"], scoring.score_name(model)
+    log.info("export: anomaly threshold %.6g = the %g quantile of %d validation %s scores%s",
+             threshold, params.threshold_quantile, calibration["examples"], name,
+             f" (classes {list(params.holdout_labels)} left out: {calibration['left_out']} "
+             "examples)" if params.holdout_labels else "")
+
     sm_dir = posixpath.join(saved_model_artifact.uri, SAVED_MODEL_SUBDIR)
-    signatures.export(model, sm_dir)
-    diff = _roundtrip_check(model, sm_dir, examples)
-    log.info("export: SavedModel (%s) written to %s in %.1fs; reload max |diff| %.2g",
+    signatures.export(model, sm_dir, threshold)
+    diff, check_images, expected = _roundtrip_check(model, sm_dir, examples)
+    log.info("export: SavedModel (%s) written to %s in %.1fs; reload max diff %.2g",
              ", ".join(signatures.SIGNATURES), sm_dir, time.perf_counter() - t0, diff)
+
+    t_lite = time.perf_counter()
+    lite = tflite.export(model, threshold, posixpath.join(saved_model_artifact.uri,
+                                                          tflite.TFLITE_SUBDIR),
+                         check_images[:CHECK_IMAGES],
+                         {k: v[:CHECK_IMAGES] for k, v in expected.items()})
+    log.info("export: TFLite %s in %.1fs; outputs %s; max diff vs SavedModel %s%s",
+             ", ".join(f"{v} {n:,} bytes" for v, n in lite["bytes"].items()) or "not written",
+             time.perf_counter() - t_lite, ", ".join(lite["outputs"]) or "none",
+             ", ".join(f"{v} {d:.2g}" for v, d in lite["max_diff"].items()) or "-",
+             "".join(f"; not converted: {what}: {why}"
+                     for what, why in lite["not_converted"].items()))
     saved_model_artifact.properties.update({
         "path": SAVED_MODEL_SUBDIR, "signatures": list(signatures.SIGNATURES),
         "latent_dim": int(model.latent_dim), "variant": info["variant"],
-        "serving_input": f"serialized tf.Example, feature {F.IMAGE!r} float[{F.PIXELS}]"})
+        "serving_input": (f"serialized tf.Example as ingest writes it: feature {F.IMAGE!r} "
+                          f"int64[{F.PIXELS}], raw pixels 0..255 ({F.ID!r}, {F.LABEL!r} "
+                          "ignored)"),
+        "threshold": threshold, "threshold_quantile": params.threshold_quantile,
+        "score_name": name, "threshold_examples": calibration["examples"],
+        "threshold_holdout_labels": list(params.holdout_labels),
+        "tflite_dir": tflite.TFLITE_SUBDIR, "tflite_files": lite["files"],
+        "tflite_bytes": lite["bytes"], "tflite_max_diff": lite["max_diff"],
+        "tflite_outputs": lite["outputs"], "tflite_input": lite["input"],
+        "tflite_signature": lite["signature"], "tflite_not_converted": lite["not_converted"]})
 
     t1 = time.perf_counter()
-    splits = _splits(examples)
     emb_uri = embeddings.uri
     parquet_dir = posixpath.join(emb_uri, PARQUET_SUBDIR)
+    scored_split = SCORED_SPLIT if SCORED_SPLIT in splits else splits[-1]
+    scores_dir = posixpath.join(emb_uri, SCORES_SUBDIR)
     gfile.makedirs(parquet_dir)
-    log.info("export: embedding splits %s with Beam (%s)", ", ".join(splits),
-             " ".join(ctx.beam_args))
-    embed_with_beam(examples, splits, sm_dir, parquet_dir, batch_size, ctx.beam_args)
+    gfile.makedirs(scores_dir)
+    log.info("export: embedding splits %s and scoring %s with Beam (%s)", ", ".join(splits),
+             scored_split, " ".join(ctx.beam_args))
+    embed_with_beam(examples, splits, sm_dir, parquet_dir, batch_size, ctx.beam_args,
+                    scored_split, scores_dir)
 
     table = read_parquet(parquet_dir)
     split_col = table["split"].to_pylist()
     counts = {s: split_col.count(s) for s in splits}
-    expected = examples.properties.get("counts") or {}
-    wrong = {s: (counts[s], expected[s]) for s in splits
-             if s in expected and counts[s] != int(expected[s])}
+    expected_counts = examples.properties.get("counts") or {}
+    wrong = {s: (counts[s], expected_counts[s]) for s in splits
+             if s in expected_counts and counts[s] != int(expected_counts[s])}
     if wrong:
         raise StageError(f"embedding count mismatch (written, examples) per split: {wrong} "
                          f"in {parquet_dir}")
     dims = set(pc.list_value_length(table["embedding"]).to_pylist())
     if dims != {int(model.latent_dim)}:
         raise StageError(f"embedding lengths {sorted(dims)} != latent_dim {model.latent_dim}")
+    scores = read_parquet(scores_dir)
+    if scores.num_rows != counts[scored_split]:
+        raise StageError(f"{scores.num_rows} scores in {scores_dir} for the "
+                         f"{counts[scored_split]} {scored_split} examples")
+    flagged = int(pc.sum(scores["is_anomaly"].cast(pa.int64())).as_py() or 0)
     projector_split = "test" if "test" in splits else splits[-1]
     projected = write_projector(table, projector_split, posixpath.join(emb_uri, PROJECTOR_SUBDIR))
     total = sum(counts.values())
-    log.info("export: %d embeddings (%s) of dim %d in %.1fs; projector: %d %s rows", total,
+    log.info("export: %d embeddings (%s) of dim %d, %d %s scores (%d above the threshold) in "
+             "%.1fs; projector: %d %s rows", total,
              ", ".join(f"{s} {n}" for s, n in counts.items()), model.latent_dim,
-             time.perf_counter() - t1, projected, projector_split)
+             scores.num_rows, scored_split, flagged, time.perf_counter() - t1, projected,
+             projector_split)
     embeddings.properties.update({
         "parquet_dir": PARQUET_SUBDIR, "projector_dir": PROJECTOR_SUBDIR,
         "projector_split": projector_split, "counts": counts, "latent_dim": int(model.latent_dim),
-        "columns": SCHEMA.names})
+        "columns": SCHEMA.names, "scores_dir": SCORES_SUBDIR, "scores_split": scored_split,
+        "scores_columns": SCORES_SCHEMA.names, "score_name": name, "threshold": threshold})
     return {
         "embedding_counts": counts,
         "embeddings": total,  # all splits together
         "latent_dim": int(model.latent_dim),
-        "roundtrip_max_abs_diff": diff,
+        "roundtrip_max_diff": diff,
+        "threshold": threshold,
+        "threshold_quantile": params.threshold_quantile,
+        "threshold_examples": calibration["examples"],
+        "score_name": name,
+        "scored_examples": scores.num_rows,
+        "flagged_examples": flagged,
+        "tflite_float32_bytes": lite["bytes"].get("float32"),
+        "tflite_int8_bytes": lite["bytes"].get("int8"),
+        "tflite_float32_max_diff": lite["max_diff"].get("float32"),
+        "tflite_int8_max_diff": lite["max_diff"].get("int8"),
+        "tflite_not_converted": lite["not_converted"],
         "export_seconds": round(time.perf_counter() - t0, 2),
     }

@@ -10,11 +10,11 @@ from __future__ import annotations
 import posixpath
 
 import apache_beam as beam
-import numpy as np
 from tensorflow.io import gfile
 
 from components import data_validation as dv
 from components import features as F
+from components.preprocessing import normalize
 from components.transform import noise
 from typing import TYPE_CHECKING
 
@@ -29,11 +29,6 @@ if TYPE_CHECKING:
 
 
 STATS_BATCH = 1000  # rows per RecordBatch handed to TFDV
-
-
-def normalize(pixels: np.ndarray) -> np.ndarray:
-    """uint8-valued pixels (any integer dtype) -> float32 in [0, 1]."""
-    return pixels.astype(np.float32) / 255.0
 
 
 class _TransformShard(beam.DoFn):
@@ -86,7 +81,7 @@ def run(params: TransformParams, ctx: ExecutionContext, *, examples: Artifact,
                        | f"Normalize[{split}]" >> beam.ParDo(shard_fn))
             dv.write_statistics(batches, split, schema, statistics)
     stats = dv.load_statistics(splits, statistics)
-    found = dv.check(stats, schema, anomalies, drift=False)
+    found = dv.check(stats, schema, anomalies)
     summary = dv.summarize(stats)
     noisy = params.noise_kind != "none"
     out.properties.update({
