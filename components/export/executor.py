@@ -203,7 +203,7 @@ def calibrate(model, examples: Artifact, params: ExportParams) -> dict:
         raise StageError(f"no validation split in the examples at {examples.uri} to calibrate "
                          "the anomaly threshold on")
     val = examples_io.load_split(examples, "validation", noisy=False)
-    keep = ~np.isin(val[F.LABEL], np.asarray(params.holdout_labels, np.int64))
+    keep = examples_io.kept_mask(val[F.LABEL], params.holdout_labels)
     try:
         threshold = scoring.threshold(_scores(model, val[F.IMAGE][keep]),
                                       params.threshold_quantile)
