@@ -134,7 +134,9 @@ def test_saved_model_reloads_in_fresh_process_with_same_outputs(first_run, tmp_p
     proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "y.npy")],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "'decode', 'encode', 'reconstruct', 'serving_default'" in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1] == str(sorted(
+        ["decode", "encode", "images_float32", "images_uint8", "reconstruct", "score",
+         "serving_default"]))
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, atol=1e-5)
 
 
@@ -376,6 +378,9 @@ def test_new_data_is_compared_with_the_data_behind_the_blessed_model(first_run, 
     assert "test/" not in err  # test agrees with its own train split
     validate = _summary(copy, "d1")["stages"]["validate"]
     assert validate["status"] == "failed" and validate["error"]["exit_code"] == EXIT_DATA
+    for stage in _summary(copy, "r1")["stages"].values():  # nothing committed is lost
+        for uri in stage["artifacts"].values():
+            assert artifacts.is_committed(uri.replace(str(root), str(copy))), uri
 
     assert run_pipeline.main(_args(copy, "d2", new, "--only", "validate",
                                    "--set", "validate.reference=none")) == EXIT_OK
