@@ -16,6 +16,7 @@ import logging
 import logging.handlers
 import os
 import sys
+import tempfile
 import warnings
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -85,5 +86,28 @@ def stderr_to_log(logger_name: str = "py.stderr"):
     with contextlib.redirect_stderr(captured):
         yield
     text = captured.getvalue().strip()
+    if text:
+        logging.getLogger(logger_name).info("%s", text)
+
+
+@contextlib.contextmanager
+def native_stderr_to_log(logger_name: str = "native.stderr"):
+    """What native code writes to file descriptor 2 inside the block goes to the log
+    instead of the console: TensorFlow Lite's converter logs through absl, which no
+    environment variable silences ("All log messages before absl::InitializeLog() ...").
+    Keep the block to the native call: the pipeline's own lines written in it would go to
+    the log only."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text = sink.read().decode(errors="replace").strip()
     if text:
         logging.getLogger(logger_name).info("%s", text)

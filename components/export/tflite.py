@@ -42,6 +42,7 @@ from tensorflow.io import gfile
 
 from components import features as F
 from components.export import saved_model as sm
+from pipeline import console
 
 TFLITE_SUBDIR = "tflite"
 FILES = {"float32": "model_float32.tflite", "int8": "model_int8.tflite"}
@@ -78,7 +79,8 @@ def _convert(path: str, quantize: bool) -> bytes:
     converter = tf.lite.TFLiteConverter.from_saved_model(path, signature_keys=[SIGNATURE])
     if quantize:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    return converter.convert()
+    with console.native_stderr_to_log():  # the converter's absl warnings
+        return converter.convert()
 
 
 def run_tflite(flatbuffer: bytes, images: np.ndarray) -> dict[str, np.ndarray]:
