@@ -73,8 +73,9 @@ def check(stats: dict[str, statistics_pb2.DatasetFeatureStatisticsList], schema:
 
 def add_anomaly(anomalies: anomalies_pb2.Anomalies, feature: str, short: str,
                 description: str) -> None:
-    """A finding of our own checks, recorded as TFDV records its own (a CUSTOM_VALIDATION
-    reason on the feature), so TFDV's tools and `report` show it alike."""
+    """A finding of our own comparisons of a split with other data, recorded as TFDV
+    records its own (a CUSTOM_VALIDATION reason on the feature), so TFDV's tools and
+    `report` show it alike."""
     info = anomalies.anomaly_info[feature]
     if not info.path.step:
         info.path.step.append(feature)
@@ -100,12 +101,25 @@ def report(anomalies: dict[str, anomalies_pb2.Anomalies], where: str,
     for split, a in anomalies.items():
         against = f" ({compared[split]})" if compared and split in compared else ""
         for feature, info in sorted(a.anomaly_info.items()):
-            reasons = "; ".join(f"{r.short_description}: {r.description}" for r in info.reason)
-            lines.append(f"  {split}/{feature}{against}: {reasons or info.description}")
+            # The split's own checks first, then its comparisons with other data.
+            for is_comparison in (False, True):
+                reasons = "; ".join(f"{r.short_description}: {r.description}"
+                                    for r in info.reason if _compares(r) == is_comparison)
+                if reasons:
+                    lines.append(f"  {split}/{feature}{against if is_comparison else ''}: {reasons}")
+            if not info.reason:
+                lines.append(f"  {split}/{feature}: {info.description}")
         if a.HasField("dataset_anomaly_info"):
             reasons = "; ".join(r.description for r in a.dataset_anomaly_info.reason)
             lines.append(f"  {split}/(dataset): {reasons}")
     return f"data anomalies in {where}:\n" + "\n".join(lines)
+
+
+def _compares(reason: anomalies_pb2.AnomalyInfo.Reason) -> bool:
+    """Whether a finding compares the split with other data: TFDV's drift comparators, and
+    the content comparisons recorded by `add_anomaly`."""
+    name = anomalies_pb2.AnomalyInfo.Type.Name(reason.type)
+    return name.startswith("COMPARATOR_") or reason.type == anomalies_pb2.AnomalyInfo.CUSTOM_VALIDATION
 
 
 def raise_on_anomalies(anomalies: dict[str, anomalies_pb2.Anomalies], out: Artifact,

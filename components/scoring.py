@@ -26,7 +26,12 @@ import keras
 import numpy as np
 from keras import ops
 
+from components.evaluate.metrics import EPS  # predictions are clipped as the metrics clip them
+from pipeline.errors import DataError, StageError
+
 _TINY = 1e-12  # only multiplies a zero: the value of 0 log 0
+BATCH = 512  # images per call when scoring numpy arrays
+
 
 def is_variational(model) -> bool:
     return bool(getattr(model, "is_variational", False))
@@ -36,16 +41,29 @@ def score_name(model) -> str:
     return "neg_elbo_excess" if is_variational(model) else "bce_excess"
 
 
-def score(model, images):
+def score(model, images, reconstruction=None):
     """Per-image anomaly score [B] of images [B,28,28,1] in [0,1] (Keras ops: eager, traced
-    into the SavedModel, or on any Keras backend)."""
+    into the SavedModel, or on any Keras backend). Pass `reconstruction` when it is
+    already computed (the serving signatures), to run the model once."""
     images = ops.cast(images, "float32")
-    recon = ops.cast(model.reconstruct(images), "float32")
-    bce = keras.losses.binary_crossentropy(images, recon)  # [B, 28, 28], clipped at 1e-7
+    if reconstruction is None:
+        reconstruction = model.reconstruct(images)
+    # Clipped as components/evaluate/metrics.py clips, which also drops the logits Keras'
+    # sigmoid leaves on its output: binary_crossentropy would otherwise take them,
+    # unclipped, for some decoders (a final sigmoid conv) and not others (Dense + Reshape).
+    recon = ops.clip(ops.cast(reconstruction, "float32"), EPS, 1.0 - EPS)
+    bce = keras.losses.binary_crossentropy(images, recon)  # [B, 28, 28]
     excess = bce - pixel_entropy(images)[..., 0]
     if is_variational(model):
         return ops.sum(excess, axis=(1, 2)) + ops.cast(model.posterior_kl(images), "float32")
     return ops.mean(excess, axis=(1, 2))
+
+
+def scores(model, images: np.ndarray) -> np.ndarray:
+    """`score` over a numpy array of images, in batches, as float32 numpy."""
+    parts = [np.asarray(score(model, images[i:i + BATCH]), np.float32)
+             for i in range(0, len(images), BATCH)]
+    return np.concatenate(parts) if parts else np.zeros([0], np.float32)
 
 
 def pixel_entropy(images):
@@ -55,10 +73,16 @@ def pixel_entropy(images):
     return -(p * ops.log(ops.maximum(p, _TINY)) + (1.0 - p) * ops.log(ops.maximum(1.0 - p, _TINY)))
 
 
-def threshold(validation_scores: np.ndarray, quantile: float) -> float:
-    """The score above which an example is flagged: a quantile of the validation scores."""
-    scores = np.asarray(validation_scores, np.float64)
-    if scores.size == 0 or not np.all(np.isfinite(scores)):
-        raise ValueError(f"cannot calibrate a threshold on {scores.size} validation scores "
-                         f"({int(np.sum(~np.isfinite(scores)))} not finite)")
-    return float(np.quantile(scores, quantile))
+def threshold(validation_scores: np.ndarray, quantile: float, where: str) -> float:
+    """The score above which an example is flagged: a quantile of the validation scores
+    (`where`: the split and artifact, for errors), rounded to the float32 the SavedModel
+    compares in, so evaluate and export report the same number."""
+    values = np.asarray(validation_scores, np.float64)
+    if values.size == 0:
+        raise DataError(f"no validation examples to calibrate the anomaly threshold on "
+                        f"({where})")
+    bad = int(np.sum(~np.isfinite(values)))
+    if bad:
+        raise StageError(f"{bad} of {values.size} validation anomaly scores are not finite "
+                         f"({where}): the model outputs NaN or infinity")
+    return float(np.float32(np.quantile(values, quantile)))

@@ -21,7 +21,7 @@ from components import features as F
 from components.evaluate.executor import predict
 from components.export import tflite
 from components.train import model_io
-from pipeline.errors import StageError
+from pipeline.errors import DataError
 from tests.helpers import (output_artifacts, params, run_executor, synthetic_images,
                            write_examples_artifact)
 
@@ -295,8 +295,8 @@ def test_calibration_needs_validation_examples_outside_the_held_out_classes(expo
     splits = {s: (images.astype(np.float32) / 255.0, np.full(20, 9)) for s in SIZES}
     examples = write_examples_artifact(str(tmp_path / "examples"), splits, normalized=True)
     outputs = output_artifacts("export", tmp_path)
-    with pytest.raises(StageError, match=r"cannot calibrate a threshold on 0 validation scores"
-                                         r".*classes \[9\] left out: data.holdout_labels"):
+    with pytest.raises(DataError, match=r"split 'validation' in .* has no examples left after "
+                                        r"leaving out classes \[9\] \(data.holdout_labels\)"):
         run_executor("export", params("export", "data.holdout_labels=[9]"),
                      {"examples": examples, "model": exported["model"]}, outputs)
     assert not os.listdir(outputs["saved_model"].uri)  # failed before writing anything

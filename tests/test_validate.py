@@ -178,10 +178,17 @@ def test_a_class_missing_from_test_is_an_anomaly(tmp_path):
                      r"182 examples", message)
 
 
-def test_a_class_rare_by_chance_in_a_small_split_is_not_an_anomaly(tmp_path):
-    # 30 validation images are not expected to hold every class; only test is compared.
-    examples = _raw(tmp_path)
-    metrics, _ = _validate(tmp_path, examples)
+def test_a_class_absent_by_chance_from_a_small_split_is_not_an_anomaly(tmp_path):
+    # Class 6 is 5.8% of the 120 train images: 53 test images are expected to hold about 3
+    # of it, below the 10 that make its absence an anomaly (the 200-image case above).
+    def drop_class_6(split, images, labels):
+        if split == "test":
+            keep = labels != 6
+            return images[keep], labels[keep]
+        return images, labels
+
+    metrics, _ = _validate(tmp_path, _raw(tmp_path, drop_class_6))
+    assert metrics["splits"]["test"]["num_examples"] == 53
     assert metrics["anomalous_splits"] == []
 
 

@@ -198,10 +198,6 @@ def run(params: EvaluateParams, ctx: ExecutionContext, *, model: Artifact, model
     return result
 
 
-def _scores(model, images: np.ndarray) -> np.ndarray:
-    return predict(lambda x: scoring.score(model, x), images)
-
-
 def _detection(model, examples, test, held, params, notes, log):
     """The anomaly score on test, its threshold calibrated on validation without the
     held-out classes (as export does), and with held-out classes how well it finds them.
@@ -211,9 +207,10 @@ def _detection(model, examples, test, held, params, notes, log):
     val = examples_io.without_labels(val_all, holdout)
     examples_io.require_examples_left(len(val[F.LABEL]), len(val_all[F.LABEL]), examples,
                                       "validation", holdout)
-    val_scores = _scores(model, val[F.IMAGE])
-    test_scores = _scores(model, test[F.IMAGE])
-    threshold = scoring.threshold(val_scores, params.threshold_quantile)
+    val_scores = scoring.scores(model, val[F.IMAGE])
+    test_scores = scoring.scores(model, test[F.IMAGE])
+    threshold = scoring.threshold(val_scores, params.threshold_quantile,
+                                  f"split 'validation' of {examples.uri}")
     name = scoring.score_name(model)
     out = {"anomaly_score": name, "anomaly_threshold": threshold,
            "anomaly_threshold_quantile": params.threshold_quantile,

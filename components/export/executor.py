@@ -78,7 +78,6 @@ ROUNDTRIP_ATOL = 1e-5
 # Test images (of the round-trip check's batch of 64) the TFLite parity check runs on.
 CHECK_IMAGES = 8
 # Examples per eager scoring call when calibrating the threshold.
-SCORE_BATCH = 512
 
 
 class EncodeBatches(beam.DoFn):
@@ -189,29 +188,20 @@ def write_projector(table: pa.Table, split: str, projector_dir: str) -> int:
     return rows.num_rows
 
 
-def _scores(model, images: np.ndarray) -> np.ndarray:
-    """scoring.score of the in-memory model over images [n,28,28,1], in batches."""
-    parts = [np.asarray(scoring.score(model, tf.constant(images[i:i + SCORE_BATCH])), np.float32)
-             for i in range(0, len(images), SCORE_BATCH)]
-    return np.concatenate(parts) if parts else np.zeros([0], np.float32)
-
-
 def calibrate(model, examples: Artifact, params: ExportParams) -> dict:
     """The anomaly threshold: the `threshold_quantile` of the validation scores, held-out
-    classes excluded, rounded to the float32 the SavedModel compares in."""
+    classes excluded (components/scoring.py)."""
     if "validation" not in _splits(examples):
         raise StageError(f"no validation split in the examples at {examples.uri} to calibrate "
                          "the anomaly threshold on")
     val = examples_io.load_split(examples, "validation", noisy=False)
     keep = examples_io.kept_mask(val[F.LABEL], params.holdout_labels)
-    try:
-        threshold = scoring.threshold(_scores(model, val[F.IMAGE][keep]),
-                                      params.threshold_quantile)
-    except ValueError as e:
-        raise StageError(f"{e} (split 'validation' in {examples.uri}, classes "
-                         f"{list(params.holdout_labels)} left out: data.holdout_labels)") from None
-    return {"threshold": float(np.float32(threshold)), "examples": int(keep.sum()),
-            "left_out": int((~keep).sum())}
+    examples_io.require_examples_left(int(keep.sum()), len(keep), examples, "validation",
+                                      params.holdout_labels)
+    threshold = scoring.threshold(scoring.scores(model, val[F.IMAGE][keep]),
+                                  params.threshold_quantile,
+                                  f"split 'validation' of {examples.uri}")
+    return {"threshold": threshold, "examples": int(keep.sum()), "left_out": int((~keep).sum())}
 
 
 def _roundtrip_check(model, saved_model_dir: str, examples: Artifact):

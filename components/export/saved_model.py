@@ -51,12 +51,12 @@ RAW_EXAMPLE_SPEC = {F.IMAGE: tf.io.FixedLenFeature([F.PIXELS], tf.int64)}
 
 
 def score_outputs(model, threshold: float):
-    """images float32 [B,28,28,1] in [0,1] -> score [B] and is_anomaly [B] (score > threshold,
-    compared in float32)."""
+    """(images float32 [B,28,28,1] in [0,1], their reconstruction or None) -> score [B] and
+    is_anomaly [B] (score > threshold, compared in float32)."""
     limit = tf.constant(threshold, tf.float32)
 
-    def compute(images):
-        score = tf.cast(scoring.score(model, images), tf.float32)
+    def compute(images, reconstruction=None):
+        score = tf.cast(scoring.score(model, images, reconstruction), tf.float32)
         return {"score": score, "is_anomaly": tf.greater(score, limit)}
 
     return compute
@@ -70,10 +70,11 @@ def float_outputs(model, threshold: float, with_score: bool = True):
 
     def compute(images):
         code = model.encode(images)
-        out = {"reconstruction": tf.cast(model.decode(code), tf.float32),
+        reconstruction = model.decode(code)
+        out = {"reconstruction": tf.cast(reconstruction, tf.float32),
                "code": tf.cast(code, tf.float32)}
-        if with_score:
-            out.update(scores(images))
+        if with_score:  # from the reconstruction just computed: the decoder runs once
+            out.update(scores(images, reconstruction))
         return out
 
     return compute

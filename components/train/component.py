@@ -75,11 +75,13 @@ class TrainParams(Params):
         require(self.early_stopping_patience >= 0, "train.early_stopping_patience",
                 ">= 0 (0 = off)", self.early_stopping_patience)
         require(self.shuffle_buffer >= 1, "train.shuffle_buffer", ">= 1", self.shuffle_buffer)
+        # Increasing order, so one set of classes has one cache key and one lineage.
         require(all(0 <= c < F.NUM_CLASSES for c in self.holdout_labels)
-                and len(set(self.holdout_labels)) == len(self.holdout_labels)
+                and list(self.holdout_labels) == sorted(set(self.holdout_labels))
                 and len(self.holdout_labels) < F.NUM_CLASSES - 1,
-                "data.holdout_labels", f"distinct class indices 0..{F.NUM_CLASSES - 1}, "
-                "leaving at least two classes to train on", list(self.holdout_labels))
+                "data.holdout_labels", f"distinct class indices 0..{F.NUM_CLASSES - 1} in "
+                "increasing order, leaving at least two classes to train on",
+                list(self.holdout_labels))
         require(self.steps_per_execution >= 1, "train.steps_per_execution", ">= 1",
                 self.steps_per_execution)
 

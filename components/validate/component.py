@@ -31,10 +31,10 @@ class ValidateParams(Params):
     max_pixel_mean_rms: float = key(
         "validate.max_pixel_mean_rms", 0.03,
         "largest RMS over pixels of the difference of two per-pixel mean maps (plus the "
-        "sampling allowance); real Fashion-MNIST train vs test: 0.003")
+        "sampling allowance); README, \"Data validation\", has the real data's figure")
     max_pixel_std_rms: float = key(
         "validate.max_pixel_std_rms", 0.03,
-        "the same for the per-pixel standard-deviation maps; real train vs test: 0.003")
+        "the same for the per-pixel standard-deviation maps")
     schema: str = RAW_SCHEMA  # project-relative path of the curated schema
 
     def reference_scope(self) -> str | None:

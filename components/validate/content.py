@@ -5,9 +5,7 @@ domain, so blank, constant, inverted or shifted images pass it. Two additions cl
 
 1. Per-image features (`add_content_features`), appended to each Arrow RecordBatch before
    TFDV's GenerateStatistics, so TFDV itself computes their statistics and checks them
-   against the curated schema (schemas/raw/schema.pbtxt): a float_domain per image, and a
-   Jensen-Shannon drift comparator between splits and against the data of the last
-   blessed model.
+   against the float_domain of each in the curated schema (schemas/raw/schema.pbtxt).
      image_mean           mean intensity in [0, 1]
      image_std            standard deviation of the intensities
      ink_fraction         share of pixels brighter than INK_LEVEL (10% of full scale)
@@ -33,12 +31,11 @@ import pyarrow.compute as pc
 from tensorflow.io import gfile
 
 from components import features as F
+from components.preprocessing import PIXEL_MAX
 
 MEAN, STD, INK, SATURATED = "image_mean", "image_std", "ink_fraction", "saturated_fraction"
-CONTENT_FEATURES = (MEAN, STD, INK, SATURATED)
 MOMENTS_FILE = "pixel_moments.npz"
 MAPS_PNG = "pixel_maps.png"
-MAX_PIXEL = 255.0
 INK_LEVEL = 0.1
 # The RMS difference a split pair may show from sampling alone is this many times its
 # expected value: above it, the difference is real.
@@ -56,7 +53,7 @@ def _image_matrix(batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
     else:
         values = np.concatenate([np.asarray(column[int(i)].as_py(), np.float64) for i in good]
                                 ) if len(good) else np.zeros(0)
-    return np.asarray(values, np.float64).reshape(-1, F.PIXELS) / MAX_PIXEL, good
+    return np.asarray(values, np.float64).reshape(-1, F.PIXELS) / PIXEL_MAX, good
 
 
 def add_content_features(batch: pa.RecordBatch) -> pa.RecordBatch:

@@ -119,6 +119,9 @@ def run(params: ValidateParams, ctx: ExecutionContext, *, examples: Artifact,
     ctx.log.info("validate: no anomalies in %s", ", ".join(splits))
     return {"splits": dv.summarize(stats), "drift": dv.drift(found),
             "pixel_map_rms": {s: map_rms(maps[s], v[2]) for s, v in against.items() if v[2]},
+            # The reference is outside the cache key (component.py): the record says which
+            # setting and which data this data was accepted against.
+            "reference": params.reference,
             "reference_run_id": (reference_statistics.properties.get("run_id")
                                  if reference_statistics is not None else None),
             "anomalous_splits": anomalies.properties["anomalous_splits"]}
