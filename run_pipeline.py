@@ -3,6 +3,10 @@
 
     python run_pipeline.py run [--config PRESET] [--set KEY=VALUE ...]
     python run_pipeline.py runs | show RUN_ID [--json]
+    python run_pipeline.py train-worker --root ROOT --run-id ID [--config ...] [--set ...]
+
+`train-worker` is a non-chief worker of a multi-worker fit (TF_CONFIG): it joins the
+train stage of the chief's run ID and commits nothing (components/train/distribute.py).
 
 As in a TFX pipeline file, this is where the components are put together; the runner
 under pipeline/ is handed the list and knows no concrete component.
@@ -26,6 +30,12 @@ def create_pipeline() -> list:
 
 def main(argv=None) -> int:
     from pipeline.cli import main as cli_main
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train-worker"]:
+        from components.train.worker import train_worker
+
+        return train_worker(create_pipeline, argv[1:])
 
     return cli_main(create_pipeline, argv)
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import models
 from components import features as F
+from components.train import distribute as distribution
 from components.train.options import LR_SCHEDULES, OPTIMIZERS
 from pipeline import artifacts
 from pipeline.component import Channel, Component
@@ -46,6 +47,11 @@ class TrainParams(Params):
     jit_compile: bool = key("train.jit_compile", False, "XLA")
     steps_per_execution: int = key("train.steps_per_execution", 1,
                                    "train steps per compiled call")
+    distribute: str = key(
+        "train.distribute", "auto",
+        f"one of {', '.join(distribution.MODES)}: auto = mirrored over several local GPUs, "
+        "else one device, and multi_worker when TF_CONFIG names several workers "
+        "(components/train/distribute.py); train.batch_size stays the global batch")
     holdout_labels: tuple[int, ...] = key(
         "data.holdout_labels", (),
         "classes left out of train and validation (test keeps them): evaluate measures how "
@@ -84,6 +90,9 @@ class TrainParams(Params):
                 list(self.holdout_labels))
         require(self.steps_per_execution >= 1, "train.steps_per_execution", ">= 1",
                 self.steps_per_execution)
+        require(self.distribute in distribution.MODES, "train.distribute",
+                f"one of {distribution.MODES}", self.distribute)
+        distribution.multi_worker_cluster(self.distribute)  # a usable TF_CONFIG when needed
 
 
 TRAIN = Component(

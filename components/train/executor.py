@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 
 from components import examples_io
 from components import features as F
-from components.train import model_io
+from components.train import distribute, model_io
 from components.train.options import OPTIMIZERS
 from pipeline.errors import StageError
 
@@ -179,6 +179,10 @@ def model_info(params: TrainParams) -> dict:
 
 def run(params: TrainParams, ctx: ExecutionContext, *, examples: Artifact, model: Artifact,
         model_run: Artifact) -> dict:
+    if distribute.multi_worker_cluster(params.distribute) and not distribute.in_worker_process():
+        # The fit runs in a fresh process that makes MultiWorkerMirroredStrategy first.
+        return distribute.fit_in_worker_process(params, ctx, examples=examples, model=model,
+                                                model_run=model_run)
     log = ctx.log
     input_feature = F.NOISY_IMAGE if params.denoising else F.IMAGE
 
@@ -262,8 +266,8 @@ def _fit(params, input_feature, train_ds, val_ds, n_train, state_dir, device, gp
         log.info("train: resuming from the backup in %s after %d logged epoch(s)", backup_dir,
                  len(previous_rows))
 
-    strategy = (tf.distribute.MirroredStrategy() if len(gpus) > 1
-                else tf.distribute.get_strategy())
+    strategy = distribute.strategy(params.distribute, gpus, log)
+    train_ds, val_ds = (distribute.distribute_input(d, strategy) for d in (train_ds, val_ds))
     with precision_policy(params.mixed_precision, gpus, log) as policy:
         with strategy.scope():
             model = model_io.build_model(model_info(params))
