@@ -13,6 +13,8 @@ Two ways in:
   which is what Keras does itself for numpy arrays, so there is no per-epoch parsing and no
   per-example work at all. `cache=False` streams from the shards instead (bounded memory,
   shuffle buffer, parse after batching) for data that does not fit in memory.
+- `plan_cache`: which of the two, from the splits' sizes (the artifact's `counts` x the bytes
+  one parsed example takes) against a memory budget (train.memory_budget_mb).
 
 Held-out classes (`data.holdout_labels`, novelty detection): `dataset(exclude_labels=...)`
 leaves those classes out of the batches; `without_labels` does the same to a `load_split`
@@ -22,6 +24,7 @@ result; `label_counts` says how many examples of each class a split has.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
@@ -170,6 +173,43 @@ def load_split(examples: Artifact, split: str, noisy: bool | None = None) -> dic
     return out
 
 
+def bytes_per_example(image_features) -> int:
+    """Host memory one example takes once parsed by the in-memory path: float32 pixels per
+    image feature (what `_in_memory` holds as tensors)."""
+    return F.PIXELS * 4 * len(tuple(dict.fromkeys(image_features)))
+
+
+@dataclass(frozen=True)
+class CachePlan:
+    cache: bool  # True: parse into memory; False: stream from the shards
+    needed_bytes: int | None  # parsed size of the splits; None when a count is unknown
+    budget_bytes: int
+    reason: str  # one line for the log
+
+
+def plan_cache(examples: Artifact, splits, image_features, budget_mb: int) -> CachePlan:
+    """In memory when the parsed `splits` (the artifact's `counts` x `bytes_per_example`)
+    fit in `budget_mb` MiB, streaming otherwise. Unknown counts stream (always correct,
+    bounded memory); budget 0 always streams."""
+    budget = int(budget_mb) * 2**20
+    counts = examples.properties.get("counts") or {}
+    per = bytes_per_example(image_features)
+    missing = [s for s in splits if counts.get(s) is None]
+    if missing:
+        return CachePlan(False, None, budget,
+                         f"streaming from the shards: the artifact has no example count for "
+                         f"split(s) {missing}, so their size in memory is unknown")
+    n = sum(int(counts[s]) for s in splits)
+    needed = n * per
+    mib = needed / 2**20
+    what = (f"{n} {'+'.join(splits)} examples x {per} bytes = {mib:.0f} MiB parsed")
+    if needed <= budget:
+        return CachePlan(True, needed, budget, f"in memory: {what} <= train.memory_budget_mb "
+                                               f"{budget_mb}")
+    return CachePlan(False, needed, budget, f"streaming from the shards: {what} > "
+                                            f"train.memory_budget_mb {budget_mb}")
+
+
 def dataset(examples: Artifact, split: str, batch_size: int, input_feature: str = F.IMAGE,
             shuffle: bool = False, seed: int = 0, shuffle_buffer: int = 60000,
             cache: bool = True, target_feature: str = F.IMAGE,
@@ -265,5 +305,8 @@ def _streaming(examples, split, names, input_feature, target_feature, batch_size
               .batch(batch_size))
     else:
         ds = ds.batch(batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+        n = (examples.properties.get("counts") or {}).get(split)
+        if n is not None:  # Keras then knows the steps per epoch; a wrong count fails loudly
+            ds = ds.apply(tf.data.experimental.assert_cardinality(-(-int(n) // batch_size)))
     return ds.prefetch(tf.data.AUTOTUNE)
 

@@ -42,6 +42,11 @@ class TrainParams(Params):
                                        "epochs without val_loss improvement; 0 = off")
     shuffle_buffer: int = key("train.shuffle_buffer", 60000,
                               "examples shuffled together (>= the split size: a full shuffle)")
+    memory_budget_mb: int = key(
+        "train.memory_budget_mb", 1024,
+        "host memory for the parsed train + validation images; data that fit (counts x "
+        "bytes per example) are held in memory, larger data stream from the TFRecord shards "
+        "(bounded shuffle buffer); 0 = always stream")
     mixed_precision: bool = key("train.mixed_precision", False,
                                 "GPU only: float16 compute, float32 weights")
     jit_compile: bool = key("train.jit_compile", False, "XLA")
@@ -81,6 +86,8 @@ class TrainParams(Params):
         require(self.early_stopping_patience >= 0, "train.early_stopping_patience",
                 ">= 0 (0 = off)", self.early_stopping_patience)
         require(self.shuffle_buffer >= 1, "train.shuffle_buffer", ">= 1", self.shuffle_buffer)
+        require(self.memory_budget_mb >= 0, "train.memory_budget_mb", ">= 0 (0 = always stream)",
+                self.memory_budget_mb)
         # Increasing order, so one set of classes has one cache key and one lineage.
         require(all(0 <= c < F.NUM_CLASSES for c in self.holdout_labels)
                 and list(self.holdout_labels) == sorted(set(self.holdout_labels))

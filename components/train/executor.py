@@ -201,16 +201,22 @@ def run(params: TrainParams, ctx: ExecutionContext, *, examples: Artifact, model
 
     t_load = time.perf_counter()
     held_out = held_out_counts(params, examples, log)
+    # In memory when the parsed splits fit train.memory_budget_mb, else streamed from the
+    # shards (interleaved reads, a bounded shuffle buffer, parse after batching, prefetch).
+    cache_plan = examples_io.plan_cache(examples, ("train", "validation"),
+                                        (input_feature, F.IMAGE), params.memory_budget_mb)
+    log.info("train: input pipeline %s", cache_plan.reason)
     train_ds = examples_io.dataset(examples, "train", params.batch_size, input_feature,
                                    shuffle=True, seed=params.seed,
-                                   shuffle_buffer=params.shuffle_buffer,
+                                   shuffle_buffer=params.shuffle_buffer, cache=cache_plan.cache,
                                    exclude_labels=params.holdout_labels)
     val_ds = examples_io.dataset(examples, "validation", params.batch_size, input_feature,
-                                 exclude_labels=params.holdout_labels)
+                                 cache=cache_plan.cache, exclude_labels=params.holdout_labels)
     counts = ({s: c["kept"] for s, c in held_out.items()} if held_out
               else examples.properties.get("counts") or {})
     n_train = int(counts.get("train") or train_ds.reduce(0, lambda n, b: n + tf.shape(b[0])[0]))
-    log.info("train: loaded %d train / %s validation examples into memory in %.1fs", n_train,
+    log.info("train: %s %d train / %s validation examples in %.1fs",
+             "loaded into memory" if cache_plan.cache else "streaming", n_train,
              counts.get("validation", "?"), time.perf_counter() - t_load)
 
     # Resumable state (see module docstring); without a work_dir, a throw-away local dir.
@@ -225,6 +231,10 @@ def run(params: TrainParams, ctx: ExecutionContext, *, examples: Artifact, model
     if held_out:
         metrics.update({f"{split}_examples_held_out": c["left_out"]
                         for split, c in held_out.items()})
+    metrics.update(input_pipeline="in_memory" if cache_plan.cache else "streaming",
+                   memory_budget_mb=params.memory_budget_mb)
+    if cache_plan.needed_bytes is not None:
+        metrics["input_mib_parsed"] = round(cache_plan.needed_bytes / 2**20, 1)
     return metrics
 
 
