@@ -47,7 +47,9 @@ import time
 import _common
 from _common import best_median, cpu_seconds, du
 
-DEFAULT_IDX_DIR = "/usr/share/datasets/fashion-mnist"
+from components.ingest.sources import DEBIAN_DIRS  # noqa: E402
+
+DEFAULT_IDX_DIR = DEBIAN_DIRS["fashion_mnist"]  # where ingest looks for them too
 IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
              "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 

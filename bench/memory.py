@@ -48,7 +48,9 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before _common.plan imports TensorFlow
 import _common  # noqa: E402
 
-FASHION_IDX = "/usr/share/datasets/fashion-mnist"
+from components.ingest.sources import DEBIAN_DIRS  # noqa: E402
+
+FASHION_IDX = DEBIAN_DIRS["fashion_mnist"]  # where ingest looks for them too
 DATA_STAGES = ("ingest", "validate", "transform")
 MiB = 2**20
 
