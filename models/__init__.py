@@ -22,13 +22,15 @@ if TYPE_CHECKING:
 SPARSE_L1 = 1e-5  # the sparse variant's L1 activity penalty on the code
 
 VARIANTS: tuple[str, ...] = ("dense", "sparse", "deep", "conv_pool", "conv_dense", "conv_small",
-                             "denoise", "vae_mlp", "vae_conv", "vae_bn", "vae_tril")
+                             "denoise", "vae_mlp", "vae_conv", "vae_bn", "vae_tril", "best")
 
 DEFAULT_LATENT: dict[str, int] = {
     "dense": 32, "sparse": 32, "deep": 32,
     "conv_pool": 4 * 4 * 16, "conv_dense": 16, "conv_small": 10, "denoise": 4 * 4 * 32,
-    "vae_mlp": 2, "vae_conv": 32, "vae_bn": 2, "vae_tril": 10,
+    "vae_mlp": 2, "vae_conv": 32, "vae_bn": 2, "vae_tril": 10, "best": 7 * 7 * 8,
 }
+# best's code is a 7x7 map of latent_dim / 49 channels.
+GRID_LATENT = {"best": 7 * 7}
 
 # Their code is the flattened 4x4xF feature map, so its size is not a free parameter.
 FIXED_LATENT = ("conv_pool", "denoise")
@@ -48,6 +50,10 @@ def check_args(variant: str, latent_dim: int = 0, decoder: str = "transpose") ->
     if variant in FIXED_LATENT and latent_dim not in (0, default):
         raise ValueError(f"model.latent_dim: expected 0 or {default} ({variant}'s code is the "
                          f"flattened 4x4 feature map, fixed at {default}), got {latent_dim}")
+    cells = GRID_LATENT.get(variant)
+    if cells and latent_dim % cells:
+        raise ValueError(f"model.latent_dim: expected 0 or a multiple of {cells} ({variant}'s code "
+                         f"is a 7x7 map of latent_dim / {cells} channels), got {latent_dim}")
 
 
 def build(variant: str, latent_dim: int = 0, beta: float = 1.0, activity_l1: float = SPARSE_L1,
@@ -59,6 +65,7 @@ def build(variant: str, latent_dim: int = 0, beta: float = 1.0, activity_l1: flo
     """
     from models.conv import conv_dense, conv_pool, conv_small, denoise
     from models.dense import deep, dense, sparse
+    from models.residual import best
     from models.vae import vae_bn, vae_conv, vae_mlp, vae_tril
 
     check_args(variant, latent_dim, decoder)
@@ -84,6 +91,8 @@ def build(variant: str, latent_dim: int = 0, beta: float = 1.0, activity_l1: flo
         return vae_conv(z, beta)
     if variant == "vae_bn":
         return vae_bn(z, beta)
+    if variant == "best":
+        return best(z)
     return vae_tril(z, beta)
 
 

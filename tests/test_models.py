@@ -76,6 +76,7 @@ def test_latent_dim_and_decoder_options():
     (dict(variant="resnet"), "model.variant"),
     (dict(variant="conv_pool", latent_dim=32), "model.latent_dim"),
     (dict(variant="denoise", latent_dim=256), "model.latent_dim"),
+    (dict(variant="best", latent_dim=100), "model.latent_dim"),
     (dict(variant="dense", latent_dim=-1), "model.latent_dim"),
     (dict(variant="dense", latent_dim=5000), "model.latent_dim"),
     (dict(variant="conv_small", decoder="pixelshuffle"), "model.decoder"),
@@ -107,6 +108,27 @@ def test_architecture_details():
             if isinstance(layer, keras.layers.Conv2D)] == [32, 16, 16]
     assert not any(getattr(layer, "use_bias", False) for layer in conv_pool.encoder.layers)
     assert models.build("vae_bn").count_params() == pytest.approx(23e6, rel=0.05)
+
+
+def test_best_is_residual_with_a_7x7_code():
+    model = models.build("best")
+    assert model.latent_dim == 7 * 7 * 8 > models.DEFAULT_LATENT["conv_pool"]
+    adds = [layer for layer in model.encoder.layers + model.decoder.layers
+            if isinstance(layer, keras.layers.Add)]
+    assert len(adds) == 3  # at 7x7: one in the encoder, two in the decoder
+    code_conv = [layer for layer in model.encoder.layers
+                 if isinstance(layer, keras.layers.Conv2D)][-1]
+    assert code_conv.kernel_size == (1, 1) and code_conv.output.shape[1:] == (7, 7, 8)
+    narrower = models.build("best", latent_dim=7 * 7 * 4)
+    assert narrower.encode(images(2)).shape == (2, 196)
+
+
+def test_best_learns():
+    x = images(16)
+    model = models.build("best")
+    model.compile_for_training(keras.optimizers.Adam(3e-3))
+    history = model.fit(x, x, batch_size=8, epochs=8, verbose=0).history
+    assert history["loss"][-1] < 0.8 * history["loss"][0], history["loss"]
 
 
 def test_sparse_adds_an_l1_activity_penalty():
