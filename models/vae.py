@@ -4,14 +4,17 @@ Loss per image, in nats: sum over the 784 pixels of BCE(target, decoded z) with 
 reparameterised draw from q(z|x), plus beta * KL(q(z|x) || N(0, I)). With beta = 1 that is
 the negative ELBO. The reference write-ups' quirks are not copied (see models/README.md):
 eps has stddev 1, z = mu + exp(log_var / 2) * eps, and the KL term is always in the loss.
+
+Backend-neutral (keras.ops and keras.random only): the same code trains on TensorFlow, JAX
+or PyTorch (models/README.md, "Portability").
 """
 
 from __future__ import annotations
 
-import functools
+import contextlib
+from typing import NamedTuple
 
 import keras
-import tensorflow as tf
 from keras import layers, ops
 
 from models.base import IMAGE_SHAPE, PIXELS, Autoencoder
@@ -46,6 +49,7 @@ class VariationalAutoencoder(Autoencoder):
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
         self.kl_tracker = keras.metrics.Mean(name="kl")
+        self._in_elbo_step = False
 
     @property
     def metrics(self):
@@ -77,15 +81,45 @@ class VariationalAutoencoder(Autoencoder):
         return self.decode(keras.random.normal((n, self.latent_dim), seed=seed))
 
     def compile_for_training(self, optimizer, jit_compile=False, steps_per_execution=1):
-        # No `loss=`: the ELBO is computed in train_step/test_step.
+        # No `loss=`: the ELBO is computed in compute_loss.
         self.compile(optimizer=optimizer, jit_compile=jit_compile,
                      steps_per_execution=steps_per_execution)
 
-    def _step_loss(self, data, training):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    # fit/evaluate run Keras' own train_step/test_step, one per backend (tf.GradientTape,
+    # jax.value_and_grad over stateless variables, torch autograd; loss scaling included):
+    # forward pass, compute_loss, gradients, optimizer. Within a step the forward pass is the
+    # ELBO's sampled one and returns (decoded z, KL), so a step runs the network once, with
+    # the same seed-generator draws, BatchNorm updates and dropout masks as a hand-written
+    # step, while call() outside a step stays the deterministic posterior-mean path.
+    # (JAX traces train_step under jit: the flag is read while tracing, so it holds there too.)
+
+    def call(self, x, training=False):
+        if self._in_elbo_step:
+            z, kl = self.posterior_sample(x, training=training)
+            return self.decoder(z, training=training), kl
+        return super().call(x, training=training)
+
+    @contextlib.contextmanager
+    def _elbo_step(self):
+        self._in_elbo_step = True
+        try:
+            yield
+        finally:
+            self._in_elbo_step = False
+
+    def train_step(self, *args):
+        with self._elbo_step():
+            return super().train_step(*args)
+
+    def test_step(self, *args):
+        with self._elbo_step():
+            return super().test_step(*args)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        decoded, kl = y_pred
         if y is None:
             y = x
-        recon, kl = self.elbo_terms(x, y, training=training)
+        recon = reconstruction_nats(y, decoded)
         per_image = recon + self.beta * kl
         if sample_weight is not None:
             sample_weight = ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
@@ -98,60 +132,60 @@ class VariationalAutoencoder(Autoencoder):
         self.kl_tracker.update_state(kl, sample_weight=sample_weight)
         return loss
 
-    def train_step(self, data):
-        with tf.GradientTape() as tape:
-            loss = self._step_loss(data, training=True)
-            # A no-op unless mixed_float16 made compile() wrap the optimizer in a
-            # LossScaleOptimizer, whose apply() unscales the gradients again.
-            scaled_loss = self.optimizer.scale_loss(loss)
-        grads = tape.gradient(scaled_loss, self.trainable_weights)
-        self.optimizer.apply(grads, self.trainable_weights)
-        return {m.name: m.result() for m in self.metrics}
 
-    def test_step(self, data):
-        self._step_loss(data, training=False)
-        return {m.name: m.result() for m in self.metrics}
+class TriLGaussian(NamedTuple):
+    """N(loc, scale_tril scale_tril^T) per row: loc [B, k], scale_tril [B, k, k]."""
+
+    loc: object
+    scale_tril: object
 
 
-@functools.cache
-def _tfp():
-    # Imported on first use: tensorflow_probability pulls in tf_keras, which only vae_tril needs.
-    import tensorflow_probability as tfp
-    return tfp
+def fill_scale_tril(params, latent_dim: int):
+    """tfp.bijectors.FillScaleTriL(diag_bijector=Softplus(), diag_shift=1e-5).forward in
+    keras.ops (equal to within 1 ulp): tfp's fill_triangular layout (its rows are filled from
+    both ends of the vector, not row-major, so trained weights keep their meaning), then
+    softplus(diagonal) + 1e-5, a valid Cholesky factor for any network output."""
+    n = latent_dim
+    filled = ops.concatenate([params[:, n:], ops.flip(params, axis=-1)], axis=-1)
+    tril = ops.tril(ops.reshape(filled, (-1, n, n)))
+    on_diagonal = ops.cast(ops.eye(n), "bool")
+    return ops.where(on_diagonal, ops.softplus(tril) + 1e-5, tril)
+
+
+def tril_gaussian_kl(loc, scale_tril):
+    """KL(N(loc, L L^T) || N(0, I)) per row, in nats:
+    1/2 (||L||_F^2 + ||loc||^2 - k) - sum log diag(L)."""
+    k = ops.shape(loc)[-1]
+    log_det = ops.sum(ops.log(ops.diagonal(scale_tril, axis1=-2, axis2=-1)), axis=-1)
+    return (0.5 * (ops.sum(ops.square(scale_tril), axis=(-2, -1))
+                   + ops.sum(ops.square(loc), axis=-1) - k) - log_det)
 
 
 class FullCovarianceVAE(VariationalAutoencoder):
     """VAE whose posterior is a full-covariance Gaussian, N(loc, L L^T) with L lower-triangular.
 
     `posterior` outputs latent + latent*(latent+1)/2 numbers per image: loc, then the
-    entries of L. tfp.layers are tf-keras layers and do not mix with Keras 3, so the
-    distribution is built from plain tensors here instead.
+    entries of L. The reference builds it with tfp.distributions.MultivariateNormalTriL;
+    tfp is TensorFlow-only (and its layers are tf-keras layers that do not mix with Keras
+    3), so the few pieces used are written in keras.ops: tfp's fill_triangular layout, the
+    reparameterised sample and the closed-form KL (tests/test_models.py pins all three to
+    tfp's).
     """
 
     def posterior_distribution(self, x, training=False):
-        tfp = _tfp()
         params = ops.cast(self.posterior(x, training=training), "float32")
         loc, tril_params = params[:, :self.latent_dim], params[:, self.latent_dim:]
-        # fill_triangular, then softplus(diagonal) + 1e-5: a valid Cholesky factor for any
-        # network output.
-        scale_tril = tfp.bijectors.FillScaleTriL(
-            diag_bijector=tfp.bijectors.Softplus(), diag_shift=1e-5).forward(tril_params)
-        return tfp.distributions.MultivariateNormalTriL(loc=loc, scale_tril=scale_tril)
+        return TriLGaussian(loc, fill_scale_tril(tril_params, self.latent_dim))
 
     def posterior_kl(self, x):
-        q = self.posterior_distribution(x)
-        return _tfp().distributions.kl_divergence(
-            q, _tfp().distributions.MultivariateNormalDiag(loc=tf.zeros_like(q.loc)))
+        return tril_gaussian_kl(*self.posterior_distribution(x))
 
     def posterior_sample(self, x, training=False):
-        tfd = _tfp().distributions
         q = self.posterior_distribution(x, training=training)
-        # Reparameterised by hand with the model's seed generator (same stream as the
-        # diagonal VAEs) rather than tfp's own seeding.
+        # Reparameterised with the model's seed generator (same stream as the diagonal VAEs).
         eps = keras.random.normal(ops.shape(q.loc), seed=self.seed_generator)
-        z = q.loc + tf.linalg.matvec(q.scale_tril, eps)
-        prior = tfd.MultivariateNormalDiag(loc=tf.zeros_like(q.loc))
-        return z, tfd.kl_divergence(q, prior)
+        z = q.loc + ops.squeeze(ops.matmul(q.scale_tril, ops.expand_dims(eps, -1)), -1)
+        return z, tril_gaussian_kl(*q)
 
 
 def _gaussian_vae(variant, inputs, features, latent_dim, decoder, beta):
