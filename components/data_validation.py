@@ -10,8 +10,14 @@ from __future__ import annotations
 
 import posixpath
 
+import numpy as np
+import pyarrow as pa
 import tensorflow_data_validation as tfdv
 from tensorflow.io import gfile
+from tensorflow_data_validation import types as tfdv_types
+from tensorflow_data_validation.statistics.generators import (basic_stats_generator,
+                                                              stats_generator,
+                                                              top_k_uniques_stats_generator)
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
 
 from components import features as F
@@ -22,16 +28,93 @@ STATS_FILE = "FeatureStats.pb"
 ANOMALIES_FILE = "SchemaDiff.pb"
 
 
-def stats_options(schema: schema_pb2.Schema) -> tfdv.StatsOptions:
-    # The schema makes the label categorical (top-k counts, needed for drift).
-    return tfdv.StatsOptions(schema=schema, num_top_values=20, num_rank_histogram_buckets=20)
+NUM_TOP_VALUES = 20
+NUM_RANK_HISTOGRAM_BUCKETS = 20
 
 
-def write_statistics(record_batches, split: str, schema: schema_pb2.Schema, out: Artifact):
+def stats_options(schema: schema_pb2.Schema,
+                  without_histograms: tuple[str, ...] = ()) -> tfdv.StatsOptions:
+    """TFDV's options; the schema makes the label categorical (top-k counts, for drift).
+
+    `without_histograms`: numeric features whose histograms (and median) TFDV skips: its
+    quantile sketch is ~80% of the cost of a 784-value pixel feature. Everything the
+    schema checks (value counts, presence, min / max for the domain, NaN and infinity)
+    is still computed from every value. TFDV 1.16 has the per-feature switch
+    (PerFeatureStatsConfig) but does not pass it on from StatsOptions, so the default
+    generators are built here with it, as stats_impl._get_default_generators builds them
+    for Beam; NaN counts, which TFDV keeps only inside histograms, come from NanCounts."""
+    if not without_histograms:
+        return tfdv.StatsOptions(schema=schema, num_top_values=NUM_TOP_VALUES,
+                                 num_rank_histogram_buckets=NUM_RANK_HISTOGRAM_BUCKETS)
+    options = tfdv.StatsOptions(schema=schema, num_top_values=NUM_TOP_VALUES,
+                                num_rank_histogram_buckets=NUM_RANK_HISTOGRAM_BUCKETS,
+                                add_default_generators=False)
+    config = tfdv_types.PerFeatureStatsConfig(
+        [tfdv_types.FeaturePath([f]) for f in without_histograms],
+        tfdv_types.PerFeatureStatsConfig.EXCLUDE)
+    options.generators = [
+        basic_stats_generator.BasicStatsGenerator(
+            schema=schema, example_weight_map=options.example_weight_map,
+            num_values_histogram_buckets=options.num_values_histogram_buckets,
+            num_histogram_buckets=options.num_histogram_buckets,
+            num_quantiles_histogram_buckets=options.num_quantiles_histogram_buckets,
+            epsilon=options.epsilon, feature_config=config),
+        top_k_uniques_stats_generator.TopKUniquesStatsGenerator(
+            schema=schema, example_weight_map=options.example_weight_map,
+            num_top_values=options.num_top_values,
+            frequency_threshold=options.frequency_threshold,
+            weighted_frequency_threshold=options.weighted_frequency_threshold,
+            num_rank_histogram_buckets=options.num_rank_histogram_buckets),
+        NanCounts(without_histograms),
+    ]
+    return options
+
+
+class NanCounts(stats_generator.CombinerStatsGenerator):
+    """NaN values per feature, recorded where TFDV records them (a histogram's num_nan),
+    so validate_statistics applies the schema's disallow_nan as usual. Features without
+    NaN get no entry."""
+
+    def __init__(self, features: tuple[str, ...]):
+        super().__init__("NanCounts")
+        self.features = tuple(features)
+
+    def create_accumulator(self) -> dict[str, int]:
+        return dict.fromkeys(self.features, 0)
+
+    def add_input(self, accumulator: dict[str, int], examples: pa.RecordBatch) -> dict[str, int]:
+        for name in self.features:
+            i = examples.schema.get_field_index(name)
+            if i >= 0:
+                values = examples.column(i).flatten().to_numpy(zero_copy_only=False)
+                if values.dtype.kind == "f":
+                    accumulator[name] += int(np.count_nonzero(np.isnan(values)))
+        return accumulator
+
+    def merge_accumulators(self, accumulators) -> dict[str, int]:
+        merged = self.create_accumulator()
+        for accumulator in accumulators:
+            for name, count in accumulator.items():
+                merged[name] += count
+        return merged
+
+    def extract_output(self, accumulator: dict[str, int]) -> statistics_pb2.DatasetFeatureStatistics:
+        out = statistics_pb2.DatasetFeatureStatistics()
+        for name, count in accumulator.items():
+            if count:
+                feature = out.features.add()
+                feature.path.step.append(name)
+                feature.num_stats.histograms.add(type=statistics_pb2.Histogram.STANDARD).num_nan = count
+        return out
+
+
+def write_statistics(record_batches, split: str, schema: schema_pb2.Schema, out: Artifact,
+                     without_histograms: tuple[str, ...] = ()):
     """Attach TFDV's GenerateStatistics for one split to a PCollection of Arrow RecordBatches."""
     gfile.makedirs(out.split_uri(split))
     return (record_batches
-            | f"Stats[{split}]" >> tfdv.GenerateStatistics(stats_options(schema))
+            | f"Stats[{split}]" >> tfdv.GenerateStatistics(
+                stats_options(schema, without_histograms))
             | f"WriteStats[{split}]" >> tfdv.WriteStatisticsToBinaryFile(
                 posixpath.join(out.split_uri(split), STATS_FILE)))
 

@@ -48,23 +48,35 @@ def encode(ids: list[str], labels: np.ndarray, images: dict[str, np.ndarray]) ->
     return to_examples(record_batch(ids, labels, images))
 
 
+def shard_writer(path: str) -> tf.io.TFRecordWriter:
+    """A GZIP TFRecord writer at the pipeline's compression level (a context manager)."""
+    return tf.io.TFRecordWriter(path, tf.io.TFRecordOptions(
+        compression_type=F.COMPRESSION, compression_level=GZIP_LEVEL))
+
+
 def write_shard(path: str, records: list[bytes]) -> int:
-    options = tf.io.TFRecordOptions(compression_type=F.COMPRESSION, compression_level=GZIP_LEVEL)
-    with tf.io.TFRecordWriter(path, options) as writer:
+    with shard_writer(path) as writer:
         for record in records:
             writer.write(record)
     return len(records)
 
 
-def read_shard(path: str, float_images: bool) -> dict[str, np.ndarray]:
-    """All examples of one shard as numpy arrays (vectorized parse)."""
+def iter_shard(path: str, float_images: bool, batch_size: int = 4096):
+    """The examples of one shard as dicts of numpy arrays, `batch_size` at a time
+    (vectorized parse; memory bounded by the batch, not the shard)."""
     image_dtype = tf.float32 if float_images else tf.int64
     spec = {F.ID: tf.io.FixedLenFeature([], tf.string),
             F.LABEL: tf.io.FixedLenFeature([], tf.int64),
             F.IMAGE: tf.io.FixedLenFeature([F.PIXELS], image_dtype)}
-    ds = tf.data.TFRecordDataset(path, compression_type=F.COMPRESSION).batch(4096)
-    parts = [tf.io.parse_example(batch, spec) for batch in ds]
+    ds = tf.data.TFRecordDataset(path, compression_type=F.COMPRESSION).batch(batch_size)
+    for batch in ds:
+        yield {k: v.numpy() for k, v in tf.io.parse_example(batch, spec).items()}
+
+
+def read_shard(path: str, float_images: bool) -> dict[str, np.ndarray]:
+    """All examples of one shard as numpy arrays."""
+    parts = list(iter_shard(path, float_images))
     if not parts:
         return {F.ID: np.zeros([0], object), F.LABEL: np.zeros([0], np.int64),
-                F.IMAGE: np.zeros([0, F.PIXELS], image_dtype.as_numpy_dtype)}
-    return {k: np.concatenate([p[k].numpy() for p in parts]) for k in spec}
+                F.IMAGE: np.zeros([0, F.PIXELS], np.float32 if float_images else np.int64)}
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

@@ -190,3 +190,109 @@ def test_bad_values_are_rejected_naming_the_key(overrides, key):
 def test_noise_params_come_from_the_config():
     p = params("transform", "noise.kind=gaussian", "noise.factor=2.5", "train.seed=9")
     assert (p.noise_kind, p.noise_factor, p.seed) == ("gaussian", 2.5, 9)  # a stddev may exceed 1
+
+
+def _full_tfdv_statistics(examples, split, schema):
+    """What transform computed before it skipped the pixel histograms: TFDV's default
+    generators over every written example of the split."""
+    import tensorflow_data_validation as tfdv
+
+    from components import data_validation as dv
+
+    pattern = os.path.join(examples.split_uri(split), F.SHARD_PATTERN)
+    return tfdv.generate_statistics_from_tfrecord(pattern, stats_options=dv.stats_options(schema))
+
+
+def _by_path(stats):
+    from google.protobuf import json_format
+
+    return {"/".join(f.path.step): json_format.MessageToDict(f)
+            for f in stats.datasets[0].features}
+
+
+def _assert_close(a, b, where=""):
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            _assert_close(a[k], b[k], f"{where}/{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_close(x, y, f"{where}[{i}]")
+    elif isinstance(a, float):
+        assert a == pytest.approx(b, rel=1e-9, abs=1e-12), where
+    else:
+        assert a == b, where
+
+
+@pytest.mark.parametrize("overrides", [(), ("noise.kind=gaussian", "noise.factor=0.5")])
+def test_statistics_and_anomalies_are_tfdvs_without_pixel_histograms(tmp_path, overrides):
+    """The faster statistics are TFDV's full statistics of the written examples, value for
+    value, less the pixel features' histograms, median and values-per-example histogram
+    (validate has the raw ones); the anomalies against the normalized schema are the same."""
+    import tensorflow_data_validation as tfdv
+
+    from components import data_validation as dv
+    from components.transform.executor import PIXEL_FEATURES
+    from pipeline.schemas import load_schema
+
+    def mutate(split, images):
+        if split == "test":
+            images[2, 3, 4] = 510  # normalizes to 2.0: an anomaly both ways
+        return images
+
+    raw = _raw(tmp_path, mutate=mutate)
+    with pytest.raises(DataAnomalyError):
+        _transform(tmp_path, raw, *overrides)
+    out = tmp_path / "out"
+    examples = artifacts.Artifact(artifacts.EXAMPLES, str(out / "transformed_examples"), {})
+    schema = load_schema(params("transform", *overrides).schema)
+    for split in SPLITS:
+        new = tfdv.load_stats_binary(str(out / "statistics" / f"Split-{split}" / dv.STATS_FILE))
+        full = _full_tfdv_statistics(examples, split, schema)
+        assert new.datasets[0].num_examples == full.datasets[0].num_examples
+        expected = _by_path(full)
+        for name in PIXEL_FEATURES:
+            if name in expected:
+                numeric = expected[name]["numStats"]
+                assert len(numeric.pop("histograms")) == 2
+                numeric.pop("median")
+                # values per example: always 784 (min, max, avg and total stay)
+                numeric["commonStats"].pop("numValuesHistogram")
+        assert (F.NOISY_IMAGE in expected) == bool(overrides)
+        got = _by_path(new)
+        for name in PIXEL_FEATURES:
+            if name in got:
+                assert got[name]["numStats"].pop("median") == "NaN"  # TFDV's "not computed"
+        _assert_close(got, expected, split)
+        anomalies = tfdv.validate_statistics(full, schema)
+        saved = tfdv.load_anomalies_text(str(out / "anomalies" / f"Split-{split}" / "anomalies.pbtxt"))
+        assert {k: v.description for k, v in saved.anomaly_info.items()} == \
+               {k: v.description for k, v in anomalies.anomaly_info.items()}
+        assert bool(saved.anomaly_info) == (split == "test")
+
+
+@pytest.mark.parametrize("bad, message", [(np.nan, "NaN"), (np.inf, "Inf"), (-0.5, "low value")])
+def test_pixel_checks_without_histograms_still_catch_nan_inf_and_domain(bad, message):
+    """NaN counts live in TFDV's histograms: dv.NanCounts keeps them when they are off."""
+    import tensorflow_data_validation as tfdv
+    from tensorflow_data_validation.statistics import stats_impl
+    from tensorflow_data_validation.statistics.generators import stats_generator
+
+    from components import data_validation as dv
+    from components.transform.executor import PIXEL_FEATURES
+    from pipeline.schemas import load_schema
+
+    schema = load_schema(params("transform").schema)
+    x = np.full((20, F.PIXELS), 0.5, np.float32)
+    x[3, 5] = bad
+    batch = records.record_batch([f"i{i}" for i in range(20)], np.arange(20) % 10, {F.IMAGE: x})
+    options = dv.stats_options(schema, PIXEL_FEATURES)
+    # in memory: the combiners only (TFDV's top-k for Beam is a PTransform; the label's)
+    options.generators = [g for g in options.generators
+                          if isinstance(g, stats_generator.CombinerStatsGenerator)]
+    stats = stats_impl.generate_statistics_in_memory(batch, options)
+    image = [f for f in stats.datasets[0].features if f.path.step == [F.IMAGE]][0]
+    assert not [h for h in image.num_stats.histograms if h.buckets]  # no histograms computed
+    found = tfdv.validate_statistics(stats, schema).anomaly_info
+    assert list(found) == [F.IMAGE] and message in found[F.IMAGE].description
