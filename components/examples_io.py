@@ -310,3 +310,50 @@ def _streaming(examples, split, names, input_feature, target_feature, batch_size
             ds = ds.apply(tf.data.experimental.assert_cardinality(-(-int(n) // batch_size)))
     return ds.prefetch(tf.data.AUTOTUNE)
 
+
+
+def iter_split(examples: Artifact, split: str, noisy: bool = False, batch_size: int = PARSE_BATCH,
+               file_order: bool = False):
+    """The examples of a split as `load_split` gives them (same columns, same order), one
+    dict of numpy arrays of at most `batch_size` rows at a time: memory bounded by the
+    batch, not the split. `file_order`: shard after shard, records in file order (as
+    ingest wrote them) instead of `load_split`'s interleaved read of the shards.
+    Same errors as `load_split` (a bad shard named; a count the artifact contradicts)."""
+    if noisy:
+        _require_noisy(examples, split)
+    image_features = (F.IMAGE, F.NOISY_IMAGE) if noisy else (F.IMAGE,)
+    spec = feature_spec(image_features)
+    files = shard_files(examples, split)
+    records = (tf.data.TFRecordDataset(files, compression_type=F.COMPRESSION) if file_order
+               else _records(files))
+    batches = (records.batch(batch_size)
+               .map(lambda s: tf.io.parse_example(s, spec), num_parallel_calls=tf.data.AUTOTUNE)
+               .prefetch(tf.data.AUTOTUNE))
+    n = 0
+    try:
+        for batch in batches:
+            out = {F.ID: np.array([b.decode() for b in batch[F.ID].numpy()], dtype=object),
+                   F.LABEL: batch[F.LABEL].numpy().astype(np.int64)}
+            for name in image_features:
+                out[name] = batch[name].numpy().reshape((-1,) + IMAGE_SHAPE)
+            n += len(out[F.LABEL])
+            yield out
+    except tf.errors.OpError as e:
+        path, message = _locate_bad_file(files, spec)
+        expected = ", ".join(f"{k} {v.dtype.name}{list(v.shape) or ''}" for k, v in spec.items())
+        raise DataError(f"cannot read examples of split {split!r} from "
+                        f"{path or examples.split_uri(split)}: {message or _tf_message(e)} "
+                        f"(expected features: {expected})") from None
+    expected_n = (examples.properties.get("counts") or {}).get(split)
+    if expected_n is not None and int(expected_n) != n:
+        raise DataError(f"split {split!r} in {examples.split_uri(split)} has {n} examples but "
+                        f"the artifact's properties say {expected_n} (truncated or extra shards?)")
+    if n == 0:
+        raise DataError(f"split {split!r} in {examples.split_uri(split)} has no examples")
+
+
+def split_count(examples: Artifact, split: str) -> int:
+    """Examples in a split: the artifact's `counts`, else counted (reads only the labels)."""
+    n = (examples.properties.get("counts") or {}).get(split)
+    return int(n) if n is not None else int(label_counts(examples, split).sum())
+

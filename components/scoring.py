@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import ops
 
 from components.evaluate.metrics import EPS  # predictions are clipped as the metrics clip them
@@ -64,6 +65,44 @@ def scores(model, images: np.ndarray) -> np.ndarray:
     parts = [np.asarray(score(model, images[i:i + BATCH]), np.float32)
              for i in range(0, len(images), BATCH)]
     return np.concatenate(parts) if parts else np.zeros([0], np.float32)
+
+
+def forward(model):
+    """One compiled pass (a tf.function, traced once for any batch size): images float32
+    [B,28,28,1] -> code [B,latent], reconstruction [B,28,28,1], score [B], the decoder run
+    once for both. Eager Keras calls cost ~10x more per image on CPU (measured: 6,086
+    validation scores 12 s eager vs 70,000 SavedModel-graph embeddings 13 s)."""
+    @tf.function(input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32)],
+                 reduce_retracing=True)
+    def run(images):
+        code = model.encode(images)
+        reconstruction = model.decode(code)
+        return {"code": tf.cast(code, tf.float32),
+                "reconstruction": tf.cast(reconstruction, tf.float32),
+                "score": tf.cast(score(model, images, reconstruction), tf.float32)}
+
+    return lambda images: {k: v.numpy() for k, v in run(tf.constant(images, tf.float32)).items()}
+
+
+def calibrate(fn, batches, quantile: float, exclude_labels, where: str,
+              require_left=lambda kept, total: None) -> dict:
+    """The threshold from streamed validation batches (components/examples_io.iter_split):
+    `fn` = forward(model); examples of classes `exclude_labels` left out. Exact (the same
+    np.quantile as on the whole split): the images pass in batches, only the scores are
+    kept, 4 bytes per validation example (0.13% of the 3,136 bytes of its parsed image).
+    `require_left(kept, total)` raises when nothing is left. Returns threshold, scores
+    (float32, the kept examples in read order), examples (kept), left_out."""
+    parts, left_out = [], 0
+    excluded = np.asarray(tuple(exclude_labels), np.int64)
+    for batch in batches:
+        keep = ~np.isin(batch["label"], excluded)
+        left_out += int((~keep).sum())
+        if keep.any():
+            parts.append(fn(batch["image"][keep])["score"])
+    values = np.concatenate(parts) if parts else np.zeros([0], np.float32)
+    require_left(len(values), len(values) + left_out)
+    return {"threshold": threshold(values, quantile, where), "scores": values,
+            "examples": int(len(values)), "left_out": left_out}
 
 
 def pixel_entropy(images):

@@ -99,36 +99,37 @@ def run(params: EvaluateParams, ctx: ExecutionContext, *, model: Artifact, model
              model.latent_dim, ", denoising" if denoising else "",
              f", classes {list(holdout)} held out of training" if holdout else "")
 
-    test = examples_io.load_split(examples, "test", noisy=denoising)
-    recon_all = predict(model.reconstruct, test[input_feature])
-    # With held-out classes, reconstruction metrics and the gate cover the seen classes
-    # only (module docstring); `held` marks the held-out test examples.
-    held = ~examples_io.kept_mask(test[F.LABEL], holdout)
-    if holdout:
-        seen = ~held
-        x_in, target, recon = test[input_feature][seen], test[F.IMAGE][seen], recon_all[seen]
-    else:
-        x_in, target, recon = test[input_feature], test[F.IMAGE], recon_all
+    forward = scoring.forward(model)
+    base, base_info, unusable = _load_baseline(baseline_model, log)
+    # Bounded memory: the probes are fitted on a train subsample (evaluate.probe_max_train)
+    # read in batches, the threshold calibrated on streamed validation batches, and the
+    # test split passes once, a batch at a time; only per-example numbers are kept.
+    probes = _fit_probes(forward, examples, params, seed, log)
+    calibration = _calibrate(forward, examples, params)
+    test = _test_pass(model, forward, base, examples, params, denoising, variational, probes,
+                      seed)
+    held = test["held"]
 
-    result: dict = {"test_examples": int(len(test[F.LABEL])),
-                    "latent_dim": int(model.latent_dim)}
+    result: dict = {"test_examples": int(len(held)), "latent_dim": int(model.latent_dim)}
     notes: dict = {
         "bce": "mean per-pixel binary cross-entropy vs the clean target, predictions clipped "
                f"to [{M.EPS}, 1-{M.EPS}]",
         "bce_floor": "mean per-pixel entropy of the targets (the BCE of a perfect model)",
         "psnr": f"per image with MAX=1, averaged; capped at {M.PSNR_CAP_DB:g} dB",
     }
-    result.update(_reconstruction_metrics(model, info, x_in, target, recon, seed))
+    result.update(_summary(test["candidate"], info, variational))
     if holdout:
-        result["reconstruction_test_examples"] = int(len(target))
+        result["reconstruction_test_examples"] = int((~held).sum())
         if held.any():
-            held_out = M.reconstruction(test[F.IMAGE][held], recon_all[held], prefix="held_out_")
+            held_out = M.summarize(test["held_out"], prefix="held_out_")
             result.update({k: v for k, v in held_out.items() if k != "held_out_bce_floor"})
         notes["reconstruction_test_examples"] = (
             f"reconstruction metrics and the gate: the test examples of the classes seen in "
             f"training only (classes {list(holdout)} held out); held_out_*: the others")
     if denoising:
-        result.update(M.denoising(target, x_in, recon))
+        result.update(M.denoising_summary(
+            M.summarize(test["noisy_input"], prefix="noisy_input_"),
+            M.summarize(test["candidate"]["per_image"])))
         notes["denoise_mse_reduction"] = "1 - mse(model) / mse(noisy input)"
     if variational:
         notes["reconstruction"] = "VAE: reconstruct() decodes the posterior mean"
@@ -137,29 +138,38 @@ def run(params: EvaluateParams, ctx: ExecutionContext, *, model: Artifact, model
                              "estimator) + ANALYTIC KL(q(z|x) || N(0, I)); beta not applied "
                              "(beta_weighted_loss applies it)")
 
-    decision = _gate(params, variational, M.rounded(result), baseline_model, x_in, target, seed,
-                     log)
+    baseline = None if base is None else M.rounded(
+        _summary(test["baseline"], base_info, scoring.is_variational(base)))
+    decision = _gate(params, variational, M.rounded(result), baseline_model, baseline,
+                     unusable, log)
     _write_blessing(blessing, decision, params)
     result["blessed"] = decision["blessed"]
-    keras.utils.set_random_seed(seed)  # the probe and plots as without a baseline
+    keras.utils.set_random_seed(seed)  # the plots as without a baseline
 
-    anomaly, test_scores, val_scores = _detection(model, examples, test, held, params, notes,
-                                                  log)
+    anomaly = _detection(model, calibration, test["scores"], held, params, notes, log)
     result.update(anomaly)
+    test_scores, val_scores = test["scores"], calibration["scores"]
 
     # Embedding quality: a linear probe on the code of clean images vs on raw pixels.
-    train = examples_io.load_split(examples, "train", noisy=False)  # read once, used by both
-    result.update(_probe(model, train, test, params, seed, log))
+    if probes is not None:
+        n_test = len(held)
+        acc, acc_raw = test["probe_correct"] / n_test, test["probe_raw_correct"] / n_test
+        log.info("evaluate: linear probe on %d train codes: %.4f test accuracy (raw pixels "
+                 "%.4f) in %.1fs", probes["examples"], acc, acc_raw,
+                 probes["seconds"] + test["probe_seconds"])
+        result.update({"probe_accuracy": acc, "probe_accuracy_raw_pixels": acc_raw,
+                       "probe_train_examples": probes["examples"]})
 
-    if params.finetune_epochs > 0:
-        result.update(_finetune(model_artifact, train, examples, test, params, seed, log))
+    if params.finetune_epochs > 0:  # opt-in; holds the splits in memory (README)
+        train = examples_io.load_split(examples, "train", noisy=False)
+        full_test = examples_io.load_split(examples, "test", noisy=False)
+        result.update(_finetune(model_artifact, train, examples, full_test, params, seed, log))
 
     # Plots.
     pngs = []
-    x_all, target_all = test[input_feature], test[F.IMAGE]
-    k = min(grid_k, len(target_all))
-    rows = ([("noisy", x_all[:k]), ("reconstruction", recon_all[:k]), ("clean", target_all[:k])]
-            if denoising else [("original", target_all[:k]), ("reconstruction", recon_all[:k])])
+    rows = ([("noisy", test["grid_input"]), ("reconstruction", test["grid_recon"]),
+             ("clean", test["grid_clean"])] if denoising
+            else [("original", test["grid_clean"]), ("reconstruction", test["grid_recon"])])
     plots.reconstruction_grid(rows, posixpath.join(out_uri, "reconstructions.png"))
     pngs.append("reconstructions.png")
 
@@ -171,7 +181,7 @@ def run(params: EvaluateParams, ctx: ExecutionContext, *, model: Artifact, model
     else:
         log.warning("evaluate: no history in %s, skipping loss curves", model_run.uri)
 
-    pngs.append(_latent_scatter(model, test, params, seed, out_uri, log))
+    pngs.append(_latent_scatter(test["tsne"], params, seed, out_uri, log))
     pngs.append(_score_histogram(result, test_scores, val_scores, held, params, out_uri))
     if variational:
         pngs += _vae_plots(model, info, grid_k, seed, out_uri)
@@ -198,19 +208,22 @@ def run(params: EvaluateParams, ctx: ExecutionContext, *, model: Artifact, model
     return result
 
 
-def _detection(model, examples, test, held, params, notes, log):
-    """The anomaly score on test, its threshold calibrated on validation without the
-    held-out classes (as export does), and with held-out classes how well it finds them.
-    Returns (metrics, test scores, validation scores)."""
+def _calibrate(forward, examples, params) -> dict:
+    """The anomaly threshold on validation without the held-out classes, as export
+    calibrates it (components/scoring.py); the split streamed in batches."""
     holdout = params.holdout_labels
-    val_all = examples_io.load_split(examples, "validation", noisy=False)
-    val = examples_io.without_labels(val_all, holdout)
-    examples_io.require_examples_left(len(val[F.LABEL]), len(val_all[F.LABEL]), examples,
-                                      "validation", holdout)
-    val_scores = scoring.scores(model, val[F.IMAGE])
-    test_scores = scoring.scores(model, test[F.IMAGE])
-    threshold = scoring.threshold(val_scores, params.threshold_quantile,
-                                  f"split 'validation' of {examples.uri}")
+    return scoring.calibrate(
+        forward, examples_io.iter_split(examples, "validation"), params.threshold_quantile,
+        holdout, f"split 'validation' of {examples.uri}",
+        lambda kept, total: examples_io.require_examples_left(kept, total, examples,
+                                                              "validation", holdout))
+
+
+def _detection(model, calibration, test_scores, held, params, notes, log) -> dict:
+    """The anomaly score on test, its threshold calibrated on validation without the
+    held-out classes (as export does), and with held-out classes how well it finds them."""
+    holdout = params.holdout_labels
+    threshold, val_scores = calibration["threshold"], calibration["scores"]
     name = scoring.score_name(model)
     out = {"anomaly_score": name, "anomaly_threshold": threshold,
            "anomaly_threshold_quantile": params.threshold_quantile,
@@ -241,7 +254,7 @@ def _detection(model, examples, test, held, params, notes, log):
              100 * (out["anomaly_flagged_fraction"] or 0.0),
              f"; held-out classes: precision {_opt(out['anomaly_precision'])}, recall "
              f"{_opt(out['anomaly_recall'])}" if holdout else "")
-    return out, test_scores, val_scores
+    return out
 
 
 def _score_histogram(result, test_scores, val_scores, held, params, out_uri) -> str:
@@ -265,18 +278,70 @@ def _opt(v) -> str:
     return "n/a" if v is None else f"{v:.3f}"
 
 
-def _reconstruction_metrics(model, info, x_in, target, recon, seed) -> dict:
+class _Chunks:
+    """Rows pushed in batches of any size, handed to `fn` in chunks of exactly `size` (the
+    last one shorter): the slices a loop over the whole arrays would take, so a sampling
+    estimate (the VAE's one posterior draw per chunk) is the same as on whole arrays."""
+
+    def __init__(self, size: int, fn):
+        self.size, self.fn, self.pending = size, fn, []
+
+    def push(self, *arrays) -> None:
+        self.pending.append(arrays)
+        held = sum(len(p[0]) for p in self.pending)
+        if held < self.size:
+            return
+        joined = [np.concatenate(cols) for cols in zip(*self.pending)]
+        cut = held - held % self.size
+        for i in range(0, cut, self.size):
+            self.fn(*(a[i:i + self.size] for a in joined))
+        self.pending = [tuple(a[cut:] for a in joined)] if cut < held else []
+
+    def close(self) -> None:
+        if self.pending:
+            self.fn(*(np.concatenate(cols) for cols in zip(*self.pending)))
+            self.pending = []
+
+
+class _Measured:
+    """One model's per-image reconstruction numbers on the seen test examples (and for
+    VAEs the ELBO terms, one posterior sample per image in BATCH-row chunks)."""
+
+    def __init__(self, model):
+        self.model, self.per = model, []
+        self.variational = scoring.is_variational(model)
+        self.recon_nats, self.kl = [], []
+        self.elbo = _Chunks(BATCH, self._elbo)
+
+    def add(self, x_in, target, recon) -> None:
+        self.per.append(M.per_image(target, recon))
+        if self.variational:
+            self.elbo.push(x_in, target)
+
+    def _elbo(self, x_in, target) -> None:
+        r, k = self.model.elbo_terms(tf.constant(x_in), tf.constant(target))
+        self.recon_nats.append(np.asarray(r, np.float64))
+        self.kl.append(np.asarray(k, np.float64))
+
+    def result(self) -> dict:
+        self.elbo.close()
+        out = {"per_image": _concat(self.per)}
+        if self.variational:
+            out["recon_nats"], out["kl"] = np.concatenate(self.recon_nats), np.concatenate(self.kl)
+        return out
+
+
+def _concat(per: list[dict]) -> dict[str, np.ndarray]:
+    keys = ("bce", "bce_floor", "mse", "psnr")
+    return {k: np.concatenate([p[k] for p in per]) if per else np.zeros([0]) for k in keys}
+
+
+def _summary(measured: dict, info: dict, variational: bool) -> dict:
     """The test-split numbers the gate compares, the same way for candidate and baseline."""
-    result = M.reconstruction(target, recon)
-    if not getattr(model, "is_variational", False):
+    result = M.summarize(measured["per_image"])
+    if not variational:
         return result
-    keras.utils.set_random_seed(seed)  # one posterior sample per image: the same draws
-    recon_nats, kl = [], []
-    for i in range(0, len(x_in), BATCH):
-        r, k = model.elbo_terms(tf.constant(x_in[i:i + BATCH]), tf.constant(target[i:i + BATCH]))
-        recon_nats.append(np.asarray(r, np.float64))
-        kl.append(np.asarray(k, np.float64))
-    recon_nats, kl = np.concatenate(recon_nats), np.concatenate(kl)
+    recon_nats, kl = measured["recon_nats"], measured["kl"]
     return {**result,
             "neg_elbo": float((recon_nats + kl).mean()),
             "neg_elbo_reconstruction": float(recon_nats.mean()),
@@ -285,21 +350,81 @@ def _reconstruction_metrics(model, info, x_in, target, recon, seed) -> dict:
             "beta_weighted_loss": float((recon_nats + float(info["beta"]) * kl).mean())}
 
 
-def _gate(params, variational, candidate, baseline_model, x_in, target, seed, log) -> dict:
-    """Measure the blessed baseline (if any) on this same test split, then decide."""
+def _test_pass(model, forward, base, examples, params, denoising, variational, probes,
+               seed) -> dict:
+    """Everything evaluate needs from the test split, in one streamed pass: per-image
+    reconstruction numbers of the candidate (and the baseline) on the seen classes and of
+    the held-out ones, anomaly scores, probe hits, the reconstruction grid's first images
+    and the t-SNE sample. Memory: one batch plus a few numbers per example."""
+    holdout = params.holdout_labels
+    n_test = examples_io.split_count(examples, "test")
+    tsne_idx = probe.subsample(n_test, params.tsne_points, seed)
+    k = params.grid_images
+    keras.utils.set_random_seed(seed)  # one posterior sample per image: the same draws
+    candidate = _Measured(model)
+    baseline = None if base is None else _Measured(base)
+    base_forward = None if base is None else (lambda x: predict(base.reconstruct, x))
+    held_out, noisy_input = [], []
+    scores, held_flags, grid, tsne = [], [], [], []
+    hits = {"probe_correct": 0, "probe_raw_correct": 0, "probe_seconds": 0.0}
+    start = 0
+    for batch in examples_io.iter_split(examples, "test", noisy=denoising):
+        clean, labels = batch[F.IMAGE], batch[F.LABEL]
+        x_in = batch[F.NOISY_IMAGE] if denoising else clean
+        out = forward(clean)  # code and score of the clean image
+        recon = forward(x_in)["reconstruction"] if denoising else out["reconstruction"]
+        held = ~examples_io.kept_mask(labels, holdout)
+        seen = ~held
+        candidate.add(x_in[seen], clean[seen], recon[seen])
+        if baseline is not None:
+            baseline.add(x_in[seen], clean[seen], base_forward(x_in[seen]))
+        if held.any():
+            held_out.append(M.per_image(clean[held], recon[held]))
+        if denoising:
+            noisy_input.append(M.per_image(clean[seen], x_in[seen]))
+        scores.append(out["score"])
+        held_flags.append(held)
+        if probes is not None:
+            t0 = time.perf_counter()
+            hits["probe_correct"] += probe.correct(probes["code"], out["code"], labels)
+            hits["probe_raw_correct"] += probe.correct(probes["raw"], clean, labels)
+            hits["probe_seconds"] += time.perf_counter() - t0
+        end = start + len(labels)
+        if start < k:
+            grid.append((x_in[:k - start], recon[:k - start], clean[:k - start]))
+        pick = tsne_idx[(tsne_idx >= start) & (tsne_idx < end)] - start
+        if len(pick):
+            tsne.append((clean[pick], out["code"][pick], labels[pick]))
+        start = end
+    return {
+        "candidate": candidate.result(),
+        "baseline": None if baseline is None else baseline.result(),
+        "held_out": _concat(held_out), "noisy_input": _concat(noisy_input),
+        "scores": np.concatenate(scores), "held": np.concatenate(held_flags),
+        "grid_input": np.concatenate([g[0] for g in grid]),
+        "grid_recon": np.concatenate([g[1] for g in grid]),
+        "grid_clean": np.concatenate([g[2] for g in grid]),
+        "tsne": tuple(np.concatenate([t[i] for t in tsne]) for i in range(3)),
+        **hits,
+    }
+
+
+def _load_baseline(baseline_model, log):
+    """(model, model.json, None) of the blessed baseline, or (None, None, why it does not
+    load), or (None, None, None) without one."""
+    if baseline_model is None:
+        return None, None, None
+    try:
+        return (model_io.load_model(baseline_model), model_io.read_model_json(baseline_model),
+                None)
+    except Exception as e:  # noqa: BLE001 - e.g. models/ changed since it was trained
+        log.debug("baseline model %s does not load", baseline_model.uri, exc_info=True)
+        return None, None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
+def _gate(params, variational, candidate, baseline_model, baseline, unusable, log) -> dict:
+    """Decide against the blessed baseline's numbers on this same test split (if any)."""
     metric = gate.main_metric(variational)
-    baseline = None
-    unusable = None
-    if baseline_model is not None:
-        try:
-            base = model_io.load_model(baseline_model)
-            base_info = model_io.read_model_json(baseline_model)
-        except Exception as e:  # noqa: BLE001 - e.g. models/ changed since it was trained
-            unusable = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-            log.debug("baseline model %s does not load", baseline_model.uri, exc_info=True)
-        else:
-            baseline = M.rounded(_reconstruction_metrics(
-                base, base_info, x_in, target, predict(base.reconstruct, x_in), seed))
     decision = gate.decide(metric, candidate, baseline, params.thresholds)
     if unusable:  # fail closed: never bless what could not be compared
         decision.update(blessed=False, reason=(
@@ -332,21 +457,28 @@ def _write_blessing(blessing: Artifact, decision: dict, params) -> None:
         "thresholds": decision["thresholds"]})
 
 
-def _probe(model, train, test, params, seed, log) -> dict:
+def _fit_probes(forward, examples, params, seed, log) -> dict | None:
+    """The linear probes' classifiers (code of the clean image; raw pixels), fitted on
+    evaluate.probe_max_train train examples picked while the split streams by; None when
+    the sample has a single class."""
     t0 = time.perf_counter()
-    idx = probe.subsample(len(train[F.LABEL]), params.probe_max_train, seed)
-    train_x, train_y = train[F.IMAGE][idx], train[F.LABEL][idx]
+    n_train = examples_io.split_count(examples, "train")
+    idx = probe.subsample(n_train, params.probe_max_train, seed)
+    images, labels, start = [], [], 0
+    for batch in examples_io.iter_split(examples, "train"):
+        end = start + len(batch[F.LABEL])
+        pick = idx[(idx >= start) & (idx < end)] - start
+        images.append(batch[F.IMAGE][pick])
+        labels.append(batch[F.LABEL][pick])
+        start = end
+    train_x, train_y = np.concatenate(images), np.concatenate(labels)
     if len(np.unique(train_y)) < 2:
         log.warning("evaluate: train split has a single class, skipping the linear probe")
-        return {}
-    train_z = predict(model.encode, train_x)
-    test_z = predict(model.encode, test[F.IMAGE])
-    acc = probe.linear_probe(train_z, train_y, test_z, test[F.LABEL], seed)
-    acc_raw = probe.linear_probe(train_x, train_y, test[F.IMAGE], test[F.LABEL], seed)
-    log.info("evaluate: linear probe on %d train codes: %.4f test accuracy (raw pixels %.4f) "
-             "in %.1fs", len(idx), acc, acc_raw, time.perf_counter() - t0)
-    return {"probe_accuracy": acc, "probe_accuracy_raw_pixels": acc_raw,
-            "probe_train_examples": int(len(idx))}
+        return None
+    train_z = np.concatenate([forward(train_x[i:i + BATCH])["code"]
+                              for i in range(0, len(train_x), BATCH)])
+    return {"code": probe.fit(train_z, train_y, seed), "raw": probe.fit(train_x, train_y, seed),
+            "examples": int(len(idx)), "seconds": time.perf_counter() - t0}
 
 
 def _finetune(model_artifact, train, examples, test, params, seed, log) -> dict:
@@ -364,17 +496,17 @@ def _finetune(model_artifact, train, examples, test, params, seed, log) -> dict:
     return out
 
 
-def _latent_scatter(model, test, params, seed, out_uri, log) -> str:
-    idx = probe.subsample(len(test[F.LABEL]), params.tsne_points, seed)
-    images, labels = test[F.IMAGE][idx], test[F.LABEL][idx]
-    z = predict(model.encode, images)
+def _latent_scatter(sample, params, seed, out_uri, log) -> str:
+    """sample: (images, codes, labels) of evaluate.tsne_points test examples."""
+    images, z, labels = sample
     if z.shape[1] == 2:
         panels = [("code (2-D), test split", z)]
     else:
         t0 = time.perf_counter()
         panels = [(f"t-SNE of the {z.shape[1]}-D code", probe.tsne_2d(z, seed)),
                   ("t-SNE of raw pixels", probe.tsne_2d(images, seed))]
-        log.info("evaluate: t-SNE of %d test points in %.1fs", len(idx), time.perf_counter() - t0)
+        log.info("evaluate: t-SNE of %d test points in %.1fs", len(labels),
+                 time.perf_counter() - t0)
     plots.scatter_panels(panels, labels, posixpath.join(out_uri, "latent_scatter.png"),
                          F.CLASS_NAMES[params.dataset])
     return "latent_scatter.png"

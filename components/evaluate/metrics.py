@@ -45,6 +45,25 @@ def psnr_per_image(target, pred) -> np.ndarray:
     return 10.0 * np.log10(1.0 / np.maximum(mse_per_image(target, pred), _MSE_FLOOR))
 
 
+def per_image(target, pred) -> dict[str, np.ndarray]:
+    """The per-image numbers `reconstruction` averages (bce, bce_floor, mse, psnr), for
+    callers that see the images a batch at a time: concatenate, then `summarize`."""
+    return {"bce": bce_per_image(target, pred), "bce_floor": entropy_per_image(target),
+            "mse": mse_per_image(target, pred), "psnr": psnr_per_image(target, pred)}
+
+
+def summarize(per: dict[str, np.ndarray], prefix: str = "") -> dict[str, float]:
+    """`reconstruction`'s result from `per_image` arrays (the same numbers)."""
+    bce, floor = float(per["bce"].mean()), float(per["bce_floor"].mean())
+    return {
+        f"{prefix}bce": bce,
+        f"{prefix}bce_floor": floor,
+        f"{prefix}bce_excess": bce - floor,
+        f"{prefix}mse": float(per["mse"].mean()),
+        f"{prefix}psnr": float(per["psnr"].mean()),
+    }
+
+
 def reconstruction(target, pred, prefix: str = "") -> dict[str, float]:
     """bce, bce_floor, bce_excess, mse, psnr (means over images), keys prefixed."""
     bce = float(bce_per_image(target, pred).mean())
@@ -60,8 +79,13 @@ def reconstruction(target, pred, prefix: str = "") -> dict[str, float]:
 
 def denoising(target, noisy, pred) -> dict[str, float]:
     """The noisy input's own error against the clean target, and how much the model removed."""
-    noisy_m = reconstruction(target, noisy, prefix="noisy_input_")
-    model_m = reconstruction(target, pred)
+    return denoising_summary(reconstruction(target, noisy, prefix="noisy_input_"),
+                             reconstruction(target, pred))
+
+
+def denoising_summary(noisy_m: dict, model_m: dict) -> dict[str, float]:
+    """`denoising` from the noisy input's `reconstruction(..., prefix="noisy_input_")` and
+    the model's `reconstruction`."""
     return {
         **{k: v for k, v in noisy_m.items() if not k.endswith(("bce_floor",))},
         # 1 = all of the noise's squared error removed, 0 = none, < 0 = made it worse.

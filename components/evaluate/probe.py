@@ -19,19 +19,31 @@ SKLEARN_THREADS = max(1, (os.cpu_count() or 1) // 4)
 
 def linear_probe(train_x, train_y, test_x, test_y, seed: int = 0) -> float:
     """Test accuracy of logistic regression on standardized features."""
+    clf = fit(train_x, train_y, seed)
+    return correct(clf, test_x, test_y) / len(test_y)
+
+
+def correct(clf, x, y) -> int:
+    """How many of (x, y) a fitted probe classifies right (test features a batch at a
+    time: the accuracy is the sum over batches / the count)."""
+    x = np.asarray(x, np.float64).reshape(len(x), -1)
+    with threadpool_limits(SKLEARN_THREADS):
+        return int(np.sum(clf.predict(x) == np.asarray(y)))
+
+
+def fit(train_x, train_y, seed: int = 0):
+    """Logistic regression on standardized features, fitted (a sklearn pipeline)."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     train_x = np.asarray(train_x, np.float64).reshape(len(train_x), -1)
-    test_x = np.asarray(test_x, np.float64).reshape(len(test_x), -1)
     clf = make_pipeline(StandardScaler(),
                         LogisticRegression(max_iter=MAX_ITER, random_state=seed))
     with warnings.catch_warnings(), threadpool_limits(SKLEARN_THREADS):
         warnings.simplefilter("ignore", ConvergenceWarning)
-        clf.fit(train_x, train_y)
-        return float(clf.score(test_x, test_y))
+        return clf.fit(train_x, train_y)
 
 
 def tsne_2d(features, seed: int = 0) -> np.ndarray:

@@ -77,7 +77,32 @@ SCORES_SCHEMA = pa.schema([
 ROUNDTRIP_ATOL = 1e-5
 # Test images (of the round-trip check's batch of 64) the TFLite parity check runs on.
 CHECK_IMAGES = 8
-# Examples per eager scoring call when calibrating the threshold.
+
+
+def tables(split: str, ids, labels, out: dict) -> tuple[pa.Table, pa.Table | None]:
+    """One batch's rows: (id, split, label, embedding), and with a `score` in the
+    SavedModel's outputs `out`, (id, label, score, is_anomaly)."""
+    code = np.asarray(out["code"], np.float32)
+    n, dim = code.shape
+    embedding = pa.ListArray.from_arrays(
+        pa.array(np.arange(0, (n + 1) * dim, dim, dtype=np.int32)),
+        pa.array(code.reshape(-1), pa.float32()))
+    ids = pa.array(list(ids), pa.string())
+    labels = pa.array(np.asarray(labels), pa.int64())
+    rows = pa.Table.from_arrays([ids, pa.array([split] * n, pa.string()), labels, embedding],
+                                schema=SCHEMA)
+    if "score" not in out:
+        return rows, None
+    return rows, pa.Table.from_arrays(
+        [ids, labels, pa.array(np.asarray(out["score"]), pa.float32()),
+         pa.array(np.asarray(out["is_anomaly"]), pa.bool_())], schema=SCORES_SCHEMA)
+
+
+def _signature(saved_model_dir: str, score: bool):
+    """The SavedModel function both embedding paths call: images_float32 (code, score,
+    is_anomaly) on the scored split, encode (code) on the others."""
+    name = "images_float32" if score else "encode"
+    return tf.saved_model.load(saved_model_dir).signatures[name]
 
 
 class EncodeBatches(beam.DoFn):
@@ -89,28 +114,33 @@ class EncodeBatches(beam.DoFn):
         self.examples = beam.metrics.Metrics.counter("export", f"embeddings_{split}")
 
     def setup(self):
-        signature = "images_float32" if self.score else "encode"
-        self._fn = tf.saved_model.load(self.saved_model_dir).signatures[signature]
+        self._fn = _signature(self.saved_model_dir, self.score)
         self._spec = examples_io.feature_spec((F.IMAGE,))
 
     def process(self, batch):
         parsed = tf.io.parse_example(tf.constant(batch), self._spec)
         images = tf.reshape(parsed[F.IMAGE], [-1, F.HEIGHT, F.WIDTH, 1])
-        out = self._fn(images=images)
-        code = out["code"].numpy().astype(np.float32)
-        n, dim = code.shape
-        embedding = pa.ListArray.from_arrays(
-            pa.array(np.arange(0, (n + 1) * dim, dim, dtype=np.int32)),
-            pa.array(code.reshape(-1), pa.float32()))
-        self.examples.inc(n)
-        ids = pa.array([s.decode() for s in parsed[F.ID].numpy()], pa.string())
-        labels = pa.array(parsed[F.LABEL].numpy(), pa.int64())
-        yield pa.Table.from_arrays([ids, pa.array([self.split] * n, pa.string()), labels,
-                                    embedding], schema=SCHEMA)
-        if self.score:
-            yield beam.pvalue.TaggedOutput(SCORES_TAG, pa.Table.from_arrays(
-                [ids, labels, pa.array(out["score"].numpy(), pa.float32()),
-                 pa.array(out["is_anomaly"].numpy(), pa.bool_())], schema=SCORES_SCHEMA))
+        out = {k: v.numpy() for k, v in self._fn(images=images).items()}
+        rows, scored = tables(self.split, [s.decode() for s in parsed[F.ID].numpy()],
+                              parsed[F.LABEL].numpy(), out)
+        self.examples.inc(rows.num_rows)
+        yield rows
+        if scored is not None:
+            yield beam.pvalue.TaggedOutput(SCORES_TAG, scored)
+
+
+def local_in_memory(beam_args) -> bool:
+    """Whether the run's Beam options name Beam's local runner in its default in-memory
+    mode, which runs every DoFn in this very process: the embeddings are then computed
+    in-process (embed_in_process), the same function on the same batches without Beam's
+    bundle, pickling and Arrow-coding overhead."""
+    from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions,
+                                                      StandardOptions)
+
+    options = PipelineOptions(list(beam_args))
+    runner = options.view_as(StandardOptions).runner
+    mode = options.view_as(DirectOptions).direct_running_mode
+    return runner in (None, "DirectRunner", "direct") and mode in (None, "in_memory")
 
 
 def _splits(examples: Artifact) -> list[str]:
@@ -151,57 +181,177 @@ def embed_with_beam(examples: Artifact, splits: list[str], saved_model_dir: str,
                  file_name_suffix=".parquet"))
 
 
-def read_parquet(parquet_dir: str, columns=None) -> pa.Table:
+def embed_in_process(examples: Artifact, splits: list[str], saved_model_dir: str,
+                     parquet_dir: str, batch_size: int, scored_split: str, scores_dir: str,
+                     projector_split: str, projector_dir: str) -> dict:
+    """What embed_with_beam writes, computed here: each split streamed in `batch_size`
+    batches (examples_io.iter_split, in file order) through the same SavedModel functions,
+    rows appended to one Parquet file per output (one row group per batch), the projector
+    split's rows to the projector files as they come (file order: ingest writes the ids in
+    order). Memory: one batch. Returns counts (per split), dims (embedding lengths seen),
+    projected (rows)."""
+    counts, dims = {}, set()
+    emb_path = posixpath.join(parquet_dir, "embeddings-00000-of-00001.parquet")
+    scores_path = posixpath.join(scores_dir, "scores-00000-of-00001.parquet")
+    with _ParquetOut(emb_path, SCHEMA) as emb_out, _ParquetOut(scores_path,
+                                                               SCORES_SCHEMA) as scores_out, \
+            _Projector(projector_dir, projector_split) as projector:
+        for split in splits:
+            fn = _signature(saved_model_dir, split == scored_split)
+            counts[split] = 0
+            for batch in examples_io.iter_split(examples, split, batch_size=batch_size,
+                                                file_order=True):
+                out = {k: v.numpy() for k, v in fn(images=tf.constant(batch[F.IMAGE])).items()}
+                rows, scored = tables(split, batch[F.ID], batch[F.LABEL], out)
+                emb_out.write(rows)
+                if scored is not None:
+                    scores_out.write(scored)
+                if split == projector_split:
+                    projector.write(out["code"], batch[F.LABEL], batch[F.ID])
+                counts[split] += rows.num_rows
+                dims.add(int(out["code"].shape[1]))
+    return {"counts": counts, "dims": dims, "projected": projector.rows}
+
+
+class _ParquetOut:
+    """A Parquet file written one table at a time; not created when nothing is written."""
+
+    def __init__(self, path: str, schema: pa.Schema):
+        self.path, self.schema, self._file, self._writer = path, schema, None, None
+
+    def write(self, table: pa.Table) -> None:
+        if self._writer is None:
+            self._file = _GFile(self.path, "wb")
+            self._writer = pq.ParquetWriter(pa.PythonFile(self._file, mode="w"), self.schema,
+                                            compression="snappy")
+        self._writer.write_table(table)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self._writer is not None:
+            self._writer.close()
+            self._file.close()
+
+
+class _GFile:
+    """A GFile as pyarrow's PythonFile wants a file object (GFile has no `closed`)."""
+
+    def __init__(self, path: str, mode: str):
+        self._f, self.closed = gfile.GFile(path, mode), False
+
+    def __getattr__(self, name):  # read, write, seek, tell, flush
+        return getattr(self._f, name)
+
+    def write(self, data) -> int:
+        self._f.write(bytes(data))
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._f.close()
+            self.closed = True
+
+
+class _Projector:
+    """TensorBoard projector files for one split, written as rows come."""
+
+    def __init__(self, projector_dir: str, split: str):
+        self.dir, self.split, self.rows = projector_dir, split, 0
+        self._vectors = self._metadata = None
+
+    def write(self, vectors, labels, ids) -> None:
+        if self._vectors is None:
+            gfile.makedirs(self.dir)
+            self._vectors = gfile.GFile(posixpath.join(self.dir, "vectors.tsv"), "w")
+            self._metadata = gfile.GFile(posixpath.join(self.dir, "metadata.tsv"), "w")
+            # More than one column, so a header line (TensorBoard's metadata format).
+            self._metadata.write("label\tid\n")
+        buf = io.StringIO()
+        np.savetxt(buf, np.asarray(vectors, np.float32).reshape(len(vectors), -1), fmt="%.6g",
+                   delimiter="\t")
+        self._vectors.write(buf.getvalue())
+        self._metadata.write("".join(f"{label}\t{id_}\n" for label, id_ in zip(labels, ids)))
+        self.rows += len(labels)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self._vectors is None:
+            return
+        self._vectors.close()
+        self._metadata.close()
+        with gfile.GFile(posixpath.join(self.dir, "projector_config.pbtxt"), "w") as f:
+            f.write('embeddings {\n'
+                    f'  tensor_name: "{self.split}_embeddings"\n'
+                    '  tensor_path: "vectors.tsv"\n'
+                    '  metadata_path: "metadata.tsv"\n'
+                    '}\n')
+
+
+def parquet_files(parquet_dir: str) -> list[str]:
     files = sorted(gfile.glob(posixpath.join(parquet_dir, "*.parquet")))
     if not files:
         raise StageError(f"the export pipeline wrote no Parquet files to {parquet_dir}")
-    tables = []
-    for path in files:
-        with gfile.GFile(path, "rb") as f:
-            tables.append(pq.read_table(io.BytesIO(f.read()), columns=columns))
-    return pa.concat_tables(tables)
+    return files
 
 
-def write_projector(table: pa.Table, split: str, projector_dir: str) -> int:
-    """TensorBoard projector files for one split's rows, sorted by id."""
-    rows = table.filter(pc.equal(table["split"], split)).sort_by("id")
-    if rows.num_rows == 0:
-        return 0
-    gfile.makedirs(projector_dir)
-    vectors = np.asarray(rows["embedding"].combine_chunks().flatten(), np.float32).reshape(
-        rows.num_rows, -1)
-    buf = io.StringIO()
-    np.savetxt(buf, vectors, fmt="%.6g", delimiter="\t")
-    with gfile.GFile(posixpath.join(projector_dir, "vectors.tsv"), "w") as f:
-        f.write(buf.getvalue())
-    with gfile.GFile(posixpath.join(projector_dir, "metadata.tsv"), "w") as f:
-        # More than one column, so a header line (TensorBoard's metadata format).
-        f.write("label\tid\n")
-        for label, id_ in zip(rows["label"].to_pylist(), rows["id"].to_pylist()):
-            f.write(f"{label}\t{id_}\n")
-    with gfile.GFile(posixpath.join(projector_dir, "projector_config.pbtxt"), "w") as f:
-        f.write('embeddings {\n'
-                f'  tensor_name: "{split}_embeddings"\n'
-                '  tensor_path: "vectors.tsv"\n'
-                '  metadata_path: "metadata.tsv"\n'
-                '}\n')
-    return rows.num_rows
+def iter_parquet(parquet_dir: str, columns=None, batch_rows: int = 8192):
+    """The rows of every Parquet file in a directory, `batch_rows` at a time (pyarrow
+    RecordBatches): bounded memory whatever the files' sizes."""
+    for path in parquet_files(parquet_dir):
+        f = _GFile(path, "rb")
+        try:
+            yield from pq.ParquetFile(pa.PythonFile(f, mode="r")).iter_batches(
+                batch_size=batch_rows, columns=columns)
+        finally:
+            f.close()
+
+
+def read_parquet(parquet_dir: str, columns=None) -> pa.Table:
+    """All rows of a directory's Parquet files as one table (tests, small outputs)."""
+    return pa.Table.from_batches(list(iter_parquet(parquet_dir, columns)))
+
+
+def summarize_beam_output(parquet_dir: str, projector_split: str, projector_dir: str) -> dict:
+    """After embed_with_beam, one streaming pass over what it wrote: rows per split, the
+    embedding lengths, and the projector files of `projector_split`, sorted by id (Beam
+    writes rows in no set order; the only split held in memory is that one)."""
+    counts: dict[str, int] = {}
+    dims: set[int] = set()
+    picked = []
+    for batch in iter_parquet(parquet_dir):
+        table = pa.Table.from_batches([batch])
+        per_split = pc.value_counts(table["split"])
+        for split, n in zip(per_split.field("values").to_pylist(),
+                            per_split.field("counts").to_pylist()):
+            counts[split] = counts.get(split, 0) + n
+        dims.update(pc.unique(pc.list_value_length(table["embedding"])).to_pylist())
+        picked.append(table.filter(pc.equal(table["split"], projector_split)))
+    rows = pa.concat_tables(picked).sort_by("id") if picked else None
+    projected = 0
+    if rows is not None and rows.num_rows:
+        with _Projector(projector_dir, projector_split) as projector:
+            projector.write(np.asarray(rows["embedding"].combine_chunks().flatten(),
+                                       np.float32).reshape(rows.num_rows, -1),
+                            rows["label"].to_pylist(), rows["id"].to_pylist())
+        projected = projector.rows
+    return {"counts": counts, "dims": dims, "projected": projected}
 
 
 def calibrate(model, examples: Artifact, params: ExportParams) -> dict:
     """The anomaly threshold: the `threshold_quantile` of the validation scores, held-out
-    classes excluded (components/scoring.py)."""
+    classes excluded (components/scoring.py), the split streamed in batches."""
     if "validation" not in _splits(examples):
         raise StageError(f"no validation split in the examples at {examples.uri} to calibrate "
                          "the anomaly threshold on")
-    val = examples_io.load_split(examples, "validation", noisy=False)
-    keep = examples_io.kept_mask(val[F.LABEL], params.holdout_labels)
-    examples_io.require_examples_left(int(keep.sum()), len(keep), examples, "validation",
-                                      params.holdout_labels)
-    threshold = scoring.threshold(scoring.scores(model, val[F.IMAGE][keep]),
-                                  params.threshold_quantile,
-                                  f"split 'validation' of {examples.uri}")
-    return {"threshold": threshold, "examples": int(keep.sum()), "left_out": int((~keep).sum())}
+    return scoring.calibrate(
+        scoring.forward(model), examples_io.iter_split(examples, "validation"),
+        params.threshold_quantile, params.holdout_labels, f"split 'validation' of {examples.uri}",
+        lambda kept, total: examples_io.require_examples_left(
+            kept, total, examples, "validation", params.holdout_labels))
 
 
 def _roundtrip_check(model, saved_model_dir: str, examples: Artifact):
@@ -274,35 +424,42 @@ def run(params: ExportParams, ctx: ExecutionContext, *, model: Artifact, example
     scores_dir = posixpath.join(emb_uri, SCORES_SUBDIR)
     gfile.makedirs(parquet_dir)
     gfile.makedirs(scores_dir)
-    log.info("export: embedding splits %s and scoring %s with Beam (%s)", ", ".join(splits),
-             scored_split, " ".join(ctx.beam_args))
-    embed_with_beam(examples, splits, sm_dir, parquet_dir, batch_size, ctx.beam_args,
-                    scored_split, scores_dir)
-
-    table = read_parquet(parquet_dir)
-    split_col = table["split"].to_pylist()
-    counts = {s: split_col.count(s) for s in splits}
+    projector_split = "test" if "test" in splits else splits[-1]
+    projector_dir = posixpath.join(emb_uri, PROJECTOR_SUBDIR)
+    in_process = local_in_memory(ctx.beam_args)
+    log.info("export: embedding splits %s and scoring %s %s", ", ".join(splits), scored_split,
+             "in-process (Beam's local in-memory runner would run it here too)" if in_process
+             else f"with Beam ({' '.join(ctx.beam_args)})")
+    if in_process:
+        written = embed_in_process(examples, splits, sm_dir, parquet_dir, batch_size,
+                                   scored_split, scores_dir, projector_split, projector_dir)
+    else:
+        embed_with_beam(examples, splits, sm_dir, parquet_dir, batch_size, ctx.beam_args,
+                        scored_split, scores_dir)
+        written = summarize_beam_output(parquet_dir, projector_split, projector_dir)
+    dims = written["dims"]
+    counts = {s: written["counts"].get(s, 0) for s in splits}
+    projected = written["projected"]
     expected_counts = examples.properties.get("counts") or {}
     wrong = {s: (counts[s], expected_counts[s]) for s in splits
              if s in expected_counts and counts[s] != int(expected_counts[s])}
     if wrong:
         raise StageError(f"embedding count mismatch (written, examples) per split: {wrong} "
                          f"in {parquet_dir}")
-    dims = set(pc.list_value_length(table["embedding"]).to_pylist())
     if dims != {int(model.latent_dim)}:
         raise StageError(f"embedding lengths {sorted(dims)} != latent_dim {model.latent_dim}")
-    scores = read_parquet(scores_dir)
-    if scores.num_rows != counts[scored_split]:
-        raise StageError(f"{scores.num_rows} scores in {scores_dir} for the "
+    scored, flagged = 0, 0
+    for batch in iter_parquet(scores_dir, columns=["is_anomaly"]):
+        scored += batch.num_rows
+        flagged += int(pc.sum(batch.column(0).cast(pa.int64())).as_py() or 0)
+    if scored != counts[scored_split]:
+        raise StageError(f"{scored} scores in {scores_dir} for the "
                          f"{counts[scored_split]} {scored_split} examples")
-    flagged = int(pc.sum(scores["is_anomaly"].cast(pa.int64())).as_py() or 0)
-    projector_split = "test" if "test" in splits else splits[-1]
-    projected = write_projector(table, projector_split, posixpath.join(emb_uri, PROJECTOR_SUBDIR))
     total = sum(counts.values())
     log.info("export: %d embeddings (%s) of dim %d, %d %s scores (%d above the threshold) in "
              "%.1fs; projector: %d %s rows", total,
              ", ".join(f"{s} {n}" for s, n in counts.items()), model.latent_dim,
-             scores.num_rows, scored_split, flagged, time.perf_counter() - t1, projected,
+             scored, scored_split, flagged, time.perf_counter() - t1, projected,
              projector_split)
     embeddings.properties.update({
         "parquet_dir": PARQUET_SUBDIR, "projector_dir": PROJECTOR_SUBDIR,
@@ -318,7 +475,7 @@ def run(params: ExportParams, ctx: ExecutionContext, *, model: Artifact, example
         "threshold_quantile": params.threshold_quantile,
         "threshold_examples": calibration["examples"],
         "score_name": name,
-        "scored_examples": scores.num_rows,
+        "scored_examples": scored,
         "flagged_examples": flagged,
         "tflite_float32_bytes": lite["bytes"].get("float32"),
         "tflite_int8_bytes": lite["bytes"].get("int8"),
