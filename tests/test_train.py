@@ -144,6 +144,31 @@ def test_nan_loss_fails_the_stage(tmp_path):
                      output_artifacts("train", tmp_path / "out"))
 
 
+def test_several_steps_per_execution_train_exactly_as_one(normalized_examples, tmp_path):
+    """train.steps_per_execution only changes how often Python sees a batch: the same
+    batches in the same order make the same updates, so the per-epoch history, the best
+    epoch (checkpoint, early stopping) and the weights match one step per call. Batch 48
+    over 320 examples is 7 steps per epoch, run as 3 + 3 + 1 (a short last call) at 3."""
+    def fit(steps: int, name: str):
+        outputs = output_artifacts("train", tmp_path / name)
+        metrics = run_executor("train", dense(6, "train.batch_size=48",
+                                               "train.early_stopping_patience=2",
+                                               f"train.steps_per_execution={steps}"),
+                               {"examples": normalized_examples}, outputs)
+        weights = model_io.load_model(outputs["model"]).get_weights()
+        return metrics, history_rows(outputs["model_run"]), weights
+
+    one, one_rows, one_weights = fit(1, "one")
+    three, three_rows, three_weights = fit(3, "three")
+    assert [r["epoch"] for r in three_rows] == [r["epoch"] for r in one_rows]
+    for key in ("loss", "val_loss", "mse", "val_mse"):
+        assert [float(r[key]) for r in three_rows] == pytest.approx(
+            [float(r[key]) for r in one_rows], rel=1e-4), key
+    assert (three["best_epoch"], three["epochs_run"]) == (one["best_epoch"], one["epochs_run"])
+    for a, b in zip(three_weights, one_weights):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
 def test_interrupted_training_resumes_from_the_backup(normalized_examples, tmp_path,
                                                       monkeypatch):
     epochs, crash_at = 4, 2  # crash after 0-based epoch 2 was logged but before its backup

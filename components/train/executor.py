@@ -286,9 +286,9 @@ def _fit(params, input_feature, train_ds, val_ds, n_train, state_dir, device, gp
                                params.epochs * math.ceil(n_train / params.batch_size)),
                 jit_compile=params.jit_compile, steps_per_execution=params.steps_per_execution)
         n_params = int(model.count_params())
-        log.info("train: %s, latent_dim %d, %d parameters, precision %s, xla %s",
-                 type(model).__name__, model.latent_dim, n_params, policy,
-                 params.jit_compile)
+        log.info("train: %s, latent_dim %d, %d parameters, precision %s, xla %s, "
+                 "%d steps per execution", type(model).__name__, model.latent_dim, n_params,
+                 policy, params.jit_compile, params.steps_per_execution)
 
         epoch_logger = EpochLogger(log, params.epochs, n_train)
         callbacks = [
