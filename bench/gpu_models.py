@@ -200,7 +200,7 @@ def fmt_rate(value) -> str:
 
 
 def fmt_ratio(a, b) -> str:
-    return f"{a / b:6.2f}" if isinstance(a, float) and isinstance(b, float) else f"{'-':>6}"
+    return f"{a / b:6.3g}" if isinstance(a, float) and isinstance(b, float) else f"{'-':>6}"
 
 
 def main(argv=None) -> int:
