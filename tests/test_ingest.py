@@ -180,3 +180,80 @@ def test_shards_are_gzip_tfrecords(idx_dir, tmp_path):
     assert open(f, "rb").read(2) == b"\x1f\x8b"
     n = sum(1 for _ in tf.data.TFRecordDataset(f, compression_type="GZIP"))
     assert n == 20
+
+
+def _corrupt_truncated_pixels(d):
+    path = d / "train-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes())[:-100]))
+    return r"train-images-idx3-ubyte\.gz.*truncated"
+
+
+def _corrupt_gzip_stream(d):
+    path = d / "train-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:500])
+    return r"train-images-idx3-ubyte\.gz: corrupt or truncated gzip"
+
+
+def _corrupt_magic(d):
+    path = d / "train-labels-idx1-ubyte.gz"
+    data = bytearray(gzip.decompress(path.read_bytes()))
+    data[3] = 0x03
+    path.write_bytes(gzip.compress(bytes(data)))
+    return r"train-labels-idx1-ubyte\.gz: bad magic number 0x00000803"
+
+
+def _corrupt_label_count(d):
+    images, labels = synthetic_images(200, 1)
+    write_idx(d, "train", images, labels[:199])
+    return r"200 images but .*199 labels"
+
+
+def _corrupt_label_value(d):
+    images, labels = synthetic_images(200, 1)
+    labels[7] = 12
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
+        (d / name).unlink()
+    write_idx(d, "train", images, labels, compress=False)  # the plain files' path
+    return r"label 12 at index 7 is outside 0..9 \(1 bad labels\)"
+
+
+def _corrupt_trailing_bytes(d):
+    path = d / "train-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes()) + b"xx"))
+    return r"found 156802 bytes of pixel data \(trailing bytes\)"
+
+
+@pytest.mark.parametrize("corrupt", [_corrupt_truncated_pixels, _corrupt_gzip_stream,
+                                     _corrupt_magic, _corrupt_label_count, _corrupt_label_value,
+                                     _corrupt_trailing_bytes])
+def test_streamed_staging_finds_what_the_whole_file_reader_finds(idx_dir, tmp_path, corrupt):
+    """ingest stages the source streamed (sources.stage_idx); every check of the whole-file
+    reader (load_idx) holds there with the same message."""
+    message = corrupt(idx_dir)
+    with pytest.raises(DataError, match=message):
+        sources.load_idx(str(idx_dir), "train")
+    dest = tmp_path / "staged"
+    dest.mkdir()
+    with pytest.raises(DataError, match=message):
+        sources.stage_idx(str(idx_dir), "train", str(dest))
+
+
+def test_shards_hold_the_records_of_the_whole_array_encoding(idx_dir, tmp_path, monkeypatch):
+    """The streamed, chunked writer (small chunks here) writes exactly the records the
+    earlier whole-array path wrote: each shard, in order, records.encode of its rows."""
+    monkeypatch.setattr(ingest, "CHUNK", 7)
+    out, _ = _run(f"idx:{idx_dir}", tmp_path, "data.max_examples=150")
+    whole = {s: sources.load_idx(str(idx_dir), s, 150) for s in ("train", "test")}
+    val = np.array([ingest.in_validation(f"train-{i:05d}", 0.1) for i in range(150)])
+    rows = {"train": ("train", np.flatnonzero(~val)), "validation": ("train", np.flatnonzero(val)),
+            "test": ("test", np.arange(60))}
+    for split, (source, idx) in rows.items():
+        files = out.split_files(split, F.SHARD_PATTERN)
+        assert len(files) == 3
+        for f, part in zip(files, np.array_split(idx, 3)):
+            expected = records.encode([f"{source}-{i:05d}" for i in part], whole[source].labels[part],
+                                      {F.IMAGE: whole[source].images[part].reshape(len(part), -1)})
+            got = [r.numpy() for r in tf.data.TFRecordDataset(f, compression_type="GZIP")]
+            # as parsed protos: the encoder's byte order of the feature map varies run to run
+            assert ([tf.train.Example.FromString(r) for r in got]
+                    == [tf.train.Example.FromString(r) for r in expected]), f

@@ -1,15 +1,18 @@
-"""ingest executor: source arrays -> Split-{train,validation,test} GZIP TFRecord shards.
+"""ingest executor: source IDX files (or tfds) -> Split-{train,validation,test} GZIP TFRecord shards.
 
 Example ids are stable: "<source split>-<index in the source file>", so the same
 image keeps its id whatever the cap or shard count. Validation is carved from the
 source train split by a hash of the id (as TFX's ExampleGen hash buckets do), so
 membership does not depend on order, caps or workers. Encoding and writing of the
-shards run as a Beam pipeline with the run's options, one element per shard.
+shards run as a Beam pipeline with the run's options, one element per shard; the
+source is staged once as flat files read by row range (streamed, no whole-split array).
 """
 
 from __future__ import annotations
 
+import os
 import posixpath
+import shutil
 import tempfile
 
 import apache_beam as beam
@@ -36,63 +39,50 @@ def in_validation(example_id: str, fraction: float) -> bool:
     return bucket < round(fraction * HASH_BUCKETS)
 
 
+CHUNK = 4096  # examples encoded and written at a time: memory per worker is bounded by it
+
+
 class _WriteShard(beam.DoFn):
-    """Encodes and writes one shard. Elements are small descriptors (split, shard, rows);
-    the pixels come from .npy files the driver staged once, memory-mapped here, so no
-    image data travels through the Beam graph (Create would pickle and bz2 it)."""
+    """Encodes and writes one shard, CHUNK examples at a time. Elements are small
+    descriptors (split, shard, which of the split's rows); the pixels are read from the
+    staged flat files by row range, so no image data travels through the Beam graph and
+    no worker holds more than a chunk of it."""
 
-    def __init__(self, uri: str, staged: dict[str, tuple[str, str]]):
-        self.uri = uri
-        self.staged = staged
-        self._arrays = {}
-
-    def _load(self, source_split: str):
-        if source_split not in self._arrays:
-            images, labels = self.staged[source_split]
-            self._arrays[source_split] = (_load_npy(images), _load_npy(labels))
-        return self._arrays[source_split]
+    def __init__(self, uri: str, staged: dict[str, sources.Staged], rows_dir: str):
+        self.uri, self.staged, self.rows_dir = uri, staged, rows_dir
 
     def process(self, task):
         from components import records
 
-        split, source_split, shard, num_shards, rows = task
-        images, labels = self._load(source_split)
-        ids = [f"{source_split}-{i:05d}" for i in rows]
+        split, source_split, shard, num_shards, lo, hi = task
+        rows = np.load(posixpath.join(self.rows_dir, f"{split}.npy"), mmap_mode="r")[lo:hi]
+        source = self.staged[source_split]
         path = posixpath.join(self.uri, f"Split-{split}", F.shard_name(shard, num_shards))
-        n = records.write_shard(path, records.encode(
-            ids, labels[rows], {F.IMAGE: images[rows].reshape(len(rows), -1)}))
+        n = 0
+        with records.shard_writer(path) as writer:
+            for at in range(0, len(rows), CHUNK):
+                part = np.asarray(rows[at:at + CHUNK])
+                first = int(part[0])
+                images, labels = source.read(first, int(part[-1]) + 1)  # a contiguous span
+                images, labels = images[part - first], labels[part - first]
+                ids = [f"{source_split}-{i:05d}" for i in part]
+                for example in records.encode(ids, labels, {F.IMAGE: images}):
+                    writer.write(example)
+                n += len(part)
         yield split, n
 
 
-def _load_npy(path: str) -> np.ndarray:
-    if "://" in path:
-        with gfile.GFile(path, "rb") as f:
-            return np.load(f)
-    return np.load(path, mmap_mode="r")
-
-
-def _stage_npy(arrays: dict[str, sources.SplitArrays], directory: str) -> dict[str, tuple[str, str]]:
-    gfile.makedirs(directory)
-    staged = {}
-    for split, data in arrays.items():
-        paths = (posixpath.join(directory, f"{split}-images.npy"),
-                 posixpath.join(directory, f"{split}-labels.npy"))
-        for path, array in zip(paths, (data.images, data.labels)):
-            with gfile.GFile(path, "wb") as f:
-                np.save(f, np.ascontiguousarray(array))
-        staged[split] = paths
-    return staged
-
-
-def plan_shards(arrays: dict[str, sources.SplitArrays], validation_fraction: float,
-                num_shards: int) -> tuple[list[tuple], dict[str, int]]:
-    """(split, source split, shard, num_shards, row indices) tasks and the count per split."""
-    tasks, counts = [], {}
+def plan_shards(counts: dict[str, int], validation_fraction: float, num_shards: int,
+                rows_dir: str) -> tuple[list[tuple], dict[str, int]]:
+    """(split, source split, shard, num_shards, lo, hi) tasks, the rows of each split saved
+    as <rows_dir>/<split>.npy (source row indices, increasing; a task writes rows lo..hi-1
+    of them), and the count per split."""
+    tasks, out = [], {}
     rows_by_split = {}
-    for source_split, data in arrays.items():
-        n = len(data.labels)
+    for source_split, n in counts.items():
         if source_split == "train":
-            val = np.array([in_validation(f"train-{i:05d}", validation_fraction) for i in range(n)])
+            val = np.fromiter((in_validation(f"train-{i:05d}", validation_fraction)
+                               for i in range(n)), bool, n)
             rows_by_split["train"] = ("train", np.flatnonzero(~val))
             rows_by_split["validation"] = ("train", np.flatnonzero(val))
         else:
@@ -101,33 +91,40 @@ def plan_shards(arrays: dict[str, sources.SplitArrays], validation_fraction: flo
         source_split, rows = rows_by_split[split]
         if len(rows) == 0:
             raise DataError(f"data.max_examples / data.validation_fraction leave the {split} split "
-                            f"empty ({len(arrays[source_split].labels)} source examples)")
+                            f"empty ({counts[source_split]} source examples)")
+        np.save(posixpath.join(rows_dir, f"{split}.npy"), rows)
         shards = min(num_shards, len(rows))
-        for shard, part in enumerate(np.array_split(rows, shards)):
-            tasks.append((split, source_split, shard, shards, part))
-        counts[split] = int(len(rows))
-    return tasks, counts
+        q, r = divmod(len(rows), shards)  # np.array_split's sizes: the first r one larger
+        bounds = np.cumsum([0] + [q + 1] * r + [q] * (shards - r))
+        for shard in range(shards):
+            tasks.append((split, source_split, shard, shards, int(bounds[shard]),
+                          int(bounds[shard + 1])))
+        out[split] = int(len(rows))
+    return tasks, out
 
 
 def run(params: IngestParams, ctx: ExecutionContext, *, examples: Artifact) -> dict:
     out = examples
-    arrays = {}
-    for split in ("train", "test"):
-        arrays[split] = sources.load(params.dataset, params.source, split, params.max_examples)
-        ctx.log.info("read %d %s examples from %s", len(arrays[split].labels), split,
-                     arrays[split].origin)
-    tasks, counts = plan_shards(arrays, params.validation_fraction, params.num_shards)
-    for split in counts:
-        gfile.makedirs(out.split_uri(split))
-    scratch = ctx.work_dir or tempfile.mkdtemp(prefix="ingest-")
-    staged = _stage_npy(arrays, posixpath.join(scratch, "source"))
+    local = ctx.work_dir if ctx.work_dir and "://" not in ctx.work_dir else None
+    scratch = os.path.join(local, "source") if local else tempfile.mkdtemp(prefix="ingest-")
+    os.makedirs(scratch, exist_ok=True)
     try:
+        staged = {}
+        for split in ("train", "test"):
+            staged[split] = sources.stage(params.dataset, params.source, split, scratch,
+                                          params.max_examples)
+            ctx.log.info("read %d %s examples from %s", staged[split].count, split,
+                         staged[split].origin)
+        tasks, counts = plan_shards({s: v.count for s, v in staged.items()},
+                                    params.validation_fraction, params.num_shards, scratch)
+        for split in counts:
+            gfile.makedirs(out.split_uri(split))
         with beam_jobs.pipeline(ctx.beam_args) as p:
             _ = (p
                  | "Shards" >> beam.Create(tasks, reshuffle=False)
-                 | "EncodeAndWrite" >> beam.ParDo(_WriteShard(out.uri, staged)))
+                 | "EncodeAndWrite" >> beam.ParDo(_WriteShard(out.uri, staged, scratch)))
     finally:
-        gfile.rmtree(posixpath.join(scratch, "source") if ctx.work_dir else scratch)
+        shutil.rmtree(scratch, ignore_errors=True)
     written = {s: sum(1 for _ in out.split_files(s, F.SHARD_PATTERN)) for s in counts}
     kind, directory = sources.resolve(params.dataset, params.source)
     out.properties.update({

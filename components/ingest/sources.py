@@ -85,40 +85,72 @@ def _read_bytes(path: str) -> bytes:
         raise DataError(f"{path}: cannot read ({e})") from None
 
 
-def read_idx_images(path: str) -> np.ndarray:
-    data = _read_bytes(path)
-    if len(data) < 16:
-        raise DataError(f"{path}: truncated IDX header ({len(data)} bytes, expected 16)")
-    magic, n, rows, cols = struct.unpack(">IIII", data[:16])
+def _images_header(path: str, head: bytes, data_len: int) -> int:
+    """The image count of an IDX image file, from its 16-byte header and the length of the
+    pixel data after it; every mismatch is a DataError naming the file."""
+    if len(head) < 16:
+        raise DataError(f"{path}: truncated IDX header ({len(head)} bytes, expected 16)")
+    magic, n, rows, cols = struct.unpack(">IIII", head[:16])
     if magic != IMAGES_MAGIC:
         raise DataError(f"{path}: bad magic number 0x{magic:08x}, expected 0x{IMAGES_MAGIC:08x} "
                         "(IDX uint8 images, 3 dimensions)")
     if (rows, cols) != (F.HEIGHT, F.WIDTH):
         raise DataError(f"{path}: images are {rows}x{cols}, expected {F.HEIGHT}x{F.WIDTH}")
-    expected = n * rows * cols
-    if len(data) - 16 != expected:
-        raise DataError(f"{path}: header says {n} images of {rows}x{cols} ({expected} bytes), "
-                        f"found {len(data) - 16} bytes of pixel data"
-                        + (" (truncated)" if len(data) - 16 < expected else " (trailing bytes)"))
-    return np.frombuffer(data, np.uint8, offset=16).reshape(n, rows, cols)
+    if data_len >= 0:
+        _check_length(path, data_len, n * rows * cols,
+                      f"{n} images of {rows}x{cols} ({n * rows * cols} bytes)", "bytes of pixel data")
+    return n
+
+
+def _labels_header(path: str, head: bytes, data_len: int) -> int:
+    if len(head) < 8:
+        raise DataError(f"{path}: truncated IDX header ({len(head)} bytes, expected 8)")
+    magic, n = struct.unpack(">II", head[:8])
+    if magic != LABELS_MAGIC:
+        raise DataError(f"{path}: bad magic number 0x{magic:08x}, expected 0x{LABELS_MAGIC:08x} "
+                        "(IDX uint8 labels, 1 dimension)")
+    if data_len >= 0:
+        _check_length(path, data_len, n, f"{n} labels", "bytes")
+    return n
+
+
+def _check_length(path: str, found: int, expected: int, says: str, unit: str) -> None:
+    if found != expected:
+        raise DataError(f"{path}: header says {says}, found {found} {unit}"
+                        + (" (truncated)" if found < expected else " (trailing bytes)"))
+
+
+class _BadLabels:
+    """The first label outside 0..9 and how many there are, over chunks of a file."""
+
+    def __init__(self, path: str):
+        self.path, self.first, self.count = path, None, 0
+
+    def add(self, labels: np.ndarray, start: int) -> None:
+        bad = np.flatnonzero(labels >= F.NUM_CLASSES)
+        if bad.size and self.first is None:
+            self.first = (int(labels[bad[0]]), start + int(bad[0]))
+        self.count += bad.size
+
+    def check(self) -> None:
+        if self.first:
+            raise DataError(f"{self.path}: label {self.first[0]} at index {self.first[1]} is "
+                            f"outside 0..9 ({self.count} bad labels)")
+
+
+def read_idx_images(path: str) -> np.ndarray:
+    data = _read_bytes(path)
+    n = _images_header(path, data[:16], len(data) - 16 if len(data) >= 16 else -1)
+    return np.frombuffer(data, np.uint8, offset=16).reshape(n, F.HEIGHT, F.WIDTH)
 
 
 def read_idx_labels(path: str) -> np.ndarray:
     data = _read_bytes(path)
-    if len(data) < 8:
-        raise DataError(f"{path}: truncated IDX header ({len(data)} bytes, expected 8)")
-    magic, n = struct.unpack(">II", data[:8])
-    if magic != LABELS_MAGIC:
-        raise DataError(f"{path}: bad magic number 0x{magic:08x}, expected 0x{LABELS_MAGIC:08x} "
-                        "(IDX uint8 labels, 1 dimension)")
-    if len(data) - 8 != n:
-        raise DataError(f"{path}: header says {n} labels, found {len(data) - 8} bytes"
-                        + (" (truncated)" if len(data) - 8 < n else " (trailing bytes)"))
+    _labels_header(path, data[:8], len(data) - 8 if len(data) >= 8 else -1)
     labels = np.frombuffer(data, np.uint8, offset=8).astype(np.int64)
-    bad = np.flatnonzero(labels >= F.NUM_CLASSES)
-    if bad.size:
-        raise DataError(f"{path}: label {labels[bad[0]]} at index {bad[0]} is outside 0..9 "
-                        f"({bad.size} bad labels)")
+    bad = _BadLabels(path)
+    bad.add(labels, 0)
+    bad.check()
     return labels
 
 
@@ -165,6 +197,110 @@ def load(dataset: str, source: str, split: str, max_examples: int = 0) -> SplitA
     if kind == "idx":
         return load_idx(directory, split, max_examples)
     return load_tfds(dataset, split, max_examples)
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A source split as flat uint8 files: pixels (784 bytes per image) and labels (one
+    byte each), each from a byte offset. Read by row ranges, so no stage holds a whole
+    split in memory."""
+
+    images: str
+    images_offset: int
+    labels: str
+    labels_offset: int
+    count: int
+    origin: str  # file or tfds split, for the log
+
+    def read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 images [stop - start, 784] and int64 labels of rows start..stop-1."""
+        images = _read_range(self.images, self.images_offset + start * F.PIXELS,
+                             (stop - start) * F.PIXELS).reshape(-1, F.PIXELS)
+        labels = _read_range(self.labels, self.labels_offset + start, stop - start)
+        return images, labels.astype(np.int64)
+
+
+CHUNK_BYTES = 16 << 20
+
+
+def _read_range(path: str, offset: int, size: int) -> np.ndarray:
+    from tensorflow.io import gfile
+
+    with gfile.GFile(path, "rb") as f:
+        f.seek(offset)
+        data = f.read(size)
+    if len(data) != size:
+        raise DataError(f"{path}: {len(data)} bytes at offset {offset}, expected {size} "
+                        "(changed while being read?)")
+    return np.frombuffer(data, np.uint8)
+
+
+def _stream(path: str, header: int, dest: str, check_head, on_chunk=None) -> tuple[bytes, int, str, int]:
+    """Reads an IDX file once, in chunks: (header bytes, data length, file holding the
+    data, its offset there). A gzipped file is decompressed into `dest`; a plain one is
+    used where it lies. `check_head(head)` runs before the data is read;
+    `on_chunk(array, start)` sees every data chunk in order."""
+    try:
+        with open(path, "rb") as raw:
+            gz = raw.read(2) == b"\x1f\x8b"
+            raw.seek(0)
+            f = gzip.GzipFile(fileobj=raw) if gz else raw
+            head = f.read(header)
+            check_head(head)
+            if not gz and on_chunk is None:
+                return head, os.path.getsize(path) - len(head), path, header
+            out = open(dest, "wb") if gz else None
+            n = 0
+            try:
+                while chunk := f.read(CHUNK_BYTES):
+                    if on_chunk:
+                        on_chunk(np.frombuffer(chunk, np.uint8), n)
+                    if out:
+                        out.write(chunk)
+                    n += len(chunk)
+            finally:
+                if out:
+                    out.close()
+            return head, n, (dest if gz else path), (0 if gz else header)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise DataError(f"{path}: corrupt or truncated gzip stream ({e})") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e})") from None
+
+
+def stage_idx(directory: str, split: str, dest: str, max_examples: int = 0) -> Staged:
+    """Checks a split's IDX files as load_idx does, streaming (gzipped files are
+    decompressed under `dest`, plain ones read in place)."""
+    images_path, labels_path = idx_paths(directory, split)
+    head, length, images, images_offset = _stream(
+        images_path, 16, os.path.join(dest, f"{split}-images"),
+        lambda h: _images_header(images_path, h, -1))
+    n = _images_header(images_path, head, length)
+    bad = _BadLabels(labels_path)
+    head, length, labels, labels_offset = _stream(
+        labels_path, 8, os.path.join(dest, f"{split}-labels"),
+        lambda h: _labels_header(labels_path, h, -1), bad.add)
+    n_labels = _labels_header(labels_path, head, length)
+    bad.check()
+    if n != n_labels:
+        raise DataError(f"{images_path} has {n} images but {labels_path} has "
+                        f"{n_labels} labels; they must agree")
+    count = min(n, max_examples) if max_examples else n
+    return Staged(images, images_offset, labels, labels_offset, count, images_path)
+
+
+def stage(dataset: str, source: str, split: str, dest: str, max_examples: int = 0) -> Staged:
+    """The source split as flat files under `dest` (or in place), checked."""
+    kind, directory = resolve(dataset, source)
+    if kind == "idx":
+        return stage_idx(directory, split, dest, max_examples)
+    # tensorflow_datasets hands over whole arrays (this path is not memory-bounded)
+    data = load_tfds(dataset, split, max_examples)
+    paths = os.path.join(dest, f"{split}-images"), os.path.join(dest, f"{split}-labels")
+    for path, array in zip(paths, (data.images, data.labels.astype(np.uint8))):
+        with open(path, "wb") as f:
+            f.write(np.ascontiguousarray(array).tobytes())
+    return Staged(paths[0], 0, paths[1], 0, len(data.labels), data.origin)
 
 
 def source_identity(dataset: str, source: str) -> dict:
