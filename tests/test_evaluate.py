@@ -167,6 +167,38 @@ def test_autoencoder_metrics_probe_and_plots(normalized_examples, tmp_path):
     assert m["anomaly_score"] == "bce_excess" and m["anomaly_threshold_quantile"] == 0.99
     assert m["anomaly_validation_examples"] == 64 and 0.0 <= m["anomaly_flagged_fraction"] <= 1
     assert "anomaly_auroc" not in m and "reconstruction_test_examples" not in m
+    assert_same_as_whole_arrays(m, normalized_examples, trained)
+
+
+def assert_same_as_whole_arrays(m, examples, trained):
+    """evaluate streams the splits (one test pass, a compiled forward pass, probes fitted on
+    a streamed train sample): its numbers are those of the whole-array computation it
+    replaced (eager model calls on load_split arrays), to float32 rounding."""
+    from components import examples_io, scoring
+    from components.evaluate import probe
+    from components.evaluate.executor import predict
+    from components.train import model_io
+
+    p = params("evaluate", *EVALUATE_KEYS)
+    model = model_io.load_model(trained["model"])
+    test = examples_io.load_split(examples, "test", noisy=False)
+    train_split = examples_io.load_split(examples, "train", noisy=False)
+    val = examples_io.load_split(examples, "validation", noisy=False)
+    whole = M.rounded(M.reconstruction(test["image"], predict(model.reconstruct, test["image"])))
+    for key, value in whole.items():
+        assert m[key] == pytest.approx(value, rel=1e-5), key
+    val_scores = scoring.scores(model, val["image"])
+    threshold = scoring.threshold(val_scores, p.threshold_quantile, "here")
+    assert m["anomaly_threshold"] == pytest.approx(threshold, rel=1e-5)
+    flagged = int(np.sum(scoring.scores(model, test["image"]) > threshold))
+    assert abs(m["anomaly_flagged"] - flagged) <= 1  # a score within rounding of the threshold
+    idx = probe.subsample(len(train_split["label"]), p.probe_max_train, p.seed)
+    x, y = train_split["image"][idx], train_split["label"][idx]
+    code = probe.linear_probe(predict(model.encode, x), y, predict(model.encode, test["image"]),
+                              test["label"], p.seed)
+    raw = probe.linear_probe(x, y, test["image"], test["label"], p.seed)
+    assert m["probe_accuracy_raw_pixels"] == pytest.approx(raw, abs=1e-9)
+    assert m["probe_accuracy"] == pytest.approx(code, abs=1.5 / len(test["label"]))
 
 
 def test_denoising_reports_the_noisy_input_error(normalized_examples, tmp_path):

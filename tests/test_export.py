@@ -300,3 +300,49 @@ def test_calibration_needs_validation_examples_outside_the_held_out_classes(expo
         run_executor("export", params("export", "data.holdout_labels=[9]"),
                      {"examples": examples, "model": exported["model"]}, outputs)
     assert not os.listdir(outputs["saved_model"].uri)  # failed before writing anything
+
+
+def test_in_process_embeddings_equal_the_beam_pipelines(exported, tmp_path):
+    """On Beam's local in-memory runner export embeds in-process (executor.local_in_memory);
+    the Beam pipeline other runners get must write the same rows, scores and projector."""
+    from components.export import executor
+
+    assert executor.local_in_memory(()) and executor.local_in_memory(["--runner=DirectRunner"])
+    assert not executor.local_in_memory(["--direct_running_mode=multi_processing"])
+    assert not executor.local_in_memory(["--runner=PortableRunner"])
+    examples, splits = exported["examples"], list(SIZES)
+    dirs = {k: str(tmp_path / k) for k in ("parquet", "scores", "projector")}
+    for d in ("parquet", "scores"):
+        os.makedirs(dirs[d])
+    executor.embed_with_beam(examples, splits, _saved_model_dir(exported), dirs["parquet"], 100,
+                             ["--runner=DirectRunner"], "test", dirs["scores"])
+    beam = executor.summarize_beam_output(dirs["parquet"], "test", dirs["projector"])
+    assert beam["counts"] == {s: n for s, (n, _) in SIZES.items()} and beam["dims"] == {8}
+    emb = exported["embeddings"]
+    for prop, mine, keys in (("parquet_dir", "parquet", ["split", "id"]),
+                             ("scores_dir", "scores", ["id"])):
+        order = [(k, "ascending") for k in keys]
+        ours = executor.read_parquet(os.path.join(emb.uri, emb.properties[prop])).sort_by(order)
+        theirs = executor.read_parquet(dirs[mine]).sort_by(order)
+        assert ours.num_rows == theirs.num_rows > 0 and ours.equals(theirs), prop
+    for name in ("vectors.tsv", "metadata.tsv", "projector_config.pbtxt"):
+        with open(os.path.join(emb.uri, emb.properties["projector_dir"], name)) as f, \
+                open(os.path.join(dirs["projector"], name)) as g:
+            assert f.read() == g.read(), name
+
+
+def test_streamed_calibration_equals_the_whole_split_quantile(exported, model):
+    """scoring.calibrate over streamed batches gives np.quantile of the whole split's eager
+    scores (the computation before streaming), to float32 rounding of the compiled pass."""
+    val = examples_io.load_split(exported["examples"], "validation")
+    keep = examples_io.kept_mask(val["label"], HOLDOUT)
+    whole = scoring.threshold(scoring.scores(model, val["image"][keep]), 0.99, "here")
+    streamed = scoring.calibrate(
+        scoring.forward(model), examples_io.iter_split(exported["examples"], "validation",
+                                                       batch_size=7),
+        0.99, HOLDOUT, "here")
+    assert streamed["examples"] == int(keep.sum()) and streamed["left_out"] == int((~keep).sum())
+    np.testing.assert_allclose(streamed["scores"], scoring.scores(model, val["image"][keep]),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(streamed["threshold"], whole, rtol=1e-5)
+    assert exported["saved_model"].properties["threshold"] == streamed["threshold"]
