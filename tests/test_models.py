@@ -327,3 +327,12 @@ def test_models_import_no_backend_specific_module():
                  for name, mods in found.items()}
     assert not {name: mods for name, mods in offending.items() if mods}
     assert set(_imported_modules(files[0].parent / "vae.py")) >= {"keras"}   # the scan sees imports
+
+
+def test_sparse_trains_under_mixed_precision(mixed_float16):
+    # Its float16 L1 penalty used to fail to add to the float32 loss (TypeError).
+    x = images(8)
+    model = models.build("sparse", activity_l1=1e-2)
+    model.compile_for_training(keras.optimizers.Adam())
+    assert np.isfinite(model.fit(x, x, batch_size=8, epochs=1, verbose=0).history["loss"][0])
+    assert model.losses[0].dtype == "float32"
