@@ -167,7 +167,10 @@ def measure(cfg, batch: int, precision: str, jit: bool, steps: int, warmup: int,
                              cfg["model.activity_l1"], cfg["model.decoder"])
         optimizer = keras.optimizers.get(cfg["train.optimizer"])
         optimizer.learning_rate = cfg["train.learning_rate"]
-        model.compile_for_training(optimizer, jit_compile=jit)
+        # The pipeline's own steps_per_execution (train.steps_per_execution): on a GPU, one
+        # host round trip per step would dominate the small models' figures.
+        model.compile_for_training(optimizer, jit_compile=jit,
+                                   steps_per_execution=int(cfg["train.steps_per_execution"]))
         x = np.random.default_rng(0).random((batch * max(steps, warmup), 28, 28, 1),
                                             dtype=np.float32)
 
