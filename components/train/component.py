@@ -56,7 +56,8 @@ class TrainParams(Params):
     steps_per_execution: int = key(
         "train.steps_per_execution", 32,
         "train steps per compiled call (an in-graph loop): Keras callbacks see every Nth "
-        "batch, epochs as before; 1 = Keras' default, one Python round trip per batch")
+        "batch, epochs as before; 1 = Keras' default, one Python round trip per batch "
+        "(multi-worker fits always run 1)")
     distribute: str = key(
         "train.distribute", "auto",
         f"one of {', '.join(distribution.MODES)}: auto = mirrored over several local GPUs, "

@@ -278,17 +278,25 @@ def _fit(params, input_feature, train_ds, val_ds, n_train, state_dir, device, gp
 
     strategy = distribute.strategy(params.distribute, gpus, log)
     train_ds, val_ds = (distribute.distribute_input(d, strategy) for d in (train_ds, val_ds))
+    steps_per_execution = params.steps_per_execution
+    if steps_per_execution > 1 and isinstance(strategy,
+                                              tf.distribute.MultiWorkerMirroredStrategy):
+        # Keras' in-graph loop over several steps fails under MWMS (InvalidArgumentError in
+        # tests/test_multi_worker.py's two-worker fit), so workers run one step per call.
+        log.info("train: train.steps_per_execution=%d runs as 1 under "
+                 "MultiWorkerMirroredStrategy", steps_per_execution)
+        steps_per_execution = 1
     with precision_policy(params.mixed_precision, gpus, log) as policy:
         with strategy.scope():
             model = model_io.build_model(model_info(params))
             model.compile_for_training(
                 make_optimizer(params.optimizer, params.learning_rate, params.lr_schedule,
                                params.epochs * math.ceil(n_train / params.batch_size)),
-                jit_compile=params.jit_compile, steps_per_execution=params.steps_per_execution)
+                jit_compile=params.jit_compile, steps_per_execution=steps_per_execution)
         n_params = int(model.count_params())
         log.info("train: %s, latent_dim %d, %d parameters, precision %s, xla %s, "
                  "%d steps per execution", type(model).__name__, model.latent_dim, n_params,
-                 policy, params.jit_compile, params.steps_per_execution)
+                 policy, params.jit_compile, steps_per_execution)
 
         epoch_logger = EpochLogger(log, params.epochs, n_train)
         callbacks = [
