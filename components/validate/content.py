@@ -59,7 +59,27 @@ def _image_matrix(batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
 def add_content_features(batch: pa.RecordBatch) -> pa.RecordBatch:
     """The batch with the four per-image features appended (one float per row; missing
     for rows that are not 784 pixels long)."""
-    x, good = _image_matrix(batch)
+    return _with_features(batch, *_image_matrix(batch))
+
+
+class ContentFeatures(beam.DoFn):
+    """One conversion of each batch to pixels for both content checks: emits the batch
+    with its per-image features (main output, for TFDV) and the batch's pixel moments
+    (count, sum, sum of squares) on the MOMENTS output, which PixelMoments sums."""
+
+    MOMENTS = "moments"
+
+    def process(self, batch: pa.RecordBatch):
+        x, good = _image_matrix(batch)
+        yield beam.pvalue.TaggedOutput(self.MOMENTS, _moments(x))
+        yield _with_features(batch, x, good)
+
+
+def _moments(x: np.ndarray):
+    return len(x), x.sum(axis=0), np.square(x).sum(axis=0)
+
+
+def _with_features(batch: pa.RecordBatch, x: np.ndarray, good: np.ndarray) -> pa.RecordBatch:
     per_image = {MEAN: x.mean(axis=1), STD: x.std(axis=1), INK: (x > INK_LEVEL).mean(axis=1),
                  SATURATED: (x >= 1.0).mean(axis=1)}
     n = batch.num_rows
@@ -79,15 +99,15 @@ def add_content_features(batch: pa.RecordBatch) -> pa.RecordBatch:
 
 
 class PixelMoments(beam.CombineFn):
-    """Count, per-pixel sum and sum of squares (float64) of a split's images."""
+    """Count, per-pixel sum and sum of squares (float64) of a split's images, from the
+    per-batch moments ContentFeatures emits."""
 
     def create_accumulator(self):
         return 0, np.zeros(F.PIXELS), np.zeros(F.PIXELS)
 
-    def add_input(self, acc, batch: pa.RecordBatch):
-        x, _ = _image_matrix(batch)
+    def add_input(self, acc, moments):
         n, s, ss = acc
-        return n + len(x), s + x.sum(axis=0), ss + np.square(x).sum(axis=0)
+        return n + moments[0], s + moments[1], ss + moments[2]
 
     def merge_accumulators(self, accumulators):
         n, s, ss = self.create_accumulator()

@@ -41,13 +41,14 @@ def statistics_pass(examples: Artifact, splits: list[str], schema, out: Artifact
     with beam_jobs.pipeline(beam_args) as p:
         for split in splits:
             pattern = posixpath.join(examples.split_uri(split), F.SHARD_PATTERN)
-            batches = (p
-                       | f"Read[{split}]" >> TFExampleRecord(
-                           file_pattern=pattern,
-                           telemetry_descriptors=["ae_pipeline"]).BeamSource(BATCH)
-                       | f"Content[{split}]" >> beam.Map(content.add_content_features))
+            batches, moments = (
+                p
+                | f"Read[{split}]" >> TFExampleRecord(
+                    file_pattern=pattern, telemetry_descriptors=["ae_pipeline"]).BeamSource(BATCH)
+                | f"Content[{split}]" >> beam.ParDo(content.ContentFeatures()).with_outputs(
+                    content.ContentFeatures.MOMENTS, main="batches"))
             dv.write_statistics(batches, split, schema, out)
-            _ = (batches
+            _ = (moments
                  | f"Moments[{split}]" >> beam.CombineGlobally(content.PixelMoments())
                  | f"WriteMoments[{split}]" >> beam.Map(content.write_maps, split, out.uri))
 
