@@ -410,7 +410,7 @@ def test_a_worse_second_run_is_neither_blessed_nor_pushed_and_says_why(first_run
     capsys.readouterr()
     assert run_pipeline.main(["diff", "r1", "w1", "--root", str(root), "--json"]) == EXIT_OK
     d = json.loads(capsys.readouterr().out)
-    assert d["config"] == {"train.learning_rate": [0.001, 1e-6]}
+    assert d["config"] == {"train.learning_rate": [0.003, 1e-6]}
     assert d["outcome"]["blessed"] == [True, False] and d["outcome"]["pushed"] == [True, False]
     a, b = d["metrics"]["evaluate.bce_excess"]
     assert b > a

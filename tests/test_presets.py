@@ -23,7 +23,11 @@ VAES = {"vae_mlp", "vae_conv", "vae_bn", "vae_tril"}
 # fixed cost (tracing, its evaluation plots, the SavedModel). Its model is unit-tested in
 # tests/test_models.py; this end-to-end case is marked heavy and runs with `make test-all`.
 EXTRA = {"vae_bn": ["--set", "data.max_examples=80"]}
-HEAVY = {"vae_bn"}
+# The suite's 10-minute budget: presets whose family another preset already runs end to end
+# here (dense: sparse, deep; conv_pool: conv_dense, conv_small) run with `make test-all`;
+# their models are unit-tested in tests/test_models.py and every preset passes the config
+# checks (tests/test_config.py).
+HEAVY = {"vae_bn", "sparse", "deep", "conv_dense", "conv_small"}
 
 
 @pytest.fixture(scope="module")
