@@ -22,8 +22,8 @@ ops) would hide that and need the much larger flex runtime on the device: not us
 
 What does not convert is recorded, not fatal: when the score cannot be converted the
 models carry reconstruction and code only, and `not_converted` says why (vae_tril: the
-full-covariance KL goes through tensorflow_probability's linear operators, e.g.
-MatrixDiagPartV3, which TFLite's builtin ops lack).
+full-covariance KL takes the diagonal of its Cholesky factor, `keras.ops.diagonal`, which
+TensorFlow lowers to MatrixDiagPartV3, an op TFLite's builtins lack).
 
 Parity: the float32 model must reproduce the SavedModel on a few test images within
 FLOAT32_TOL (saved_model.max_diff); the int8 model's difference is measured and reported.
