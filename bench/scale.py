@@ -125,7 +125,9 @@ def _line(points: list[tuple[float, float]]) -> tuple[float, float]:
     mt = sum(t for _, t in points) / len(points)
     slope = (sum((n - mn) * (t - mt) for n, t in points)
              / max(sum((n - mn) ** 2 for n, _ in points), 1e-12))
-    slope = max(slope, 1e-12)
+    if slope <= 0:  # the growth is below the timing noise: all of the largest run is per image
+        n, t = max(points)
+        return 0.0, n / max(t, 1e-9)
     return max(mt - slope * mn, 0.0), 1.0 / slope
 
 
