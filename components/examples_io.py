@@ -69,9 +69,14 @@ def _records(files: list[str]) -> tf.data.Dataset:
                                    num_parallel_reads=min(len(files), 16) or None)
 
 
-def _parsed_batches(files: list[str], spec: dict) -> tf.data.Dataset:
-    return (_records(files)
-            .batch(PARSE_BATCH)
+def _parsed_batches(files: list[str], spec: dict, batch_size: int = PARSE_BATCH,
+                    file_order: bool = False) -> tf.data.Dataset:
+    """Parsed batches of the shards' records; `file_order`: shard after shard, records in
+    file order, instead of an interleaved read."""
+    records = (tf.data.TFRecordDataset(files, compression_type=F.COMPRESSION) if file_order
+               else _records(files))
+    return (records
+            .batch(batch_size)
             .map(lambda s: tf.io.parse_example(s, spec), num_parallel_calls=tf.data.AUTOTUNE)
             .prefetch(tf.data.AUTOTUNE))
 
@@ -102,23 +107,33 @@ def _read_columns(examples: Artifact, split: str, spec: dict) -> dict[str, np.nd
             for key, value in batch.items():
                 chunks[key].append(value.numpy())
     except tf.errors.OpError as e:
-        path, message = _locate_bad_file(files, spec)
-        where = path or examples.split_uri(split)
-        expected = ", ".join(f"{k} {v.dtype.name}{list(v.shape) or ''}" for k, v in spec.items())
-        raise DataError(f"cannot read examples of split {split!r} from {where}: "
-                        f"{message or _tf_message(e)} (expected features: {expected})"
-                        ) from None
+        raise _read_error(examples, split, files, spec, e) from None
     columns = {k: (np.concatenate(v) if v else np.zeros((0,) + tuple(spec[k].shape),
                                                          spec[k].dtype.as_numpy_dtype))
                for k, v in chunks.items()}
-    n = len(next(iter(columns.values())))
+    _check_count(examples, split, len(next(iter(columns.values()))))
+    return columns
+
+
+def _read_error(examples: Artifact, split: str, files: list[str], spec: dict,
+                e: tf.errors.OpError) -> DataError:
+    """The one line for a failed read of a split: the first bad shard, what TensorFlow
+    said, and the features expected."""
+    path, message = _locate_bad_file(files, spec)
+    where = path or examples.split_uri(split)
+    expected = ", ".join(f"{k} {v.dtype.name}{list(v.shape) or ''}" for k, v in spec.items())
+    return DataError(f"cannot read examples of split {split!r} from {where}: "
+                     f"{message or _tf_message(e)} (expected features: {expected})")
+
+
+def _check_count(examples: Artifact, split: str, n: int) -> None:
+    """A split read whole must hold what the artifact's `counts` say, and something."""
     expected_n = (examples.properties.get("counts") or {}).get(split)
     if expected_n is not None and int(expected_n) != n:
         raise DataError(f"split {split!r} in {examples.split_uri(split)} has {n} examples but "
                         f"the artifact's properties say {expected_n} (truncated or extra shards?)")
     if n == 0:
         raise DataError(f"split {split!r} in {examples.split_uri(split)} has no examples")
-    return columns
 
 
 def label_counts(examples: Artifact, split: str) -> np.ndarray:
@@ -311,7 +326,6 @@ def _streaming(examples, split, names, input_feature, target_feature, batch_size
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-
 def iter_split(examples: Artifact, split: str, noisy: bool = False, batch_size: int = PARSE_BATCH,
                file_order: bool = False):
     """The examples of a split as `load_split` gives them (same columns, same order), one
@@ -324,11 +338,7 @@ def iter_split(examples: Artifact, split: str, noisy: bool = False, batch_size: 
     image_features = (F.IMAGE, F.NOISY_IMAGE) if noisy else (F.IMAGE,)
     spec = feature_spec(image_features)
     files = shard_files(examples, split)
-    records = (tf.data.TFRecordDataset(files, compression_type=F.COMPRESSION) if file_order
-               else _records(files))
-    batches = (records.batch(batch_size)
-               .map(lambda s: tf.io.parse_example(s, spec), num_parallel_calls=tf.data.AUTOTUNE)
-               .prefetch(tf.data.AUTOTUNE))
+    batches = _parsed_batches(files, spec, batch_size, file_order)
     n = 0
     try:
         for batch in batches:
@@ -339,17 +349,8 @@ def iter_split(examples: Artifact, split: str, noisy: bool = False, batch_size: 
             n += len(out[F.LABEL])
             yield out
     except tf.errors.OpError as e:
-        path, message = _locate_bad_file(files, spec)
-        expected = ", ".join(f"{k} {v.dtype.name}{list(v.shape) or ''}" for k, v in spec.items())
-        raise DataError(f"cannot read examples of split {split!r} from "
-                        f"{path or examples.split_uri(split)}: {message or _tf_message(e)} "
-                        f"(expected features: {expected})") from None
-    expected_n = (examples.properties.get("counts") or {}).get(split)
-    if expected_n is not None and int(expected_n) != n:
-        raise DataError(f"split {split!r} in {examples.split_uri(split)} has {n} examples but "
-                        f"the artifact's properties say {expected_n} (truncated or extra shards?)")
-    if n == 0:
-        raise DataError(f"split {split!r} in {examples.split_uri(split)} has no examples")
+        raise _read_error(examples, split, files, spec, e) from None
+    _check_count(examples, split, n)
 
 
 def split_count(examples: Artifact, split: str) -> int:
