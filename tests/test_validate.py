@@ -207,3 +207,84 @@ def test_map_comparison_allows_for_sampling_and_catches_real_shifts():
     assert content.compare_maps(maps(a), maps(b), limits) == []
     found = content.compare_maps(maps(a), maps(np.clip(b + 0.3, 0, 1)), limits)
     assert [short for short, _ in found][0] == "Pixel mean map shift"
+
+
+# -- exact integer quantiles: TFDV's statistics, computed cheaper --------------------------
+
+def _sketch_pair(eps=0.01):
+    from tfx_bsl import sketches
+
+    from components.data_validation import ExactIntegerQuantiles
+
+    return (ExactIntegerQuantiles(eps, 1 << 32),
+            sketches.QuantilesSketch(eps=eps, max_num_elements=1 << 32, num_streams=1))
+
+
+def _quantiles(sketch, buckets):
+    q, w = sketch.GetQuantilesAndCumulativeWeights(buckets)
+    return q.flatten().to_numpy(), w.flatten().to_numpy()
+
+
+@pytest.mark.parametrize("buckets", [2, 4, 10, 40])
+def test_exact_integer_quantiles_equal_the_sketch_where_it_is_exact(buckets):
+    import pyarrow as pa
+
+    rng = np.random.default_rng(0)
+    exact, sketch = _sketch_pair()
+    # Pixel-like batches (a heavy mass at 0 and 255), merged from two halves as Beam merges
+    # accumulators; small enough that tfx_bsl's sketch keeps every value, i.e. is exact.
+    other, _ = _sketch_pair()
+    for i in range(6):
+        values = np.where(rng.random(300) < 0.4, 0, rng.integers(0, 256, 300)).astype(np.int64)
+        (exact if i % 2 else other).AddValues(pa.array(values))
+        sketch.AddValues(pa.array(values))
+    exact.Merge(other)
+    # Weighted input, as TFDV feeds the value counts per example.
+    exact.AddValues(pa.array(np.array([784, 783], np.int64)), pa.array(np.array([5, 1], np.int64)))
+    sketch.AddValues(pa.array(np.array([784, 783], np.int64)), pa.array(np.array([5, 1], np.int64)))
+    got, want = _quantiles(exact, buckets), _quantiles(sketch, buckets)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_exact_integer_quantiles_hand_the_rest_to_the_sketch():
+    import pyarrow as pa
+
+    exact, sketch = _sketch_pair()
+    ints = np.arange(10, dtype=np.int64)
+    exact.AddValues(pa.array(ints))
+    sketch.AddValues(pa.array(ints))
+    # A float value, then a range wider than MAX_RANGE: both go to a real sketch, with the
+    # counts gathered so far.
+    for values in (np.array([0.5]), np.array([-(1 << 20), 1 << 40], np.int64)):
+        exact.AddValues(pa.array(values))
+        sketch.AddValues(pa.array(values))
+    assert exact._sketch is not None
+    # An exact accumulator merged into one that fell back keeps its counts.
+    late, _ = _sketch_pair()
+    late.AddValues(pa.array(np.array([3, 3, 3], np.int64)))
+    exact.Merge(late)
+    sketch.AddValues(pa.array(np.array([3, 3, 3], np.int64)))
+    got, want = _quantiles(exact, 4), _quantiles(sketch, 4)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_validate_statistics_equal_tfdvs_default_generators(tmp_path):
+    """The statistics validate writes are TFDV's own defaults, value for value."""
+    import tensorflow_data_validation as tfdv
+
+    from components import data_validation as dv
+    from components import features as F
+    from pipeline.schemas import load_schema
+
+    examples = _raw(tmp_path)
+    schema = load_schema(params("validate").schema)
+    pattern = os.path.join(examples.split_uri("train"), F.SHARD_PATTERN)
+    ours = tfdv.generate_statistics_from_tfrecord(pattern, stats_options=dv.stats_options(schema))
+    tfdvs = tfdv.generate_statistics_from_tfrecord(pattern, stats_options=tfdv.StatsOptions(
+        schema=schema, num_top_values=dv.NUM_TOP_VALUES,
+        num_rank_histogram_buckets=dv.NUM_RANK_HISTOGRAM_BUCKETS))
+    image = [f for f in ours.datasets[0].features if f.path.step == ["image"]][0]
+    assert len(image.num_stats.histograms) == 2 and image.num_stats.median >= 0
+    assert ours == tfdvs
