@@ -84,6 +84,18 @@ def forward(model):
     return lambda images: {k: v.numpy() for k, v in run(tf.constant(images, tf.float32)).items()}
 
 
+def encoder(model):
+    """The code alone, compiled like `forward` (images -> code [B,latent] float32 numpy):
+    where only the code is wanted, the decoder, the larger half of the conv models, is
+    not run."""
+    @tf.function(input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32)],
+                 reduce_retracing=True)
+    def run(images):
+        return tf.cast(model.encode(images), tf.float32)
+
+    return lambda images: run(tf.constant(images, tf.float32)).numpy()
+
+
 def calibrate(fn, batches, quantile: float, exclude_labels, where: str,
               require_left=lambda kept, total: None) -> dict:
     """The threshold from streamed validation batches (components/examples_io.iter_split):

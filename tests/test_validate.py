@@ -271,7 +271,9 @@ def test_exact_integer_quantiles_hand_the_rest_to_the_sketch():
 
 
 def test_validate_statistics_equal_tfdvs_default_generators(tmp_path):
-    """The statistics validate writes are TFDV's own defaults, value for value."""
+    """What validate writes for the example features (read by its shard reader, quantiles
+    from exact counts) is what TFDV's own reader and default generators compute, value for
+    value; the content features come on top."""
     import tensorflow_data_validation as tfdv
 
     from components import data_validation as dv
@@ -279,12 +281,33 @@ def test_validate_statistics_equal_tfdvs_default_generators(tmp_path):
     from pipeline.schemas import load_schema
 
     examples = _raw(tmp_path)
+    _, outs = _validate(tmp_path, examples)
     schema = load_schema(params("validate").schema)
-    pattern = os.path.join(examples.split_uri("train"), F.SHARD_PATTERN)
-    ours = tfdv.generate_statistics_from_tfrecord(pattern, stats_options=dv.stats_options(schema))
-    tfdvs = tfdv.generate_statistics_from_tfrecord(pattern, stats_options=tfdv.StatsOptions(
-        schema=schema, num_top_values=dv.NUM_TOP_VALUES,
-        num_rank_histogram_buckets=dv.NUM_RANK_HISTOGRAM_BUCKETS))
-    image = [f for f in ours.datasets[0].features if f.path.step == ["image"]][0]
-    assert len(image.num_stats.histograms) == 2 and image.num_stats.median >= 0
-    assert ours == tfdvs
+    for split in ("train", "test"):
+        ours = tfdv.load_stats_binary(os.path.join(outs["statistics"].uri, f"Split-{split}",
+                                                   dv.STATS_FILE))
+        tfdvs = tfdv.generate_statistics_from_tfrecord(
+            os.path.join(examples.split_uri(split), F.SHARD_PATTERN),
+            stats_options=tfdv.StatsOptions(
+                schema=schema, num_top_values=dv.NUM_TOP_VALUES,
+                num_rank_histogram_buckets=dv.NUM_RANK_HISTOGRAM_BUCKETS))
+        by_name = {f.path.step[0]: f for f in ours.datasets[0].features}
+        assert ours.datasets[0].num_examples == tfdvs.datasets[0].num_examples
+        for feature in tfdvs.datasets[0].features:
+            assert by_name[feature.path.step[0]] == feature, (split, feature.path.step[0])
+        image = by_name["image"].num_stats
+        assert len(image.histograms) == 2 and image.histograms[0].buckets
+
+
+def test_an_unreadable_shard_is_a_data_error_naming_it(tmp_path):
+    from pipeline.errors import DataError
+
+    examples = _raw(tmp_path)
+    shard = sorted(os.listdir(examples.split_uri("validation")))[0]
+    path = os.path.join(examples.split_uri("validation"), shard)
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data[:len(data) // 2])
+    with pytest.raises(DataError, match=re.escape(path) + r": unreadable TFRecord shard"):
+        _validate(tmp_path, examples)

@@ -104,7 +104,7 @@ def run(params: EvaluateParams, ctx: ExecutionContext, *, model: Artifact, model
     # Bounded memory: the probes are fitted on a train subsample (evaluate.probe_max_train)
     # read in batches, the threshold calibrated on streamed validation batches, and the
     # test split passes once, a batch at a time; only per-example numbers are kept.
-    probes = _fit_probes(forward, examples, params, seed, log)
+    probes = _fit_probes(scoring.encoder(model), examples, params, seed, log)
     calibration = _calibrate(forward, examples, params)
     test = _test_pass(model, forward, base, examples, params, denoising, variational, probes,
                       seed)
@@ -457,7 +457,7 @@ def _write_blessing(blessing: Artifact, decision: dict, params) -> None:
         "thresholds": decision["thresholds"]})
 
 
-def _fit_probes(forward, examples, params, seed, log) -> dict | None:
+def _fit_probes(encode, examples, params, seed, log) -> dict | None:
     """The linear probes' classifiers (code of the clean image; raw pixels), fitted on
     evaluate.probe_max_train train examples picked while the split streams by; None when
     the sample has a single class."""
@@ -475,10 +475,11 @@ def _fit_probes(forward, examples, params, seed, log) -> dict | None:
     if len(np.unique(train_y)) < 2:
         log.warning("evaluate: train split has a single class, skipping the linear probe")
         return None
-    train_z = np.concatenate([forward(train_x[i:i + BATCH])["code"]
-                              for i in range(0, len(train_x), BATCH)])
-    return {"code": probe.fit(train_z, train_y, seed), "raw": probe.fit(train_x, train_y, seed),
-            "examples": int(len(idx)), "seconds": time.perf_counter() - t0}
+    train_z = np.concatenate([encode(train_x[i:i + BATCH]) for i in range(0, len(train_x), BATCH)])
+    code, raw = probe.side_by_side(lambda: probe.fit(train_z, train_y, seed),
+                                   lambda: probe.fit(train_x, train_y, seed))
+    return {"code": code, "raw": raw, "examples": int(len(idx)),
+            "seconds": time.perf_counter() - t0}
 
 
 def _finetune(model_artifact, train, examples, test, params, seed, log) -> dict:
@@ -503,8 +504,10 @@ def _latent_scatter(sample, params, seed, out_uri, log) -> str:
         panels = [("code (2-D), test split", z)]
     else:
         t0 = time.perf_counter()
-        panels = [(f"t-SNE of the {z.shape[1]}-D code", probe.tsne_2d(z, seed)),
-                  ("t-SNE of raw pixels", probe.tsne_2d(images, seed))]
+        of_code, of_pixels = probe.side_by_side(lambda: probe.tsne_2d(z, seed),
+                                                lambda: probe.tsne_2d(images, seed))
+        panels = [(f"t-SNE of the {z.shape[1]}-D code", of_code),
+                  ("t-SNE of raw pixels", of_pixels)]
         log.info("evaluate: t-SNE of %d test points in %.1fs", len(labels),
                  time.perf_counter() - t0)
     plots.scatter_panels(panels, labels, posixpath.join(out_uri, "latent_scatter.png"),

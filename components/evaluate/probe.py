@@ -17,6 +17,17 @@ MAX_ITER = 200
 SKLEARN_THREADS = max(1, (os.cpu_count() or 1) // 4)
 
 
+def side_by_side(*calls):
+    """The results of independent sklearn calls (zero-argument callables), run at once in
+    threads: each keeps SKLEARN_THREADS threads and sklearn's kernels (BLAS, its Cython
+    loss and t-SNE gradients) release the GIL, so two calls use the cores one leaves idle.
+    Each call computes exactly what it computes alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with threadpool_limits(SKLEARN_THREADS), ThreadPoolExecutor(len(calls)) as pool:
+        return [f.result() for f in [pool.submit(call) for call in calls]]
+
+
 def linear_probe(train_x, train_y, test_x, test_y, seed: int = 0) -> float:
     """Test accuracy of logistic regression on standardized features."""
     clf = fit(train_x, train_y, seed)

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING
 
 import apache_beam as beam
 import tensorflow_data_validation as tfdv
-from tfx_bsl.public.tfxio import TFExampleRecord
 
 from components import data_validation as dv
 from components import features as F
 from components.validate import content
 from pipeline import beam_jobs
+from pipeline.errors import DataError
 from pipeline.schemas import load_schema
 
 if TYPE_CHECKING:
@@ -35,16 +35,40 @@ TEST_AGAINST = "train"  # test is compared with train (validation is carved from
 MIN_EXPECTED_COUNT = 10.0
 
 
+class ReadShard(beam.DoFn):
+    """One shard's examples as Arrow RecordBatches of BATCH rows, decoded as tfx_bsl's
+    TFExampleRecord decodes them (the same columns and types). tf.data reads the GZIP
+    records in C++: Beam's TFRecord source checks and yields each record in Python, which
+    was a third of this stage's time on 70,000 examples."""
+
+    def setup(self):
+        from tfx_bsl.coders import example_coder
+
+        self._decoder = example_coder.ExamplesToRecordBatchDecoder()
+
+    def process(self, path: str):
+        import tensorflow as tf
+
+        try:
+            for records in tf.data.TFRecordDataset(path, F.COMPRESSION).batch(BATCH):
+                yield self._decoder.DecodeBatch(records.numpy().tolist())
+        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+            raise DataError(f"{path}: unreadable TFRecord shard "
+                            f"({e.message.splitlines()[0]})") from None
+
+
 def statistics_pass(examples: Artifact, splits: list[str], schema, out: Artifact,
                     beam_args) -> None:
     """TFDV statistics and pixel moments of every split, in one Beam pipeline."""
     with beam_jobs.pipeline(beam_args) as p:
         for split in splits:
-            pattern = posixpath.join(examples.split_uri(split), F.SHARD_PATTERN)
+            files = examples.split_files(split, F.SHARD_PATTERN)
+            if not files:
+                raise DataError(f"{examples.split_uri(split)}: no {F.SHARD_PATTERN} shards")
             batches, moments = (
                 p
-                | f"Read[{split}]" >> TFExampleRecord(
-                    file_pattern=pattern, telemetry_descriptors=["ae_pipeline"]).BeamSource(BATCH)
+                | f"Shards[{split}]" >> beam.Create(files, reshuffle=False)
+                | f"Read[{split}]" >> beam.ParDo(ReadShard())
                 | f"Content[{split}]" >> beam.ParDo(content.ContentFeatures()).with_outputs(
                     content.ContentFeatures.MOMENTS, main="batches"))
             dv.write_statistics(batches, split, schema, out)
