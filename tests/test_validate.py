@@ -29,7 +29,11 @@ def _validate(tmp_path, examples, outs=None):
 
 
 def test_clean_data_passes_and_writes_tfdv_artifacts(tmp_path):
-    metrics, outs = _validate(tmp_path, _raw(tmp_path))
+    from components import data_validation as dv
+    from pipeline.schemas import load_schema
+
+    examples = _raw(tmp_path)
+    metrics, outs = _validate(tmp_path, examples)
     assert metrics["anomalous_splits"] == []
     # What transform reads (its raw_anomalies input): no anomalous split, every split checked.
     assert outs["anomalies"].properties["anomalous_splits"] == []
@@ -53,6 +57,19 @@ def test_clean_data_passes_and_writes_tfdv_artifacts(tmp_path):
     assert os.path.getsize(os.path.join(outs["statistics"].uri, "Split-train", "statistics.html")) > 1000
     assert os.path.exists(os.path.join(outs["anomalies"].uri, "Split-train", "SchemaDiff.pb"))
     assert set(metrics["drift"]["test"]) == {"label", "image"}  # the schema's comparators
+    # The example features' statistics (read by validate's shard reader, quantiles from
+    # exact counts) are what TFDV's own reader and default generators compute, value for
+    # value; the content features come on top.
+    tfdvs = tfdv.generate_statistics_from_tfrecord(
+        os.path.join(examples.split_uri("test"), "data-*.tfrecord.gz"),
+        stats_options=tfdv.StatsOptions(schema=load_schema(params("validate").schema),
+                                        num_top_values=dv.NUM_TOP_VALUES,
+                                        num_rank_histogram_buckets=dv.NUM_RANK_HISTOGRAM_BUCKETS))
+    by_name = {f.path.step[0]: f for f in stats.datasets[0].features}
+    assert stats.datasets[0].num_examples == tfdvs.datasets[0].num_examples == 60
+    for feature in tfdvs.datasets[0].features:
+        assert by_name[feature.path.step[0]] == feature, feature.path.step[0]
+    assert len(by_name["image"].num_stats.histograms) == 2
 
 
 def test_out_of_range_pixels_stop_the_run(tmp_path):
@@ -268,35 +285,6 @@ def test_exact_integer_quantiles_hand_the_rest_to_the_sketch():
     got, want = _quantiles(exact, 4), _quantiles(sketch, 4)
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
-
-
-def test_validate_statistics_equal_tfdvs_default_generators(tmp_path):
-    """What validate writes for the example features (read by its shard reader, quantiles
-    from exact counts) is what TFDV's own reader and default generators compute, value for
-    value; the content features come on top."""
-    import tensorflow_data_validation as tfdv
-
-    from components import data_validation as dv
-    from components import features as F
-    from pipeline.schemas import load_schema
-
-    examples = _raw(tmp_path)
-    _, outs = _validate(tmp_path, examples)
-    schema = load_schema(params("validate").schema)
-    for split in ("train", "test"):
-        ours = tfdv.load_stats_binary(os.path.join(outs["statistics"].uri, f"Split-{split}",
-                                                   dv.STATS_FILE))
-        tfdvs = tfdv.generate_statistics_from_tfrecord(
-            os.path.join(examples.split_uri(split), F.SHARD_PATTERN),
-            stats_options=tfdv.StatsOptions(
-                schema=schema, num_top_values=dv.NUM_TOP_VALUES,
-                num_rank_histogram_buckets=dv.NUM_RANK_HISTOGRAM_BUCKETS))
-        by_name = {f.path.step[0]: f for f in ours.datasets[0].features}
-        assert ours.datasets[0].num_examples == tfdvs.datasets[0].num_examples
-        for feature in tfdvs.datasets[0].features:
-            assert by_name[feature.path.step[0]] == feature, (split, feature.path.step[0])
-        image = by_name["image"].num_stats
-        assert len(image.histograms) == 2 and image.histograms[0].buckets
 
 
 def test_an_unreadable_shard_is_a_data_error_naming_it(tmp_path):
