@@ -168,7 +168,8 @@ class ExactIntegerQuantiles:
 
 
 def _integers(array: pa.Array) -> bool:
-    return pa.types.is_integer(array.type) and array.null_count == 0
+    # Signed only: what tf.Example's int64_list decodes to; np.bincount refuses uint64.
+    return pa.types.is_signed_integer(array.type) and array.null_count == 0
 
 
 class ExactIntegerBasicStats(basic_stats_generator.BasicStatsGenerator):
