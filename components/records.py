@@ -7,12 +7,15 @@ and GZIP level 1 writes ~4x faster than the default level for 5% larger files.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pyarrow as pa
 import tensorflow as tf
 from tfx_bsl.coders import example_coder
 
 from components import features as F
+from pipeline.errors import DataError
 
 GZIP_LEVEL = 1
 
@@ -59,6 +62,16 @@ def write_shard(path: str, records: list[bytes]) -> int:
         for record in records:
             writer.write(record)
     return len(records)
+
+
+@contextlib.contextmanager
+def shard_errors(path: str):
+    """TensorFlow's errors reading or writing shard `path` (corrupt or truncated GZIP, a
+    bad record) as the one-line DataError naming the shard."""
+    try:
+        yield
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+        raise DataError(f"{path}: unreadable TFRecord shard ({e.message.splitlines()[0]})") from None
 
 
 def iter_shard(path: str, float_images: bool, batch_size: int = 4096):

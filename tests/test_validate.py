@@ -299,3 +299,13 @@ def test_an_unreadable_shard_is_a_data_error_naming_it(tmp_path):
         f.write(data[:len(data) // 2])
     with pytest.raises(DataError, match=re.escape(path) + r": unreadable TFRecord shard"):
         _validate(tmp_path, examples)
+
+
+def test_a_split_without_shards_is_a_data_error_naming_it(tmp_path):
+    from pipeline.errors import DataError
+
+    examples = _raw(tmp_path)
+    for shard in os.listdir(examples.split_uri("test")):
+        os.remove(os.path.join(examples.split_uri("test"), shard))
+    with pytest.raises(DataError, match=r"no data-\*\.tfrecord\.gz shards for split 'test'"):
+        _validate(tmp_path, examples)

@@ -19,6 +19,7 @@ import apache_beam as beam
 from tensorflow.io import gfile
 
 from components import data_validation as dv
+from components import examples_io
 from components import features as F
 from components.preprocessing import normalize
 from components.transform import noise
@@ -48,21 +49,16 @@ class _TransformShard(beam.DoFn):
         self.out_uri, self.kind, self.factor, self.seed = out_uri, kind, factor, seed
 
     def process(self, task):
-        import tensorflow as tf
-
         from components import records
 
         split, path = task
         out = posixpath.join(self.out_uri, f"Split-{split}", posixpath.basename(path))
-        try:
-            with records.shard_writer(out) as writer:
-                for data in records.iter_shard(path, float_images=False, batch_size=STATS_BATCH):
-                    batch = self._transform(data)
-                    for example in records.to_examples(batch):
-                        writer.write(example)
-                    yield batch
-        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
-            raise DataError(f"{path}: unreadable TFRecord shard ({e.message.splitlines()[0]})") from None
+        with records.shard_errors(path), records.shard_writer(out) as writer:
+            for data in records.iter_shard(path, float_images=False, batch_size=STATS_BATCH):
+                batch = self._transform(data)
+                for example in records.to_examples(batch):
+                    writer.write(example)
+                yield batch
 
     def _transform(self, data: dict):
         from components import records
@@ -86,9 +82,7 @@ def run(params: TransformParams, ctx: ExecutionContext, *, examples: Artifact,
     shard_fn = _TransformShard(out.uri, params.noise_kind, params.noise_factor, params.seed)
     with beam_jobs.pipeline(ctx.beam_args) as p:
         for split in splits:
-            files = raw.split_files(split, F.SHARD_PATTERN)
-            if not files:
-                raise DataError(f"{raw.split_uri(split)}: no {F.SHARD_PATTERN} shards")
+            files = examples_io.shard_files(raw, split)
             gfile.makedirs(out.split_uri(split))
             batches = (p
                        | f"Shards[{split}]" >> beam.Create([(split, f) for f in files], reshuffle=False)

@@ -3,7 +3,7 @@
 TFDV pools the 784 pixel values of every image into one feature and checks only their
 domain, so blank, constant, inverted or shifted images pass it. Two additions close that:
 
-1. Per-image features (`add_content_features`), appended to each Arrow RecordBatch before
+1. Per-image features (`ContentFeatures`), appended to each Arrow RecordBatch before
    TFDV's GenerateStatistics, so TFDV itself computes their statistics and checks them
    against the float_domain of each in the curated schema (schemas/raw/schema.pbtxt).
      image_mean           mean intensity in [0, 1]
@@ -56,12 +56,6 @@ def _image_matrix(batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(values, np.float64).reshape(-1, F.PIXELS) / PIXEL_MAX, good
 
 
-def add_content_features(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """The batch with the four per-image features appended (one float per row; missing
-    for rows that are not 784 pixels long)."""
-    return _with_features(batch, *_image_matrix(batch))
-
-
 class ContentFeatures(beam.DoFn):
     """One conversion of each batch to pixels for both content checks: emits the batch
     with its per-image features (main output, for TFDV) and the batch's pixel moments
@@ -80,6 +74,8 @@ def _moments(x: np.ndarray):
 
 
 def _with_features(batch: pa.RecordBatch, x: np.ndarray, good: np.ndarray) -> pa.RecordBatch:
+    """The batch with the four per-image features appended (one float per row; missing
+    for rows that are not 784 pixels long)."""
     per_image = {MEAN: x.mean(axis=1), STD: x.std(axis=1), INK: (x > INK_LEVEL).mean(axis=1),
                  SATURATED: (x >= 1.0).mean(axis=1)}
     n = batch.num_rows

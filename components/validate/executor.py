@@ -17,10 +17,10 @@ import apache_beam as beam
 import tensorflow_data_validation as tfdv
 
 from components import data_validation as dv
+from components import examples_io
 from components import features as F
 from components.validate import content
 from pipeline import beam_jobs
-from pipeline.errors import DataError
 from pipeline.schemas import load_schema
 
 if TYPE_CHECKING:
@@ -49,12 +49,11 @@ class ReadShard(beam.DoFn):
     def process(self, path: str):
         import tensorflow as tf
 
-        try:
-            for records in tf.data.TFRecordDataset(path, F.COMPRESSION).batch(BATCH):
-                yield self._decoder.DecodeBatch(records.numpy().tolist())
-        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
-            raise DataError(f"{path}: unreadable TFRecord shard "
-                            f"({e.message.splitlines()[0]})") from None
+        from components import records
+
+        with records.shard_errors(path):
+            for batch in tf.data.TFRecordDataset(path, F.COMPRESSION).batch(BATCH):
+                yield self._decoder.DecodeBatch(batch.numpy().tolist())
 
 
 def statistics_pass(examples: Artifact, splits: list[str], schema, out: Artifact,
@@ -62,12 +61,10 @@ def statistics_pass(examples: Artifact, splits: list[str], schema, out: Artifact
     """TFDV statistics and pixel moments of every split, in one Beam pipeline."""
     with beam_jobs.pipeline(beam_args) as p:
         for split in splits:
-            files = examples.split_files(split, F.SHARD_PATTERN)
-            if not files:
-                raise DataError(f"{examples.split_uri(split)}: no {F.SHARD_PATTERN} shards")
             batches, moments = (
                 p
-                | f"Shards[{split}]" >> beam.Create(files, reshuffle=False)
+                | f"Shards[{split}]" >> beam.Create(examples_io.shard_files(examples, split),
+                                                    reshuffle=False)
                 | f"Read[{split}]" >> beam.ParDo(ReadShard())
                 | f"Content[{split}]" >> beam.ParDo(content.ContentFeatures()).with_outputs(
                     content.ContentFeatures.MOMENTS, main="batches"))
