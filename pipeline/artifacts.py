@@ -23,6 +23,9 @@ COMMIT_MARKER = "_COMMITTED"
 # artifact only while they exist (pipeline/launcher.py, `usable`).
 EXTERNAL_PATHS = "external_paths"
 TMP_PREFIX = ".tmp-"
+# Key of `_artifact.json` (not an artifact property): the execution that made it, for
+# rebuilding ML Metadata from the files (pipeline/recovery.py).
+EXECUTION_RECORD = "execution"
 
 # Artifact types, named as TFX names them.
 EXAMPLES = "Examples"
@@ -127,7 +130,16 @@ def read_properties(uri: str) -> dict[str, Any]:
     if not exists(path):
         return {}
     with (_gfile().GFile(path) if _remote(path) else open(path)) as f:
-        return json.load(f)
+        props = json.load(f)
+    props.pop(EXECUTION_RECORD, None)
+    return props
+
+
+def read_execution_record(uri: str) -> dict[str, Any] | None:
+    """What `_artifact.json` says made the artifact (None for artifacts older than it)."""
+    path = posixpath.join(uri, "_artifact.json")
+    with (_gfile().GFile(path) if _remote(path) else open(path)) as f:
+        return json.load(f).get(EXECUTION_RECORD)
 
 
 def load(type_: str, uri: str) -> Artifact:

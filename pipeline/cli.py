@@ -1,8 +1,11 @@
-"""Command line: `run_pipeline.py run | runs | show | lineage | diff | gc | config`.
+"""Command line: `run_pipeline.py run | runs | show | lineage | diff | gc | recover | config`.
 
 Exit codes (stable, for schedulers; pipeline/errors.py): 0 success, 2 invalid config or
-usage, 3 data rejected (missing, corrupt or anomalous input), 4 a stage failed, 75 skipped
-(--skip-if-running found another live run), 130 interrupted (SIGINT or SIGTERM).
+usage, 3 data rejected (missing, corrupt or anomalous input), 4 a stage failed, 74 the
+machine or the root failed (no space, read-only, permission, a damaged metadata store),
+75 skipped (--skip-if-running found another live run), 130 interrupted (SIGINT or SIGTERM).
+
+`runs`, `show`, `lineage`, `diff` and `config` only read: they work on a read-only root.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Callable
 
 from pipeline import console
 from pipeline.errors import (EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK, EXIT_SKIPPED, EXIT_STAGE,
-                             ConfigError, PipelineError)
+                             ConfigError, EnvironmentFailure, PipelineError)
 
 log = logging.getLogger("pipeline")
 DEFAULT_ROOT = "output"
@@ -69,7 +72,10 @@ def _parser(stage_names: list[str] | None = None) -> argparse.ArgumentParser:
     s.add_argument("--keep-last", type=int, metavar="N", help="keep the N newest runs")
     s.add_argument("--keep-days", type=float, metavar="D", help="keep runs of the last D days")
     s.add_argument("--dry-run", action="store_true", help="say what would go, delete nothing")
-    for name in ("runs", "show", "lineage", "diff", "gc"):
+    sub.add_parser("recover", help="check the metadata store; if it is damaged or missing, "
+                                   "restore the newest good backup, then record again every "
+                                   "committed artifact it lacks (from their _artifact.json)")
+    for name in ("runs", "show", "lineage", "diff", "gc", "recover"):
         sub.choices[name].add_argument("--root", default=DEFAULT_ROOT)
         sub.choices[name].add_argument("--json", action="store_true",
                                        help="machine-readable output")
@@ -123,6 +129,8 @@ def _plan(create_pipeline, args):
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", run_id):
         raise ConfigError(f"--run-id {run_id!r}: use letters, digits, '.', '_', '-'")
     root = os.path.abspath(args.root) if "://" not in args.root else args.root
+    if "://" not in root:
+        _ensure_writable(root)
     if os.path.exists(os.path.join(root, "runs", run_id)):
         raise ConfigError(f"--run-id {run_id!r}: a run with this id already exists under "
                           f"{root}; run ids are never reused")
@@ -141,8 +149,13 @@ def _run(create_pipeline, args, argv) -> int:
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     run_dir = os.path.join(root, "runs", run_id)
-    os.makedirs(run_dir)
-    console.log_to_file(os.path.join(run_dir, "pipeline.log"))
+    try:
+        os.makedirs(run_dir)
+        console.log_to_file(os.path.join(run_dir, "pipeline.log"))
+    except OSError as e:
+        e = EnvironmentFailure(f"{run_dir}: cannot create the run's directory ({e.strerror})")
+        log.error("%s (exit %d)", e, e.exit_code)
+        return e.exit_code
 
     from pipeline import runner
 
@@ -154,10 +167,8 @@ def _run(create_pipeline, args, argv) -> int:
                             skip_if_running=args.skip_if_running,
                             command=shlex.join(["run_pipeline.py", *argv]))
     except BaseException as e:  # noqa: BLE001 - every failure ends in one line and a code
-        from pipeline.metadata import MetadataStore
-
         log.debug("traceback:\n", exc_info=True)
-        error = (MetadataStore(root).get_run(run_id) or {}).get("error")
+        error = _recorded_error(root, run_id)
         if error is None:
             from pipeline.launcher import describe
 
@@ -177,6 +188,36 @@ def _run(create_pipeline, args, argv) -> int:
     log.info("summary: %s, report: %s", os.path.join(run_dir, "summary.json"),
              os.path.join(run_dir, "report.html"))
     return EXIT_OK
+
+
+def _recorded_error(root: str, run_id: str) -> dict | None:
+    """The run's error as ML Metadata recorded it; None where the store cannot say (it is
+    the store, or the disk under it, that failed)."""
+    from pipeline.metadata import MetadataStore
+
+    try:
+        return (MetadataStore(root, readonly=True).get_run(run_id) or {}).get("error")
+    except Exception:  # noqa: BLE001 - the caller describes the exception itself
+        log.debug("could not read run %s's error back", run_id, exc_info=True)
+        return None
+
+
+def _ensure_writable(root: str) -> None:
+    """EnvironmentFailure unless files can be created under `root` (a read-only mount, a
+    full disk with no room for a file, no permission). Creates the root if needed."""
+    probe = os.path.join(root, f".write-probe-{os.getpid()}")
+    try:
+        os.makedirs(root, exist_ok=True)
+        with open(probe, "w") as f:
+            f.write("probe")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise EnvironmentFailure(f"{root}: the pipeline root is not writable ({e.strerror}); "
+                                 "`runs`, `show`, `lineage` and `diff` still read it") from None
+    finally:
+        if os.path.exists(probe):
+            os.remove(probe)
 
 
 def _interrupt(signum, frame):
@@ -224,20 +265,38 @@ def _print_stages(s: dict) -> None:
 
 
 def _inspect(args) -> int:
-    from pipeline import inspection, runner, summary
+    from pipeline import runner
     from pipeline.metadata import MetadataStore
 
     root = os.path.abspath(args.root) if "://" not in args.root else args.root
-    if not os.path.exists(os.path.join(root, "metadata.sqlite")):
-        if args.command == "runs":
-            print("[]" if args.json else f"no runs under {root}")
-            return EXIT_OK
-        log.error("no pipeline root at %s (no metadata.sqlite) (exit %d)", root, EXIT_CONFIG)
-        return EXIT_CONFIG
-    store = MetadataStore(root)
-    if args.command == "gc":
-        return _gc(args, root)
-    runner.sweep_abandoned(store)
+    try:
+        if args.command in ("gc", "recover"):  # they write: refused on a read-only root
+            _ensure_writable(root)
+        if args.command == "recover":
+            return _recover(args, root)
+        if not os.path.exists(os.path.join(root, "metadata.sqlite")):
+            from pipeline.metadata import check_store
+
+            check_store(root)  # missing beside committed artifacts: a lost store
+            if args.command == "runs":
+                print("[]" if args.json else f"no runs under {root}")
+                return EXIT_OK
+            log.error("no pipeline root at %s (no metadata.sqlite) (exit %d)", root, EXIT_CONFIG)
+            return EXIT_CONFIG
+        if args.command == "gc":
+            return _gc(args, root)
+        if os.access(root, os.W_OK):  # a read-only root is shown as it was recorded
+            runner.sweep_abandoned(MetadataStore(root))
+        store = MetadataStore(root, readonly=True)
+        return _read(args, root, store)
+    except EnvironmentFailure as e:
+        log.error("%s (exit %d)", e, e.exit_code)
+        return e.exit_code
+
+
+def _read(args, root: str, store) -> int:
+    """runs, show, lineage, diff: views of the store, opened read-only."""
+    from pipeline import inspection, summary
 
     def view(run_id: str) -> dict | None:
         if not store.run_exists(run_id):
@@ -272,6 +331,14 @@ def _inspect(args) -> int:
     rows = inspection.filter_rows([inspection.run_row(v) for v in views], args.status,
                                   args.dataset, args.variant, args.blessed or None, args.limit)
     return emit(rows, inspection.runs_text(rows))
+
+
+def _recover(args, root: str) -> int:
+    from pipeline import recovery
+
+    result = recovery.recover(root)
+    print(json.dumps(result, indent=2, default=str) if args.json else recovery.render_text(result))
+    return EXIT_OK
 
 
 def _gc(args, root: str) -> int:

@@ -24,7 +24,8 @@ from pipeline import artifacts, console, locks, summary
 from pipeline import fingerprint as fingerprint_lib
 from pipeline.artifacts import Artifact
 from pipeline.component import BLESSED_MODEL_DATA, Component, ExecutionContext
-from pipeline.errors import DataError, Interrupted, PipelineError, StageError
+from pipeline.errors import (ConfigError, DataError, Interrupted, PipelineError, StageError,
+                             StopRun, environment_failure)
 from pipeline.metadata import MetadataStore
 
 log = logging.getLogger("pipeline")
@@ -49,8 +50,12 @@ class RunContext:
 
 def describe(exc: BaseException) -> dict:
     """kind, one-line message and exit code of any exception a stage can raise."""
-    if isinstance(exc, KeyboardInterrupt):
+    if isinstance(exc, StopRun) and exc.reason is not None:
+        exc = exc.reason
+    elif isinstance(exc, KeyboardInterrupt):
         exc = Interrupted("interrupted (SIGINT or SIGTERM)")
+    elif not isinstance(exc, (ConfigError, Interrupted)) and (env := environment_failure(exc)):
+        exc = env  # a full disk is not bad data, whatever the code was reading
     elif not isinstance(exc, PipelineError):
         exc = StageError(f"{type(exc).__name__}: {exc}")
     message = str(exc).strip()
@@ -172,20 +177,32 @@ def _execute(store, component, params, fingerprint, inputs, run, started) -> dic
         metrics = component.call(params, ctx, inputs, outputs)
     except BaseException as exc:  # noqa: BLE001 - recorded, then re-raised
         error = describe(exc)
-        keep = component.published_on_rejection if isinstance(exc, DataError) else ()
-        published = _commit(name, {k: staged[k] for k in keep}, outputs, fingerprint, run)
-        for k in set(staged) - set(keep):
-            artifacts.discard(staged[k])
+        log.debug("[%s] traceback:\n%s", name, traceback.format_exc())
+        rejected = isinstance(exc, DataError) and error["exit_code"] == DataError.exit_code
+        keep = component.published_on_rejection if rejected else ()
+        published = {}
+        try:
+            published = _commit(name, {k: staged[k] for k in keep}, outputs, fingerprint, run)
+        except Exception:  # noqa: BLE001 - e.g. the disk filled up: the stage's error stands
+            log.debug("[%s] could not publish %s", name, list(keep), exc_info=True)
+        for k in staged:
+            if k not in published:
+                artifacts.discard(staged[k])
         duration = round(time.time() - started, 2)
         state = "canceled" if error["kind"] == Interrupted.kind else "failed"
-        store.put_execution(run.run_id, name, state, {"error": error, "duration_s": duration},
-                            outputs=published, execution_id=execution_id)
-        summary.write(store, run.run_id)
-        log.debug("[%s] traceback:\n%s", name, traceback.format_exc())
+        try:  # recorded where the store can still be written
+            store.put_execution(run.run_id, name, state, {"error": error, "duration_s": duration},
+                                outputs=published, execution_id=execution_id)
+            summary.write(store, run.run_id)
+        except Exception:  # noqa: BLE001 - a full disk or a broken store: the error stands
+            log.debug("[%s] could not record the failure in ML Metadata", name, exc_info=True)
         log.error("[%s] %s after %.1fs: %s", name, state.upper(), duration, error["message"])
         raise
-    committed = _commit(name, staged, outputs, fingerprint, run)
     duration = round(time.time() - started, 2)
+    committed = _commit(name, staged, outputs, fingerprint, run,
+                        {"stage": name, "fingerprint": fingerprint, "started": started,
+                         "duration_s": duration, "metrics": metrics,
+                         "inputs": {k: _relative(run.root, a.uri) for k, a in inputs.items()}})
     store.put_execution(run.run_id, name, "complete", {"metrics": metrics, "duration_s": duration},
                         outputs=committed, execution_id=execution_id)
     summary.write(store, run.run_id)
@@ -193,16 +210,24 @@ def _execute(store, component, params, fingerprint, inputs, run, started) -> dic
     return committed
 
 
-def _commit(name, staged, outputs, fingerprint, run) -> dict[str, Artifact]:
+def _commit(name, staged, outputs, fingerprint, run, execution=None) -> dict[str, Artifact]:
+    """Commit the staged outputs. Each `_artifact.json` also keeps `execution` (what made
+    it, from which inputs), so that `recover` can rebuild ML Metadata from the files."""
     committed = {}
     for k, tmp in staged.items():
         final = run.artifact_uri(name, k)
         props = dict(outputs[k].properties)
         props.update({"fingerprint": f"{fingerprint}:{name}.{k}", "producer": name,
                       "run_id": run.run_id})
-        artifacts.commit(tmp, final, {**props, "type": outputs[k].type})
+        artifacts.commit(tmp, final, {**props, "type": outputs[k].type,
+                                      artifacts.EXECUTION_RECORD: execution})
         committed[k] = Artifact(type=outputs[k].type, uri=final, properties=props)
     return committed
+
+
+def _relative(root: str, uri: str) -> str:
+    prefix = root.rstrip("/") + "/"
+    return uri[len(prefix):] if uri.startswith(prefix) else uri
 
 
 def _reuse(store, component, fingerprint, inputs, run, hit, started) -> dict[str, Artifact]:

@@ -14,13 +14,22 @@ run state and lineage.
 Concurrent runs share the SQLite file. MLMD's own busy handler gives up after about ten
 short retries ("Concurrent writes aborted"), so every write here is serialized by a
 file lock and retried on top of that.
+
+The file is checked once per process when it is opened (SQLite's quick_check, bounded
+in time): a damaged store is an EnvironmentFailure naming it, never a traceback.
+Inspection opens it read-only (no lock files, so a read-only root can be inspected).
+Every run that ends takes a consistent copy with SQLite's online backup API into
+`<root>/backups/` (the newest KEEP_BACKUPS kept); `recover` (pipeline/recovery.py)
+restores from there.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import posixpath
+import sqlite3
 import time
 from typing import Any, Callable
 
@@ -29,13 +38,19 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as pb
 
 from pipeline import locks
-from pipeline.artifacts import BLESSING, Artifact
+from pipeline.artifacts import BLESSING, COMMIT_MARKER, Artifact
+from pipeline.errors import EnvironmentFailure
 
 PIPELINE_NAME = "ae_pipeline"
 RUN_CONTEXT = "pipeline_run"
 PIPELINE_CONTEXT = "pipeline"
 DB_FILE = "metadata.sqlite"
 WRITE_RETRY_S = 120.0
+BACKUP_DIR = "backups"
+KEEP_BACKUPS = 5
+# quick_check reads every page; past this it stops and the store is taken as it is.
+INTEGRITY_BUDGET_S = 10.0
+_checked: set[str] = set()  # stores already checked by this process
 
 STATES = {
     "running": pb.Execution.RUNNING,
@@ -73,19 +88,126 @@ def _props(proto) -> dict[str, Any]:
     return {k: _get(v) for k, v in proto.custom_properties.items()}
 
 
+def integrity_problem(path: str, budget_s: float = INTEGRITY_BUDGET_S) -> str | None:
+    """Why the SQLite file at `path` is not a usable ML Metadata store, or None. Read-only
+    (no journal is created); a check that runs out of `budget_s` finds nothing."""
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    except sqlite3.Error as e:
+        return str(e)
+    deadline = time.monotonic() + budget_s
+    con.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
+    try:
+        rows = con.execute("PRAGMA quick_check").fetchall()
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.OperationalError as e:
+        return None if "interrupted" in str(e) else str(e)
+    except sqlite3.DatabaseError as e:
+        return str(e)
+    finally:
+        con.close()
+    if rows != [("ok",)]:
+        return "; ".join(str(r[0]) for r in rows[:3])
+    if tables and "Context" not in tables:
+        return "an SQLite file, but not an ML Metadata store (no Context table)"
+    return None
+
+
+def committed_artifacts(root: str) -> list[str]:
+    """Every committed artifact directory under the root (`artifacts/<stage>/<run>/<key>`)."""
+    return sorted(os.path.dirname(p) for p in glob.glob(
+        os.path.join(root, "artifacts", "*", "*", "*", COMMIT_MARKER)))
+
+
+def check_store(root: str) -> None:
+    """Raise EnvironmentFailure when the root's store is damaged, or missing while
+    committed artifacts say it existed; checked once per process."""
+    path = os.path.join(root, DB_FILE)
+    if path in _checked:
+        return
+    if not os.path.exists(path):
+        if committed_artifacts(root):
+            raise EnvironmentFailure(
+                f"{path}: the metadata store is missing but {root}/artifacts holds committed "
+                f"artifacts; run `run_pipeline.py recover --root {root}` to restore it")
+        return
+    problem = integrity_problem(path)
+    if problem:
+        raise EnvironmentFailure(f"{path}: the metadata store is damaged ({problem}); run "
+                                 f"`run_pipeline.py recover --root {root}` to restore it")
+    _checked.add(path)
+
+
+def backup_store(root: str, name: str, keep: int = KEEP_BACKUPS) -> str:
+    """A consistent copy of the store as `<root>/backups/metadata-<name>.sqlite` (SQLite's
+    online backup API, under the store's write lock), checked before it replaces
+    anything; the newest `keep` copies are kept. Returns its path."""
+    directory = os.path.join(root, BACKUP_DIR)
+    os.makedirs(directory, exist_ok=True)
+    final = os.path.join(directory, f"metadata-{name}.sqlite")
+    tmp = os.path.join(directory, f".tmp-{name}-{os.getpid()}.sqlite")
+    try:
+        with locks.held(root, "metadata", poll_s=0.05):
+            copy_sqlite(os.path.join(root, DB_FILE), tmp)
+        problem = integrity_problem(tmp)
+        if problem:
+            raise EnvironmentFailure(f"{tmp}: the backup copy is not usable ({problem})")
+        os.replace(tmp, final)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    for old in backups(root)[keep:]:
+        os.remove(old)
+    return final
+
+
+def backups(root: str) -> list[str]:
+    """The store's backups, newest first."""
+    found = glob.glob(os.path.join(root, BACKUP_DIR, "metadata-*.sqlite"))
+    return sorted(found, key=os.path.getmtime, reverse=True)
+
+
+def copy_sqlite(src: str, dst: str) -> None:
+    """`src` into a new file `dst`, page by page with SQLite's backup API, fsynced."""
+    source = sqlite3.connect(f"file:{src}?mode=ro", uri=True, timeout=60)
+    target = sqlite3.connect(dst)
+    try:
+        source.backup(target)
+    finally:
+        target.close()
+        source.close()
+    with open(dst, "rb") as f:
+        os.fsync(f.fileno())
+
+
 class MetadataStore:
-    def __init__(self, root: str):
+    def __init__(self, root: str, readonly: bool = False, check: bool = True):
+        """`readonly`: for inspection; needs no write access to the root (no lock files,
+        no schema creation), and the file must exist. `check`: check_store first (only
+        `recover`, which makes a new store beside lost artifacts, skips it)."""
         self.root = root
         self.path = os.path.join(root, DB_FILE)
-        os.makedirs(root, exist_ok=True)
+        self.readonly = readonly
+        if check:
+            check_store(root)
         config = pb.ConnectionConfig()
         config.sqlite.filename_uri = self.path
+        self._types: dict[tuple[str, str], int] = {}
+        if readonly:
+            config.sqlite.connection_mode = pb.SqliteMetadataSourceConfig.READONLY
+            self.store = metadata_store.MetadataStore(config)
+            return
+        try:
+            os.makedirs(root, exist_ok=True)
+        except OSError as e:
+            raise EnvironmentFailure(f"{root}: cannot create the pipeline root ({e.strerror})") from None
         config.sqlite.connection_mode = pb.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
         # Opening a new file creates the schema: a write like any other.
         self.store = self._write(lambda: metadata_store.MetadataStore(config))
-        self._types: dict[tuple[str, str], int] = {}
 
     def _write(self, fn: Callable[[], Any]) -> Any:
+        if self.readonly:
+            raise EnvironmentFailure(f"{self.path}: opened read-only, cannot be written")
         deadline = time.monotonic() + WRITE_RETRY_S
         while True:
             try:
@@ -108,6 +230,14 @@ class MetadataStore:
 
     # -- types ---------------------------------------------------------------------
     def _type_id(self, kind: str, name: str) -> int:
+        if self.readonly and (kind, name) not in self._types:
+            get = {"artifact": self.store.get_artifact_type,
+                   "execution": self.store.get_execution_type,
+                   "context": self.store.get_context_type}[kind]
+            try:
+                return get(name).id
+            except mlmd_errors.NotFoundError:
+                return -1  # never recorded: matches nothing
         if (kind, name) not in self._types:
             put = {"artifact": (self.store.put_artifact_type, pb.ArtifactType),
                    "execution": (self.store.put_execution_type, pb.ExecutionType),

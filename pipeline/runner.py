@@ -15,11 +15,14 @@ backup stays in the stage's work directory, so the same command resumes it.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import glob
+import hashlib
 import logging
 import os
 import shutil
 import socket
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -29,10 +32,11 @@ from pipeline.artifacts import Artifact
 from pipeline.component import Component
 from pipeline import config as config_lib
 from pipeline.config import Config, Params, key
-from pipeline.errors import EXIT_OK, EXIT_SKIPPED, ConfigError, PipelineError
+from pipeline.errors import (EXIT_OK, EXIT_SKIPPED, ConfigError, EnvironmentFailure, PipelineError,
+                             StopRun, environment_failure)
 from pipeline.launcher import (RunContext, describe, fingerprint_inputs, launch, resolve, stage_fingerprint,
                                usable)
-from pipeline.metadata import MetadataStore
+from pipeline.metadata import DB_FILE, MetadataStore, backup_store, check_store
 
 log = logging.getLogger("pipeline")
 HEARTBEAT_S = 10.0
@@ -137,10 +141,14 @@ def plan(components, config: Config, root: str | None = None) -> Plan:
 
 
 def _existing_store(root: str | None) -> MetadataStore | None:
-    """The root's ML Metadata if it exists (planning creates nothing)."""
-    if root is None or not os.path.exists(os.path.join(root, "metadata.sqlite")):
+    """The root's ML Metadata if it exists (planning creates nothing); a damaged or lost
+    store is an EnvironmentFailure here, before anything runs."""
+    if root is None or "://" in root:
+        return None if root is None else MetadataStore(root)
+    check_store(root)
+    if not os.path.exists(os.path.join(root, DB_FILE)):
         return None
-    return MetadataStore(root)
+    return MetadataStore(root, readonly=True)
 
 
 # -- liveness ---------------------------------------------------------------------------
@@ -173,6 +181,7 @@ def sweep_abandoned(store: MetadataStore) -> list[str]:
         for tmp in glob.glob(os.path.join(store.root, "artifacts", "*", run_id,
                                           artifacts.TMP_PREFIX + "*")):
             shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(scratch_dir(store.root, run_id), ignore_errors=True)
         store.update_run(run_id, status="abandoned", finished=run.get("heartbeat"))
         publish(store, run_id)
         log.warning("run %s was abandoned (its process %s on %s is gone); recorded as such",
@@ -182,15 +191,75 @@ def sweep_abandoned(store: MetadataStore) -> list[str]:
 
 
 class _Heartbeat(threading.Thread):
+    """Beats the run's heartbeat in ML Metadata. When it cannot (the disk filled up, the
+    store broke), it says nothing on the console and stops the run: it raises StopRun
+    carrying the EnvironmentFailure in the main thread (a run whose liveness cannot be
+    recorded would soon be taken for abandoned by the others)."""
+
     def __init__(self, root: str, run_id: str):
         super().__init__(daemon=True, name=f"heartbeat-{run_id}")
         self.root, self.run_id = root, run_id
         self.stopped = threading.Event()
+        self.main = threading.get_ident()  # the thread running the run
 
     def run(self):
-        store = MetadataStore(self.root)  # its own connection: MLMD stores are not shared
-        while not self.stopped.wait(HEARTBEAT_S):
-            store.update_run(self.run_id, heartbeat=time.time())
+        try:
+            store = MetadataStore(self.root)  # its own connection: MLMD stores are not shared
+            while not self.stopped.wait(HEARTBEAT_S):
+                store.update_run(self.run_id, heartbeat=time.time())
+        except Exception as e:  # noqa: BLE001 - handed to the main thread, traceback to the log
+            if self.stopped.is_set():
+                return
+            log.debug("heartbeat of run %s failed", self.run_id, exc_info=True)
+            failure = environment_failure(e) or EnvironmentFailure(
+                f"{os.path.join(self.root, DB_FILE)}: the run's heartbeat cannot be written "
+                f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+            # A class, since that is what CPython raises asynchronously in another thread.
+            stop = type("HeartbeatLost", (StopRun,), {"reason": failure})
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.main), ctypes.py_object(stop))
+
+
+def scratch_dir(root: str, run_id: str) -> str:
+    """The run's own temporary directory (TMPDIR while it runs: Beam's pipeline temp,
+    autograph's generated files): `<root>/tmp/<run_id>`, local for a remote root."""
+    if "://" in root:
+        digest = hashlib.sha256(root.encode()).hexdigest()[:16]
+        return os.path.join(tempfile.gettempdir(), "ae-pipeline-scratch", digest, run_id)
+    return os.path.join(root, "tmp", run_id)
+
+
+class _Scratch:
+    """TMPDIR and Python's tempfile point into the run's scratch for the block; the
+    directory is removed afterwards (a killed run's: by sweep_abandoned or `gc`)."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __enter__(self):
+        os.makedirs(self.path, exist_ok=True)
+        self.saved = os.environ.get("TMPDIR"), tempfile.tempdir
+        os.environ["TMPDIR"] = tempfile.tempdir = self.path
+        return self
+
+    def __exit__(self, *exc):
+        env, tempfile.tempdir = self.saved
+        if env is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = env
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def prune_empty_dirs(root: str, *names: str) -> None:
+    """Remove empty directories under `<root>/<name>` (the stages' work directories and
+    the runs' scratch once their work is done), bottom up; never the root itself."""
+    for name in names:
+        top = os.path.join(root, name)
+        for path, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):
+            try:
+                os.rmdir(path)  # only succeeds when empty
+            except OSError:
+                pass
 
 
 def run(p: Plan, root: str, run_id: str, only: str | None = None, force: bool = False,
@@ -225,26 +294,53 @@ def run(p: Plan, root: str, run_id: str, only: str | None = None, force: bool = 
     ctx = RunContext(root=root, run_id=run_id, beam_args=p.beam.args, only=only, force=force)
     components = p.components[: last + 1]
     try:
-        summary.write(store, run_id)
-        if not force and not only and all(store.find_cached(c.name, p.fingerprints[c.name], usable)
-                             for c in components):
-            _record_cached(p, components, ctx)
-        else:
-            from pipeline import beam_dag
+        with _Scratch(scratch_dir(root, run_id)):
+            summary.write(store, run_id)
+            if not force and not only and all(
+                    store.find_cached(c.name, p.fingerprints[c.name], usable) for c in components):
+                _record_cached(p, components, ctx)
+            else:
+                from pipeline import beam_dag
 
-            beam_dag.run(components, p.params, ctx)
+                beam_dag.run(components, p.params, ctx)
     except BaseException as exc:
-        error = _stage_error(store, run_id) or describe(exc)
-        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        store.update_run(run_id, status=status, exit_code=error["exit_code"], error=error,
-                         finished=time.time())
-        publish(store, run_id)
+        heartbeat.stopped.set()
+        error = describe(exc)
+        if error["kind"] != "environment":  # the stage's own record says more than Beam's wrapper
+            error = _stage_error(store, run_id) or error
+        interrupted = isinstance(exc, KeyboardInterrupt) and error["kind"] == "interrupted"
+        _end(store, run_id, status="interrupted" if interrupted else "failed",
+             exit_code=error["exit_code"], error=error)
+        if isinstance(exc, StopRun):  # the heartbeat's reason, not an interrupt
+            raise exc.reason from None
         raise
     finally:
         heartbeat.stopped.set()
         lock.release()
-    store.update_run(run_id, status="succeeded", exit_code=EXIT_OK, finished=time.time())
-    return publish(store, run_id)
+    return _end(store, run_id, status="succeeded", exit_code=EXIT_OK)
+
+
+def _end(store: MetadataStore, run_id: str, **outcome) -> dict:
+    """A run has ended: its record, its views, a backup of the store, and no empty
+    directories left behind. Where the store or the disk fails here, the run's outcome
+    stands (logged; the traceback goes to the run's log)."""
+    view: dict = {"run_id": run_id, **outcome}
+    try:
+        store.update_run(run_id, finished=time.time(), **outcome)
+        view = publish(store, run_id)
+    except Exception:  # noqa: BLE001
+        if outcome["status"] == "succeeded":
+            raise
+        log.debug("could not record the end of run %s", run_id, exc_info=True)
+    if "://" not in store.root:
+        try:
+            backup_store(store.root, run_id)
+        except Exception:  # noqa: BLE001 - the run's outcome stands; the last backup stays
+            log.warning("could not back up the metadata store to %s (see pipeline.log)",
+                        os.path.join(store.root, "backups"))
+            log.debug("backup traceback", exc_info=True)
+        prune_empty_dirs(store.root, "work", "tmp")
+    return view
 
 
 def publish(store: MetadataStore, run_id: str) -> dict:

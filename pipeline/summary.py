@@ -115,7 +115,12 @@ def write(store: MetadataStore, run_id: str) -> dict[str, Any]:
     target = path(store.root, run_id)
     os.makedirs(os.path.dirname(target), exist_ok=True)
     tmp = f"{target}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(view, f, indent=2, default=str)
-    os.replace(tmp, target)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(view, f, indent=2, default=str)
+        os.replace(tmp, target)
+    except BaseException:  # a full disk: no half-written file left beside the view
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
     return view
