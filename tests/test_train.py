@@ -4,6 +4,7 @@ the parameters' checks."""
 from __future__ import annotations
 
 import csv
+import glob
 import json
 import logging
 import math
@@ -184,8 +185,8 @@ def test_interrupted_training_resumes_from_the_backup(normalized_examples, tmp_p
     with pytest.raises(KeyboardInterrupt):
         run_executor("train", dense(epochs), {"examples": normalized_examples},
                      output_artifacts("train", tmp_path / "a"), ExecutionContext(work_dir=work_dir))
-    assert os.path.exists(os.path.join(work_dir, "backup", "training_metadata.json"))
-    meta = json.load(open(os.path.join(work_dir, "backup", "training_metadata.json")))
+    newest = sorted(glob.glob(os.path.join(work_dir, "backup", "epoch-*")))[-1]
+    meta = json.load(open(os.path.join(newest, "training_metadata.json")))
     assert meta["epoch"] == crash_at  # epochs 0 .. crash_at-1 are backed up
 
     monkeypatch.setattr(train_executor.EpochLogger, "on_epoch_end", original)

@@ -8,11 +8,12 @@ Held-out classes (data.holdout_labels, novelty detection): left out of the train
 validation batches (examples_io.dataset); the count left out is logged and reported, and
 model.json and the model's properties record which classes the model never saw.
 
-Resumable: with ctx.work_dir set (stable per stage fingerprint), Keras' BackupAndRestore
-keeps weights + optimizer state + epoch in <work_dir>/backup, and the best checkpoint and
-the CSV history live in <work_dir>/train_state, so re-running a crashed or interrupted
-stage continues where it stopped and still reports the best epoch over the whole run.
-Both are deleted after a successful fit.
+Resumable: with ctx.work_dir set (stable per stage fingerprint), the backup (weights +
+optimizer state + epoch) lives in <work_dir>/backup, and the best checkpoint and the CSV
+history in <work_dir>/train_state, so re-running a crashed or interrupted stage continues
+where it stopped and still reports the best epoch over the whole run. Every write of them
+is atomic and an unusable backup is set aside (components/train/checkpoints.py). Both are
+deleted after a successful fit.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from typing import TYPE_CHECKING
 
 from components import examples_io
 from components import features as F
-from components.train import distribute, model_io
+from components.train import checkpoints, distribute, model_io
 from components.train.options import OPTIMIZERS
 from pipeline.errors import StageError
 
@@ -261,20 +262,16 @@ def _fit(params, input_feature, train_ds, val_ds, n_train, state_dir, device, gp
          model_artifact, run_artifact, ctx) -> dict:
     log = ctx.log
     model_uri, run_uri = model_artifact.uri, run_artifact.uri
-    backup_dir = posixpath.join(ctx.work_dir, BACKUP_DIR) if ctx.work_dir else None
-    resuming = bool(backup_dir) and gfile.exists(
-        posixpath.join(backup_dir, "training_metadata.json"))
-    if not resuming and gfile.exists(state_dir) and ctx.work_dir:
-        gfile.rmtree(state_dir)  # leftovers of an attempt whose backup is gone
-    gfile.makedirs(state_dir)
+    # Atomic writes need a local rename; an object store's "rename" is a copy anyway.
+    atomic = "://" not in state_dir
+    backup = None
+    if ctx.work_dir:
+        backup = (checkpoints.AtomicBackupAndRestore(
+            posixpath.join(ctx.work_dir, BACKUP_DIR),
+            posixpath.join(ctx.work_dir, checkpoints.UNUSABLE_DIR), log) if atomic
+            else keras.callbacks.BackupAndRestore(posixpath.join(ctx.work_dir, BACKUP_DIR)))
     csv_state = posixpath.join(state_dir, HISTORY_CSV)
     best_state = posixpath.join(state_dir, BEST_WEIGHTS)
-    previous_rows = _read_history(csv_state) if resuming else []
-    prior_best = min((r["val_loss"] for r in previous_rows if _finite(r.get("val_loss"))),
-                     default=None)
-    if resuming:
-        log.info("train: resuming from the backup in %s after %d logged epoch(s)", backup_dir,
-                 len(previous_rows))
 
     strategy = distribute.strategy(params.distribute, gpus, log)
     train_ds, val_ds = (distribute.distribute_input(d, strategy) for d in (train_ds, val_ds))
@@ -293,6 +290,23 @@ def _fit(params, input_feature, train_ds, val_ds, n_train, state_dir, device, gp
                 make_optimizer(params.optimizer, params.learning_rate, params.lr_schedule,
                                params.epochs * math.ceil(n_train / params.batch_size)),
                 jit_compile=params.jit_compile, steps_per_execution=steps_per_execution)
+        # The backup is restored before fit, so that the history and the best checkpoint
+        # of an attempt whose backup is gone or unusable are not mixed into this one.
+        if isinstance(backup, checkpoints.AtomicBackupAndRestore):
+            with strategy.scope():
+                resuming = backup.restore(model) is not None
+        else:  # Keras' own restores in on_train_begin
+            resuming = backup is not None and gfile.exists(
+                posixpath.join(backup.backup_dir, "training_metadata.json"))
+        if not resuming and gfile.exists(state_dir) and ctx.work_dir:
+            gfile.rmtree(state_dir)  # leftovers of an attempt whose backup is gone or unusable
+        gfile.makedirs(state_dir)
+        previous_rows = _read_history(csv_state) if resuming else []
+        prior_best = min((r["val_loss"] for r in previous_rows if _finite(r.get("val_loss"))),
+                         default=None)
+        if resuming:
+            log.info("train: resuming from the backup in %s after %d logged epoch(s)",
+                     backup.backup_dir, len(previous_rows))
         n_params = int(model.count_params())
         log.info("train: %s, latent_dim %d, %d parameters, precision %s, xla %s, "
                  "%d steps per execution", type(model).__name__, model.latent_dim, n_params,
@@ -301,9 +315,10 @@ def _fit(params, input_feature, train_ds, val_ds, n_train, state_dir, device, gp
         epoch_logger = EpochLogger(log, params.epochs, n_train)
         callbacks = [
             keras.callbacks.TerminateOnNaN(),
-            keras.callbacks.ModelCheckpoint(best_state, monitor="val_loss", mode="min",
-                                            save_best_only=True, save_weights_only=True,
-                                            initial_value_threshold=prior_best),
+            (checkpoints.AtomicModelCheckpoint if atomic else keras.callbacks.ModelCheckpoint)(
+                best_state, monitor="val_loss", mode="min",
+                                              save_best_only=True, save_weights_only=True,
+                                              initial_value_threshold=prior_best),
             keras.callbacks.CSVLogger(csv_state, append=True),
             keras.callbacks.TensorBoard(log_dir=posixpath.join(run_uri, TENSORBOARD_DIR)),
             epoch_logger,
@@ -312,8 +327,8 @@ def _fit(params, input_feature, train_ds, val_ds, n_train, state_dir, device, gp
             callbacks.append(keras.callbacks.EarlyStopping(
                 monitor="val_loss", mode="min", patience=params.early_stopping_patience,
                 restore_best_weights=True))
-        if backup_dir:
-            callbacks.append(keras.callbacks.BackupAndRestore(backup_dir=backup_dir))
+        if backup:
+            callbacks.append(backup)
 
         t0 = time.perf_counter()
         try:
@@ -374,6 +389,9 @@ def _fit(params, input_feature, train_ds, val_ds, n_train, state_dir, device, gp
         "precision": policy,
         "params": n_params,
         "resumed": resuming,
+        **({"warnings": [f"unusable training backup moved aside to {p}"
+                         for p in getattr(backup, "set_aside", ())]} if getattr(backup, "set_aside", None)
+           else {}),
         "holdout_labels": list(params.holdout_labels),
     }
     model_artifact.properties.update({k: info[k] for k in (
