@@ -172,7 +172,7 @@ def _run(create_pipeline, args, argv) -> int:
         if error is None:
             from pipeline.launcher import describe
 
-            error = describe(e)
+            error = describe(e, where=root)
         where = f" in stage {error['stage']}" if error.get("stage") else ""
         outcome = {"interrupted": "interrupted", "skipped": "skipped"}.get(error["kind"], "FAILED")
         # A skip is expected under a schedule: a warning, so `--log-level error` hides it.

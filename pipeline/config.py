@@ -26,6 +26,8 @@ from pipeline.errors import ConfigError
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parent.parent
 PRESET_DIR = PROJECT_ROOT / "configs"
 _KEY = re.compile(r"[a-z_]+\.[a-z_0-9]+")
+# TOML integers are 64-bit; tomllib returns larger ones as they are (TF would fail mid-run).
+_INT64 = (-2**63, 2**63 - 1)
 
 
 def key(name: str, default: Any = dataclasses.MISSING, doc: str = "") -> Any:
@@ -195,6 +197,8 @@ def _coerce(name: str, value: Any, type_: Any) -> Any:
         raise ConfigError(f"{name}: expected true or false, got {value!r}")
     if type_ is int and (isinstance(value, bool) or not isinstance(value, int)):
         raise ConfigError(f"{name}: expected an integer, got {value!r}")
+    if type_ is int and not _INT64[0] <= value <= _INT64[1]:
+        raise ConfigError(f"{name}: expected a 64-bit integer (-2**63..2**63-1), got {value!r}")
     if typing.get_origin(type_) is tuple:
         item = typing.get_args(type_)[0]
         if isinstance(value, str) and item is str:

@@ -44,11 +44,21 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
     logging.getLogger("pipeline.warnings" if ours else "py.warnings").warning(text)
 
 
+def _log_unraisable(unraisable) -> None:
+    logging.getLogger("py.unraisable").debug(
+        "%s: %r", unraisable.err_msg or "Exception ignored", unraisable.object,
+        exc_info=(unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback))
+
+
 def quiet_third_party(level: str = "INFO") -> None:
     """Call first, before any heavy import."""
     for k, v in QUIET_ENV.items():
         os.environ.setdefault(k, v)
     warnings.showwarning = _show_warning
+    # A log file on a full disk must not print logging's own tracebacks on the console,
+    # nor objects that fail while being freed (h5py's, TensorFlow's): both go to the log.
+    logging.raiseExceptions = False
+    sys.unraisablehook = _log_unraisable
     root = logging.getLogger()
     root.setLevel(logging.INFO)
     logging.getLogger("pipeline").setLevel(logging.DEBUG)

@@ -101,9 +101,11 @@ _ENVIRONMENT_TEXT = re.compile(
 _PATH_IN_TEXT = re.compile(r"(?:'|\"|name = '|file: )(/[^'\",\s]+)")
 
 
-def environment_failure(exc: BaseException) -> EnvironmentFailure | None:
+def environment_failure(exc: BaseException, where: str = "?") -> EnvironmentFailure | None:
     """The EnvironmentFailure behind `exc` (itself, its causes or contexts), or None:
-    an OSError with an environment errno, or a library error whose text names one."""
+    an OSError with an environment errno, or a library error whose text names one.
+    `where`: the path named when the error names none (a failed write's OSError has no
+    file name): the caller's root."""
     seen: set[int] = set()
     e: BaseException | None = exc
     while e is not None and id(e) not in seen:
@@ -111,13 +113,13 @@ def environment_failure(exc: BaseException) -> EnvironmentFailure | None:
         if isinstance(e, EnvironmentFailure):
             return e
         if isinstance(e, OSError) and e.errno in ENVIRONMENT_ERRNOS:
-            where = e.filename or "?"
-            return EnvironmentFailure(f"{where}: {ENVIRONMENT_ERRNOS[e.errno]} ({e.strerror})")
+            return EnvironmentFailure(f"{e.filename or where}: {ENVIRONMENT_ERRNOS[e.errno]} "
+                                      f"[Errno {e.errno}]")
         text = str(getattr(e, "message", None) or e)
         if (m := _ENVIRONMENT_TEXT.search(text)) and not isinstance(e, PipelineError):
             path = _PATH_IN_TEXT.search(text)
             first = text.strip().splitlines()[0] if text.strip() else m.group(0)
-            return EnvironmentFailure(f"{path.group(1) if path else '?'}: {m.group(0).lower()} "
+            return EnvironmentFailure(f"{path.group(1) if path else where}: {m.group(0).lower()} "
                                       f"({type(e).__name__}: {first[:300]})")
         e = e.__cause__ or e.__context__
     return None

@@ -48,13 +48,14 @@ class RunContext:
         return posixpath.join(self.root, "work", stage, fingerprint[:16])
 
 
-def describe(exc: BaseException) -> dict:
-    """kind, one-line message and exit code of any exception a stage can raise."""
+def describe(exc: BaseException, where: str = "?") -> dict:
+    """kind, one-line message and exit code of any exception a stage can raise. `where`:
+    the path an environment failure names when the error itself names none."""
     if isinstance(exc, StopRun) and exc.reason is not None:
         exc = exc.reason
     elif isinstance(exc, KeyboardInterrupt):
         exc = Interrupted("interrupted (SIGINT or SIGTERM)")
-    elif not isinstance(exc, (ConfigError, Interrupted)) and (env := environment_failure(exc)):
+    elif not isinstance(exc, (ConfigError, Interrupted)) and (env := environment_failure(exc, where)):
         exc = env  # a full disk is not bad data, whatever the code was reading
     elif not isinstance(exc, PipelineError):
         exc = StageError(f"{type(exc).__name__}: {exc}")
@@ -176,7 +177,7 @@ def _execute(store, component, params, fingerprint, inputs, run, started) -> dic
             component.executor  # noqa: B018 - loads (and checks) it
         metrics = component.call(params, ctx, inputs, outputs)
     except BaseException as exc:  # noqa: BLE001 - recorded, then re-raised
-        error = describe(exc)
+        error = describe(exc, where=run.root)
         log.debug("[%s] traceback:\n%s", name, traceback.format_exc())
         rejected = isinstance(exc, DataError) and error["exit_code"] == DataError.exit_code
         keep = component.published_on_rejection if rejected else ()

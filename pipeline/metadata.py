@@ -125,7 +125,7 @@ def check_store(root: str) -> None:
     path = os.path.join(root, DB_FILE)
     if path in _checked:
         return
-    if not os.path.exists(path):
+    if not os.path.exists(path) or os.path.getsize(path) == 0:  # an empty file holds nothing
         if committed_artifacts(root):
             raise EnvironmentFailure(
                 f"{path}: the metadata store is missing but {root}/artifacts holds committed "

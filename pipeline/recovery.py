@@ -39,7 +39,8 @@ def recover(root: str) -> dict[str, Any]:
                               "restored_from": None, "unusable_backups": [],
                               "rebuilt_runs": [], "rebuilt_artifacts": 0}
     with locks.held(root, "runs"):  # no run starts while the store is replaced
-        problem = integrity_problem(path) if os.path.exists(path) else "missing"
+        problem = (integrity_problem(path) if os.path.exists(path) else "missing") or (
+            "empty" if os.path.getsize(path) == 0 and committed_artifacts(root) else None)
         if problem:
             result["damaged"] = problem
             if os.path.exists(path):

@@ -182,6 +182,7 @@ def sweep_abandoned(store: MetadataStore) -> list[str]:
                                           artifacts.TMP_PREFIX + "*")):
             shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(scratch_dir(store.root, run_id), ignore_errors=True)
+        _remove_empty_run_dirs(store.root, run_id)
         store.update_run(run_id, status="abandoned", finished=run.get("heartbeat"))
         publish(store, run_id)
         log.warning("run %s was abandoned (its process %s on %s is gone); recorded as such",
@@ -250,6 +251,16 @@ class _Scratch:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
+def _remove_empty_run_dirs(root: str, run_id: str) -> None:
+    """`artifacts/<stage>/<run_id>` left empty by discarded staging (never inside an
+    artifact: a SavedModel's empty assets/ is part of it)."""
+    for path in glob.glob(os.path.join(root, "artifacts", "*", run_id)):
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
+
+
 def prune_empty_dirs(root: str, *names: str) -> None:
     """Remove empty directories under `<root>/<name>` (the stages' work directories and
     the runs' scratch once their work is done), bottom up; never the root itself."""
@@ -305,9 +316,7 @@ def run(p: Plan, root: str, run_id: str, only: str | None = None, force: bool = 
                 beam_dag.run(components, p.params, ctx)
     except BaseException as exc:
         heartbeat.stopped.set()
-        error = describe(exc)
-        if error["kind"] != "environment":  # the stage's own record says more than Beam's wrapper
-            error = _stage_error(store, run_id) or error
+        error = _stage_error(store, run_id) or describe(exc, where=root)  # the stage's, not Beam's wrapper
         interrupted = isinstance(exc, KeyboardInterrupt) and error["kind"] == "interrupted"
         _end(store, run_id, status="interrupted" if interrupted else "failed",
              exit_code=error["exit_code"], error=error)
@@ -340,6 +349,7 @@ def _end(store: MetadataStore, run_id: str, **outcome) -> dict:
                         os.path.join(store.root, "backups"))
             log.debug("backup traceback", exc_info=True)
         prune_empty_dirs(store.root, "work", "tmp")
+        _remove_empty_run_dirs(store.root, run_id)
     return view
 
 
@@ -365,8 +375,14 @@ def _record_cached(p: Plan, components, ctx: RunContext) -> None:
 
 
 def _stage_error(store: MetadataStore, run_id: str) -> dict | None:
-    """The failing stage's recorded error (Beam wraps the exception itself)."""
-    for e in store.run_executions(run_id):
+    """The failing stage's recorded error (Beam wraps the exception itself); None where
+    the store cannot say."""
+    try:
+        executions = store.run_executions(run_id)
+    except Exception:  # noqa: BLE001 - a broken store: the exception describes itself
+        log.debug("could not read the stages of run %s", run_id, exc_info=True)
+        return None
+    for e in executions:
         if e.get("state") in ("failed", "canceled") and e.get("error"):
             return {**e["error"], "stage": e["stage"]}
     return None

@@ -5,9 +5,10 @@ or SIGKILL at one point *inside* a checkpoint write; with no point it trains to 
     python tests/stop_during_checkpoint.py EXAMPLES_URI WORK_DIR OUT_DIR EPOCHS \
         [SIGNAL KIND SAVE STEP]
 
-KIND: backup (the training backup's weights file), best (the best checkpoint), rename
-(just before the backup directory is renamed into place). SAVE: which write of that kind
-in this process (1-based); STEP: at which HDF5 dataset of that file (1-based).
+KIND: backup (the training backup) or best (the best checkpoint); SAVE: which write of
+that kind in this process (1-based); STEP: N (at the N-th HDF5 dataset of the weights
+file), fsync (its bytes written, not yet synced or renamed) or rename (the backup
+directory complete, just before it is renamed into place).
 SIGTERM goes through the CLI's own handler (KeyboardInterrupt), as systemd's stop does.
 Prints the executor's metrics as JSON on success; exits 130 when interrupted.
 """
@@ -22,41 +23,52 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _arm(sig: int, kind: str, save: int, step: int) -> None:
-    """Patch h5py (what Keras writes weights with) and os.rename to signal at the point."""
+def _arm(sig: int, kind: str, save: int, step: str) -> None:
+    """Wrap the writers of components/train/checkpoints.py to signal at the point."""
     import h5py
 
-    state = {"saves": 0, "datasets": 0, "armed": False}
+    from components.train import checkpoints
+
+    state = {"saves": {"backup": 0, "best": 0}, "in": None, "armed": False, "datasets": 0}
     fire = lambda: os.kill(os.getpid(), sig)  # noqa: E731
+    writers = {"backup": checkpoints.AtomicBackupAndRestore,
+               "best": checkpoints.AtomicModelCheckpoint}
 
-    def matches(name: str) -> bool:
-        return ("/backup/" in name) if kind == "backup" else ("/train_state/" in name)
+    def wrap(which, original):
+        def save_model(self, *args, **kwargs):
+            state["saves"][which] += 1
+            state["in"] = which
+            state["armed"] = which == kind and state["saves"][which] == save
+            state["datasets"] = 0
+            try:
+                return original(self, *args, **kwargs)
+            finally:
+                state["in"], state["armed"] = None, False
+        return save_model
 
-    original_init, original_create = h5py.File.__init__, h5py.Group.create_dataset
+    for which, cls in writers.items():
+        cls._save_model = wrap(which, cls._save_model)
+    original_create, original_fsync = h5py.Group.create_dataset, os.fsync
 
-    def init(self, name, *args, **kwargs):
-        original_init(self, name, *args, **kwargs)
-        mode = kwargs.get("mode", args[0] if args else "r")
-        if kind in ("backup", "best") and mode == "w" and matches(str(name)):
-            state["saves"] += 1
-            state["armed"], state["datasets"] = state["saves"] == save, 0
-
-    def create_dataset(self, *args, **kwargs):
+    def create_dataset(self, *args, **kwargs):  # the weights file, made in memory
         out = original_create(self, *args, **kwargs)
-        if state["armed"]:
+        if state["armed"] and step.isdigit():
             state["datasets"] += 1
-            if state["datasets"] == step:
+            if state["datasets"] == int(step):
                 fire()
         return out
 
-    h5py.File.__init__, h5py.Group.create_dataset = init, create_dataset
+    def fsync(fd):  # the bytes are written, not yet synced nor renamed
+        if state["armed"] and step == "fsync":
+            fire()
+        return original_fsync(fd)
+
+    h5py.Group.create_dataset, os.fsync = create_dataset, fsync
     original_rename = os.rename
 
-    def rename(src, dst, *args, **kwargs):
-        if kind == "rename" and "/backup/.tmp-" in str(src):
-            state["saves"] += 1
-            if state["saves"] == save:
-                fire()
+    def rename(src, dst, *args, **kwargs):  # the backup directory, complete
+        if state["armed"] and step == "rename":
+            fire()
         return original_rename(src, dst, *args, **kwargs)
 
     os.rename = rename
@@ -70,7 +82,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, cli._interrupt)
     if len(argv) > 4:
         sig, kind, save, step = argv[4:8]
-        _arm(getattr(signal, f"SIG{sig}"), kind, int(save), int(step))
+        _arm(getattr(signal, f"SIG{sig}"), kind, int(save), step)
 
     from pipeline import artifacts
     from pipeline.artifacts import EXAMPLES

@@ -1,7 +1,7 @@
 """A stop at any instant of a checkpoint write leaves train's resumable state usable
 (components/train/checkpoints.py): real processes, real SIGTERM and SIGKILL sent inside
-the HDF5 write of the backup and of the best checkpoint, and just before the backup is
-renamed into place; then a rerun completes and resumes."""
+the making of the weights file, after its bytes are written and before the backup is
+renamed into place, for the backup and the best checkpoint; then a rerun completes."""
 
 from __future__ import annotations
 
@@ -44,10 +44,12 @@ def _backups_loadable(work_dir) -> list[str]:
 def test_stops_inside_checkpoint_writes_then_a_rerun_completes(normalized_examples, tmp_path):
     work = tmp_path / "work"
     # Each stop hits the same work directory, as a nightly unit stopped night after night.
-    stops = [("TERM", "backup", "2", "1"),   # the second epoch's backup, first dataset
-             ("KILL", "backup", "1", "3"),   # mid-file, in a resumed process
-             ("TERM", "best", "1", "2"),     # the best checkpoint's write
-             ("KILL", "rename", "1", "0")]   # complete, not yet renamed into place
+    stops = [("TERM", "best", "1", "2"),        # the first best checkpoint's weights
+             ("KILL", "best", "1", "fsync"),    # its bytes written, not yet synced
+             ("TERM", "backup", "2", "1"),      # the second epoch's backup, first dataset
+             ("KILL", "backup", "1", "3"),      # mid-file, in a resumed process
+             ("TERM", "backup", "1", "fsync"),
+             ("KILL", "backup", "1", "rename")]  # complete, not yet renamed into place
     expected_rc = {"TERM": 130, "KILL": -9}
     for i, stop in enumerate(stops):
         done = _train(normalized_examples, work, tmp_path / f"out{i}", *stop)

@@ -8,8 +8,10 @@ place once complete and fsynced:
 - the backup (weights, optimizer state and epoch) is a directory `backup/epoch-NNNN/`,
   built as `backup/.tmp-*` and renamed; the newest complete one is restored and the one
   before it is kept as a fallback;
-- the best checkpoint is written as `<name>.tmp-<pid>.weights.h5` and renamed over
-  `<name>.weights.h5`.
+- the best checkpoint is written as `.tmp-<random>-<name>` and renamed over `<name>`.
+
+The HDF5 file itself is made in memory (weights_bytes), so a full disk fails a plain
+write with ENOSPC, which the pipeline reports as an environment failure (exit 74).
 
 A backup that cannot be restored (damaged on disk, or written by an older version in
 place) is moved aside to `<work_dir>/unusable/` and named in the log and in the stage's
@@ -19,6 +21,7 @@ place) is moved aside to `<work_dir>/unusable/` and named in the log and in the 
 from __future__ import annotations
 
 import glob
+import io
 import json
 import os
 import shutil
@@ -42,19 +45,44 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def save_weights_atomically(model, path: str) -> None:
-    """model.save_weights(path), written beside it and renamed: `path` is always either
-    the previous complete file or the new complete one."""
-    tmp = f"{path[:-len('.weights.h5')]}.tmp-{uuid.uuid4().hex[:8]}.weights.h5"
+def weights_bytes(model) -> bytes:
+    """The `.weights.h5` that model.save_weights writes, made in memory. HDF5 never writes
+    to the disk itself: a full disk under its own writes leaves it in a state that
+    crashes the process at exit (SIGSEGV), so only plain file writes meet the disk."""
+    from keras.src.saving import saving_lib  # Keras' own writer, given a buffer
+
+    buffer = io.BytesIO()
+    store = saving_lib.H5IOStore(buffer, mode="w")
+    saving_lib._save_state(model, weights_store=store, assets_store=None, inner_path="",
+                           visited_saveables=set())
+    store.close()
+    return buffer.getvalue()
+
+
+def _write(path: str, data: bytes) -> None:
+    """`data` into a new file, fsynced; a failed write names the file (a write error's
+    OSError carries no file name)."""
     try:
-        model.save_weights(tmp, overwrite=True)
-        with open(tmp, "rb") as f:
+        with open(path, "wb") as f:
+            f.write(data)
+            f.flush()
             os.fsync(f.fileno())
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, path) from None
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """`data` into `path`, written beside it, fsynced and renamed: `path` is always either
+    the previous complete file or the new complete one."""
+    directory, name = os.path.split(path)
+    tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex[:8]}-{name}")
+    try:
+        _write(tmp, data)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    _fsync_dir(os.path.dirname(path) or ".")
+    _fsync_dir(directory or ".")
 
 
 class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
@@ -67,7 +95,7 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
         if not self._should_save_model(epoch, batch, logs, path):
             return
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        save_weights_atomically(model, path)
+        write_atomically(path, weights_bytes(model))
 
 
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
@@ -135,12 +163,9 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         final = os.path.join(self.backup_dir, f"{EPOCH_PREFIX}{self._current_epoch:06d}")
         os.makedirs(tmp)
         try:
-            self.model.save_weights(os.path.join(tmp, WEIGHTS), overwrite=True)
-            with open(os.path.join(tmp, METADATA), "w") as f:
-                json.dump({"epoch": self._current_epoch, "batch": self._last_batch_seen}, f)
-            for name in (WEIGHTS, METADATA):
-                with open(os.path.join(tmp, name), "rb") as f:
-                    os.fsync(f.fileno())
+            for name, data in ((WEIGHTS, weights_bytes(self.model)), (METADATA, json.dumps(
+                    {"epoch": self._current_epoch, "batch": self._last_batch_seen}).encode())):
+                _write(os.path.join(tmp, name), data)
             if os.path.exists(final):  # the same epoch again (a resumed run): replace it
                 shutil.rmtree(final)
             os.rename(tmp, final)
