@@ -10,7 +10,7 @@ Kept:
 
 Every other LIVE artifact under `<root>/artifacts/` is deleted: its directory is removed
 and ML Metadata records it DELETED, so the cache never reuses it. Staging directories
-left by dead runs go too, and work directories whose work is done (or older than D days).
+and scratch (`tmp/<run_id>`) left by dead runs go too, and work directories whose work is done (or older than D days).
 Run records (contexts, summary.json, pipeline.log) stay: they are small and say what was
 deleted (the run property `gc`).
 """
@@ -162,8 +162,10 @@ def released(execution: dict) -> tuple[str | None, list[Artifact]]:
 
 def _staging_dirs(root: str) -> list[str]:
     # No run is live (gc refuses otherwise) and none can register while gc holds the runs
-    # lock, so every staging directory was left by a run that died.
-    return sorted(glob.glob(os.path.join(root, "artifacts", "*", "*", artifacts.TMP_PREFIX + "*")))
+    # lock, so every staging directory, and every run's scratch (<root>/tmp/<run_id>:
+    # Beam's and autograph's temporary files), was left by a run that died.
+    return sorted(glob.glob(os.path.join(root, "artifacts", "*", "*", artifacts.TMP_PREFIX + "*"))
+                  + glob.glob(os.path.join(root, "tmp", "*")))
 
 
 def _done_work_dirs(root: str, executions: dict, keep_days, now) -> list[str]:

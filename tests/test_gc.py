@@ -333,7 +333,11 @@ def test_staging_and_finished_work_dirs_are_removed_resumable_and_locked_ones_ke
     os.makedirs(staging)
     with open(os.path.join(staging, "weights"), "wb") as fh:
         fh.write(b"y" * 500)
-    sizes = {p: _size(p) for p in [staging, *work.values()]}
+    scratch = os.path.join(store.root, "tmp", "r0")  # a dead run's TMPDIR (Beam, autograph)
+    os.makedirs(os.path.join(scratch, "beam-pipeline-temp1"))
+    with open(os.path.join(scratch, "__autograph_generated_file1.py"), "wb") as fh:
+        fh.write(b"z" * 70)
+    sizes = {p: _size(p) for p in [staging, scratch, *work.values()]}
     held = locks.FileLock(store.root, f"stage-train-{fp['locked'][:16]}")
     held.acquire()
     try:
@@ -344,13 +348,13 @@ def test_staging_and_finished_work_dirs_are_removed_resumable_and_locked_ones_ke
         held.release()
 
     rel = {k: os.path.relpath(p, store.root) for k, p in work.items()}
-    assert result["staging_removed"] == [{"path": os.path.relpath(staging, store.root),
-                                          "bytes": sizes[staging]}]
+    assert result["staging_removed"] == [{"path": os.path.relpath(p, store.root), "bytes": sizes[p]}
+                                         for p in (staging, scratch)]
     assert [w["path"] for w in result["work_removed"]] == [rel["done"]]
-    assert result["freed_bytes"] == sizes[staging] + sizes[work["done"]]
+    assert result["freed_bytes"] == sizes[staging] + sizes[scratch] + sizes[work["done"]]
     assert [w["path"] for w in aged["work_removed"]] == [rel["stale"]]
     assert aged["freed_bytes"] == sizes[work["stale"]]
-    assert not os.path.exists(staging)
+    assert not os.path.exists(staging) and not os.path.exists(scratch)
     assert {k for k, p in work.items() if os.path.exists(p)} == {"locked", "resumable"}
 
 
