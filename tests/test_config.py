@@ -5,6 +5,8 @@ CLI runs before anything is created)."""
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from dataclasses import dataclass
 
 import pytest
@@ -14,7 +16,7 @@ from pipeline import config as C
 from pipeline import runner
 from pipeline.config import Params, key
 from pipeline.errors import ConfigError
-from tests.helpers import COMPONENTS, load_config
+from tests.helpers import COMPONENTS, load_config, user_env
 
 
 def plan_checks(*overrides: str, preset: str | None = None) -> None:
@@ -182,3 +184,81 @@ def test_params_are_frozen_and_hash_what_decides_the_output():
     assert a.cache_key() != b.cache_key()
     # schemas are named by their project-relative path (relocatable keys)
     assert p.cache_key()["schema"] == "schemas/normalized/schema.pbtxt"
+
+
+# A value out of its range is a mistake whether or not this run reads it (noise.factor
+# without noise, beta of a model that is no VAE): each is checked, whatever the other keys
+# say, by the one class that declares the key's default. (overrides, key, value as given)
+OUT_OF_RANGE_WHATEVER_ELSE_IS_SET = [
+    (["noise.factor=-1"], "noise.factor", "-1.0"),  # noise.kind is none by default
+    (["noise.factor=0"], "noise.factor", "0.0"),
+    (["noise.factor=10.5"], "noise.factor", "10.5"),
+    (["noise.factor=nan"], "noise.factor", "nan"),
+    (["noise.factor=inf"], "noise.factor", "inf"),
+    (["noise.factor=-inf"], "noise.factor", "-inf"),
+    (["model.beta=inf"], "model.beta", "inf"),  # conv_pool is no VAE
+    (["model.activity_l1=inf"], "model.activity_l1", "inf"),  # nor sparse
+    (["gate.max_bce_excess=inf"], "gate.max_bce_excess", "inf"),
+    (["gate.max_neg_elbo=inf"], "gate.max_neg_elbo", "inf"),
+    (["gate.max_neg_elbo=nan"], "gate.max_neg_elbo", "nan"),
+]
+# TOML integers are 64-bit, which tomllib does not enforce: beyond, TF fails mid-run.
+BEYOND_64_BITS = [
+    (["train.shuffle_buffer=9223372036854775808"], "train.shuffle_buffer",
+     "9223372036854775808"),
+    (["train.steps_per_execution=18446744073709551616"], "train.steps_per_execution",
+     "18446744073709551616"),
+]
+
+
+@pytest.mark.parametrize("overrides, key_, given",
+                         OUT_OF_RANGE_WHATEVER_ELSE_IS_SET + BEYOND_64_BITS)
+def test_every_value_is_range_checked_whether_or_not_the_run_reads_it(overrides, key_, given):
+    with pytest.raises(ConfigError) as e:
+        plan_checks(*overrides)
+    message = str(e.value)
+    # require()'s one line: the key, what was expected, the value given
+    assert message.startswith(f"{key_}: expected ") and message.endswith(f"got {given}")
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("overrides, key_, given", OUT_OF_RANGE_WHATEVER_ELSE_IS_SET)
+def test_a_range_is_checked_in_one_place_the_keys_owner(overrides, key_, given):
+    config = load_config(None, *overrides)
+    owner = C.schema(runner.param_classes(COMPONENTS.values()))[key_].owner
+    rejecting = set()
+    for cls in runner.param_classes(COMPONENTS.values()):
+        try:
+            cls.from_config(config)
+        except ConfigError:
+            rejecting.add(cls.__qualname__)
+    assert rejecting == {owner}
+
+
+def test_a_preset_file_is_range_checked_like_set(tmp_path):
+    preset = tmp_path / "quiet.toml"
+    preset.write_text('[noise]\nkind = "none"\nfactor = nan\n')
+    with pytest.raises(ConfigError, match=r"^noise\.factor: expected .*got nan$"):
+        plan_checks(preset=str(preset))
+
+
+def test_kind_specific_ranges_still_apply_and_in_range_values_pass():
+    with pytest.raises(ConfigError, match=r"^noise\.factor: .*salt_pepper.*got 1\.0$"):
+        plan_checks("noise.kind=salt_pepper", "noise.factor=1")
+    for overrides in (["noise.factor=2"], ["noise.kind=gaussian", "noise.factor=10"],
+                      ["noise.kind=mask", "noise.factor=0.9"], ["model.beta=0"],
+                      ["model.activity_l1=0"], ["gate.max_bce_excess=1e6"],
+                      ["train.shuffle_buffer=9223372036854775807"]):
+        plan_checks(*overrides)
+
+
+def test_cli_rejects_an_unused_out_of_range_value_with_one_line_and_exit_2(tmp_path):
+    root = tmp_path / "cfgt"
+    proc = subprocess.run([sys.executable, "run_pipeline.py", "run", "--root", str(root),
+                           "--set", "noise.factor=-1"], capture_output=True, text=True,
+                          cwd=C.PROJECT_ROOT, timeout=300, env=user_env())
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "noise.factor" in lines[0] and "-1.0" in lines[0], proc.stderr
+    assert proc.stdout == ""
+    assert not root.exists()

@@ -6,6 +6,7 @@ plots, and the blessing gate against the currently blessed model of the same lin
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from components.evaluate import gate
@@ -81,8 +82,12 @@ class EvaluateParams(LineageParams):
                 self.relative_tolerance)
         require(self.baseline in gate.BASELINES, "gate.baseline", f"one of {gate.BASELINES}",
                 self.baseline)
-        require(self.max_bce_excess > 0.0, "gate.max_bce_excess", "> 0", self.max_bce_excess)
-        require(self.max_neg_elbo > 0.0, "gate.max_neg_elbo", "> 0", self.max_neg_elbo)
+        # Ceilings, so finite (an infinite one is no ceiling); max_neg_elbo is checked for
+        # every variant, not only the VAEs that it applies to.
+        require(0.0 < self.max_bce_excess < math.inf, "gate.max_bce_excess",
+                "a finite number > 0", self.max_bce_excess)
+        require(0.0 < self.max_neg_elbo < math.inf, "gate.max_neg_elbo",
+                "a finite number > 0", self.max_neg_elbo)
         require(self.probe_max_train >= 0, "evaluate.probe_max_train", ">= 0 (0 = all)",
                 self.probe_max_train)
         require(10 <= self.tsne_points <= 20000, "evaluate.tsne_points", "10..20000",

@@ -4,6 +4,7 @@ normalized TFRecords; best-by-validation checkpoint, early stopping, resumable. 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import models
@@ -78,8 +79,10 @@ class TrainParams(Params):
             models.check_args(self.variant, self.latent_dim, self.decoder)
         except ValueError as e:
             raise ConfigError(str(e)) from None
-        require(self.beta >= 0.0, "model.beta", ">= 0", self.beta)
-        require(self.activity_l1 >= 0.0, "model.activity_l1", ">= 0", self.activity_l1)
+        # Checked for every variant, not only those that read them (VAEs, sparse).
+        require(0.0 <= self.beta < math.inf, "model.beta", "a finite number >= 0", self.beta)
+        require(0.0 <= self.activity_l1 < math.inf, "model.activity_l1",
+                "a finite number >= 0", self.activity_l1)
         require(1 <= self.epochs <= 10000, "train.epochs", "1..10000", self.epochs)
         require(1 <= self.batch_size <= 65536, "train.batch_size", "1..65536", self.batch_size)
         require(self.optimizer in OPTIMIZERS, "train.optimizer",

@@ -32,12 +32,15 @@ class TransformParams(Params):
     def check(self) -> None:
         require(self.noise_kind in noise.KINDS, "noise.kind", f"one of {noise.KINDS}",
                 self.noise_kind)
-        if self.noise_kind == "gaussian":
-            require(0.0 < self.noise_factor <= 10.0, "noise.factor",
-                    "a gaussian stddev in (0, 10]", self.noise_factor)
-        elif self.noise_kind != "none":
-            require(0.0 < self.noise_factor < 1.0, "noise.factor",
-                    f"a {self.noise_kind} fraction in (0, 1)", self.noise_factor)
+        # (0, 10] whatever noise.kind says: with none the factor is unused, but a value out
+        # of range is a mistake all the same. salt_pepper and mask read it as a fraction.
+        fraction = self.noise_kind in ("salt_pepper", "mask")
+        require(0.0 < self.noise_factor <= 10.0 and (not fraction or self.noise_factor < 1.0),
+                "noise.factor",
+                f"a {self.noise_kind} fraction in (0, 1)" if fraction
+                else "a gaussian stddev in (0, 10]" if self.noise_kind == "gaussian"
+                else "a number in (0, 10] (checked even with noise.kind none)",
+                self.noise_factor)
 
     def cache_key(self) -> dict:
         key_ = {**dataclasses.asdict(self), "schema_sha256": schema_digest(self.schema)}
