@@ -129,14 +129,15 @@ def _plan(create_pipeline, args):
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", run_id):
         raise ConfigError(f"--run-id {run_id!r}: use letters, digits, '.', '_', '-'")
     root = os.path.abspath(args.root) if "://" not in args.root else args.root
-    if "://" not in root:
-        _ensure_writable(root)
     if os.path.exists(os.path.join(root, "runs", run_id)):
         raise ConfigError(f"--run-id {run_id!r}: a run with this id already exists under "
                           f"{root}; run ids are never reused")
     overrides = [*args.set, *(["push.force=true"] if args.force_push else [])]
     config = runner.load_config(components, args.config, overrides)
-    return runner.plan(components, config, root), root, run_id
+    plan = runner.plan(components, config, root)
+    if "://" not in root:  # last: a bad config creates nothing, not even the root
+        _ensure_writable(root)
+    return plan, root, run_id
 
 
 def _run(create_pipeline, args, argv) -> int:

@@ -202,6 +202,11 @@ class _Heartbeat(threading.Thread):
         self.root, self.run_id = root, run_id
         self.stopped = threading.Event()
         self.main = threading.get_ident()  # the thread running the run
+        self._stopping = threading.Lock()  # no StopRun once the run has ended
+
+    def stop(self) -> None:
+        with self._stopping:
+            self.stopped.set()
 
     def run(self):
         try:
@@ -217,7 +222,10 @@ class _Heartbeat(threading.Thread):
                 f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
             # A class, since that is what CPython raises asynchronously in another thread.
             stop = type("HeartbeatLost", (StopRun,), {"reason": failure})
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.main), ctypes.py_object(stop))
+            with self._stopping:
+                if not self.stopped.is_set():
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.main),
+                                                               ctypes.py_object(stop))
 
 
 def scratch_dir(root: str, run_id: str) -> str:
@@ -315,7 +323,7 @@ def run(p: Plan, root: str, run_id: str, only: str | None = None, force: bool = 
 
                 beam_dag.run(components, p.params, ctx)
     except BaseException as exc:
-        heartbeat.stopped.set()
+        heartbeat.stop()
         error = _stage_error(store, run_id) or describe(exc, where=root)  # the stage's, not Beam's wrapper
         interrupted = isinstance(exc, KeyboardInterrupt) and error["kind"] == "interrupted"
         _end(store, run_id, status="interrupted" if interrupted else "failed",
@@ -324,7 +332,7 @@ def run(p: Plan, root: str, run_id: str, only: str | None = None, force: bool = 
             raise exc.reason from None
         raise
     finally:
-        heartbeat.stopped.set()
+        heartbeat.stop()
         lock.release()
     return _end(store, run_id, status="succeeded", exit_code=EXIT_OK)
 

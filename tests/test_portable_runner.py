@@ -281,6 +281,18 @@ def _same_text_but_the_root(a: str, b: str) -> bool:
     return text(a) == text(b)
 
 
+def _same_artifact_record(a: str, b: str) -> bool:
+    """_artifact.json: equal but for the execution's wall times (and push's root)."""
+    def record(path):
+        root = path[: path.index(os.sep + "artifacts" + os.sep)]
+        with open(path) as f:
+            data = json.loads(f.read().replace(root, "<root>"))
+        for k in ("started", "duration_s"):
+            (data.get("execution") or {}).pop(k, None)
+        return _without_timings(data)
+    return record(a) == record(b)
+
+
 def _comparator(path: str):
     """How a file whose bytes differ is compared, or None when its bytes must be equal."""
     from tensorflow_metadata.proto.v0 import anomalies_pb2, statistics_pb2
@@ -298,6 +310,8 @@ def _comparator(path: str):
         return _same_weights
     if path.startswith("evaluate/") and name == "metrics.json":
         return _same_json_without_timings
+    if name == "_artifact.json":
+        return _same_artifact_record
     if path.startswith("push/"):
         return _same_text_but_the_root
     return None

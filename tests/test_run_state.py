@@ -79,7 +79,8 @@ def test_sigkill_during_train_then_the_same_command_resumes(tmp_path_factory, tm
                 "--set", "train.batch_size=32", "--set", "train.early_stopping_patience=0")
     victim = subprocess.Popen([*args, "--run-id", "killed"], cwd=PROJECT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    backups = os.path.join(tmp_path, "work", "train", "*", "backup", "training_metadata.json")
+    backups = os.path.join(tmp_path, "work", "train", "*", "backup", "epoch-*",
+                           "training_metadata.json")
     try:
         _wait_for(lambda: glob.glob(backups), 300, "the first finished epoch's backup")
         victim.send_signal(signal.SIGSTOP)  # alive but frozen mid-training, whatever the speed
