@@ -115,6 +115,8 @@ def show_text(view: dict, root: str) -> str:
         lines.append(f"    {name:<10} {st['status']}{source}{duration}")
         if headline(st.get("metrics")):
             lines.append(f"        metrics: {headline(st['metrics'])}")
+        for warning in (st.get("metrics") or {}).get("warnings", []):  # a stage's own notices
+            lines.append(f"        warning: {warning}")
         for k, uri in (st.get("artifacts") or {}).items():
             lines.append(f"        {k}: {_rel(root, uri)}")
         if st.get("error"):
