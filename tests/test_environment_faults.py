@@ -23,7 +23,7 @@ import pytest
 
 from pipeline import cli, metadata, runner
 from pipeline.errors import EXIT_ENVIRONMENT, EXIT_OK
-from tests.helpers import synthetic_images, user_env, write_idx
+from tests.helpers import user_env
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = sys.executable
@@ -68,11 +68,8 @@ def _one_error_line(stderr: str, *words: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def idx(tmp_path_factory):
-    d = tmp_path_factory.mktemp("idx")
-    write_idx(d, "train", *synthetic_images(300, 1))
-    write_idx(d, "t10k", *synthetic_images(120, 2))
-    return d
+def idx(idx_dir):
+    return idx_dir  # conftest's IDX files: 300 train, 120 test images
 
 
 @pytest.fixture(scope="module")
