@@ -8,9 +8,42 @@ one half (embedding export, latent-grid plots) can use it directly.
 from __future__ import annotations
 
 import keras
+from keras import layers, ops
 
 IMAGE_SHAPE = (28, 28, 1)
 PIXELS = 28 * 28
+
+
+@keras.saving.register_keras_serializable(package="models")
+class UpSampling2D(layers.UpSampling2D):
+    """keras.layers.UpSampling2D with static output shapes: the same nearest-neighbour
+    repeat, written as stack + reshape to the known output size.
+
+    Keras' own (nearest) is ops.repeat, which TensorFlow lowers to a reshape by a shape
+    computed at run time from the batch size; with a free batch axis the TFLite converter
+    then loses height, width and channels downstream and cannot lower the next Conv2D
+    ("'tf.Conv2D' op is neither a custom op nor a flex op"). Stacking copies and reshaping
+    to constant sizes keeps every dimension but the batch static, on every backend.
+
+    The numbers are exactly Keras' (each output pixel a copy of one input pixel, the same
+    one), and the layer has no weights and the same class name, so weights files keep their
+    layout: checkpoints written with keras.layers.UpSampling2D load unchanged
+    (tests/test_serving_contract.py). Other interpolations, channels_first and inputs of
+    unknown spatial size fall back to Keras' implementation.
+    """
+
+    def call(self, inputs):
+        _, height, width, channels = inputs.shape
+        if (self.interpolation != "nearest" or self.data_format != "channels_last"
+                or None in (height, width, channels)):
+            return super().call(inputs)
+        rows, cols = self.size
+        # Rows first, then columns, as Keras repeats: the gradient then sums the copies in
+        # the same order too, so training steps give the same numbers as well.
+        x = ops.stack([inputs] * rows, axis=2)                 # [B, H, rows, W, C]
+        x = ops.reshape(x, (-1, height * rows, width, channels))
+        x = ops.stack([x] * cols, axis=3)                      # [B, H*rows, W, cols, C]
+        return ops.reshape(x, (-1, height * rows, width * cols, channels))
 
 
 class Autoencoder(keras.Model):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from models.base import IMAGE_SHAPE, Autoencoder
+from models.base import IMAGE_SHAPE, Autoencoder, UpSampling2D
 
 
 def _pooled_autoencoder(variant: str, filters: tuple[int, int, int]) -> Autoencoder:
@@ -25,9 +25,9 @@ def _pooled_autoencoder(variant: str, filters: tuple[int, int, int]) -> Autoenco
     first, second, third = filters
     decoder = keras.Sequential(
         [keras.Input((4 * 4 * third,)), layers.Reshape((4, 4, third))]
-        + conv_bn(third) + [layers.UpSampling2D(2)]                     # 8x8
-        + conv_bn(second) + [layers.UpSampling2D(2)]                    # 16x16
-        + conv_bn(first, padding="valid") + [layers.UpSampling2D(2)]    # 14x14 -> 28x28
+        + conv_bn(third) + [UpSampling2D(2)]                            # 8x8
+        + conv_bn(second) + [UpSampling2D(2)]                           # 16x16
+        + conv_bn(first, padding="valid") + [UpSampling2D(2)]           # 14x14 -> 28x28
         + [layers.Conv2D(1, 3, padding="same", activation="sigmoid", dtype="float32")],
         name="decoder")
     return Autoencoder(encoder, decoder, variant)
@@ -79,8 +79,8 @@ def conv_small_decoder(latent_dim: int, upsample: str = "transpose") -> keras.Se
     else:
         # The reference's alternative: resize then convolve, which avoids the checkerboard
         # artefacts strided transposed convolutions can leave.
-        up = [layers.UpSampling2D(2), layers.Conv2D(64, 3, padding="same", activation="relu"),
-              layers.UpSampling2D(2), layers.Conv2D(32, 3, padding="same", activation="relu"),
+        up = [UpSampling2D(2), layers.Conv2D(64, 3, padding="same", activation="relu"),
+              UpSampling2D(2), layers.Conv2D(32, 3, padding="same", activation="relu"),
               layers.Conv2D(1, 3, padding="same", activation="sigmoid", dtype="float32")]
     return keras.Sequential(
         [keras.Input((latent_dim,)),

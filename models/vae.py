@@ -17,7 +17,7 @@ from typing import NamedTuple
 import keras
 from keras import layers, ops
 
-from models.base import IMAGE_SHAPE, PIXELS, Autoencoder
+from models.base import IMAGE_SHAPE, PIXELS, Autoencoder, UpSampling2D
 from models.conv import conv_small_decoder, conv_small_features
 
 
@@ -220,9 +220,9 @@ def vae_conv(latent_dim: int = 32, beta: float = 1.0) -> VariationalAutoencoder:
         keras.Input((latent_dim,)),
         layers.Dense(5 * 5 * 64, activation="relu"),
         layers.Reshape((5, 5, 64)),
-        layers.UpSampling2D(2),                                  # 10x10
+        UpSampling2D(2),                                         # 10x10
         layers.Conv2DTranspose(64, 3, activation="relu"),        # 12x12
-        layers.UpSampling2D(2),                                  # 24x24
+        UpSampling2D(2),                                         # 24x24
         layers.Conv2DTranspose(32, 3, activation="relu"),        # 26x26
         layers.Conv2DTranspose(1, 3, activation="sigmoid", dtype="float32"),   # 28x28
     ], name="decoder")

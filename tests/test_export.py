@@ -8,6 +8,7 @@ import dataclasses
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -15,6 +16,7 @@ import textwrap
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import tensorflow as tf
 
 from components import examples_io, scoring
 from components import features as F
@@ -97,6 +99,22 @@ def served(exported, tmp_path_factory):
         out["code"] = sigs["encode"](images=x)["code"].numpy()
         out["decoded"] = sigs["decode"](code=tf.constant(out["code"]))["images"].numpy()
         np.savez({str(tmp / 'out.npz')!r}, **out)
+        # The serving contract, enforced in the graph: bad inputs, plain TensorFlow.
+        errors = {{}}
+        bad = tf.train.Example(features=tf.train.Features(feature={{"image": tf.train.Feature(
+            int64_list=tf.train.Int64List(value=[1000] * 784))}})).SerializeToString()
+        for name, call in (
+                ("uint8_shape",
+                 lambda: sigs["images_uint8"](images=tf.zeros([1, 14, 56], tf.uint8))),
+                ("serving_range", lambda: sigs["serving_default"](examples=tf.constant([bad]))),
+                ("float_range",
+                 lambda: sigs["images_float32"](images=tf.fill([1, 28, 28, 1], 255.0)))):
+            try:
+                call()
+                errors[name] = "accepted"
+            except Exception as e:
+                errors[name] = type(e).__name__ + ": " + str(e)
+        print(json.dumps(errors))
         print(json.dumps({{k: sorted(v.structured_outputs) for k, v in sigs.items()}}))
     """)
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -105,8 +123,25 @@ def served(exported, tmp_path_factory):
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = dict(np.load(tmp / "out.npz"))
     out["ids"] = [i.decode() for i in out["ids"]]
-    return {"signatures": json.loads(proc.stdout.strip().splitlines()[-1]), "images": images,
-            **out}
+    lines = proc.stdout.strip().splitlines()
+    return {"signatures": json.loads(lines[-1]), "errors": json.loads(lines[-2]),
+            "images": images, **out}
+
+
+@pytest.fixture(scope="module")
+def loaded(exported):
+    """The exported SavedModel loaded in this process with plain TensorFlow."""
+    return tf.saved_model.load(_saved_model_dir(exported))
+
+
+def _raw_example(pixels) -> bytes:
+    """A serialized tf.Example as ingest writes it, with these int64 pixels."""
+    return tf.train.Example(features=tf.train.Features(feature={F.IMAGE: tf.train.Feature(
+        int64_list=tf.train.Int64List(value=[int(p) for p in pixels]))})).SerializeToString()
+
+
+def _shape_text(shape) -> str:
+    return "[" + ",".join(str(d) for d in shape) + "]"
 
 
 def _pipeline_path(exported, model, ids):
@@ -346,3 +381,132 @@ def test_streamed_calibration_equals_the_whole_split_quantile(exported, model):
                                rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(streamed["threshold"], whole, rtol=1e-5)
     assert exported["saved_model"].properties["threshold"] == streamed["threshold"]
+
+
+# The serving contract (components/export/saved_model.py, "Contract"): every signature checks
+# its input in the graph and rejects what it was not documented to take with an
+# InvalidArgumentError naming the signature, the input and what was expected.
+FLOAT_IMAGE_SIGNATURES = ("images_float32", "encode", "reconstruct")
+
+
+def test_contract_is_enforced_by_plain_tensorflow_in_a_fresh_process(served):
+    errors = served["errors"]
+    assert errors["uint8_shape"].startswith("InvalidArgumentError: "), errors
+    assert ("images_uint8: input images must have shape [N,28,28], got [1,14,56]"
+            in errors["uint8_shape"])
+    assert ("serving_default: input examples: pixel values must be in 0..255, got min 1000, "
+            "max 1000" in errors["serving_range"]), errors
+    assert ("images_float32: input images: values must be in [0, 1], got min 255, max 255"
+            in errors["float_range"]), errors
+
+
+@pytest.mark.parametrize("signature", ["serving_default", "score"])
+@pytest.mark.parametrize("value", [1000, -5, 256])
+def test_example_signatures_reject_pixels_outside_0_255(loaded, signature, value):
+    """(was: 1000 scored -4.1, unflagged) one bad pixel in one example of the batch."""
+    pixels = np.full(F.PIXELS, 7)
+    pixels[300] = value
+    batch = tf.constant([_raw_example(np.full(F.PIXELS, 7)), _raw_example(pixels)])
+    with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(
+            f"{signature}: input examples: pixel values must be in 0..255, got min "
+            f"{min(value, 7)}, max {max(value, 7)}")):
+        loaded.signatures[signature](examples=batch)
+
+
+@pytest.mark.parametrize("pixels", [783, 785, 0])
+def test_example_signatures_reject_a_wrong_pixel_count(loaded, pixels):
+    batch = tf.constant([_raw_example(np.zeros(F.PIXELS)), _raw_example(np.zeros(pixels))])
+    for signature in ("serving_default", "score"):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(
+                f"{signature}: input examples: feature image must have 784 int64 values "
+                f"per example, got {pixels} in example 1")):
+            loaded.signatures[signature](examples=batch)
+
+
+@pytest.mark.parametrize("shape", [(2, 1), ()])
+def test_example_signatures_reject_examples_not_a_vector(loaded, shape):
+    examples = tf.reshape(tf.constant([_raw_example(np.zeros(F.PIXELS))] * int(np.prod(shape))),
+                          shape)
+    for signature in ("serving_default", "score"):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(
+                f"{signature}: input examples must have shape [N], got {_shape_text(shape)}")):
+            loaded.signatures[signature](examples=examples)
+
+
+@pytest.mark.parametrize("shape", [(1, 14, 56), (2, 28, 14), (1, 28, 28, 1), (28, 28), (784,)])
+def test_images_uint8_rejects_every_shape_but_n_28_28(loaded, shape):
+    """(was: [1,14,56] and [2,28,14] silently reshaped: only 784 values per image counted)"""
+    with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(
+            f"images_uint8: input images must have shape [N,28,28], got {_shape_text(shape)}")):
+        loaded.signatures["images_uint8"](images=tf.zeros(shape, tf.uint8))
+
+
+@pytest.mark.parametrize("signature", FLOAT_IMAGE_SIGNATURES)
+@pytest.mark.parametrize("value", [255.0, -0.5, 1.001, np.inf])
+def test_float_signatures_reject_values_outside_0_1(loaded, signature, value):
+    """(was: 255.0 accepted) normalized inputs only: a raw pixel would be off by 255x."""
+    x = np.full((2, 28, 28, 1), 0.5, np.float32)
+    x[1, 3, 4, 0] = value
+    with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(
+            f"{signature}: input images: values must be in [0, 1], got min {min(value, 0.5):g}, "
+            f"max {max(value, 0.5):g}")):
+        loaded.signatures[signature](images=tf.constant(x))
+
+
+@pytest.mark.parametrize("signature", FLOAT_IMAGE_SIGNATURES + ("decode",))
+def test_float_signatures_reject_nan(loaded, signature):
+    arg, shape = ("code", (2, 8)) if signature == "decode" else ("images", (2, 28, 28, 1))
+    x = np.full(shape, 0.5, np.float32)
+    x.reshape(-1)[-1] = np.nan
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=re.escape(f"{signature}: input {arg}: values must not be NaN")):
+        loaded.signatures[signature](**{arg: tf.constant(x)})
+
+
+@pytest.mark.parametrize("signature", FLOAT_IMAGE_SIGNATURES)
+@pytest.mark.parametrize("shape", [(1, 28, 28), (1, 14, 56, 1), (1, 28, 28, 3), (28, 28, 1),
+                                   (1, 28, 28, 1, 1)])
+def test_float_signatures_reject_every_shape_but_n_28_28_1(loaded, signature, shape):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(
+            f"{signature}: input images must have shape [N,28,28,1], got "
+            f"{_shape_text(shape)}")):
+        loaded.signatures[signature](images=tf.zeros(shape))
+
+
+@pytest.mark.parametrize("shape", [(1, 3), (8,), (1, 8, 1), (2, 9)])
+def test_decode_rejects_every_shape_but_n_latent(loaded, shape):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(
+            f"decode: input code must have shape [N,8], got {_shape_text(shape)}")):
+        loaded.signatures["decode"](code=tf.zeros(shape))
+
+
+def test_decode_rejects_infinite_codes(loaded):
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=re.escape("decode: input code: values must be finite")):
+        loaded.signatures["decode"](code=tf.constant([[0.0] * 7 + [np.inf]]))
+
+
+def test_the_contract_accepts_every_documented_input(loaded):
+    """The checks reject nothing the docs allow: pixels 0 and 255, floats 0.0 and 1.0, any
+    code, and empty batches."""
+    sigs = loaded.signatures
+    edges = tf.constant([_raw_example(np.zeros(F.PIXELS)), _raw_example(np.full(F.PIXELS, 255))])
+    assert sigs["serving_default"](examples=edges)["score"].shape == (2,)
+    assert sigs["score"](examples=edges)["score"].shape == (2,)
+    uint8 = np.stack([np.zeros((28, 28), np.uint8), np.full((28, 28), 255, np.uint8)])
+    assert sigs["images_uint8"](images=tf.constant(uint8))["code"].shape == (2, 8)
+    floats = tf.constant(uint8[..., None] / np.float32(255.0))
+    for name in FLOAT_IMAGE_SIGNATURES:
+        assert all(np.all(np.isfinite(v)) for v in sigs[name](images=floats).values()
+                   if v.dtype != tf.bool)
+    assert sigs["decode"](code=tf.constant([[-1e30] * 8, [1e30] * 8]))["images"].shape == (
+        2, 28, 28, 1)
+    for name, arg, value in (
+            ("serving_default", "examples", tf.zeros([0], tf.string)),
+            ("score", "examples", tf.zeros([0], tf.string)),
+            ("images_uint8", "images", tf.zeros([0, 28, 28], tf.uint8)),
+            ("images_float32", "images", tf.zeros([0, 28, 28, 1])),
+            ("encode", "images", tf.zeros([0, 28, 28, 1])),
+            ("reconstruct", "images", tf.zeros([0, 28, 28, 1])),
+            ("decode", "code", tf.zeros([0, 8]))):
+        assert all(v.shape[0] == 0 for v in sigs[name](**{arg: value}).values()), name

@@ -1,6 +1,7 @@
 """TFLite export (components/export/tflite.py): conv_pool, whose upsampling convolutions did
 not convert with a free batch axis, converts and matches; vae_tril, whose score does not
-convert, is exported without it and says why, and the export stage still succeeds."""
+convert, is exported without it and says why, and the export stage still succeeds; the
+models do not check their inputs (TFLite has no Assert op)."""
 
 from __future__ import annotations
 
@@ -65,3 +66,29 @@ def test_a_variant_whose_score_does_not_convert_is_reported_not_fatal(normalized
                                             name)) > 0
     # The SavedModel itself has the score.
     assert "score" in props["signatures"] and metrics["scored_examples"] == 128
+
+
+def test_edge_models_do_not_check_their_inputs(normalized_examples, tmp_path):
+    """What the SavedModel's contract rejects, the TFLite models compute on: TFLite has no
+    Assert op (components/export/tflite.py, "No input checks"). The interpreter itself
+    checks the dtype, and the static shape when the tensor is set directly."""
+    import tensorflow as tf
+
+    model = models.build("conv_pool")
+    model(np.zeros((1, 28, 28, 1), np.float32))
+    images = examples_io.load_split(normalized_examples, "test")["image"][:2]
+    expected = {k: v.numpy() for k, v in sm.float_outputs(model, 0.3)(tf.constant(images)).items()}
+    result = tflite.export(model, 0.3, str(tmp_path / "tflite"), images, expected)
+    path = str(tmp_path / "tflite" / result["files"]["float32"])
+    runner = tf.lite.Interpreter(model_path=path).get_signature_runner(tflite.SIGNATURE)
+
+    raw = runner(images=images[:1] * np.float32(255.0))  # raw pixels: no error
+    assert raw["reconstruction"].shape == (1, 28, 28, 1) and np.isfinite(raw["score"]).all()
+    assert np.isnan(runner(images=np.full((1, 28, 28, 1), np.nan, np.float32))["score"]).all()
+    with pytest.raises(ValueError, match="FLOAT64"):
+        runner(images=images[:1].astype(np.float64))
+    interpreter = tf.lite.Interpreter(model_path=path)
+    interpreter.allocate_tensors()
+    with pytest.raises(ValueError, match="Dimension mismatch"):
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"],
+                               np.zeros((1, 14, 56, 1), np.float32))

@@ -11,14 +11,28 @@ SavedModel's `images_float32` takes them; one image per call) -> reconstruction
 [1,28,28,1], code [1,latent], score [1], is_anomaly [1] (the same function,
 saved_model.float_outputs, with the same baked-in threshold).
 
-Why batch 1, not a free batch axis: Keras 3's UpSampling2D (nearest) is `ops.repeat`,
-i.e. tf.repeat, which reshapes by a shape computed at run time from the batch size. With
-a dynamic batch the converter's shape inference loses the height, width and channel sizes
-downstream of it, and TFLite's Conv2D legalization (prepare_tf.cc, ConvertTFConvOp) needs
-a statically known input channel count: the convolutions after an upsampling stay
-`tf.Conv2D` and conversion fails with "'tf.Conv2D' op is neither a custom op nor a flex
-op" (conv_pool, denoise). A static batch makes every shape static. Flex ops (Select TF
-ops) would hide that and need the much larger flex runtime on the device: not used.
+Why batch 1: it was forced. Keras 3's UpSampling2D (nearest) is `ops.repeat`, i.e.
+tf.repeat, which reshapes by a shape computed at run time from the batch size; with a
+dynamic batch the converter lost the height, width and channel sizes downstream and the
+next Conv2D failed to convert ("'tf.Conv2D' op is neither a custom op nor a flex op";
+conv_pool, denoise). The zoo now uses models.base.UpSampling2D, the same numbers with
+static shapes, so a free batch axis converts too: the exported SavedModel's own float
+signatures convert with the standard TFLiteConverter.from_saved_model
+(components/export/saved_model.py, "TensorFlow Lite"; tests/test_serving_contract.py).
+These edge models keep batch 1, the interface their artifact properties promise, with every
+shape static. Flex ops (Select TF ops) are not used: they need the much larger flex
+runtime on the device.
+
+No input checks: the SavedModel's signatures check their inputs in the graph (saved_model.py,
+"Contract"), but TFLite has no Assert op, the converter drops it (with or without Select
+TF ops), and these models are converted from saved_model.float_outputs, which checks
+nothing. So values are not checked (255.0 is computed on, NaN gives NaN scores) and the
+caller validates. What the interpreter checks itself: the dtype (float64 -> ValueError
+"Cannot set tensor: Got value of type FLOAT64 but expected type FLOAT32"), and with
+Interpreter.set_tensor the static shape [1,28,28,1] (ValueError "Dimension mismatch"); a
+SignatureRunner instead resizes the input to what it is given, after which the model
+fails to prepare (RuntimeError) or, for the dense variants, may compute on a batch of
+another layout (tests/test_tflite.py).
 
 What does not convert is recorded, not fatal: when the score cannot be converted the
 models carry reconstruction and code only, and `not_converted` says why (vae_tril: the
