@@ -62,6 +62,13 @@ class Artifact:
         return list(self.properties.get("splits", []))
 
 
+def relative_uri(root: str, uri: str) -> str:
+    """`uri` relative to the pipeline root (how ML Metadata and `_artifact.json` name
+    artifacts, so a moved root keeps its lineage); others as they are."""
+    prefix = root.rstrip("/") + "/"
+    return uri[len(prefix):] if uri.startswith(prefix) else uri
+
+
 def _remote(uri: str) -> bool:
     return "://" in uri
 

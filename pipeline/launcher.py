@@ -203,7 +203,8 @@ def _execute(store, component, params, fingerprint, inputs, run, started) -> dic
     committed = _commit(name, staged, outputs, fingerprint, run,
                         {"stage": name, "fingerprint": fingerprint, "started": started,
                          "duration_s": duration, "metrics": metrics,
-                         "inputs": {k: _relative(run.root, a.uri) for k, a in inputs.items()}})
+                         "inputs": {k: artifacts.relative_uri(run.root, a.uri)
+                                    for k, a in inputs.items()}})
     store.put_execution(run.run_id, name, "complete", {"metrics": metrics, "duration_s": duration},
                         outputs=committed, execution_id=execution_id)
     summary.write(store, run.run_id)
@@ -224,11 +225,6 @@ def _commit(name, staged, outputs, fingerprint, run, execution=None) -> dict[str
                                       artifacts.EXECUTION_RECORD: execution})
         committed[k] = Artifact(type=outputs[k].type, uri=final, properties=props)
     return committed
-
-
-def _relative(root: str, uri: str) -> str:
-    prefix = root.rstrip("/") + "/"
-    return uri[len(prefix):] if uri.startswith(prefix) else uri
 
 
 def _reuse(store, component, fingerprint, inputs, run, hit, started) -> dict[str, Artifact]:

@@ -38,7 +38,7 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as pb
 
 from pipeline import locks
-from pipeline.artifacts import BLESSING, COMMIT_MARKER, Artifact
+from pipeline.artifacts import BLESSING, COMMIT_MARKER, Artifact, relative_uri
 from pipeline.errors import EnvironmentFailure
 
 PIPELINE_NAME = "ae_pipeline"
@@ -222,8 +222,7 @@ class MetadataStore:
 
     # -- uris ---------------------------------------------------------------------
     def _relative(self, uri: str) -> str:
-        prefix = self.root.rstrip("/") + "/"
-        return uri[len(prefix):] if uri.startswith(prefix) else uri
+        return relative_uri(self.root, uri)
 
     def absolute(self, uri: str) -> str:
         return uri if uri.startswith("/") or "://" in uri else posixpath.join(self.root, uri)
