@@ -1,6 +1,7 @@
 """Cache keys. A stage's fingerprint hashes its parameters (`Params.cache_key()`), its
-input artifacts' fingerprints and the source of the code it runs: the executor module
-and every project module it imports at run time, transitively. Imports under
+input artifacts' fingerprints and what the code it runs does: the syntax, less
+docstrings, comments and formatting (`normalized_syntax`), of the executor module and
+every project module it imports at run time, transitively. Imports under
 `if TYPE_CHECKING:` are not run, so they are not followed: an executor can name its
 parameters class for type checkers without its spec module (and the config machinery
 behind it) entering the key. Modules are keyed by dotted name and content, never by
@@ -43,8 +44,8 @@ def _module_file(name: str) -> pathlib.Path | None:
     return None  # a name imported from a module, not a module
 
 
-def _imports(name: str, path: pathlib.Path) -> set[str]:
-    tree = ast.parse(path.read_text(), filename=str(path))
+def _imports(name: str, path: pathlib.Path, tree: ast.AST | None = None) -> set[str]:
+    tree = tree or ast.parse(path.read_text(), filename=str(path))
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
     for node in _runtime_nodes(tree):
@@ -76,9 +77,24 @@ def _runtime_nodes(tree: ast.AST):
             todo.append(child)
 
 
+def normalized_syntax(path: pathlib.Path, tree: ast.AST | None = None) -> bytes:
+    """What a module's code does: its syntax tree without docstrings, comments, line
+    numbers or formatting, so that editing any of those re-runs nothing. `tree`: the
+    module already parsed (it is changed)."""
+    tree = tree or ast.parse(path.read_text(), filename=str(path))
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                and body and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, include_attributes=False).encode()
+
+
 @functools.lru_cache(maxsize=None)
 def code_closure(module: str) -> tuple[tuple[str, str], ...]:
-    """(module, sha256 of source) for `module` and the project modules it imports."""
+    """(module, sha256 of its normalized syntax) for `module` and the project modules it
+    imports."""
     seen: dict[str, str] = {}
     todo = [module]
     while todo:
@@ -88,8 +104,9 @@ def code_closure(module: str) -> tuple[tuple[str, str], ...]:
         path = _module_file(name)
         if path is None:
             continue
-        seen[name] = hashlib.sha256(path.read_bytes()).hexdigest()
-        todo.extend(_imports(name, path))
+        tree = ast.parse(path.read_text(), filename=str(path))  # parsed once for both
+        todo.extend(_imports(name, path, tree))
+        seen[name] = hashlib.sha256(normalized_syntax(path, tree)).hexdigest()
         # a package's __init__ runs on import of any submodule
         parent = name.rpartition(".")[0]
         if parent:

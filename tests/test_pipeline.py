@@ -295,6 +295,21 @@ def test_code_fingerprint_covers_what_a_stage_runs_and_no_more():
     assert "models" not in ingest and "components.train.executor" not in ingest
 
 
+def test_code_fingerprint_ignores_docstrings_comments_and_formatting(tmp_path):
+    mod = tmp_path / "mod.py"
+    mod.write_text('"""A module."""\nimport os\n\n\ndef f(x):\n    """Doc."""\n'
+                   '    return x + 1  # one\n')
+    before = fingerprint.normalized_syntax(mod)
+    mod.write_text('"""A module, its docstring fixed."""\nimport os\n# a new comment\n'
+                   'def f( x ):\n    """Another doc."""\n\n    return (x + 1)\n')
+    assert fingerprint.normalized_syntax(mod) == before
+    for changed in ("return x + 2", "return x + 1; os.sep"):
+        mod.write_text(f"import os\ndef f(x):\n    {changed}\n")
+        assert fingerprint.normalized_syntax(mod) != before, changed
+    mod.write_text("import os\ndef f(x):\n    return 'return x + 1'\n")  # a string is code
+    assert fingerprint.normalized_syntax(mod) != before
+
+
 def test_fingerprint_closure_skips_type_checking_imports(tmp_path):
     mod = tmp_path / "mod.py"
     mod.write_text("from typing import TYPE_CHECKING\nimport components.fake.used\n"
