@@ -132,21 +132,20 @@ def discard(tmp_uri: str) -> None:
         shutil.rmtree(tmp_uri, ignore_errors=True)
 
 
-def read_properties(uri: str) -> dict[str, Any]:
+def read_record(uri: str) -> dict[str, Any]:
+    """`_artifact.json` as written: the properties and, under EXECUTION_RECORD, what made
+    the artifact (absent for artifacts older than that key); {} without the file."""
     path = posixpath.join(uri, "_artifact.json")
     if not exists(path):
         return {}
     with (_gfile().GFile(path) if _remote(path) else open(path)) as f:
-        props = json.load(f)
+        return json.load(f)
+
+
+def read_properties(uri: str) -> dict[str, Any]:
+    props = read_record(uri)
     props.pop(EXECUTION_RECORD, None)
     return props
-
-
-def read_execution_record(uri: str) -> dict[str, Any] | None:
-    """What `_artifact.json` says made the artifact (None for artifacts older than it)."""
-    path = posixpath.join(uri, "_artifact.json")
-    with (_gfile().GFile(path) if _remote(path) else open(path)) as f:
-        return json.load(f).get(EXECUTION_RECORD)
 
 
 def load(type_: str, uri: str) -> Artifact:

@@ -18,18 +18,14 @@ from __future__ import annotations
 
 import datetime
 import json
-import logging
 import os
 import time
 from typing import Any
 
 from pipeline import artifacts, locks
 from pipeline.artifacts import Artifact
-from pipeline.errors import EnvironmentFailure
 from pipeline.metadata import (DB_FILE, MetadataStore, backups, committed_artifacts, copy_sqlite,
                                integrity_problem)
-
-log = logging.getLogger("pipeline")
 
 
 def recover(root: str) -> dict[str, Any]:
@@ -78,8 +74,8 @@ def rebuild(store: MetadataStore) -> tuple[list[str], int]:
     for uri in committed_artifacts(store.root):
         if store.artifact_by_uri(uri) is not None:
             continue
-        props = artifacts.read_properties(uri)
-        record = artifacts.read_execution_record(uri) or {}
+        props = artifacts.read_record(uri)
+        record = props.pop(artifacts.EXECUTION_RECORD, None) or {}
         stage, run_id, key = uri.split(os.sep)[-3:]
         found.append((os.path.getmtime(os.path.join(uri, artifacts.COMMIT_MARKER)),
                       props.get("run_id", run_id), props.get("producer", stage), key, uri,

@@ -143,8 +143,8 @@ def plan(components, config: Config, root: str | None = None) -> Plan:
 def _existing_store(root: str | None) -> MetadataStore | None:
     """The root's ML Metadata if it exists (planning creates nothing); a damaged or lost
     store is an EnvironmentFailure here, before anything runs."""
-    if root is None or "://" in root:
-        return None if root is None else MetadataStore(root)
+    if root is None or "://" in root:  # a remote root's store is local to no one here
+        return None
     check_store(root)
     if not os.path.exists(os.path.join(root, DB_FILE)):
         return None
@@ -263,22 +263,22 @@ def _remove_empty_run_dirs(root: str, run_id: str) -> None:
     """`artifacts/<stage>/<run_id>` left empty by discarded staging (never inside an
     artifact: a SavedModel's empty assets/ is part of it)."""
     for path in glob.glob(os.path.join(root, "artifacts", "*", run_id)):
-        try:
-            os.rmdir(path)
-        except OSError:
-            pass
+        _remove_empty_dir(path)
+
+
+def _remove_empty_dir(path: str) -> None:
+    try:
+        os.rmdir(path)  # only succeeds when empty
+    except OSError:
+        pass
 
 
 def prune_empty_dirs(root: str, *names: str) -> None:
-    """Remove empty directories under `<root>/<name>` (the stages' work directories and
-    the runs' scratch once their work is done), bottom up; never the root itself."""
+    """Remove empty directories under `<root>/<name>` (the stages' work directories once
+    their work is done), bottom up; never the root itself."""
     for name in names:
-        top = os.path.join(root, name)
-        for path, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):
-            try:
-                os.rmdir(path)  # only succeeds when empty
-            except OSError:
-                pass
+        for path, _, _ in sorted(os.walk(os.path.join(root, name)), key=lambda w: -len(w[0])):
+            _remove_empty_dir(path)
 
 
 def run(p: Plan, root: str, run_id: str, only: str | None = None, force: bool = False,
@@ -356,7 +356,9 @@ def _end(store: MetadataStore, run_id: str, **outcome) -> dict:
             log.warning("could not back up the metadata store to %s (see pipeline.log)",
                         os.path.join(store.root, "backups"))
             log.debug("backup traceback", exc_info=True)
-        prune_empty_dirs(store.root, "work", "tmp")
+        # Not other runs' scratch: a live run's may be empty now and written to later.
+        prune_empty_dirs(store.root, "work")
+        _remove_empty_dir(os.path.join(store.root, "tmp"))
         _remove_empty_run_dirs(store.root, run_id)
     return view
 

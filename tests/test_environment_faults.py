@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from pipeline import cli, metadata, runner
+from pipeline import metadata
 from pipeline.errors import EXIT_ENVIRONMENT, EXIT_OK
 from tests.helpers import user_env
 
@@ -233,25 +233,37 @@ def test_a_disk_full_during_train_fails_cleanly_and_the_root_recovers(base_root,
 
 # -- the heartbeat -----------------------------------------------------------------------------
 
+# A process of its own: the heartbeat's StopRun lands wherever the main thread is, an
+# import included, and a half-imported module would break later tests in this process.
+HEARTBEAT_FAILS = """
+import sys
+from pipeline import cli, metadata, runner
+import run_pipeline
+
+original = metadata.MetadataStore.update_run
+
+def update_run(self, run_id, **properties):
+    if set(properties) == {"heartbeat"}:
+        raise OSError(28, "No space left on device")
+    return original(self, run_id, **properties)
+
+metadata.MetadataStore.update_run = update_run
+runner.HEARTBEAT_S = 0.05
+sys.exit(cli.main(run_pipeline.create_pipeline, sys.argv[1:]))
+"""
+
+
 @pytest.mark.slow
-def test_a_heartbeat_that_cannot_be_written_stops_the_run_cleanly(base_root, tmp_path, idx,
-                                                                  monkeypatch, capsys):
+def test_a_heartbeat_that_cannot_be_written_stops_the_run_cleanly(base_root, tmp_path, idx):
     root = _copy(base_root, tmp_path)
-    original = metadata.MetadataStore.update_run
-
-    def update_run(self, run_id, **properties):
-        if set(properties) == {"heartbeat"}:
-            raise OSError(28, "No space left on device")
-        return original(self, run_id, **properties)
-
-    monkeypatch.setattr(metadata.MetadataStore, "update_run", update_run)
-    monkeypatch.setattr(runner, "HEARTBEAT_S", 0.05)
     # train.epochs=3: a stage that runs (the others are cached), long enough for a beat
-    code = cli.main(lambda: __import__("run_pipeline").create_pipeline(),
-                    _run_args(root, idx, "--set", "train.epochs=3")[2:])
-    err = capsys.readouterr().err
-    assert code == EXIT_ENVIRONMENT, err[-3000:]
-    assert "Traceback" not in err and "Exception in thread" not in err
+    done = subprocess.run([PY, "-c", HEARTBEAT_FAILS,
+                           *_run_args(root, idx, "--set", "train.epochs=3")[2:]], cwd=PROJECT,
+                          capture_output=True, text=True, timeout=600, env=user_env())
+    assert done.returncode == EXIT_ENVIRONMENT, done.stderr[-3000:]
+    line = _one_error_line(done.stderr, "FAILED (exit 74)")
+    assert "no space left on device" in line
+    assert "Traceback" not in done.stderr and "Exception in thread" not in done.stderr
     [view] = [json.load(open(p)) for p in glob.glob(os.path.join(root, "runs", "*", "summary.json"))
               if json.load(open(p))["status"] == "failed"]
     assert view["exit_code"] == EXIT_ENVIRONMENT and view["error"]["kind"] == "environment"
@@ -280,9 +292,15 @@ def test_temporary_files_stay_in_the_root_and_go_with_the_run(base_root, tmp_pat
     assert _cli("runs", "--root", root, env=env).returncode == EXIT_OK  # sweeps the dead run
     assert not os.path.exists(os.path.join(root, "tmp", killed))
 
-    # A successful run leaves no empty directory behind (the SavedModel's own assets/ aside).
+    # A successful run leaves no empty directory behind (the SavedModel's own assets/ aside),
+    # but leaves another live run's scratch alone, empty as it may be for now.
+    other = os.path.join(root, "tmp", "another-live-run")
+    os.makedirs(other)
     done = _cli(*_run_args(root, idx, "--set", "train.epochs=2")[2:], env=env)
     assert done.returncode == EXIT_OK, done.stderr[-2000:]
+    assert os.path.isdir(other)
+    os.rmdir(other)
+    os.rmdir(os.path.dirname(other))
     empty = [p for p, dirs, files in os.walk(root) if not dirs and not files
              and os.path.basename(p) != "assets"]
     assert empty == []
