@@ -5,6 +5,9 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 FMNIST := /usr/share/datasets/fashion-mnist
 ARGS   ?=
+# pytest-xdist workers: one per core (`auto`: 2 on the CI machine); 0 runs in this process.
+TEST_WORKERS ?= auto
+PYTEST := $(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS)
 
 .PHONY: setup data browser run smoke test test-fast test-all clean
 
@@ -46,15 +49,16 @@ run: setup
 smoke: setup
 	$(PY) run_pipeline.py run --config smoke $(ARGS)
 
+# pytest's exit code is make's: 5 (no test collected) fails too.
 test: setup browser
-	$(PY) -m pytest -q -p no:cacheprovider $(ARGS)
+	$(PYTEST) $(ARGS)
 
 test-fast: setup browser
-	$(PY) -m pytest -q -p no:cacheprovider -m "not slow and not heavy" $(ARGS)
+	$(PYTEST) -m "not slow and not heavy" $(ARGS)
 
 # Also the heavy cases (vae_bn end to end), beyond the 10-minute budget of `make test`.
 test-all: setup browser
-	$(PY) -m pytest -q -p no:cacheprovider -m "" $(ARGS)
+	$(PYTEST) -m "" $(ARGS)
 
 clean:
 	rm -rf output .pytest_cache

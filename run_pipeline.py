@@ -6,26 +6,40 @@
     python run_pipeline.py train-worker --root ROOT --run-id ID [--config ...] [--set ...]
 
 `train-worker` is a non-chief worker of a multi-worker fit (TF_CONFIG): it joins the
-train stage of the chief's run ID and commits nothing (components/train/distribute.py).
+train stage of the chief's run ID and commits nothing (components/train/worker.py).
 
-As in a TFX pipeline file, this is where the components are put together; the runner
-under pipeline/ is handed the list and knows no concrete component.
+As in a TFX pipeline file, this is where the components are put together and wired; the
+runner under pipeline/ is handed the list and knows no concrete component.
 """
 
 import sys
 
+# The specs are light (no TensorFlow, Keras or Beam): executors load when a stage runs.
+from components.evaluate.component import EVALUATE
+from components.export.component import EXPORT
+from components.ingest.component import INGEST
+from components.push.component import PUSH
+from components.train.component import TRAIN
+from components.transform.component import TRANSFORM
+from components.validate.component import VALIDATE
+
 
 def create_pipeline() -> list:
-    """The components in order; each consumes only outputs of earlier ones."""
-    from components.evaluate.component import EVALUATE
-    from components.export.component import EXPORT
-    from components.ingest.component import INGEST
-    from components.push.component import PUSH
-    from components.train.component import TRAIN
-    from components.transform.component import TRANSFORM
-    from components.validate.component import VALIDATE
-
-    return [INGEST, VALIDATE, TRANSFORM, TRAIN, EVALUATE, EXPORT, PUSH]
+    """The components in order, each input wired to an upstream component's output (as
+    TFX's `StatisticsGen(examples=example_gen.outputs["examples"])`): inserting a stage is
+    one edit here plus its own folder under components/."""
+    ingest = INGEST
+    validate = VALIDATE.wire(examples=ingest.output("examples"))
+    transform = TRANSFORM.wire(examples=ingest.output("examples"),
+                               raw_anomalies=validate.output("anomalies"))
+    examples = transform.output("transformed_examples")
+    train = TRAIN.wire(examples=examples)
+    evaluate = EVALUATE.wire(model=train.output("model"), model_run=train.output("model_run"),
+                             examples=examples)
+    export = EXPORT.wire(model=train.output("model"), examples=examples)
+    push = PUSH.wire(model=train.output("model"), saved_model=export.output("saved_model"),
+                     blessing=evaluate.output("blessing"))
+    return [ingest, validate, transform, train, evaluate, export, push]
 
 
 def main(argv=None) -> int:

@@ -14,9 +14,9 @@ this script's overrides < --set):
   baseline  the transform output's train / validation splits loaded into numpy
             (components.examples_io.load_split), then model.fit(x, y, batch_size, epochs,
             validation_data=..., shuffle=True) on the model our trainer builds
-            (components.train.model_io.build_model(executor.model_info(params))), compiled
+            (components.train.model_io.build_model(fit.model_info(params))), compiled
             with the same loss and metrics (model.compile_for_training) and the same
-            optimizer (executor.make_optimizer: the config's optimizer, learning rate and
+            optimizer (fit.make_optimizer: the config's optimizer, learning rate and
             schedule, over the same number of steps), but otherwise Keras' default
             `compile` (steps_per_execution=1, jit_compile="auto", whatever the config's
             train.steps_per_execution / train.jit_compile say) and default `fit`
@@ -128,7 +128,7 @@ def run_baseline(params, examples) -> dict:
 
     from components import examples_io
     from components import features as F
-    from components.train import executor, model_io
+    from components.train import fit, model_io
 
     x_key = F.NOISY_IMAGE if params.denoising else F.IMAGE
     train = examples_io.load_split(examples, "train", noisy=params.denoising)
@@ -141,11 +141,11 @@ def run_baseline(params, examples) -> dict:
     gpus = tf.config.list_physical_devices("GPU")
     strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
     log = logging.getLogger("bench")
-    with executor.precision_policy(params.mixed_precision, gpus, log) as policy:
+    with fit.precision_policy(params.mixed_precision, gpus, log) as policy:
         with strategy.scope():
-            model = model_io.build_model(executor.model_info(params))
+            model = model_io.build_model(fit.model_info(params))
             model.compile_for_training(
-                executor.make_optimizer(params.optimizer, params.learning_rate,
+                fit.make_optimizer(params.optimizer, params.learning_rate,
                                         params.lr_schedule, total_steps),
                 jit_compile="auto", steps_per_execution=1)  # Keras' compile defaults
 

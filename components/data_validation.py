@@ -15,9 +15,11 @@ import pyarrow as pa
 import tensorflow_data_validation as tfdv
 from tensorflow.io import gfile
 from tensorflow_data_validation import types as tfdv_types
-from tensorflow_data_validation.statistics.generators import (basic_stats_generator,
-                                                              stats_generator,
-                                                              top_k_uniques_stats_generator)
+from tensorflow_data_validation.statistics.generators import (
+    basic_stats_generator,
+    stats_generator,
+    top_k_uniques_stats_generator,
+)
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
 from tfx_bsl import sketches
 
@@ -209,13 +211,15 @@ class NanCounts(stats_generator.CombinerStatsGenerator):
                 merged[name] += count
         return merged
 
-    def extract_output(self, accumulator: dict[str, int]) -> statistics_pb2.DatasetFeatureStatistics:
+    def extract_output(self, accumulator: dict[str, int]
+                       ) -> statistics_pb2.DatasetFeatureStatistics:
         out = statistics_pb2.DatasetFeatureStatistics()
         for name, count in accumulator.items():
             if count:
                 feature = out.features.add()
                 feature.path.step.append(name)
-                feature.num_stats.histograms.add(type=statistics_pb2.Histogram.STANDARD).num_nan = count
+                histogram = feature.num_stats.histograms.add(type=statistics_pb2.Histogram.STANDARD)
+                histogram.num_nan = count
         return out
 
 
@@ -230,7 +234,8 @@ def write_statistics(record_batches, split: str, schema: schema_pb2.Schema, out:
                 posixpath.join(out.split_uri(split), STATS_FILE)))
 
 
-def load_statistics(splits: list[str], out: Artifact) -> dict[str, statistics_pb2.DatasetFeatureStatisticsList]:
+def load_statistics(splits: list[str],
+                    out: Artifact) -> dict[str, statistics_pb2.DatasetFeatureStatisticsList]:
     """Read back what write_statistics wrote, and save TFDV's HTML view beside it."""
     stats = {}
     for split in splits:
@@ -243,7 +248,8 @@ def load_statistics(splits: list[str], out: Artifact) -> dict[str, statistics_pb
 
 def check(stats: dict[str, statistics_pb2.DatasetFeatureStatisticsList], schema: schema_pb2.Schema,
           out: Artifact, previous: dict | None = None,
-          extra: dict[str, list[tuple[str, str, str]]] | None = None) -> dict[str, anomalies_pb2.Anomalies]:
+          extra: dict[str, list[tuple[str, str, str]]] | None = None
+          ) -> dict[str, anomalies_pb2.Anomalies]:
     """Validate each split against the schema, and against `previous[split]` (statistics
     the schema's drift comparators compare it with) when given; add the `extra` findings
     of checks beyond TFDV's ((feature, short description, description) per split); save
@@ -300,7 +306,8 @@ def report(anomalies: dict[str, anomalies_pb2.Anomalies], where: str,
                 reasons = "; ".join(f"{r.short_description}: {r.description}"
                                     for r in info.reason if _compares(r) == is_comparison)
                 if reasons:
-                    lines.append(f"  {split}/{feature}{against if is_comparison else ''}: {reasons}")
+                    where = f"{split}/{feature}{against if is_comparison else ''}"
+                    lines.append(f"  {where}: {reasons}")
             if not info.reason:
                 lines.append(f"  {split}/{feature}: {info.description}")
         if a.HasField("dataset_anomaly_info"):
@@ -313,7 +320,8 @@ def _compares(reason: anomalies_pb2.AnomalyInfo.Reason) -> bool:
     """Whether a finding compares the split with other data: TFDV's drift comparators, and
     the content comparisons recorded by `add_anomaly`."""
     name = anomalies_pb2.AnomalyInfo.Type.Name(reason.type)
-    return name.startswith("COMPARATOR_") or reason.type == anomalies_pb2.AnomalyInfo.CUSTOM_VALIDATION
+    return (name.startswith("COMPARATOR_")
+            or reason.type == anomalies_pb2.AnomalyInfo.CUSTOM_VALIDATION)
 
 
 def raise_on_anomalies(anomalies: dict[str, anomalies_pb2.Anomalies], out: Artifact,

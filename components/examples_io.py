@@ -17,8 +17,8 @@ Two ways in:
   one parsed example takes) against a memory budget (train.memory_budget_mb).
 
 Held-out classes (`data.holdout_labels`, novelty detection): `dataset(exclude_labels=...)`
-leaves those classes out of the batches; `without_labels` does the same to a `load_split`
-result; `label_counts` says how many examples of each class a split has.
+leaves those classes out of the batches; `kept_mask` says which examples of a `load_split`
+result are outside them; `label_counts` says how many examples of each class a split has.
 """
 
 from __future__ import annotations
@@ -156,12 +156,6 @@ def require_examples_left(kept: int, total: int, examples: Artifact, split: str,
             "are of those classes; expected examples of other classes")
 
 
-def without_labels(columns: dict[str, np.ndarray], exclude_labels) -> dict[str, np.ndarray]:
-    """A `load_split` result without the examples of classes `exclude_labels`."""
-    keep = kept_mask(columns[F.LABEL], exclude_labels)
-    return {k: v[keep] for k, v in columns.items()}
-
-
 def _require_noisy(examples: Artifact, split: str) -> None:
     noisy = examples.properties.get("noisy")
     if noisy is False or (noisy is None and not has_feature(examples, split, F.NOISY_IMAGE)):
@@ -225,7 +219,31 @@ def plan_cache(examples: Artifact, splits, image_features, budget_mb: int) -> Ca
                                             f"train.memory_budget_mb {budget_mb}")
 
 
-def dataset(examples: Artifact, split: str, batch_size: int, input_feature: str = F.IMAGE,
+@dataclass(frozen=True)
+class _Batching:
+    """How `dataset` makes batches of a split."""
+
+    input_feature: str  # x
+    target_feature: str  # y
+    batch_size: int
+    shuffle: bool
+    seed: int
+    shuffle_buffer: int
+    exclude_labels: tuple[int, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The image features read: x and y, once each."""
+        return tuple(dict.fromkeys((self.input_feature, self.target_feature)))
+
+    def spec(self) -> dict:
+        spec = feature_spec(self.names, with_meta=False)
+        if self.exclude_labels:
+            spec[F.LABEL] = tf.io.FixedLenFeature([], tf.int64)
+        return spec
+
+
+def dataset(examples: Artifact, split: str, batch_size: int, input_feature: str = F.IMAGE, *,
             shuffle: bool = False, seed: int = 0, shuffle_buffer: int = 60000,
             cache: bool = True, target_feature: str = F.IMAGE,
             exclude_labels: tuple[int, ...] = ()) -> tf.data.Dataset:
@@ -241,34 +259,27 @@ def dataset(examples: Artifact, split: str, batch_size: int, input_feature: str 
         raise ValueError(f"unknown image feature {input_feature!r} / {target_feature!r}")
     if F.NOISY_IMAGE in (input_feature, target_feature):
         _require_noisy(examples, split)
-    names = tuple(dict.fromkeys((input_feature, target_feature)))
-    if cache:
-        return _in_memory(examples, split, names, input_feature, target_feature, batch_size,
-                          shuffle, seed, shuffle_buffer, tuple(exclude_labels))
-    return _streaming(examples, split, names, input_feature, target_feature, batch_size,
-                      shuffle, seed, shuffle_buffer, tuple(exclude_labels))
+    batching = _Batching(input_feature, target_feature, batch_size, shuffle, seed,
+                         shuffle_buffer, tuple(exclude_labels))
+    return (_in_memory if cache else _streaming)(examples, split, batching)
 
 
-def _in_memory(examples, split, names, input_feature, target_feature, batch_size, shuffle, seed,
-               shuffle_buffer, exclude_labels) -> tf.data.Dataset:
-    spec = feature_spec(names, with_meta=False)
-    if exclude_labels:
-        spec[F.LABEL] = tf.io.FixedLenFeature([], tf.int64)
-    cols = _read_columns(examples, split, spec)
-    if exclude_labels:
-        keep = kept_mask(cols.pop(F.LABEL), exclude_labels)
-        require_examples_left(int(keep.sum()), len(keep), examples, split, exclude_labels)
+def _in_memory(examples: Artifact, split: str, b: _Batching) -> tf.data.Dataset:
+    cols = _read_columns(examples, split, b.spec())
+    if b.exclude_labels:
+        keep = kept_mask(cols.pop(F.LABEL), b.exclude_labels)
+        require_examples_left(int(keep.sum()), len(keep), examples, split, b.exclude_labels)
         cols = {k: v[keep] for k, v in cols.items()}
-    n = len(cols[names[0]])
+    n = len(cols[b.names[0]])
     with tf.device("/cpu:0"):  # host memory, where tf.data runs, even when a GPU is visible
-        tensors = tuple(tf.constant(cols[k].reshape((-1,) + IMAGE_SHAPE)) for k in names)
-    x_index, y_index = names.index(input_feature), names.index(target_feature)
+        tensors = tuple(tf.constant(cols[k].reshape((-1,) + IMAGE_SHAPE)) for k in b.names)
+    x_index, y_index = b.names.index(b.input_feature), b.names.index(b.target_feature)
 
     indices = tf.data.Dataset.range(n)
-    if shuffle:
-        indices = indices.shuffle(min(shuffle_buffer, n), seed=seed,
+    if b.shuffle:
+        indices = indices.shuffle(min(b.shuffle_buffer, n), seed=b.seed,
                                   reshuffle_each_iteration=True)
-    indices = indices.batch(batch_size)
+    indices = indices.batch(b.batch_size)
     # The arrays enter as a repeated dataset element rather than a captured constant
     # (what Keras' own array adapter does): nothing is copied per batch except the gather.
     data = tf.data.Dataset.from_tensors(tensors).repeat()
@@ -282,47 +293,41 @@ def _in_memory(examples, split, names, input_feature, target_feature, batch_size
             .prefetch(tf.data.AUTOTUNE))
 
 
-def _streaming(examples, split, names, input_feature, target_feature, batch_size, shuffle, seed,
-               shuffle_buffer, exclude_labels) -> tf.data.Dataset:
+def _shuffled_records(files: list[str], seed: int, shuffle_buffer: int) -> tf.data.Dataset:
+    """Shard order and record order both vary per epoch, reproducibly."""
+    return (tf.data.Dataset.from_tensor_slices(files)
+            .shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+            .interleave(lambda f: tf.data.TFRecordDataset(f, compression_type=F.COMPRESSION),
+                        cycle_length=min(len(files), 16), num_parallel_calls=tf.data.AUTOTUNE,
+                        deterministic=True)
+            .shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True))
+
+
+def _streaming(examples: Artifact, split: str, b: _Batching) -> tf.data.Dataset:
     files = shard_files(examples, split)
-    if shuffle:
-        # Shard order and record order both vary per epoch, reproducibly.
-        ds = (tf.data.Dataset.from_tensor_slices(files)
-              .shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-              .interleave(lambda f: tf.data.TFRecordDataset(f, compression_type=F.COMPRESSION),
-                          cycle_length=min(len(files), 16), num_parallel_calls=tf.data.AUTOTUNE,
-                          deterministic=True)
-              .shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True))
-    else:
-        ds = _records(files)
-    spec = feature_spec(names, with_meta=False)
-    if exclude_labels:
-        spec[F.LABEL] = tf.io.FixedLenFeature([], tf.int64)
-    excluded = tf.constant(exclude_labels or (-1,), tf.int64)
+    ds = _shuffled_records(files, b.seed, b.shuffle_buffer) if b.shuffle else _records(files)
+    spec = b.spec()
+    excluded = tf.constant(b.exclude_labels or (-1,), tf.int64)
 
     def parse(serialized):
         parsed = tf.io.parse_example(serialized, spec)
-        x = tf.reshape(parsed[input_feature], (-1,) + IMAGE_SHAPE)
-        y = tf.reshape(parsed[target_feature], (-1,) + IMAGE_SHAPE)
-        return x, y
+        if b.exclude_labels:
+            keep = tf.reduce_all(tf.not_equal(parsed[F.LABEL][:, None], excluded[None, :]),
+                                 axis=1)
+            parsed = {k: tf.boolean_mask(parsed[k], keep) for k in b.names}
+        return (tf.reshape(parsed[b.input_feature], (-1,) + IMAGE_SHAPE),
+                tf.reshape(parsed[b.target_feature], (-1,) + IMAGE_SHAPE))
 
-    def parse_kept(serialized):  # parsed in batches, filtered, then batched again
-        parsed = tf.io.parse_example(serialized, spec)
-        keep = tf.reduce_all(tf.not_equal(parsed[F.LABEL][:, None], excluded[None, :]), axis=1)
-        x = tf.reshape(tf.boolean_mask(parsed[input_feature], keep), (-1,) + IMAGE_SHAPE)
-        y = tf.reshape(tf.boolean_mask(parsed[target_feature], keep), (-1,) + IMAGE_SHAPE)
-        return x, y
-
-    if exclude_labels:
+    if b.exclude_labels:  # parsed in batches, filtered, then batched again
         ds = (ds.batch(PARSE_BATCH)
-              .map(parse_kept, num_parallel_calls=tf.data.AUTOTUNE)
+              .map(parse, num_parallel_calls=tf.data.AUTOTUNE)
               .unbatch()
-              .batch(batch_size))
+              .batch(b.batch_size))
     else:
-        ds = ds.batch(batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.batch(b.batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
         n = (examples.properties.get("counts") or {}).get(split)
         if n is not None:  # Keras then knows the steps per epoch; a wrong count fails loudly
-            ds = ds.apply(tf.data.experimental.assert_cardinality(-(-int(n) // batch_size)))
+            ds = ds.apply(tf.data.experimental.assert_cardinality(-(-int(n) // b.batch_size)))
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

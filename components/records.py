@@ -27,7 +27,8 @@ def _list_column(values: np.ndarray) -> pa.ListArray:
     return pa.ListArray.from_arrays(offsets, pa.array(values.reshape(-1)))
 
 
-def record_batch(ids: list[str], labels: np.ndarray, images: dict[str, np.ndarray]) -> pa.RecordBatch:
+def record_batch(ids: list[str], labels: np.ndarray,
+                 images: dict[str, np.ndarray]) -> pa.RecordBatch:
     """Examples as an Arrow RecordBatch of list columns: the form TFDV consumes and
     tfx_bsl's encoder turns into tf.Examples."""
     columns = [pa.array([[i.encode()] for i in ids], pa.list_(pa.binary())),
@@ -57,13 +58,6 @@ def shard_writer(path: str) -> tf.io.TFRecordWriter:
         compression_type=F.COMPRESSION, compression_level=GZIP_LEVEL))
 
 
-def write_shard(path: str, records: list[bytes]) -> int:
-    with shard_writer(path) as writer:
-        for record in records:
-            writer.write(record)
-    return len(records)
-
-
 @contextlib.contextmanager
 def shard_errors(path: str):
     """TensorFlow's errors reading or writing shard `path` (corrupt or truncated GZIP, a
@@ -71,7 +65,8 @@ def shard_errors(path: str):
     try:
         yield
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
-        raise DataError(f"{path}: unreadable TFRecord shard ({e.message.splitlines()[0]})") from None
+        first = e.message.splitlines()[0]
+        raise DataError(f"{path}: unreadable TFRecord shard ({first})") from None
 
 
 def iter_shard(path: str, float_images: bool, batch_size: int = 4096):
@@ -84,12 +79,3 @@ def iter_shard(path: str, float_images: bool, batch_size: int = 4096):
     ds = tf.data.TFRecordDataset(path, compression_type=F.COMPRESSION).batch(batch_size)
     for batch in ds:
         yield {k: v.numpy() for k, v in tf.io.parse_example(batch, spec).items()}
-
-
-def read_shard(path: str, float_images: bool) -> dict[str, np.ndarray]:
-    """All examples of one shard as numpy arrays."""
-    parts = list(iter_shard(path, float_images))
-    if not parts:
-        return {F.ID: np.zeros([0], object), F.LABEL: np.zeros([0], np.int64),
-                F.IMAGE: np.zeros([0, F.PIXELS], np.float32 if float_images else np.int64)}
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

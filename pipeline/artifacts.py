@@ -4,7 +4,7 @@ one rename, so a crashed stage leaves nothing that looks finished.
 Remote URIs (`gs://...`) go through tf.io.gfile (on object stores the final rename is a
 copy, not atomic; the `_COMMITTED` marker, written last, is what readers trust); local
 paths through the standard library, so that looking up the cache needs no TensorFlow
-(a fully cached run never imports it). The run state beside them is local today (README).
+(a fully cached run never imports it). The run state beside them is local today (docs/scale-out.md).
 """
 
 from __future__ import annotations
@@ -71,6 +71,12 @@ def relative_uri(root: str, uri: str) -> str:
 
 def _remote(uri: str) -> bool:
     return "://" in uri
+
+
+def normalize_root(root: str) -> str:
+    """A pipeline root as the run records, ML Metadata and the locks name it: a local path
+    made absolute, a remote URI (`gs://...`) as given."""
+    return root if _remote(root) else os.path.abspath(root)
 
 
 def _gfile():

@@ -22,9 +22,10 @@ import sys
 import uuid
 from typing import Callable
 
-from pipeline import console
+from pipeline import artifacts, console
 from pipeline.errors import (EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK, EXIT_SKIPPED, EXIT_STAGE,
-                             ConfigError, EnvironmentFailure, PipelineError)
+                             ConfigError, EnvironmentFailure, PipelineError, describe)
+from pipeline.views import Views
 
 log = logging.getLogger("pipeline")
 DEFAULT_ROOT = "output"
@@ -54,6 +55,9 @@ def _parser(stage_names: list[str] | None = None) -> argparse.ArgumentParser:
     c.add_argument("--config", help="preset name or TOML file to show the values of")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     c.add_argument("--json", action="store_true", help="machine-readable output")
+    c.add_argument("--closures", action="store_true",
+                   help="print each stage's code closure (the modules hashed into its "
+                        "fingerprint) instead of the keys")
     s = sub.add_parser("runs", help="the runs under the root, newest first")
     s.add_argument("--status", help="only runs with this status (succeeded, failed, ...)")
     s.add_argument("--dataset", help="only runs on this dataset")
@@ -104,7 +108,7 @@ def main(create_pipeline: Callable[[], list], argv: list[str] | None = None) -> 
     if args.command == "config":
         return _config(create_pipeline, args)
     try:
-        return _inspect(args)
+        return _inspect(args, create_pipeline)
     except BrokenPipeError:  # `... | head`: the reader has what it wanted
         sys.stderr.close()
         return EXIT_OK
@@ -128,7 +132,7 @@ def _plan(create_pipeline, args):
     run_id = args.run_id or _new_run_id()
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", run_id):
         raise ConfigError(f"--run-id {run_id!r}: use letters, digits, '.', '_', '-'")
-    root = os.path.abspath(args.root) if "://" not in args.root else args.root
+    root = artifacts.normalize_root(args.root)
     if os.path.exists(os.path.join(root, "runs", run_id)):
         raise ConfigError(f"--run-id {run_id!r}: a run with this id already exists under "
                           f"{root}; run ids are never reused")
@@ -171,8 +175,6 @@ def _run(create_pipeline, args, argv) -> int:
         log.debug("traceback:\n", exc_info=True)
         error = _recorded_error(root, run_id)
         if error is None:
-            from pipeline.launcher import describe
-
             error = describe(e, where=root)
         where = f" in stage {error['stage']}" if error.get("stage") else ""
         outcome = {"interrupted": "interrupted", "skipped": "skipped"}.get(error["kind"], "FAILED")
@@ -185,7 +187,7 @@ def _run(create_pipeline, args, argv) -> int:
         log.info("summary: %s, report: %s, log: %s", os.path.join(run_dir, "summary.json"),
                  os.path.join(run_dir, "report.html"), os.path.join(run_dir, "pipeline.log"))
         return int(error["exit_code"] or EXIT_STAGE)
-    _print_stages(result)
+    _print_stages(result, Views.of(plan.components))
     log.info("summary: %s, report: %s", os.path.join(run_dir, "summary.json"),
              os.path.join(run_dir, "report.html"))
     return EXIT_OK
@@ -234,6 +236,8 @@ def _config(create_pipeline, args) -> int:
 
     with console.stderr_to_log():
         components = create_pipeline()
+    if args.closures:
+        return _closures(components, args.json)
     classes = runner.param_classes(components)
     try:
         config = runner.load_config(components, args.config, args.set)
@@ -254,22 +258,38 @@ def _config(create_pipeline, args) -> int:
     return EXIT_OK
 
 
-def _print_stages(s: dict) -> None:
+def _closures(components, as_json: bool) -> int:
+    """What each stage's code fingerprint covers: its executor module and the project
+    modules it imports, with the hash of each one's normalized syntax."""
+    from pipeline.fingerprint import code_closure
+
+    closures = {c.name: dict(code_closure(c.executor_module)) for c in components}
+    if as_json:
+        print(json.dumps(closures, indent=2))
+        return EXIT_OK
+    for stage, modules in closures.items():
+        print(f"{stage}: {', '.join(modules)}")
+    return EXIT_OK
+
+
+def _print_stages(s: dict, views: Views) -> None:
     from pipeline.inspection import headline, outcome_lines
 
     print(f"run {s['run_id']}: {s['status']}")
     for name, st in s["stages"].items():
         print(f"  {name:<10} {st['status']:<11} {st.get('duration_s') or 0:>8.1f}s  "
-              f"{headline(st.get('metrics'))}")
-    for line in outcome_lines(s):
+              f"{headline(st.get('metrics'), views.view(name).headline)}")
+    for line in outcome_lines(s, views):
         print(line)
 
 
-def _inspect(args) -> int:
+def _inspect(args, create_pipeline) -> int:
     from pipeline import runner
     from pipeline.metadata import MetadataStore
 
-    root = os.path.abspath(args.root) if "://" not in args.root else args.root
+    root = artifacts.normalize_root(args.root)
+    with console.stderr_to_log():
+        views = Views.of(create_pipeline())  # what the components declare the views show
     try:
         if args.command in ("gc", "recover"):  # they write: refused on a read-only root
             _ensure_writable(root)
@@ -285,17 +305,17 @@ def _inspect(args) -> int:
             log.error("no pipeline root at %s (no metadata.sqlite) (exit %d)", root, EXIT_CONFIG)
             return EXIT_CONFIG
         if args.command == "gc":
-            return _gc(args, root)
+            return _gc(args, root, views)
         if os.access(root, os.W_OK):  # a read-only root is shown as it was recorded
-            runner.sweep_abandoned(MetadataStore(root))
+            runner.sweep_abandoned(MetadataStore(root), views)
         store = MetadataStore(root, readonly=True)
-        return _read(args, root, store)
+        return _read(args, root, store, views)
     except EnvironmentFailure as e:
         log.error("%s (exit %d)", e, e.exit_code)
         return e.exit_code
 
 
-def _read(args, root: str, store) -> int:
+def _read(args, root: str, store, views: Views) -> int:
     """runs, show, lineage, diff: views of the store, opened read-only."""
     from pipeline import inspection, summary
 
@@ -304,7 +324,7 @@ def _read(args, root: str, store) -> int:
             log.error("no run %r under %s (see `runs --root %s`) (exit %d)", run_id, root,
                       args.root, EXIT_CONFIG)
             return None
-        return summary.render(store, run_id)
+        return summary.render(store, run_id, views)
 
     def emit(data, text: str) -> int:
         print(json.dumps(data, indent=2, default=str) if args.json else text)
@@ -312,12 +332,12 @@ def _read(args, root: str, store) -> int:
 
     if args.command == "show":
         v = view(args.run_id)
-        return EXIT_CONFIG if v is None else emit(v, inspection.show_text(v, root))
+        return EXIT_CONFIG if v is None else emit(v, inspection.show_text(v, root, views))
     if args.command == "diff":
         a, b = view(args.run_a), view(args.run_b)
         if a is None or b is None:
             return EXIT_CONFIG
-        d = inspection.diff(a, b)
+        d = inspection.diff(a, b, views)
         return emit(d, inspection.diff_text(d))
     if args.command == "lineage":
         found = inspection.find_artifact(store, args.target)
@@ -327,11 +347,12 @@ def _read(args, root: str, store) -> int:
             return EXIT_CONFIG
         node = inspection.lineage(store, *found)
         return emit(node, inspection.lineage_text(node))
-    views = sorted((summary.render(store, r["run_id"]) for r in store.list_runs()),
-                   key=lambda v: v["started"] or "", reverse=True)
-    rows = inspection.filter_rows([inspection.run_row(v) for v in views], args.status,
-                                  args.dataset, args.variant, args.blessed or None, args.limit)
-    return emit(rows, inspection.runs_text(rows))
+    rendered = sorted((summary.render(store, r["run_id"], views) for r in store.list_runs()),
+                      key=lambda v: v["started"] or "", reverse=True)
+    rows = inspection.filter_rows([inspection.run_row(v, views) for v in rendered], args.status,
+                                  args.dataset, args.variant, limit=args.limit,
+                                  blessed=args.blessed or None)
+    return emit(rows, inspection.runs_text(rows, views))
 
 
 def _recover(args, root: str) -> int:
@@ -342,11 +363,11 @@ def _recover(args, root: str) -> int:
     return EXIT_OK
 
 
-def _gc(args, root: str) -> int:
+def _gc(args, root: str, views: Views) -> int:
     from pipeline import gc
 
     try:
-        result = gc.collect(root, args.keep_last, args.keep_days, args.dry_run)
+        result = gc.collect(root, args.keep_last, args.keep_days, args.dry_run, views=views)
     except PipelineError as e:  # refusing beside a live run is expected: a warning, as a skip
         log.log(logging.WARNING if e.exit_code == EXIT_SKIPPED else logging.ERROR, "%s (exit %d)",
                 e, e.exit_code)

@@ -1,5 +1,8 @@
-"""The component contract, as TFX's component.py declares it: typed input and output
-channels, a parameters class, and the executor.
+"""The component contract, as TFX's component.py declares it: typed inputs and outputs,
+a parameters class, and the executor. A component declares the artifact type of each
+input (`Input`); the pipeline file binds it to an upstream component's output
+(`wire(examples=transform.output("transformed_examples"))`), so no component names
+another and inserting a stage is one edit in `create_pipeline()`.
 
 An executor is the function `run` of the module the component names:
 
@@ -13,7 +16,7 @@ runs alone on artifacts on disk, which is what the component tests do.
 
 The executor is named by its module path and imported on first use, as TFX's
 ExecutorClassSpec would import a class: a run whose stages all come from the cache never
-imports TensorFlow, Keras or Beam (README, "Schedules").
+imports TensorFlow, Keras or Beam (docs/operations.md, "Schedules").
 """
 
 from __future__ import annotations
@@ -22,13 +25,22 @@ import functools
 import importlib
 import inspect
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping
+
+from pipeline.views import View
+
+
+@dataclass(frozen=True)
+class Input:
+    """A declared input: the artifact type consumed, not yet bound to a producer."""
+
+    type: str
 
 
 @dataclass(frozen=True)
 class Channel:
-    """An input: an artifact type and the upstream component output that provides it."""
+    """A bound input: an artifact type and the upstream component output that provides it."""
 
     type: str
     producer: str
@@ -67,7 +79,7 @@ class Resolved:
 @dataclass(frozen=True)
 class Component:
     name: str
-    inputs: Mapping[str, Channel | Resolved]
+    inputs: Mapping[str, Input | Channel | Resolved]
     outputs: Mapping[str, str]  # key -> artifact type
     params: type  # a pipeline.config.Params subclass
     executor_module: str  # dotted path of the module whose `run` is the executor
@@ -76,10 +88,38 @@ class Component:
     # the statistics and anomalies that explain the rejection. The execution stays FAILED,
     # so the cache never reuses them.
     published_on_rejection: tuple[str, ...] = ()
+    # What the run views show of this stage (pipeline/views.py): nothing by default.
+    view: View = View()
 
     def __post_init__(self):
         assert not set(self.inputs) & set(self.outputs), f"{self.name}: input and output keys overlap"
         assert set(self.published_on_rejection) <= set(self.outputs), self.name
+
+    def output(self, key: str) -> Channel:
+        """This component's output `key`, for a downstream component's `wire`."""
+        if key not in self.outputs:
+            raise KeyError(f"component {self.name} has no output {key!r} "
+                           f"(it has {sorted(self.outputs)})")
+        return Channel(self.outputs[key], self.name, key)
+
+    def wire(self, **channels: Channel) -> Component:
+        """A copy with each declared `Input` bound to an upstream output of the same type."""
+        bound = dict(self.inputs)
+        for key, channel in channels.items():
+            declared = self.inputs.get(key)
+            if not isinstance(declared, (Input, Channel)):
+                raise TypeError(f"component {self.name} declares no input {key!r} to wire "
+                                f"(its inputs: {sorted(self.unbound) or sorted(self.channels)})")
+            if channel.type != declared.type:
+                raise TypeError(f"component {self.name}: input {key!r} takes {declared.type}, "
+                                f"not {channel.producer}.{channel.output} ({channel.type})")
+            bound[key] = channel
+        return replace(self, inputs=bound)
+
+    @property
+    def unbound(self) -> tuple[str, ...]:
+        """Declared inputs the pipeline file has not wired."""
+        return tuple(k for k, i in self.inputs.items() if isinstance(i, Input))
 
     @property
     def executor(self) -> Callable[..., dict]:

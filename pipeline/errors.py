@@ -1,6 +1,6 @@
 """Error classes and the process exit codes they map to.
 
-Exit codes are the product's contract with schedulers (README, "Exit codes"):
+Exit codes are the product's contract with schedulers (README.md, "Exit codes"):
   0 success; 2 invalid config or usage; 3 data rejected (missing, corrupt or anomalous
   input); 4 a stage failed for another reason; 74 the machine or the root failed (no
   space, a read-only filesystem, permission denied, a damaged metadata store; EX_IOERR);
@@ -8,6 +8,8 @@ Exit codes are the product's contract with schedulers (README, "Exit codes"):
   refusing to run beside a live run; EX_TEMPFAIL, "try again later"); 130 interrupted
   (SIGINT or SIGTERM).
 """
+
+from __future__ import annotations
 
 import errno
 import re
@@ -71,6 +73,9 @@ class Interrupted(PipelineError):
     kind = "interrupted"
 
 
+INTERRUPTED = "interrupted (SIGINT or SIGTERM)"
+
+
 class StopRun(KeyboardInterrupt):
     """Raised in the main thread by a helper thread that found the run cannot go on (its
     heartbeat cannot be written): unwinds like an interrupt, through Beam and TensorFlow,
@@ -123,3 +128,26 @@ def environment_failure(exc: BaseException, where: str = "?") -> EnvironmentFail
                                       f"({type(e).__name__}: {first[:300]})")
         e = e.__cause__ or e.__context__
     return None
+
+
+def as_pipeline_error(exc: BaseException, where: str = "?") -> PipelineError:
+    """The PipelineError any exception of a stage or a run stands for: a StopRun its
+    reason, an interrupt Interrupted, an environment failure (a full disk is not bad data,
+    whatever the code was reading) EnvironmentFailure, anything else not ours StageError.
+    `where`: the path an environment failure names when the error itself names none."""
+    if isinstance(exc, StopRun) and exc.reason is not None:
+        return exc.reason
+    if isinstance(exc, KeyboardInterrupt):
+        return Interrupted(INTERRUPTED)
+    if not isinstance(exc, (ConfigError, Interrupted)) and (env := environment_failure(exc, where)):
+        return env
+    if not isinstance(exc, PipelineError):
+        return StageError(f"{type(exc).__name__}: {exc}")
+    return exc
+
+
+def describe(exc: BaseException, where: str = "?") -> dict:
+    """kind, one-line message and exit code of `exc` (as_pipeline_error), as ML Metadata
+    and summary.json record a failure."""
+    error = as_pipeline_error(exc, where)
+    return {"kind": error.kind, "message": str(error).strip(), "exit_code": error.exit_code}

@@ -10,7 +10,8 @@ Kept:
 
 Every other LIVE artifact under `<root>/artifacts/` is deleted: its directory is removed
 and ML Metadata records it DELETED, so the cache never reuses it. Staging directories
-and scratch (`tmp/<run_id>`) left by dead runs go too, and work directories whose work is done (or older than D days).
+and scratch (`tmp/<run_id>`) left by dead runs go too, and work directories whose work is
+done (or older than D days).
 Run records (contexts, summary.json, pipeline.log) stay: they are small and say what was
 deleted (the run property `gc`).
 """
@@ -30,6 +31,7 @@ from pipeline import artifacts, locks, runner
 from pipeline.artifacts import Artifact
 from pipeline.errors import EXIT_SKIPPED, ConfigError, PipelineError
 from pipeline.metadata import DB_FILE, MetadataStore
+from pipeline.views import Views
 
 DAY_S = 86400.0
 # A released model's record -> the property that says the release happened.
@@ -43,12 +45,13 @@ class RootBusy(PipelineError):
     kind = "skipped"
 
 
-def collect(root: str, keep_last: int | None, keep_days: float | None, dry_run: bool) -> dict:
+def collect(root: str, keep_last: int | None, keep_days: float | None, dry_run: bool, *,
+            views: Views) -> dict:
     """Delete what the policy does not keep (nothing under `dry_run`); returns what was (or
     would be) kept, deleted and freed. Raises ConfigError for a bad policy or root, RootBusy
-    when a run is live."""
+    when a run is live. `views`: what the pages of the runs it touches show."""
     _check_policy(keep_last, keep_days)
-    root = os.path.abspath(root)
+    root = artifacts.normalize_root(root)
     if not os.path.exists(os.path.join(root, DB_FILE)):
         raise ConfigError(f"{root} is not a pipeline root (no {DB_FILE})")
     store = MetadataStore(root)
@@ -64,11 +67,11 @@ def collect(root: str, keep_last: int | None, keep_days: float | None, dry_run: 
         now = time.time()
         result = {"dry_run": dry_run, **_plan(store, runs, keep_last, keep_days, now)}
         if not dry_run:
-            _apply(store, result, now)
+            _apply(store, result, now, views)
             # Dead runs still marked running are recorded as abandoned, as every run does;
             # after the deletions, not before, since the sweep also removes their staging
             # directories, which the plan (returned as is by --dry-run) already lists.
-            runner.sweep_abandoned(store)
+            runner.sweep_abandoned(store, views)
     return result
 
 
@@ -201,15 +204,15 @@ def _newest_mtime(path: str) -> float:
 
 # -- deleting -----------------------------------------------------------------------------
 
-def _apply(store: MetadataStore, result: dict, now: float) -> None:
+def _apply(store: MetadataStore, result: dict, now: float, views: Views) -> None:
     for d in result["deleted"]:
         _delete_artifact(store, d["id"], store.absolute(d["uri"]))
     for entry in result["staging_removed"] + result["work_removed"]:
         shutil.rmtree(os.path.join(store.root, entry["path"]))
     for run_id, n in Counter(d["run_id"] for d in result["deleted"] if d["run_id"]).items():
-        before = (store.get_run(run_id).get("gc") or {}).get("artifacts", 0)
+        before = ((store.get_run(run_id) or {}).get("gc") or {}).get("artifacts", 0)
         store.update_run(run_id, gc={"deleted_at": now, "artifacts": before + n})
-        runner.publish(store, run_id)  # its summary and report say what was collected
+        runner.publish(store, run_id, views)  # its summary and report say what was collected
 
 
 def _delete_artifact(store: MetadataStore, artifact_id: int, path: str) -> None:

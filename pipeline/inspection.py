@@ -1,5 +1,6 @@
 """What `runs`, `show`, `lineage` and `diff` print: views of ML Metadata (through
-pipeline/summary.py's run view), as text for people and as plain data for `--json`.
+pipeline/summary.py's run view), as text for people and as plain data for `--json`. The
+decisions and headline metrics shown are those the components declare (pipeline/views.py).
 
 Nothing here writes; nothing here imports TensorFlow or Beam (inspection is instant).
 """
@@ -11,30 +12,33 @@ import os
 from typing import Any
 
 from pipeline.metadata import MetadataStore
-
+from pipeline.views import Views
 
 # -- runs ----------------------------------------------------------------------------------
 
-def run_row(view: dict) -> dict[str, Any]:
+def run_row(view: dict, views: Views) -> dict[str, Any]:
     """One line of `runs`: the columns a scheduler or a person scans for."""
-    blessing, push = view.get("blessing") or {}, view.get("push") or {}
-    return {"run_id": view["run_id"], "status": view["status"], "exit_code": view["exit_code"],
-            "started": view["started"], "duration_s": view["duration_s"],
-            "dataset": view.get("dataset"), "variant": view.get("variant"),
-            "metric": view["main_metric"]["name"], "value": view["main_metric"]["value"],
-            "blessed": blessing.get("blessed"), "pushed": push.get("pushed"),
-            "push_version": push.get("version"),
-            "stages": {n: st["status"] for n, st in view["stages"].items()},
+    row = {"run_id": view["run_id"], "status": view["status"], "exit_code": view["exit_code"],
+           "started": view["started"], "duration_s": view["duration_s"],
+           "dataset": view.get("dataset"), "variant": view.get("variant"),
+           "metric": view["main_metric"]["name"], "value": view["main_metric"]["value"]}
+    for _, d in views.decisions():
+        row[d.flag] = (view.get(d.key) or {}).get(d.flag)
+    for _, d in views.decisions():
+        if d.version:
+            row[f"{d.key}_{d.version}"] = (view.get(d.key) or {}).get(d.version)
+    return {**row, "stages": {n: st["status"] for n, st in view["stages"].items()},
             "error": (view.get("error") or {}).get("message")}
 
 
-def filter_rows(rows: list[dict], status=None, dataset=None, variant=None, blessed=None,
-                limit=None) -> list[dict]:
+def filter_rows(rows: list[dict], status=None, dataset=None, variant=None, limit=None,
+                **flags: bool | None) -> list[dict]:
+    """`flags`: decision flags (a column of the rows) that must be yes or no; None: any."""
     keep = [r for r in rows
             if (status is None or r["status"] == status)
             and (dataset is None or r["dataset"] == dataset)
             and (variant is None or r["variant"] == variant)
-            and (blessed is None or bool(r["blessed"]) == blessed)]
+            and all(want is None or bool(r.get(flag)) == want for flag, want in flags.items())]
     return keep[:limit] if limit else keep
 
 
@@ -42,32 +46,33 @@ def _yes_no(v) -> str:
     return "-" if v is None else ("yes" if v else "no")
 
 
-def runs_text(rows: list[dict]) -> str:
+def runs_text(rows: list[dict], views: Views) -> str:
+    decisions = [d for _, d in views.decisions()]
+    # Each decision's column is as wide as its name; the last one is not padded.
+    widths = [len(d.flag) for d in decisions[:-1]] + [0]
     head = (f"{'run id':<24} {'status':<11} {'started':<20} {'took':>6}  {'dataset':<13} "
-            f"{'variant':<10} {'main metric':<22} {'blessed':<7} pushed")
-    lines = [head]
+            f"{'variant':<10} {'main metric':<22}"
+            + "".join(f" {d.flag:<{w}}" for d, w in zip(decisions, widths)))
+    lines = [head.rstrip()]
     for r in rows:
         took = "-" if r["duration_s"] is None else f"{r['duration_s']:.0f}s"
         metric = "-" if r["value"] is None else f"{r['metric']} {r['value']:.4g}"
-        pushed = _yes_no(r["pushed"]) + (f" (v{r['push_version']})" if r["push_version"] else "")
         started = (r["started"] or "-").replace("T", " ")[:19]
-        lines.append(f"{r['run_id']:<24} {r['status']:<11} {started:<20} {took:>6}  "
-                     f"{r['dataset'] or '-':<13} {r['variant'] or '-':<10} {metric:<22} "
-                     f"{_yes_no(r['blessed']):<7} {pushed}")
+        line = (f"{r['run_id']:<24} {r['status']:<11} {started:<20} {took:>6}  "
+                f"{r['dataset'] or '-':<13} {r['variant'] or '-':<10} {metric:<22}")
+        for d, w in zip(decisions, widths):
+            version = r.get(f"{d.key}_{d.version}") if d.version else None
+            line += f" {_yes_no(r.get(d.flag)) + (f' (v{version})' if version else ''):<{w}}"
+        lines.append(line)
     return "\n".join(lines)
 
 
 # -- show ----------------------------------------------------------------------------------
 
-HEADLINE = ("bce", "bce_floor", "bce_excess", "mse", "psnr", "neg_elbo", "kl",
-            "noisy_input_bce", "probe_accuracy", "probe_accuracy_raw_pixels", "best_val_loss",
-            "best_epoch", "epochs_run", "images_per_second", "num_examples", "embeddings",
-            "anomalous_splits", "blessed", "pushed", "version")
-
-
-def headline(metrics: dict | None) -> str:
-    return " ".join(f"{k}={_num(metrics[k])}" for k in HEADLINE
-                    if (metrics or {}).get(k) is not None)
+def headline(metrics: dict | None, keys: tuple[str, ...]) -> str:
+    """The stage's declared headline metrics it reported, as `key=value`."""
+    metrics = metrics or {}
+    return " ".join(f"{k}={_num(metrics[k])}" for k in keys if metrics.get(k) is not None)
 
 
 def _num(v) -> str:
@@ -78,21 +83,22 @@ def _rel(root: str, uri: str) -> str:
     return os.path.relpath(uri, root) if uri.startswith(root) else uri
 
 
-def outcome_lines(view: dict) -> list[str]:
-    """Whether the run's model was blessed and pushed, and why: `show` and the end of `run`."""
+def outcome_lines(view: dict, views: Views) -> list[str]:
+    """Each declared decision (e.g. whether the run's model was blessed and pushed) and
+    why: `show` and the end of `run`."""
     lines = []
-    blessing, push = view.get("blessing"), view.get("push")
-    if blessing:
-        lines.append(f"  blessed: {_yes_no(blessing['blessed'])} ({blessing['lineage']}): "
-                     f"{blessing['reason']}")
-    if push:
-        where = f" as version {push['version']} at {push['destination']}" if push["pushed"] else ""
-        reused = " (reused from an earlier run)" if push.get("cached") else ""
-        lines.append(f"  pushed: {_yes_no(push['pushed'])}{where}{reused}: {push['reason']}")
+    for _, d in views.decisions():
+        found = view.get(d.key)
+        if not found:
+            continue
+        flag = found.get(d.flag)
+        detail = d.detail.format(**found) if flag or not d.detail_only_if_yes else ""
+        reused = " (reused from an earlier run)" if found.get("cached") else ""
+        lines.append(f"  {d.flag}: {_yes_no(flag)}{detail}{reused}: {found.get('reason')}")
     return lines
 
 
-def show_text(view: dict, root: str) -> str:
+def show_text(view: dict, root: str, views: Views) -> str:
     took = "" if view["duration_s"] is None else f", took {view['duration_s']:.1f}s"
     lines = [f"run {view['run_id']}: {view['status']} (exit {view['exit_code']})",
              f"  started {view['started']}, finished {view['finished'] or '-'}{took}",
@@ -104,24 +110,29 @@ def show_text(view: dict, root: str) -> str:
                 or "nothing")]
     if view.get("error"):
         lines.append(f"  error: [{view['error'].get('kind')}] {view['error'].get('message')}")
-    lines += outcome_lines(view)
+    lines += outcome_lines(view, views)
     if view.get("gc"):
         lines.append(f"  gc: {view['gc'].get('artifacts')} artifact(s) of this run deleted")
     lines.append("  stages:")
     for name, st in view["stages"].items():
-        cached = st.get("cached_from")
-        source = f" from run {cached['run_id']} (execution {cached['execution_id']})" if cached else ""
-        duration = f" in {st['duration_s']:.1f}s" if st.get("duration_s") is not None else ""
-        lines.append(f"    {name:<10} {st['status']}{source}{duration}")
-        if headline(st.get("metrics")):
-            lines.append(f"        metrics: {headline(st['metrics'])}")
-        for warning in (st.get("metrics") or {}).get("warnings", []):  # a stage's own notices
-            lines.append(f"        warning: {warning}")
-        for k, uri in (st.get("artifacts") or {}).items():
-            lines.append(f"        {k}: {_rel(root, uri)}")
-        if st.get("error"):
-            lines.append(f"        error: {st['error']['message']}")
+        lines += _stage_lines(name, st, root, views.view(name).headline)
     return "\n".join(lines)
+
+
+def _stage_lines(name: str, st: dict, root: str, keys: tuple[str, ...]) -> list[str]:
+    cached = st.get("cached_from")
+    source = f" from run {cached['run_id']} (execution {cached['execution_id']})" if cached else ""
+    duration = f" in {st['duration_s']:.1f}s" if st.get("duration_s") is not None else ""
+    lines = [f"    {name:<10} {st['status']}{source}{duration}"]
+    if headline(st.get("metrics"), keys):
+        lines.append(f"        metrics: {headline(st['metrics'], keys)}")
+    for warning in (st.get("metrics") or {}).get("warnings", []):  # a stage's own notices
+        lines.append(f"        warning: {warning}")
+    for k, uri in (st.get("artifacts") or {}).items():
+        lines.append(f"        {k}: {_rel(root, uri)}")
+    if st.get("error"):
+        lines.append(f"        error: {st['error']['message']}")
+    return lines
 
 
 # -- lineage -------------------------------------------------------------------------------
@@ -142,8 +153,9 @@ def lineage(store: MetadataStore, artifact, state: str, _seen: set | None = None
     """The artifact, the execution that made it, its inputs back to the source data, and
     the runs that reused it from the cache or consumed it."""
     seen = set() if _seen is None else _seen
-    node = {"artifact_id": artifact.id, "type": artifact.type, "uri": _rel(store.root, artifact.uri),
-            "state": state, "run_id": artifact.properties.get("run_id"),
+    node = {"artifact_id": artifact.id, "type": artifact.type,
+            "uri": _rel(store.root, artifact.uri), "state": state,
+            "run_id": artifact.properties.get("run_id"),
             "fingerprint": (artifact.properties.get("fingerprint") or "")[:16]}
     if artifact.id in seen:
         return {**node, "see_above": True}
@@ -160,7 +172,7 @@ def lineage(store: MetadataStore, artifact, state: str, _seen: set | None = None
                            "state": e["state"], "duration_s": e.get("duration_s"),
                            "params": e.get("params")}
         source = (e.get("params") or {}).get("source")
-        if isinstance(source, dict):  # ingest: the external data, named by content
+        if isinstance(source, dict):  # a stage that reads external data names it by content
             node["source"] = source
         node["inputs"] = {k: lineage(store, a, _state(store, a), seen)
                           for k, a in e["inputs"].items()}
@@ -168,7 +180,9 @@ def lineage(store: MetadataStore, artifact, state: str, _seen: set | None = None
 
 
 def _state(store: MetadataStore, artifact) -> str:
-    return store.artifact(artifact.id)[1]
+    found = store.artifact(artifact.id)
+    assert found is not None, artifact.id  # it was read from this store
+    return found[1]
 
 
 def lineage_text(node: dict, depth: int = 0, key: str = "") -> str:
@@ -207,10 +221,11 @@ def _flat_config(view: dict) -> dict[str, Any]:
     return {f"{s}.{k}": v for s, table in view["config"].items() for k, v in table.items()}
 
 
-def diff(a: dict, b: dict) -> dict:
+def diff(a: dict, b: dict, views: Views) -> dict:
     """Config keys that differ, and every metric of either run, side by side."""
     ca, cb = _flat_config(a), _flat_config(b)
-    config = {k: [ca.get(k), cb.get(k)] for k in sorted(set(ca) | set(cb)) if ca.get(k) != cb.get(k)}
+    config = {k: [ca.get(k), cb.get(k)] for k in sorted(set(ca) | set(cb))
+              if ca.get(k) != cb.get(k)}
     metrics = {}
     for stage in dict.fromkeys([*a["stages"], *b["stages"]]):
         ma = (a["stages"].get(stage) or {}).get("metrics") or {}
@@ -218,9 +233,8 @@ def diff(a: dict, b: dict) -> dict:
         for k in dict.fromkeys([*ma, *mb]):
             metrics[f"{stage}.{k}"] = [ma.get(k), mb.get(k)]
     outcome = {"status": [a["status"], b["status"]],
-               "blessed": [(a.get("blessing") or {}).get("blessed"),
-                           (b.get("blessing") or {}).get("blessed")],
-               "pushed": [(a.get("push") or {}).get("pushed"), (b.get("push") or {}).get("pushed")]}
+               **{d.flag: [(a.get(d.key) or {}).get(d.flag), (b.get(d.key) or {}).get(d.flag)]
+                  for _, d in views.decisions()}}
     return {"runs": [a["run_id"], b["run_id"]], "outcome": outcome, "config": config,
             "metrics": metrics}
 

@@ -18,15 +18,15 @@ import logging
 import posixpath
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pipeline import artifacts, console, locks, summary
 from pipeline import fingerprint as fingerprint_lib
 from pipeline.artifacts import Artifact
 from pipeline.component import BLESSED_MODEL_DATA, Component, ExecutionContext
-from pipeline.errors import (ConfigError, DataError, Interrupted, PipelineError, StageError,
-                             StopRun, environment_failure)
+from pipeline.errors import DataError, Interrupted, StageError, describe
 from pipeline.metadata import MetadataStore
+from pipeline.views import Views
 
 log = logging.getLogger("pipeline")
 
@@ -40,27 +40,13 @@ class RunContext:
     beam_args: tuple[str, ...]  # the run's beam.args (runner.BeamParams)
     only: str | None = None  # run just this stage; the others must come from the cache
     force: bool = False  # ignore the cache
+    views: Views = Views()  # what the run's summary.json shows (pipeline/views.py)
 
     def artifact_uri(self, stage: str, output: str) -> str:
         return posixpath.join(self.root, "artifacts", stage, self.run_id, output)
 
     def work_dir(self, stage: str, fingerprint: str) -> str:
         return posixpath.join(self.root, "work", stage, fingerprint[:16])
-
-
-def describe(exc: BaseException, where: str = "?") -> dict:
-    """kind, one-line message and exit code of any exception a stage can raise. `where`:
-    the path an environment failure names when the error itself names none."""
-    if isinstance(exc, StopRun) and exc.reason is not None:
-        exc = exc.reason
-    elif isinstance(exc, KeyboardInterrupt):
-        exc = Interrupted("interrupted (SIGINT or SIGTERM)")
-    elif not isinstance(exc, (ConfigError, Interrupted)) and (env := environment_failure(exc, where)):
-        exc = env  # a full disk is not bad data, whatever the code was reading
-    elif not isinstance(exc, PipelineError):
-        exc = StageError(f"{type(exc).__name__}: {exc}")
-    message = str(exc).strip()
-    return {"kind": exc.kind, "message": message, "exit_code": exc.exit_code}
 
 
 def resolve(store: MetadataStore | None, component: Component, key: str, params,
@@ -120,19 +106,20 @@ def launch(component: Component, params, inputs: dict[str, Artifact],
     fingerprint = stage_fingerprint(component, params,
                                     fingerprint_inputs(component, inputs, resolved))
     inputs = {**inputs, **{k: a for k, a in resolved.items() if a is not None}}
-    started = time.time()
+    attempt = _Attempt(store, component, fingerprint, run)
     use_cache = not run.force and run.only != component.name
     if run.only and run.only != component.name:
         hit = store.find_cached(component.name, fingerprint, usable)
         if hit is None:
             error = StageError(
                 f"--only {run.only}: upstream stage {component.name!r} has no committed output "
-                f"for this configuration (fingerprint {fingerprint[:12]}); run without --only first")
-            _record_failure(store, component, fingerprint, inputs, run, error, started)
+                f"for this configuration (fingerprint {fingerprint[:12]}); run without --only "
+                "first")
+            _record_failure(attempt, inputs, error)
             raise error
-        return _reuse(store, component, fingerprint, inputs, run, hit, started)
+        return _reuse(attempt, inputs, hit)
     if use_cache and (hit := store.find_cached(component.name, fingerprint, usable)):
-        return _reuse(store, component, fingerprint, inputs, run, hit, started)
+        return _reuse(attempt, inputs, hit)
 
     def waiting(holder: str) -> None:
         log.info("[%s] waiting: run %s is computing this stage (fingerprint %s)",
@@ -142,11 +129,11 @@ def launch(component: Component, params, inputs: dict[str, Artifact],
                     on_wait=waiting):
         # Whoever held the lock may have just published exactly this.
         if use_cache and (hit := store.find_cached(component.name, fingerprint, usable)):
-            return _reuse(store, component, fingerprint, inputs, run, hit, started)
+            return _reuse(attempt, inputs, hit)
         for k, spec in component.resolved.items():
             if not spec.in_fingerprint and (a := resolve(store, component, k, params, None)):
                 inputs[k] = a
-        return _execute(store, component, params, fingerprint, inputs, run, started)
+        return _execute(attempt, params, inputs)
 
 
 def usable(a: Artifact) -> bool:
@@ -157,90 +144,118 @@ def usable(a: Artifact) -> bool:
         artifacts.exists(p) for p in a.properties.get(artifacts.EXTERNAL_PATHS, ()))
 
 
-def _execute(store, component, params, fingerprint, inputs, run, started) -> dict[str, Artifact]:
-    name = component.name
-    staged = {k: artifacts.begin(run.artifact_uri(name, k)) for k in component.outputs}
-    outputs = {k: Artifact(type=t, uri=staged[k]) for k, t in component.outputs.items()}
-    execution_id = store.put_execution(run.run_id, name, "running",
-                                       {"fingerprint": fingerprint, "started": started,
-                                        "params": params.cache_key()},
-                                       inputs=inputs)
-    summary.write(store, run.run_id)
-    log.info("[%s] started: %s", name, component.description)
-    work_dir = run.work_dir(name, fingerprint)
-    if run.force:  # --force recomputes from scratch: no resuming from a crashed attempt
-        artifacts.discard(work_dir)
-    ctx = ExecutionContext(run_id=run.run_id, root=run.root, beam_args=run.beam_args,
-                           work_dir=work_dir, log=logging.getLogger(f"pipeline.{name}"))
+@dataclass(frozen=True)
+class _Attempt:
+    """One launch of a stage: the store it is recorded in, what keys it, since when."""
+
+    store: MetadataStore
+    component: Component
+    fingerprint: str
+    run: RunContext
+    started: float = field(default_factory=time.time)
+
+    @property
+    def name(self) -> str:
+        return self.component.name
+
+    def duration(self) -> float:
+        return round(time.time() - self.started, 2)
+
+    def record(self, state: str, properties: dict, **events) -> int:
+        """This execution's state in ML Metadata, then the run's summary.json from there."""
+        execution_id = self.store.put_execution(self.run.run_id, self.name, state, properties,
+                                                **events)
+        summary.write(self.store, self.run.run_id, self.run.views)
+        return execution_id
+
+
+def _execute(a: _Attempt, params, inputs: dict[str, Artifact]) -> dict[str, Artifact]:
+    run = a.run
+    staged = {k: artifacts.begin(run.artifact_uri(a.name, k)) for k in a.component.outputs}
+    outputs = {k: Artifact(type=t, uri=staged[k]) for k, t in a.component.outputs.items()}
+    execution_id = a.record("running", {"fingerprint": a.fingerprint, "started": a.started,
+                                        "params": params.cache_key()}, inputs=inputs)
+    log.info("[%s] started: %s", a.name, a.component.description)
     try:
         with console.stderr_to_log():  # what libraries print while they are imported
-            component.executor  # noqa: B018 - loads (and checks) it
-        metrics = component.call(params, ctx, inputs, outputs)
+            a.component.executor  # noqa: B018 - loads (and checks) it
+        metrics = a.component.call(params, _context(a), inputs, outputs)
     except BaseException as exc:  # noqa: BLE001 - recorded, then re-raised
-        error = describe(exc, where=run.root)
-        log.debug("[%s] traceback:\n%s", name, traceback.format_exc())
-        rejected = isinstance(exc, DataError) and error["exit_code"] == DataError.exit_code
-        keep = component.published_on_rejection if rejected else ()
-        published = {}
-        try:
-            published = _commit(name, {k: staged[k] for k in keep}, outputs, fingerprint, run)
-        except Exception:  # noqa: BLE001 - e.g. the disk filled up: the stage's error stands
-            log.debug("[%s] could not publish %s", name, list(keep), exc_info=True)
-        for k in staged:
-            if k not in published:
-                artifacts.discard(staged[k])
-        duration = round(time.time() - started, 2)
-        state = "canceled" if error["kind"] == Interrupted.kind else "failed"
-        try:  # recorded where the store can still be written
-            store.put_execution(run.run_id, name, state, {"error": error, "duration_s": duration},
-                                outputs=published, execution_id=execution_id)
-            summary.write(store, run.run_id)
-        except Exception:  # noqa: BLE001 - a full disk or a broken store: the error stands
-            log.debug("[%s] could not record the failure in ML Metadata", name, exc_info=True)
-        log.error("[%s] %s after %.1fs: %s", name, state.upper(), duration, error["message"])
+        _record_exception(a, exc, staged, outputs, execution_id)
         raise
-    duration = round(time.time() - started, 2)
-    committed = _commit(name, staged, outputs, fingerprint, run,
-                        {"stage": name, "fingerprint": fingerprint, "started": started,
+    duration = a.duration()
+    committed = _commit(a, staged, outputs,
+                        {"stage": a.name, "fingerprint": a.fingerprint, "started": a.started,
                          "duration_s": duration, "metrics": metrics,
-                         "inputs": {k: artifacts.relative_uri(run.root, a.uri)
-                                    for k, a in inputs.items()}})
-    store.put_execution(run.run_id, name, "complete", {"metrics": metrics, "duration_s": duration},
-                        outputs=committed, execution_id=execution_id)
-    summary.write(store, run.run_id)
-    log.info("[%s] finished in %.1fs", name, duration)
+                         "inputs": {k: artifacts.relative_uri(run.root, x.uri)
+                                    for k, x in inputs.items()}})
+    a.record("complete", {"metrics": metrics, "duration_s": duration}, outputs=committed,
+             execution_id=execution_id)
+    log.info("[%s] finished in %.1fs", a.name, duration)
     return committed
 
 
-def _commit(name, staged, outputs, fingerprint, run, execution=None) -> dict[str, Artifact]:
+def _context(a: _Attempt) -> ExecutionContext:
+    run = a.run
+    work_dir = run.work_dir(a.name, a.fingerprint)
+    if run.force:  # --force recomputes from scratch: no resuming from a crashed attempt
+        artifacts.discard(work_dir)
+    return ExecutionContext(run_id=run.run_id, root=run.root, beam_args=run.beam_args,
+                            work_dir=work_dir, log=logging.getLogger(f"pipeline.{a.name}"))
+
+
+def _record_exception(a: _Attempt, exc: BaseException, staged: dict[str, str],
+                      outputs: dict[str, Artifact], execution_id: int) -> None:
+    """A stage raised `exc`: publish what a rejection publishes, discard the rest, record
+    the failure where the store can still be written, and log it in one line."""
+    error = describe(exc, where=a.run.root)
+    log.debug("[%s] traceback:\n%s", a.name, traceback.format_exc())
+    rejected = isinstance(exc, DataError) and error["exit_code"] == DataError.exit_code
+    keep = a.component.published_on_rejection if rejected else ()
+    published = {}
+    try:
+        published = _commit(a, {k: staged[k] for k in keep}, outputs)
+    except Exception:  # noqa: BLE001 - e.g. the disk filled up: the stage's error stands
+        log.debug("[%s] could not publish %s", a.name, list(keep), exc_info=True)
+    for k in staged:
+        if k not in published:
+            artifacts.discard(staged[k])
+    duration = a.duration()
+    state = "canceled" if error["kind"] == Interrupted.kind else "failed"
+    try:
+        a.record(state, {"error": error, "duration_s": duration}, outputs=published,
+                 execution_id=execution_id)
+    except Exception:  # noqa: BLE001 - a full disk or a broken store: the error stands
+        log.debug("[%s] could not record the failure in ML Metadata", a.name, exc_info=True)
+    log.error("[%s] %s after %.1fs: %s", a.name, state.upper(), duration, error["message"])
+
+
+def _commit(a: _Attempt, staged: dict[str, str], outputs: dict[str, Artifact],
+            execution: dict | None = None) -> dict[str, Artifact]:
     """Commit the staged outputs. Each `_artifact.json` also keeps `execution` (what made
     it, from which inputs), so that `recover` can rebuild ML Metadata from the files."""
     committed = {}
     for k, tmp in staged.items():
-        final = run.artifact_uri(name, k)
+        final = a.run.artifact_uri(a.name, k)
         props = dict(outputs[k].properties)
-        props.update({"fingerprint": f"{fingerprint}:{name}.{k}", "producer": name,
-                      "run_id": run.run_id})
+        props.update({"fingerprint": f"{a.fingerprint}:{a.name}.{k}", "producer": a.name,
+                      "run_id": a.run.run_id})
         artifacts.commit(tmp, final, {**props, "type": outputs[k].type,
                                       artifacts.EXECUTION_RECORD: execution})
         committed[k] = Artifact(type=outputs[k].type, uri=final, properties=props)
     return committed
 
 
-def _reuse(store, component, fingerprint, inputs, run, hit, started) -> dict[str, Artifact]:
+def _reuse(a: _Attempt, inputs: dict[str, Artifact], hit) -> dict[str, Artifact]:
     source_id, outputs = hit
-    store.put_execution(run.run_id, component.name, "cached",
-                        {"fingerprint": fingerprint, "cached_from": source_id, "started": started,
-                         "duration_s": round(time.time() - started, 2)},
-                        inputs=inputs, outputs=outputs)
-    summary.write(store, run.run_id)
-    log.info("[%s] cached: reusing the outputs of run %s", component.name,
+    a.record("cached", {"fingerprint": a.fingerprint, "cached_from": source_id,
+                        "started": a.started, "duration_s": a.duration()},
+             inputs=inputs, outputs=outputs)
+    log.info("[%s] cached: reusing the outputs of run %s", a.name,
              next(iter(outputs.values())).properties.get("run_id", "?"))
     return outputs
 
 
-def _record_failure(store, component, fingerprint, inputs, run, error, started) -> None:
-    store.put_execution(run.run_id, component.name, "failed",
-                        {"fingerprint": fingerprint, "started": started, "duration_s": 0.0,
-                         "error": describe(error)}, inputs=inputs)
-    summary.write(store, run.run_id)
+def _record_failure(a: _Attempt, inputs: dict[str, Artifact], error: Exception) -> None:
+    a.record("failed", {"fingerprint": a.fingerprint, "started": a.started, "duration_s": 0.0,
+                        "error": describe(error)}, inputs=inputs)

@@ -4,7 +4,7 @@ flock locks belong to the open file and the kernel drops them when the process d
 SIGKILL included, so a lock can never outlive its owner: a run lock that can be taken
 means the run that held it is gone. Lock files live under `<root>/locks/` for a local
 root; for a remote root (gs://...) under a local directory named after the root, so
-they order the runs of one host (see README, "Overlapping and killed runs").
+they order the runs of one host (docs/operations.md, "Overlap, kills and resume").
 """
 
 from __future__ import annotations

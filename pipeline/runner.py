@@ -32,11 +32,12 @@ from pipeline.artifacts import Artifact
 from pipeline.component import Component
 from pipeline import config as config_lib
 from pipeline.config import Config, Params, key
-from pipeline.errors import (EXIT_OK, EXIT_SKIPPED, ConfigError, EnvironmentFailure, PipelineError,
-                             StopRun, environment_failure)
-from pipeline.launcher import (RunContext, describe, fingerprint_inputs, launch, resolve, stage_fingerprint,
+from pipeline.errors import (EXIT_OK, EXIT_SKIPPED, ConfigError, EnvironmentFailure, Interrupted,
+                             PipelineError, StopRun, describe, environment_failure)
+from pipeline.launcher import (RunContext, fingerprint_inputs, launch, resolve, stage_fingerprint,
                                usable)
 from pipeline.metadata import DB_FILE, MetadataStore, backup_store, check_store
+from pipeline.views import Views
 
 log = logging.getLogger("pipeline")
 HEARTBEAT_S = 10.0
@@ -126,9 +127,7 @@ def plan(components, config: Config, root: str | None = None) -> Plan:
     seen: set[str] = set()
     params, fingerprints = {}, {}
     for c in components:
-        missing = [f"{ch.producer}.{ch.output}" for ch in c.channels.values()
-                   if ch.producer not in seen]
-        assert not missing, f"{c.name} consumes {missing}, not produced by an earlier component"
+        check_wiring(c, seen)
         p = c.params.from_config(config)
         params[c.name] = p
         inputs = {k: f"{fingerprints[ch.producer]}:{ch.producer}.{ch.output}"
@@ -138,6 +137,18 @@ def plan(components, config: Config, root: str | None = None) -> Plan:
         fingerprints[c.name] = stage_fingerprint(c, p, fingerprint_inputs(c, inputs, resolved))
         seen.add(c.name)
     return Plan(tuple(components), config, params, fingerprints, BeamParams.from_config(config))
+
+
+def check_wiring(component: Component, earlier: set[str]) -> None:
+    """Every declared input is wired, to an output of an earlier component."""
+    if component.unbound:
+        raise TypeError(f"component {component.name}: inputs {list(component.unbound)} are "
+                        "not wired to an upstream output (create_pipeline)")
+    missing = [f"{ch.producer}.{ch.output}" for ch in component.channels.values()
+               if ch.producer not in earlier]
+    if missing:
+        raise TypeError(f"component {component.name} consumes {missing}, not produced by "
+                        "an earlier component")
 
 
 def _existing_store(root: str | None) -> MetadataStore | None:
@@ -165,8 +176,9 @@ def is_abandoned(root: str, run: dict) -> bool:
     return time.time() - float(run.get("heartbeat") or 0) > STALE_AFTER_S
 
 
-def sweep_abandoned(store: MetadataStore) -> list[str]:
-    """Record runs whose owner is gone as abandoned and remove their staging dirs."""
+def sweep_abandoned(store: MetadataStore, views: Views) -> list[str]:
+    """Record runs whose owner is gone as abandoned and remove their staging dirs; `views`:
+    what their pages show (pipeline/views.py)."""
     found = []
     for run in store.list_runs():
         if not is_abandoned(store.root, run):
@@ -184,7 +196,7 @@ def sweep_abandoned(store: MetadataStore) -> list[str]:
         shutil.rmtree(scratch_dir(store.root, run_id), ignore_errors=True)
         _remove_empty_run_dirs(store.root, run_id)
         store.update_run(run_id, status="abandoned", finished=run.get("heartbeat"))
-        publish(store, run_id)
+        publish(store, run_id, views)
         log.warning("run %s was abandoned (its process %s on %s is gone); recorded as such",
                     run_id, run.get("owner_pid"), run.get("owner_host"))
         found.append(run_id)
@@ -285,13 +297,14 @@ def run(p: Plan, root: str, run_id: str, only: str | None = None, force: bool = 
         skip_if_running: bool = False, command: str = "") -> dict:
     """Run the plan; returns the summary (rendered from ML Metadata). Raises the failing
     stage's error (the summary and ML Metadata already say what failed)."""
-    root = os.path.abspath(root) if "://" not in root else root
+    root = artifacts.normalize_root(root)
     store = MetadataStore(root)
     names = [c.name for c in p.components]
     last = names.index(only) if only else len(names) - 1
     lock = run_lock(root, run_id)
+    views = Views.of(p.components)
     with locks.held(root, "runs"):  # sweep, look and register as one step
-        sweep_abandoned(store)
+        sweep_abandoned(store, views)
         live = [r["run_id"] for r in store.list_runs() if r.get("status") == "running"]
         registration = {
             "status": "running", "started": time.time(), "heartbeat": time.time(),
@@ -304,17 +317,18 @@ def run(p: Plan, root: str, run_id: str, only: str | None = None, force: bool = 
                               "(--skip-if-running)")
             store.start_run(run_id, {**registration, "status": "skipped", "finished": time.time(),
                                      "exit_code": Skipped.exit_code, "error": describe(skipped)})
-            publish(store, run_id)
+            publish(store, run_id, views)
             raise skipped
         lock.acquire(note=f"{os.getpid()}@{socket.gethostname()}")
         store.start_run(run_id, registration)
     heartbeat = _Heartbeat(root, run_id)
     heartbeat.start()
-    ctx = RunContext(root=root, run_id=run_id, beam_args=p.beam.args, only=only, force=force)
+    ctx = RunContext(root=root, run_id=run_id, beam_args=p.beam.args, only=only, force=force,
+                     views=views)
     components = p.components[: last + 1]
     try:
         with _Scratch(scratch_dir(root, run_id)):
-            summary.write(store, run_id)
+            summary.write(store, run_id, views)
             if not force and not only and all(
                     store.find_cached(c.name, p.fingerprints[c.name], usable) for c in components):
                 _record_cached(p, components, ctx)
@@ -325,8 +339,8 @@ def run(p: Plan, root: str, run_id: str, only: str | None = None, force: bool = 
     except BaseException as exc:
         heartbeat.stop()
         error = _stage_error(store, run_id) or describe(exc, where=root)  # the stage's, not Beam's wrapper
-        interrupted = isinstance(exc, KeyboardInterrupt) and error["kind"] == "interrupted"
-        _end(store, run_id, status="interrupted" if interrupted else "failed",
+        interrupted = isinstance(exc, KeyboardInterrupt) and error["kind"] == Interrupted.kind
+        _end(store, run_id, views, status="interrupted" if interrupted else "failed",
              exit_code=error["exit_code"], error=error)
         if isinstance(exc, StopRun):  # the heartbeat's reason, not an interrupt
             raise exc.reason from None
@@ -334,17 +348,17 @@ def run(p: Plan, root: str, run_id: str, only: str | None = None, force: bool = 
     finally:
         heartbeat.stop()
         lock.release()
-    return _end(store, run_id, status="succeeded", exit_code=EXIT_OK)
+    return _end(store, run_id, views, status="succeeded", exit_code=EXIT_OK)
 
 
-def _end(store: MetadataStore, run_id: str, **outcome) -> dict:
+def _end(store: MetadataStore, run_id: str, views: Views, **outcome) -> dict:
     """A run has ended: its record, its views, a backup of the store, and no empty
     directories left behind. Where the store or the disk fails here, the run's outcome
     stands (logged; the traceback goes to the run's log)."""
     view: dict = {"run_id": run_id, **outcome}
     try:
         store.update_run(run_id, finished=time.time(), **outcome)
-        view = publish(store, run_id)
+        view = publish(store, run_id, views)
     except Exception:  # noqa: BLE001
         if outcome["status"] == "succeeded":
             raise
@@ -363,13 +377,14 @@ def _end(store: MetadataStore, run_id: str, **outcome) -> dict:
     return view
 
 
-def publish(store: MetadataStore, run_id: str) -> dict:
+def publish(store: MetadataStore, run_id: str, views: Views) -> dict:
     """A run has ended: its summary.json, its report.html and the root's index.html, all
-    rendered from ML Metadata. A page that cannot be written never changes the outcome."""
-    view = summary.write(store, run_id)
+    rendered from ML Metadata and what the components declare for the views. A page that
+    cannot be written never changes the outcome."""
+    view = summary.write(store, run_id, views)
     try:
-        report.write_run(store, run_id)
-        report.write_index(store)
+        report.write_run(store, run_id, views)
+        report.write_index(store, views)
     except Exception:  # noqa: BLE001 - logged with its traceback; the run's result stands
         log.warning("could not write the HTML report of run %s (see pipeline.log)", run_id)
         log.debug("report traceback", exc_info=True)

@@ -3,8 +3,9 @@ one record of run state) after every stage, written atomically. Schedulers and p
 read it; nothing reads it back. `runs` and `show` render the same view.
 
 Stage statuses: pending, running, ran, cached, failed, interrupted, abandoned, skipped
-(not reached because an earlier stage failed). `blessing` and `push` say whether the
-model was blessed and pushed, and why (the artifacts' properties in ML Metadata).
+(not reached because an earlier stage failed). The main metric and each decision (e.g.
+whether the model was blessed and pushed, and why: its artifact's properties) are those
+the pipeline's components declare (pipeline/views.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 from typing import Any
 
 from pipeline.metadata import MetadataStore
+from pipeline.views import Views
 
 SUMMARY_FILE = "summary.json"
 _STAGE_STATUS = {"complete": "ran", "cached": "cached", "failed": "failed", "running": "running",
@@ -24,21 +26,49 @@ _STAGE_STATUS = {"complete": "ran", "cached": "cached", "failed": "failed", "run
 def iso(ts: float | None) -> str | None:
     if not ts:
         return None
-    return datetime.datetime.fromtimestamp(float(ts), datetime.timezone.utc).isoformat(
+    return datetime.datetime.fromtimestamp(float(ts), datetime.UTC).isoformat(
         timespec="seconds")
 
 
-def render(store: MetadataStore, run_id: str) -> dict[str, Any]:
+def render(store: MetadataStore, run_id: str, views: Views) -> dict[str, Any]:
     run = store.get_run(run_id)
     if run is None:
         raise FileNotFoundError(f"no run {run_id!r} in {store.path}")
+    stages, outputs = _stages(store, run_id, run)
+    finished = run.get("finished")
+    config = run.get("config", {})
+    return {
+        "run_id": run_id,
+        "status": run.get("status"),
+        "exit_code": run.get("exit_code"),
+        "dataset": config.get("data", {}).get("dataset"),
+        "variant": config.get("model", {}).get("variant"),
+        "main_metric": _main_metric(stages, views),
+        **{d.key: _decision(outputs, stages, stage, d) for stage, d in views.decisions()},
+        "started": iso(run.get("started")),
+        "finished": iso(finished),
+        "duration_s": round(float(finished) - float(run["started"]), 1) if finished else None,
+        "owner": {"pid": run.get("owner_pid"), "host": run.get("owner_host"),
+                  "heartbeat": iso(run.get("heartbeat"))},
+        "command": run.get("command"),
+        "error": run.get("error"),
+        "stages": stages,
+        "preset": run.get("preset") or None,
+        "config_changed": run.get("config_changed", {}),
+        "config": config,
+        "gc": run.get("gc"),
+    }
+
+
+def _stages(store: MetadataStore, run_id: str, run: dict) -> tuple[dict, dict]:
+    """(stage -> its entry in the view, stage -> output key -> Artifact)."""
     latest: dict[str, dict] = {}
-    for e in store.run_executions(run_id):
-        latest[e["stage"]] = e  # ordered by id: the last attempt wins
-    outputs: dict[str, dict] = {}  # stage -> output key -> Artifact
+    for execution in store.run_executions(run_id):
+        latest[execution["stage"]] = execution  # ordered by id: the last attempt wins
+    outputs: dict[str, dict] = {}
     sources = store.executions([int(e["cached_from"]) for e in latest.values()
                                 if e["state"] == "cached" and e.get("cached_from")])
-    stages = {}
+    stages: dict[str, dict[str, Any]] = {}
     for name in run.get("stages", []):
         e = latest.get(name)
         if e is None:
@@ -64,54 +94,35 @@ def render(store: MetadataStore, run_id: str) -> dict[str, Any]:
             "metrics": metrics or {},
             "error": e.get("error"),
         }
-    finished = run.get("finished")
-    config = run.get("config", {})
-    evaluation = stages.get("evaluate", {}).get("metrics") or {}
-    metric = "neg_elbo" if "neg_elbo" in evaluation else "bce_excess"
-    return {
-        "run_id": run_id,
-        "status": run.get("status"),
-        "exit_code": run.get("exit_code"),
-        "dataset": config.get("data", {}).get("dataset"),
-        "variant": config.get("model", {}).get("variant"),
-        "main_metric": {"name": metric, "value": evaluation.get(metric)},
-        "blessing": _properties(outputs, "evaluate", "blessing", BLESSING_FIELDS),
-        # `cached`: this run reused an earlier run's push (nothing new was pushed)
-        "push": _properties(outputs, "push", "pushed_model", PUSH_FIELDS,
-                            cached=stages.get("push", {}).get("status") == "cached"),
-        "started": iso(run.get("started")),
-        "finished": iso(finished),
-        "duration_s": round(float(finished) - float(run["started"]), 1) if finished else None,
-        "owner": {"pid": run.get("owner_pid"), "host": run.get("owner_host"),
-                  "heartbeat": iso(run.get("heartbeat"))},
-        "command": run.get("command"),
-        "error": run.get("error"),
-        "stages": stages,
-        "preset": run.get("preset") or None,
-        "config_changed": run.get("config_changed", {}),
-        "config": config,
-        "gc": run.get("gc"),
-    }
+    return stages, outputs
 
 
-BLESSING_FIELDS = ("blessed", "reason", "lineage", "metric", "candidate_value", "baseline_value",
-                   "baseline_run_id", "thresholds")
-PUSH_FIELDS = ("pushed", "reason", "version", "destination", "model_name", "forced")
+def _main_metric(stages: dict, views: Views) -> dict[str, Any]:
+    declared = views.main_metric()
+    if declared is None:
+        return {"name": None, "value": None}
+    stage, main = declared
+    metrics = stages.get(stage, {}).get("metrics") or {}
+    name = main.pick(metrics)
+    return {"name": name, "value": metrics.get(name)}
 
 
-def _properties(outputs: dict, stage: str, key: str, fields, **extra) -> dict | None:
-    artifact = outputs.get(stage, {}).get(key)
+def _decision(outputs: dict, stages: dict, stage: str, decision) -> dict | None:
+    artifact = outputs.get(stage, {}).get(decision.output)
     if artifact is None:
         return None
-    return {**{f: artifact.properties.get(f) for f in fields}, **extra}
+    found = {f: artifact.properties.get(f) for f in decision.fields}
+    if decision.says_if_reused:  # this run reused an earlier run's outcome
+        found["cached"] = stages.get(stage, {}).get("status") == "cached"
+    return found
 
 
 def path(root: str, run_id: str) -> str:
     return os.path.join(root, "runs", run_id, SUMMARY_FILE)
 
 
-def write(store: MetadataStore, run_id: str) -> dict[str, Any]:
-    view = render(store, run_id)
+def write(store: MetadataStore, run_id: str, views: Views) -> dict[str, Any]:
+    view = render(store, run_id, views)
     target = path(store.root, run_id)
     os.makedirs(os.path.dirname(target), exist_ok=True)
     tmp = f"{target}.tmp-{os.getpid()}"

@@ -15,10 +15,10 @@ import struct
 import numpy as np
 
 from components import features as F
-from pipeline import artifacts
-from pipeline import runner
+from pipeline import artifacts, runner
 from pipeline.artifacts import Artifact
 from pipeline.component import ExecutionContext
+from pipeline.console import QUIET_ENV
 from run_pipeline import create_pipeline
 
 COMPONENTS = {c.name: c for c in create_pipeline()}
@@ -27,8 +27,6 @@ COMPONENTS = {c.name: c for c in create_pipeline()}
 def user_env(**extra: str) -> dict[str, str]:
     """The environment a user's shell would give the CLI: none of the logging switches the
     CLI sets for itself (pipeline/console.py), whatever this test process has set."""
-    from pipeline.console import QUIET_ENV
-
     return {**{k: v for k, v in os.environ.items() if k not in QUIET_ENV}, **extra}
 
 
@@ -91,45 +89,49 @@ def write_idx(directory, prefix: str, images: np.ndarray, labels: np.ndarray,
 
 def write_examples_artifact(uri: str, splits: dict[str, tuple[np.ndarray, np.ndarray]],
                             normalized: bool, noisy: dict[str, np.ndarray] | None = None,
-                            num_shards: int = 2, commit: bool = True) -> artifacts.Artifact:
-    """An Examples artifact with F.* features, as ingest (raw) or transform (normalized) writes it.
+                            num_shards: int = 2) -> Artifact:
+    """A committed Examples artifact with F.* features, as ingest (raw) or transform
+    (normalized) writes it, through the same encoder, shard writer and commit.
 
-    splits: split -> (images [n,28,28] uint8 or float, labels [n]).
+    splits: split -> (images [n,28,28] uint8 or float, labels [n]); ids "<split>-<index>".
     """
-    import tensorflow as tf
+    from components import records  # TensorFlow: only for the tests that write examples
 
-    counts = {}
+    staging = artifacts.begin(uri)
     for split, (images, labels) in splits.items():
-        d = os.path.join(uri, f"Split-{split}")
-        os.makedirs(d, exist_ok=True)
-        flat = images.reshape(len(images), -1)
-        shards = np.array_split(np.arange(len(flat)), num_shards)
-        opts = tf.io.TFRecordOptions(compression_type=F.COMPRESSION)
-        for s, idx in enumerate(shards):
-            with tf.io.TFRecordWriter(os.path.join(d, F.shard_name(s, num_shards)), opts) as w:
-                for i in idx:
-                    feat = {
-                        F.ID: tf.train.Feature(bytes_list=tf.train.BytesList(
-                            value=[f"{split}-{i:05d}".encode()])),
-                        F.LABEL: tf.train.Feature(int64_list=tf.train.Int64List(value=[int(labels[i])])),
-                    }
-                    if normalized:
-                        feat[F.IMAGE] = tf.train.Feature(float_list=tf.train.FloatList(value=flat[i]))
-                        if noisy is not None:
-                            feat[F.NOISY_IMAGE] = tf.train.Feature(float_list=tf.train.FloatList(
-                                value=noisy[split].reshape(len(flat), -1)[i]))
-                    else:
-                        feat[F.IMAGE] = tf.train.Feature(int64_list=tf.train.Int64List(value=flat[i]))
-                    w.write(tf.train.Example(features=tf.train.Features(feature=feat)).SerializeToString())
-        counts[split] = len(flat)
-    props = {"splits": list(splits), "counts": counts, "normalized": normalized,
-             "noisy": noisy is not None}
-    if commit:
-        os.makedirs(uri, exist_ok=True)
-        open(os.path.join(uri, artifacts.COMMIT_MARKER), "w").close()
-        import json
-        with open(os.path.join(uri, "_artifact.json"), "w") as f:
-            json.dump(props, f)
-    return artifacts.Artifact(type=artifacts.EXAMPLES, uri=uri, properties=props)
+        os.makedirs(os.path.join(staging, f"Split-{split}"))
+        pixels = {F.IMAGE: images.reshape(len(images), -1).astype(
+            np.float32 if normalized else np.int64)}
+        if normalized and noisy is not None:
+            pixels[F.NOISY_IMAGE] = noisy[split].reshape(len(images), -1).astype(np.float32)
+        for s, rows in enumerate(np.array_split(np.arange(len(images)), num_shards)):
+            path = os.path.join(staging, f"Split-{split}", F.shard_name(s, num_shards))
+            with records.shard_writer(path) as writer:
+                if len(rows):  # the encoder needs at least one row
+                    for example in records.encode([f"{split}-{i:05d}" for i in rows],
+                                                  labels[rows],
+                                                  {k: v[rows] for k, v in pixels.items()}):
+                        writer.write(example)
+    props = {"splits": list(splits), "counts": {s: len(v[0]) for s, v in splits.items()},
+             "normalized": normalized, "noisy": noisy is not None}
+    artifacts.commit(staging, uri, {**props, "type": artifacts.EXAMPLES})
+    return Artifact(type=artifacts.EXAMPLES, uri=uri, properties=props)
 
 
+def read_shard(path: str, float_images: bool) -> dict[str, np.ndarray]:
+    """All examples of one shard as numpy arrays (id bytes, label, flat image)."""
+    from components import records  # TensorFlow, as above
+
+    parts = list(records.iter_shard(path, float_images))
+    if not parts:
+        return {F.ID: np.zeros([0], object), F.LABEL: np.zeros([0], np.int64),
+                F.IMAGE: np.zeros([0, F.PIXELS], np.float32 if float_images else np.int64)}
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def without_labels(columns: dict[str, np.ndarray], exclude_labels) -> dict[str, np.ndarray]:
+    """An examples_io.load_split result without the examples of classes `exclude_labels`."""
+    from components import examples_io  # TensorFlow, as above
+
+    keep = examples_io.kept_mask(columns[F.LABEL], exclude_labels)
+    return {k: v[keep] for k, v in columns.items()}

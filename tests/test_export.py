@@ -24,8 +24,13 @@ from components.evaluate.executor import predict
 from components.export import tflite
 from components.train import model_io
 from pipeline.errors import DataError
-from tests.helpers import (output_artifacts, params, run_executor, synthetic_images,
-                           write_examples_artifact)
+from tests.helpers import (
+    output_artifacts,
+    params,
+    run_executor,
+    synthetic_images,
+    write_examples_artifact,
+)
 
 SIZES = {"train": (320, 1), "validation": (64, 2), "test": (128, 3)}
 HOLDOUT = (9,)
@@ -349,10 +354,12 @@ def test_in_process_embeddings_equal_the_beam_pipelines(exported, tmp_path):
     dirs = {k: str(tmp_path / k) for k in ("parquet", "scores", "projector")}
     for d in ("parquet", "scores"):
         os.makedirs(dirs[d])
-    executor.embed_with_beam(examples, splits, _saved_model_dir(exported), dirs["parquet"], 100,
-                             ["--runner=DirectRunner"], "test", dirs["scores"])
-    beam = executor.summarize_beam_output(dirs["parquet"], "test", dirs["projector"])
-    assert beam["counts"] == {s: n for s, (n, _) in SIZES.items()} and beam["dims"] == {8}
+    layout = executor.Layout(splits, dirs["parquet"], dirs["scores"], dirs["projector"],
+                             scored_split="test", projector_split="test")
+    executor.embed_with_beam(examples, layout, _saved_model_dir(exported), 100,
+                             ["--runner=DirectRunner"])
+    beam = executor.summarize_beam_output(layout)
+    assert beam.counts == {s: n for s, (n, _) in SIZES.items()} and beam.dims == {8}
     emb = exported["embeddings"]
     for prop, mine, keys in (("parquet_dir", "parquet", ["split", "id"]),
                              ("scores_dir", "scores", ["id"])):
@@ -376,11 +383,11 @@ def test_streamed_calibration_equals_the_whole_split_quantile(exported, model):
         scoring.forward(model), examples_io.iter_split(exported["examples"], "validation",
                                                        batch_size=7),
         0.99, HOLDOUT, "here")
-    assert streamed["examples"] == int(keep.sum()) and streamed["left_out"] == int((~keep).sum())
-    np.testing.assert_allclose(streamed["scores"], scoring.scores(model, val["image"][keep]),
+    assert streamed.examples == int(keep.sum()) and streamed.left_out == int((~keep).sum())
+    np.testing.assert_allclose(streamed.scores, scoring.scores(model, val["image"][keep]),
                                rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(streamed["threshold"], whole, rtol=1e-5)
-    assert exported["saved_model"].properties["threshold"] == streamed["threshold"]
+    np.testing.assert_allclose(streamed.threshold, whole, rtol=1e-5)
+    assert exported["saved_model"].properties["threshold"] == streamed.threshold
 
 
 # The serving contract (components/export/saved_model.py, "Contract"): every signature checks

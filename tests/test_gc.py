@@ -20,8 +20,10 @@ from pipeline import artifacts, gc, locks, runner
 from pipeline.artifacts import Artifact
 from pipeline.errors import EXIT_CONFIG, EXIT_OK, EXIT_SKIPPED, ConfigError
 from pipeline.metadata import MetadataStore
+from pipeline.views import Views
 
 DAY = 86400.0
+VIEWS = Views.of(run_pipeline.create_pipeline())  # what the pages of collected runs show
 
 
 # -- roots built through the real MetadataStore ----------------------------------------------
@@ -113,7 +115,7 @@ def test_keep_last_deletes_the_older_runs_own_artifacts_and_marks_them_deleted(s
     new = _pipeline_run(store, "r3", 1)
     sizes = {a.uri: _size(a.uri) for a in old.values()}
 
-    result = gc.collect(store.root, keep_last=2, keep_days=None, dry_run=False)
+    result = gc.collect(store.root, keep_last=2, keep_days=None, dry_run=False, views=VIEWS)
 
     assert result["kept_runs"] == ["r3", "r2"] and result["collected_runs"] == ["r1"]
     assert {d["uri"] for d in result["deleted"]} == _rel(store, *old.values())
@@ -133,7 +135,7 @@ def test_keep_last_deletes_the_older_runs_own_artifacts_and_marks_them_deleted(s
     assert time.time() - 60 < record["deleted_at"] <= time.time()
     assert "gc" not in store.get_run("r2")
     # nothing left to do: a second gc deletes nothing
-    again = gc.collect(store.root, keep_last=2, keep_days=None, dry_run=False)
+    again = gc.collect(store.root, keep_last=2, keep_days=None, dry_run=False, views=VIEWS)
     assert again["deleted"] == [] and again["freed_bytes"] == 0
 
 
@@ -149,7 +151,7 @@ def test_runs_kept_are_the_newest_n_and_those_within_d_days(store, keep_last, ke
         _pipeline_run(store, run_id, age)
     _start(store, "skipped", 0.1, status="skipped")  # --skip-if-running: no stage ran
 
-    result = gc.collect(store.root, keep_last, keep_days, dry_run=True)
+    result = gc.collect(store.root, keep_last, keep_days, dry_run=True, views=VIEWS)
 
     assert result["kept_runs"] == kept
     assert result["collected_runs"] == [r for r in ("skipped", "r3", "r2", "r1") if r not in kept]
@@ -169,14 +171,15 @@ def test_a_bad_policy_is_a_config_error_naming_the_flag(store, keep_last, keep_d
     _pipeline_run(store, "r1", 3)
     before = _digest(store.root)
     with pytest.raises(ConfigError, match=flag) as e:
-        gc.collect(store.root, keep_last, keep_days, dry_run=False)
+        gc.collect(store.root, keep_last, keep_days, dry_run=False, views=VIEWS)
     assert e.value.exit_code == EXIT_CONFIG
     assert _digest(store.root) == before
 
 
 def test_a_directory_without_ml_metadata_is_refused_and_left_alone(tmp_path):
     with pytest.raises(ConfigError, match="not a pipeline root"):
-        gc.collect(str(tmp_path / "nothing"), keep_last=1, keep_days=None, dry_run=False)
+        gc.collect(str(tmp_path / "nothing"), keep_last=1, keep_days=None, dry_run=False,
+                   views=VIEWS)
     assert not (tmp_path / "nothing").exists()
 
 
@@ -194,7 +197,7 @@ def test_a_blessed_model_of_a_collected_run_is_kept_with_why(store):
            {k: blessed[k] for k in ("evaluation", "blessing")}, state="cached")
     _pipeline_run(store, "r2", 1)
 
-    result = gc.collect(store.root, keep_last=1, keep_days=None, dry_run=False)
+    result = gc.collect(store.root, keep_last=1, keep_days=None, dry_run=False, views=VIEWS)
 
     backing = [blessed[k] for k in ("model", "model_run", "evaluation", "blessing")]
     assert {p["uri"] for p in result["protected"]} == _rel(store, *backing)
@@ -225,7 +228,7 @@ def test_a_pushed_model_of_a_collected_run_is_kept_with_why(store):
         released[run_id] = out
     _pipeline_run(store, "r2", 1)
 
-    result = gc.collect(store.root, keep_last=1, keep_days=None, dry_run=False)
+    result = gc.collect(store.root, keep_last=1, keep_days=None, dry_run=False, views=VIEWS)
 
     r1 = released["r1"]
     backing = [r1[k] for k in ("saved_model", "blessing", "pushed_model")]
@@ -255,7 +258,7 @@ def test_what_a_kept_run_reuses_from_the_cache_is_kept(store):
     _stage(store, "r2", "evaluate", {k: old[k] for k in ("model", "model_run", "examples")},
            {"evaluation": (artifacts.EVALUATION, {})})
 
-    result = gc.collect(store.root, keep_last=1, keep_days=None, dry_run=False)
+    result = gc.collect(store.root, keep_last=1, keep_days=None, dry_run=False, views=VIEWS)
 
     assert result["collected_runs"] == ["r1"]
     assert [d["uri"] for d in result["deleted"]] == [*_rel(store, old["evaluation"])]
@@ -278,11 +281,11 @@ def test_a_gc_that_fails_half_way_leaves_nothing_reusable_and_the_next_one_finis
     with monkeypatch.context() as m:
         m.setattr(gc.shutil, "rmtree", fail)
         with pytest.raises(OSError, match="disk error"):
-            gc.collect(store.root, keep_last=1, keep_days=None, dry_run=False)
+            gc.collect(store.root, keep_last=1, keep_days=None, dry_run=False, views=VIEWS)
     # still LIVE in ML Metadata, but no longer committed: the cache cannot reuse it
     assert os.path.exists(first.uri) and not artifacts.is_committed(first.uri)
     assert _state(store, first) == pb.Artifact.LIVE
-    result = gc.collect(store.root, keep_last=1, keep_days=None, dry_run=False)
+    result = gc.collect(store.root, keep_last=1, keep_days=None, dry_run=False, views=VIEWS)
     assert {d["uri"] for d in result["deleted"]} == _rel(store, *old.values())
     assert not os.path.exists(first.uri) and _state(store, first) == pb.Artifact.DELETED
 
@@ -300,13 +303,13 @@ def test_a_live_run_makes_gc_refuse_and_a_dead_one_does_not(store):
     lock.acquire()
     try:
         with pytest.raises(gc.RootBusy, match="run live still running") as e:
-            gc.collect(store.root, keep_last=1, keep_days=None, dry_run=False)
+            gc.collect(store.root, keep_last=1, keep_days=None, dry_run=False, views=VIEWS)
         assert e.value.exit_code == EXIT_SKIPPED
         assert _digest(store.root) == before
     finally:
         lock.release()
     # its process is gone: recorded as abandoned, its staging directory removed
-    result = gc.collect(store.root, keep_last=1, keep_days=None, dry_run=False)
+    result = gc.collect(store.root, keep_last=1, keep_days=None, dry_run=False, views=VIEWS)
     assert store.get_run("live")["status"] == "abandoned"
     assert [s["path"] for s in result["staging_removed"]] == [os.path.relpath(staging, store.root)]
     assert not os.path.exists(staging)
@@ -341,9 +344,9 @@ def test_staging_and_finished_work_dirs_are_removed_resumable_and_locked_ones_ke
     held = locks.FileLock(store.root, f"stage-train-{fp['locked'][:16]}")
     held.acquire()
     try:
-        result = gc.collect(store.root, keep_last=1, keep_days=None, dry_run=False)
+        result = gc.collect(store.root, keep_last=1, keep_days=None, dry_run=False, views=VIEWS)
         # with --keep-days, work untouched for longer than that is given up too
-        aged = gc.collect(store.root, keep_last=1, keep_days=7, dry_run=False)
+        aged = gc.collect(store.root, keep_last=1, keep_days=7, dry_run=False, views=VIEWS)
     finally:
         held.release()
 
@@ -366,7 +369,7 @@ def test_dry_run_changes_nothing_and_reports_what_gc_then_does(store):
     os.makedirs(os.path.join(store.root, "work", "train", _fingerprint("train", "r2")[:16]))
     before = _digest(store.root)
 
-    dry = gc.collect(store.root, keep_last=1, keep_days=None, dry_run=True)
+    dry = gc.collect(store.root, keep_last=1, keep_days=None, dry_run=True, views=VIEWS)
 
     assert _digest(store.root) == before
     assert dry["deleted"] and dry["protected"] and dry["staging_removed"] and dry["work_removed"]
@@ -374,7 +377,7 @@ def test_dry_run_changes_nothing_and_reports_what_gc_then_does(store):
     assert "kept 1 run(s): r3; collected 2: r2, r1" in text
     assert "would delete Model artifacts/train/r2/model" in text
     assert text.splitlines()[-1].startswith("would free ")
-    real = gc.collect(store.root, keep_last=1, keep_days=None, dry_run=False)
+    real = gc.collect(store.root, keep_last=1, keep_days=None, dry_run=False, views=VIEWS)
     assert real == {**dry, "dry_run": False}
     assert _digest(store.root) != before
     assert gc.render_text(real).splitlines()[-1] == f"freed {real['freed_bytes'] / 2**20:.1f} MiB"
@@ -404,7 +407,7 @@ def test_gc_of_a_real_root_deletes_only_the_collected_runs_own_work_and_it_is_re
     own = [n for n, st in second["stages"].items() if st["status"] == "ran"]
     assert shared[:3] == ["ingest", "validate", "transform"] and "train" in own
 
-    result = gc.collect(str(root), keep_last=1, keep_days=None, dry_run=False)
+    result = gc.collect(str(root), keep_last=1, keep_days=None, dry_run=False, views=VIEWS)
 
     assert result["kept_runs"] == ["r2"] and result["collected_runs"] == ["r1"]
     r1_own = {uri for n in own for uri in first["stages"][n]["artifacts"].values()}

@@ -3,6 +3,8 @@
 import gzip
 import os
 import re
+import struct
+import tempfile
 
 import numpy as np
 import pytest
@@ -13,7 +15,14 @@ from components import records
 from components.ingest import executor as ingest
 from components.ingest import sources
 from pipeline.errors import ConfigError, DataError
-from tests.helpers import output_artifacts, params, run_executor, synthetic_images, write_idx
+from tests.helpers import (
+    output_artifacts,
+    params,
+    read_shard,
+    run_executor,
+    synthetic_images,
+    write_idx,
+)
 
 
 @pytest.fixture
@@ -25,6 +34,14 @@ def idx_dir(tmp_path):
     return d
 
 
+def _load_idx(directory, split: str, max_examples: int = 0) -> sources.SplitArrays:
+    """A split's IDX files as ingest reads them (sources.stage_idx, streamed), whole."""
+    with tempfile.TemporaryDirectory() as dest:
+        staged = sources.stage_idx(str(directory), split, dest, max_examples)
+        images, labels = staged.read(0, staged.count)
+    return sources.SplitArrays(images.reshape(-1, F.HEIGHT, F.WIDTH), labels, staged.origin)
+
+
 def _run(source, tmp_path, *overrides):
     p = params("ingest", f"data.source={source}", "data.num_shards=3", *overrides)
     outs = output_artifacts("ingest", tmp_path / "out")
@@ -34,10 +51,10 @@ def _run(source, tmp_path, *overrides):
 
 def test_idx_roundtrip_values(idx_dir):
     images, labels = synthetic_images(200, 1)
-    data = sources.load_idx(str(idx_dir), "train")
+    data = _load_idx(idx_dir, "train")
     np.testing.assert_array_equal(data.images, images)
     np.testing.assert_array_equal(data.labels, labels)
-    assert sources.load_idx(str(idx_dir), "train", max_examples=7).images.shape == (7, 28, 28)
+    assert _load_idx(idx_dir, "train", max_examples=7).images.shape == (7, 28, 28)
 
 
 def test_ingest_writes_sharded_splits_with_stable_ids(idx_dir, tmp_path):
@@ -52,7 +69,7 @@ def test_ingest_writes_sharded_splits_with_stable_ids(idx_dir, tmp_path):
         files = out.split_files(split, F.SHARD_PATTERN)
         assert [os.path.basename(f) for f in files] == [F.shard_name(i, 3) for i in range(3)]
         for f in files:
-            data = records.read_shard(f, float_images=False)
+            data = read_shard(f, float_images=False)
             for i, example_id in enumerate(data[F.ID]):
                 seen[example_id.decode()] = split
                 index = int(example_id.decode().split("-")[1])
@@ -76,14 +93,14 @@ def test_truncated_image_file_is_named(idx_dir):
     raw = gzip.decompress(path.read_bytes())
     path.write_bytes(gzip.compress(raw[:-100]))
     with pytest.raises(DataError, match=r"train-images-idx3-ubyte\.gz.*truncated"):
-        sources.load_idx(str(idx_dir), "train")
+        _load_idx(idx_dir, "train")
 
 
 def test_truncated_gzip_stream_is_named(idx_dir):
     path = idx_dir / "train-images-idx3-ubyte.gz"
     path.write_bytes(path.read_bytes()[:500])
     with pytest.raises(DataError, match=r"train-images-idx3-ubyte\.gz: corrupt or truncated gzip"):
-        sources.load_idx(str(idx_dir), "train")
+        _load_idx(idx_dir, "train")
 
 
 def test_wrong_magic_is_named(idx_dir):
@@ -92,14 +109,14 @@ def test_wrong_magic_is_named(idx_dir):
     data[3] = 0x03  # image magic in a label file
     path.write_bytes(bytes(data))
     with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte: bad magic number 0x00000803"):
-        sources.load_idx(str(idx_dir), "test")
+        _load_idx(idx_dir, "test")
 
 
 def test_label_count_mismatch(tmp_path):
     images, labels = synthetic_images(50)
     write_idx(tmp_path, "train", images, labels[:49])
     with pytest.raises(DataError, match=r"50 images but .*49 labels"):
-        sources.load_idx(str(tmp_path), "train")
+        _load_idx(tmp_path, "train")
 
 
 def test_bad_label_value_and_wrong_image_size(tmp_path):
@@ -107,21 +124,22 @@ def test_bad_label_value_and_wrong_image_size(tmp_path):
     labels[7] = 12
     write_idx(tmp_path / "a", "train", images, labels)
     with pytest.raises(DataError, match=r"label 12 at index 7"):
-        sources.load_idx(str(tmp_path / "a"), "train")
-    import struct
+        _load_idx(tmp_path / "a", "train")
     d = tmp_path / "b"
     d.mkdir()
     with gzip.open(d / "train-images-idx3-ubyte.gz", "wb") as f:
         f.write(struct.pack(">IIII", 2051, 2, 32, 32) + bytes(2 * 32 * 32))
+    with gzip.open(d / "train-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(struct.pack(">II", 2049, 2) + bytes(2))
     with pytest.raises(DataError, match=r"32x32, expected 28x28"):
-        sources.read_idx_images(str(d / "train-images-idx3-ubyte.gz"))
+        _load_idx(d, "train")
 
 
 def test_missing_files_and_dirs(tmp_path):
     with pytest.raises(DataError, match="no such directory"):
-        sources.load_idx(str(tmp_path / "nope"), "train")
+        _load_idx(tmp_path / "nope", "train")
     with pytest.raises(DataError, match="missing train-images"):
-        sources.load_idx(str(tmp_path), "train")
+        _load_idx(tmp_path, "train")
 
 
 def test_empty_validation_split_is_a_data_error(idx_dir, tmp_path):
@@ -168,7 +186,7 @@ def test_tfds_source_with_mock_data(tmp_path):
         out, metrics = _run("tfds", tmp_path, "data.dataset=mnist")
     assert out.properties["source"] == "tfds"
     assert metrics["num_examples"] == 80
-    data = records.read_shard(out.split_files("test", F.SHARD_PATTERN)[0], float_images=False)
+    data = read_shard(out.split_files("test", F.SHARD_PATTERN)[0], float_images=False)
     assert data[F.IMAGE].shape[1] == F.PIXELS
     assert data[F.IMAGE].min() >= 0 and data[F.IMAGE].max() <= 255
     assert set(data[F.LABEL]) <= set(range(10))
@@ -226,12 +244,11 @@ def _corrupt_trailing_bytes(d):
 @pytest.mark.parametrize("corrupt", [_corrupt_truncated_pixels, _corrupt_gzip_stream,
                                      _corrupt_magic, _corrupt_label_count, _corrupt_label_value,
                                      _corrupt_trailing_bytes])
-def test_streamed_staging_finds_what_the_whole_file_reader_finds(idx_dir, tmp_path, corrupt):
-    """ingest stages the source streamed (sources.stage_idx); every check of the whole-file
-    reader (load_idx) holds there with the same message."""
+def test_streamed_staging_names_each_corruption_of_the_train_files(idx_dir, tmp_path,
+                                                                     corrupt):
+    """ingest stages the source streamed (sources.stage_idx): each corruption of the
+    train IDX files, gzipped or plain, is one DataError naming the file."""
     message = corrupt(idx_dir)
-    with pytest.raises(DataError, match=message):
-        sources.load_idx(str(idx_dir), "train")
     dest = tmp_path / "staged"
     dest.mkdir()
     with pytest.raises(DataError, match=message):
@@ -243,7 +260,7 @@ def test_shards_hold_the_records_of_the_whole_array_encoding(idx_dir, tmp_path, 
     earlier whole-array path wrote: each shard, in order, records.encode of its rows."""
     monkeypatch.setattr(ingest, "CHUNK", 7)
     out, _ = _run(f"idx:{idx_dir}", tmp_path, "data.max_examples=150")
-    whole = {s: sources.load_idx(str(idx_dir), s, 150) for s in ("train", "test")}
+    whole = {s: _load_idx(idx_dir, s, 150) for s in ("train", "test")}
     val = np.array([ingest.in_validation(f"train-{i:05d}", 0.1) for i in range(150)])
     rows = {"train": ("train", np.flatnonzero(~val)), "validation": ("train", np.flatnonzero(val)),
             "test": ("test", np.arange(60))}
@@ -251,8 +268,9 @@ def test_shards_hold_the_records_of_the_whole_array_encoding(idx_dir, tmp_path, 
         files = out.split_files(split, F.SHARD_PATTERN)
         assert len(files) == 3
         for f, part in zip(files, np.array_split(idx, 3)):
-            expected = records.encode([f"{source}-{i:05d}" for i in part], whole[source].labels[part],
-                                      {F.IMAGE: whole[source].images[part].reshape(len(part), -1)})
+            expected = records.encode(
+                [f"{source}-{i:05d}" for i in part], whole[source].labels[part],
+                {F.IMAGE: whole[source].images[part].reshape(len(part), -1)})
             got = [r.numpy() for r in tf.data.TFRecordDataset(f, compression_type="GZIP")]
             # as parsed protos: the encoder's byte order of the feature map varies run to run
             assert ([tf.train.Example.FromString(r) for r in got]

@@ -21,6 +21,7 @@ from pipeline.errors import EXIT_CONFIG, EXIT_DATA, EXIT_OK, EXIT_STAGE
 from pipeline.metadata import MetadataStore
 from pipeline import runner
 from pipeline.launcher import usable
+from pipeline.views import Views
 from tests.helpers import COMPONENTS, load_config, synthetic_images, user_env, write_idx
 
 STAGES = list(COMPONENTS)
@@ -88,7 +89,7 @@ def test_end_to_end_all_stages(first_run):
 def test_summary_json_is_a_view_of_ml_metadata(first_run):
     root, _ = first_run
     store = MetadataStore(str(root))
-    assert summary.render(store, "r1") == _summary(root, "r1")
+    assert summary.render(store, "r1", Views.of(COMPONENTS.values())) == _summary(root, "r1")
     run = store.get_run("r1")
     assert run["status"] == "succeeded" and run["owner_pid"] == os.getpid()
     assert run["config"]["train"]["epochs"] == 1
@@ -210,6 +211,50 @@ def test_a_moved_root_hits_the_cache(first_run, idx_dir, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_stage_inserted_between_transform_and_train_is_one_edit_of_the_wiring(
+        first_run, idx_dir, tmp_path):
+    """A pass-through stage wired in as create_pipeline() would wire it: the data stages
+    stay cached, train reads the new stage's output, and the run ends as before."""
+    from pipeline import cli
+    from tests.stages.passthrough import PASSTHROUGH
+
+    stages = {c.name: c for c in run_pipeline.create_pipeline()}
+    passthrough = PASSTHROUGH.wire(examples=stages["transform"].output("transformed_examples"))
+    stages["train"] = stages["train"].wire(examples=passthrough.output("passed_examples"))
+    order = [*STAGES[:3], "passthrough", *STAGES[3:]]
+    stages["passthrough"] = passthrough
+    root = tmp_path / "root"
+    shutil.copytree(first_run[0], root, ignore=shutil.ignore_patterns("locks"))
+    assert cli.main(lambda: [stages[n] for n in order], _args(root, "inserted", idx_dir)) == EXIT_OK
+
+    s = _summary(root, "inserted")
+    assert list(s["stages"]) == order
+    assert [s["stages"][n]["status"] for n in order] == ["cached"] * 3 + ["ran"] * 5
+    store = MetadataStore(str(root))
+    runs = {e["stage"]: e for e in store.run_executions("inserted")}
+    assert runs["train"]["inputs"]["examples"].uri == s["stages"]["passthrough"]["artifacts"]["passed_examples"]
+    # the copy is faithful: train saw the same examples, so the same number of them
+    assert (s["stages"]["train"]["metrics"]["train_examples"]
+            == _summary(first_run[0], "r1")["stages"]["train"]["metrics"]["train_examples"])
+
+
+def test_an_input_left_unwired_or_mistyped_is_refused_at_planning():
+    from components.train.component import TRAIN  # as declared: its input not yet wired
+
+    stages = {c.name: c for c in run_pipeline.create_pipeline()}
+    with pytest.raises(TypeError, match="input 'examples' takes Examples, not train.model"):
+        stages["train"].wire(examples=stages["train"].output("model"))
+    with pytest.raises(TypeError, match="declares no input 'exemples'"):
+        stages["train"].wire(exemples=stages["transform"].output("transformed_examples"))
+    with pytest.raises(TypeError, match=r"train: inputs \['examples'\] are not wired"):
+        runner.plan([stages["ingest"], stages["validate"], stages["transform"], TRAIN],
+                    load_config())
+    with pytest.raises(TypeError, match=r"consumes \['transform.transformed_examples'\], not "
+                                        "produced by an earlier component"):
+        runner.plan([stages["ingest"], stages["validate"], stages["train"]], load_config())
+
+
+@pytest.mark.slow
 def test_a_relocated_checkout_hits_the_cache(first_run, idx_dir, tmp_path):
     """The same code at another path (git ls-files copied there) reuses every stage."""
     root, _ = first_run
@@ -286,11 +331,12 @@ def test_reusing_a_run_id_is_refused(tmp_path, idx_dir):
 def test_code_fingerprint_covers_what_a_stage_runs_and_no_more():
     names = dict(fingerprint.code_closure("components.train.executor"))
     assert {"models.conv", "models.vae", "components.examples_io", "pipeline.errors"} <= set(names)
-    # the spec and config machinery are named for type checkers only (pipeline.component
-    # is in: the multi-worker fit builds its ExecutionContext, components/train/distribute.py)
+    # the spec and config machinery are named for type checkers only; the multi-worker
+    # fit's child process (components/train/fit_process.py) runs the same fit, so is in
     assert not {"components.train.component", "pipeline.config", "pipeline.runner",
-                "pipeline.launcher"} & set(names)
-    assert "pipeline.component" in names and "components.train.distribute" in names
+                "pipeline.launcher", "pipeline.component", "components.train.worker"} & set(names)
+    assert {"components.train.distribute", "components.train.fit",
+            "components.train.fit_process"} <= set(names)
     ingest = dict(fingerprint.code_closure("components.ingest.executor"))
     assert "models" not in ingest and "components.train.executor" not in ingest
 
@@ -364,7 +410,7 @@ def test_runs_and_show_inspect_what_a_run_produced(first_run, capsys):
     assert all(r["status"] == "failed" for r in json.loads(capsys.readouterr().out))
     assert run_pipeline.main(["show", "r1", "--root", str(root), "--json"]) == EXIT_OK
     shown = json.loads(capsys.readouterr().out)
-    assert shown == summary.render(MetadataStore(str(root)), "r1")
+    assert shown == summary.render(MetadataStore(str(root)), "r1", Views.of(COMPONENTS.values()))
     assert run_pipeline.main(["show", "r1", "--root", str(root)]) == EXIT_OK
     text = capsys.readouterr().out
     assert "run r1: succeeded (exit 0)" in text and "bce=" in text
@@ -496,12 +542,11 @@ def test_new_source_data_changes_every_stage_fingerprint(idx_dir, tmp_path):
 
 
 def test_every_executor_loads_and_takes_exactly_its_components_keys():
-    from pipeline.component import Channel, Component
+    from pipeline.component import Component, Input
 
     for component in COMPONENTS.values():
         assert callable(component.executor), component.name
-    wrong = Component(name="push2", inputs={"blessing": Channel("ModelBlessing", "evaluate",
-                                                                  "blessing")},
+    wrong = Component(name="push2", inputs={"blessing": Input("ModelBlessing")},
                       outputs={"pushed_model": "PushedModel"}, params=object,
                       executor_module="components.push.executor", description="")
     with pytest.raises(TypeError, match="saved_model"):

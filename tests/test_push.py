@@ -18,7 +18,8 @@ from tests.helpers import output_artifacts, params, run_executor
 
 @pytest.fixture
 def saved_model(tmp_path):
-    """A SavedModel artifact laid out as export writes it: <uri>/model/{saved_model.pb,variables/}."""
+    """A SavedModel artifact laid out as export writes it:
+    <uri>/model/{saved_model.pb,variables/}."""
     uri = tmp_path / "saved_model"
     (uri / "model" / "variables").mkdir(parents=True)
     (uri / "model" / "saved_model.pb").write_bytes(b"\x08\x01" * 64)
@@ -108,8 +109,11 @@ def test_overlapping_pushes_get_distinct_versions(tmp_path, saved_model):
     model_dir = str(tmp_path / "serving" / "m")
     source = os.path.join(saved_model.uri, "model")
     versions = []
-    threads = [threading.Thread(target=lambda: versions.append(push_executor._push(source, model_dir)[0]))
-               for _ in range(4)]
+
+    def push():
+        versions.append(push_executor._push(source, model_dir)[0])
+
+    threads = [threading.Thread(target=push) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:

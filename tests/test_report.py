@@ -18,10 +18,13 @@ import numpy as np
 import pytest
 
 import run_pipeline
+from components.evaluate.component import EVALUATE
 from components.features import CLASS_NAMES
-from pipeline import report, summary
+from pipeline import inspection, report, summary
+from pipeline.artifacts import Artifact
 from pipeline.errors import EXIT_DATA, EXIT_OK
 from pipeline.metadata import MetadataStore
+from pipeline.views import Decision, MainMetric, MetricTable, Row, View, Views
 from tests.helpers import synthetic_images, user_env, write_idx
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,6 +34,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]
 HEAVY = ("tensorflow", "keras", "apache_beam", "tensorflow_data_validation", "matplotlib")
+VIEWS = Views.of(run_pipeline.create_pipeline())
 
 
 def _run(root, run_id, source, *extra):
@@ -95,7 +99,7 @@ def _resolve(page, url):
 @pytest.mark.slow
 def test_run_page_shows_status_metrics_plots_data_and_lineage(root):
     store = MetadataStore(str(root))
-    view = summary.render(store, "r1")
+    view = summary.render(store, "r1", VIEWS)
     page = os.path.join(root, "runs", "r1", "report.html")
     text = _page(page)
     assert "<h1>Run r1</h1>" in text and "succeeded" in text
@@ -131,7 +135,7 @@ def test_run_page_shows_status_metrics_plots_data_and_lineage(root):
 
 @pytest.mark.slow
 def test_cached_run_names_the_run_it_reused(root):
-    view = summary.render(MetadataStore(str(root)), "r2")
+    view = summary.render(MetadataStore(str(root)), "r2", VIEWS)
     text = _page(root, "runs", "r2", "report.html")
     cached = [n for n, st in view["stages"].items() if st["status"] == "cached"]
     assert {"ingest", "validate", "transform", "train"} <= set(cached)
@@ -143,7 +147,7 @@ def test_cached_run_names_the_run_it_reused(root):
 
 @pytest.mark.slow
 def test_rejected_run_shows_the_anomaly_and_no_evaluation(root):
-    view = summary.render(MetadataStore(str(root)), "r3")
+    view = summary.render(MetadataStore(str(root)), "r3", VIEWS)
     text = _page(root, "runs", "r3", "report.html")
     assert view["exit_code"] == EXIT_DATA
     assert f"<th>exit code</th><td>{EXIT_DATA}</td>" in text
@@ -188,8 +192,11 @@ def test_writing_the_pages_imports_no_heavy_module(root):
     script = ("import json, sys\n"
               "from pipeline.metadata import MetadataStore\n"
               "from pipeline import report\n"
+              "from pipeline.views import Views\n"
+              "import run_pipeline\n"
               f"store = MetadataStore({str(root)!r})\n"
-              "report.write_run(store, 'r1'); report.write_index(store)\n"
+              "views = Views.of(run_pipeline.create_pipeline())\n"
+              "report.write_run(store, 'r1', views); report.write_index(store, views)\n"
               f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))\n")
     proc = subprocess.run([sys.executable, "-c", script], cwd=PROJECT, env=user_env(),
                           capture_output=True, text=True, timeout=120)
@@ -198,7 +205,7 @@ def test_writing_the_pages_imports_no_heavy_module(root):
 
 
 def test_vae_and_denoising_metrics_are_shown_when_present():
-    rows = dict(report._metric_rows({
+    rows = dict(report.metric_rows(EVALUATE.view.metrics, {
         "bce": 0.3, "bce_floor": 0.25, "bce_excess": 0.05, "neg_elbo": 251.26, "kl": 12.345,
         "beta": 4.0, "noisy_input_bce": 1.4751, "noisy_input_bce_excess": 1.2329,
         "noisy_input_mse": 0.0812, "noisy_input_psnr": 11.02, "denoise_mse_reduction": 0.81}))
@@ -214,11 +221,11 @@ def test_chart_per_main_metric_with_a_series_per_dataset_and_variant():
         return {"run_id": run_id, "dataset": dataset, "variant": variant,
                 "main_metric": {"name": name, "value": value}}
 
-    html = report._charts([view("a", "mnist", "dense", "bce_excess", 0.05),
-                           view("b", "mnist", "vae_mlp", "neg_elbo", 160.0),
-                           view("c", "mnist", "dense", "bce_excess", None),  # failed: skipped
-                           view("d", "fashion_mnist", "dense", "bce_excess", 0.03),
-                           view("e", "mnist", "dense", "bce_excess", 0.04)])
+    html = report.charts_html([view("a", "mnist", "dense", "bce_excess", 0.05),
+                               view("b", "mnist", "vae_mlp", "neg_elbo", 160.0),
+                               view("c", "mnist", "dense", "bce_excess", None),  # failed: skipped
+                               view("d", "fashion_mnist", "dense", "bce_excess", 0.03),
+                               view("e", "mnist", "dense", "bce_excess", 0.04)], VIEWS)
     bce, elbo = html.split("<h3>neg_elbo</h3>")  # one chart each: their units differ
     assert "<h3>bce_excess</h3>" in bce
     assert bce.count("<circle") == 3 and bce.count("<polyline") == 2
@@ -272,3 +279,54 @@ def _check_in_browser(browser, page_path, shots) -> int:
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000, shot
     page.close()
     return len(images)
+
+
+def _scored_root(tmp_path, message: str):
+    """A root with one run of a stage no component of this project has: `score`, whose
+    `verdict` output records an approval, and an error message holding markup."""
+    store = MetadataStore(str(tmp_path))
+    store.start_run("s1", {"status": "failed", "started": 1.0, "finished": 2.0, "exit_code": 4,
+                           "stages": ["score"], "error": {"kind": "stage", "message": message}})
+    uri = tmp_path / "artifacts" / "score" / "s1" / "verdict"
+    uri.mkdir(parents=True)
+    verdict = Artifact(type="Verdict", uri=str(uri),
+                       properties={"approved": True, "reason": "<b>fine</b>", "run_id": "s1"})
+    store.put_execution("s1", "score", "complete", {"metrics": {"auc": 0.91, "n": 3}},
+                        outputs={"verdict": verdict})
+    return store
+
+
+SCORE_VIEWS = Views((("score", View(
+    main_metric=MainMetric(("auc",), lower_is_better=False), headline=("auc",),
+    decision=Decision(key="approval", output="verdict", fields=("approved", "reason"),
+                      flag="approved", title="Approval"),
+    metrics=MetricTable("Scores", rows=(Row("area under the curve", "{auc:.2f}"),)))),))
+
+
+def test_a_new_stage_is_shown_by_what_it_declares(tmp_path):
+    """The core names no stage: a component's declarations alone put its main metric, its
+    decision and its metrics into summary.json, `runs`, `show` and the report."""
+    store = _scored_root(tmp_path, "failed")
+    view = summary.render(store, "s1", SCORE_VIEWS)
+    assert view["main_metric"] == {"name": "auc", "value": 0.91}
+    assert view["approval"] == {"approved": True, "reason": "<b>fine</b>"}
+    assert "blessing" not in view and "push" not in view
+    row = inspection.run_row(view, SCORE_VIEWS)
+    assert row["approved"] is True and row["metric"] == "auc"
+    assert inspection.runs_text([row], SCORE_VIEWS).splitlines()[0].endswith("approved")
+    shown = inspection.show_text(view, str(tmp_path), SCORE_VIEWS)
+    assert "  approved: yes: <b>fine</b>" in shown and "metrics: auc=0.91" in shown
+    assert inspection.diff(view, view, SCORE_VIEWS)["outcome"]["approved"] == [True, True]
+    text = _page(report.write_run(store, "s1", SCORE_VIEWS))
+    assert "<h3>Approval</h3>" in text and "<h2>Scores</h2>" in text
+    assert "<tr><th>area under the curve</th><td>0.91</td></tr>" in text
+    index = _page(report.write_index(store, SCORE_VIEWS))
+    assert "auc (higher is better)" in index and "<th>approved</th>" in index
+
+
+def test_pages_escape_what_they_show(tmp_path):
+    """Autoescaped templates: markup in an error message or a decision field is text."""
+    store = _scored_root(tmp_path, "<script>alert(1)</script>")
+    text = _page(report.write_run(store, "s1", SCORE_VIEWS))
+    assert "<script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    assert "<b>fine</b>" not in text and "&lt;b&gt;fine&lt;/b&gt;" in text

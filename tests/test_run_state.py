@@ -19,6 +19,7 @@ import pytest
 from pipeline import artifacts, locks, runner, summary
 from pipeline.errors import EXIT_OK, EXIT_SKIPPED
 from pipeline.metadata import MetadataStore
+from pipeline.views import Views
 from tests.helpers import synthetic_images, user_env, write_idx
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,7 +47,7 @@ def test_two_identical_runs_started_together_both_succeed(tmp_path, idx_dir):
     procs = [subprocess.Popen(args, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, env=user_env()) for _ in range(2)]
     outs = [p.communicate(timeout=400) for p in procs]
-    for p, (out, err) in zip(procs, outs):
+    for p, (_, err) in zip(procs, outs):
         assert p.returncode == EXIT_OK, err[-3000:]
         # the console holds the pipeline's own lines only
         assert all(CONSOLE_LINE.match(line) for line in err.strip().splitlines()), err
@@ -91,7 +92,7 @@ def test_sigkill_during_train_then_the_same_command_resumes(tmp_path_factory, tm
         assert "killed" in skipped.stderr and "Traceback" not in skipped.stderr
         assert _summaries(tmp_path)["skipper"]["status"] == "skipped"
         assert _summaries(tmp_path)["killed"]["status"] == "running"
-        # under cron (README, "Schedules"): a skip at --log-level error prints nothing, so
+        # under cron (docs/operations.md, "Schedules"): a skip at --log-level error prints nothing, so
         # no mail; gc beside the live run refuses with the same code, also silently
         quiet = subprocess.run([*args, "--run-id", "skipper2", "--skip-if-running",
                                 "--log-level", "error"], cwd=PROJECT, capture_output=True,
@@ -104,7 +105,8 @@ def test_sigkill_during_train_then_the_same_command_resumes(tmp_path_factory, tm
     finally:
         victim.send_signal(signal.SIGKILL)
         victim.wait()
-    assert glob.glob(os.path.join(tmp_path, "artifacts", "train", "killed", artifacts.TMP_PREFIX + "*"))
+    assert glob.glob(os.path.join(tmp_path, "artifacts", "train", "killed",
+                                  artifacts.TMP_PREFIX + "*"))
 
     # `runs` sees that the owner is gone, records it, and removes its staging dirs
     shown = subprocess.run([sys.executable, "run_pipeline.py", "runs", "--root", str(tmp_path),
@@ -113,7 +115,8 @@ def test_sigkill_during_train_then_the_same_command_resumes(tmp_path_factory, tm
     assert listed["killed"]["status"] == "abandoned"
     assert listed["killed"]["stages"]["train"] == "abandoned"
     assert _summaries(tmp_path)["killed"]["status"] == "abandoned"
-    assert not glob.glob(os.path.join(tmp_path, "artifacts", "*", "killed", artifacts.TMP_PREFIX + "*"))
+    assert not glob.glob(os.path.join(tmp_path, "artifacts", "*", "killed",
+                                      artifacts.TMP_PREFIX + "*"))
 
     again = subprocess.run([*args, "--run-id", "again"], cwd=PROJECT, capture_output=True,
                            text=True, timeout=400)
@@ -148,7 +151,7 @@ def test_dead_owner_is_abandoned_live_owner_is_not(tmp_path):
     held = runner.run_lock(root, "alive")
     held.acquire()
     try:
-        found = runner.sweep_abandoned(store)
+        found = runner.sweep_abandoned(store, Views())
     finally:
         held.release()
     assert sorted(found) == ["dead", "remote-stale"]
@@ -156,7 +159,7 @@ def test_dead_owner_is_abandoned_live_owner_is_not(tmp_path):
     assert store.get_run("alive")["status"] == "running"
     assert store.get_run("remote-fresh")["status"] == "running"
     assert not os.path.exists(staging)
-    assert summary.render(store, "dead")["status"] == "abandoned"
+    assert summary.render(store, "dead", Views())["status"] == "abandoned"
 
 
 def test_stage_lock_makes_the_second_holder_wait(tmp_path):

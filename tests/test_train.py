@@ -16,13 +16,14 @@ import numpy as np
 import pytest
 
 import models
-from components.train import executor as train_executor
-from components.train import model_io, options
+from components.train import component as train_component
+from components.train import fit as train_fit
+from components.train import model_io
 from pipeline.artifacts import MODEL, Artifact
 from pipeline.component import ExecutionContext
 from pipeline.errors import ConfigError, StageError
 from tests.helpers import (output_artifacts, params, run_executor, synthetic_images,
-                           write_examples_artifact)
+                           without_labels, write_examples_artifact)
 
 # What evaluate and export need to rebuild the model; train writes every one of them.
 MODEL_JSON_KEYS = ("variant", "latent_dim", "beta", "activity_l1", "decoder", "input_feature")
@@ -36,7 +37,7 @@ def dense(epochs: int, *overrides: str):
 
 
 def history_rows(model_run: Artifact) -> list[dict]:
-    with open(os.path.join(model_run.uri, "history.csv")) as f:
+    with open(os.path.join(model_run.uri, model_io.HISTORY_CSV)) as f:
         return list(csv.DictReader(f))
 
 
@@ -72,7 +73,7 @@ def test_dense_learns_and_writes_its_artifacts(normalized_examples, tmp_path, ca
     assert metrics["final_loss"] == pytest.approx(losses[-1], rel=1e-5)
     assert metrics["images_per_second"] > 0 and math.isfinite(metrics["train_seconds"])
     # Whatever this machine trains on (CPU or GPU), as the executor itself reports it.
-    device, _ = train_executor.device_name()
+    device, _ = train_fit.device_name()
     assert metrics["device"] == device and outputs["model_run"].properties["device"] == device
     assert metrics["precision"] == "float32"  # train.mixed_precision is off by default
     assert metrics["params"] == 784 * 32 + 32 + 32 * 784 + 784
@@ -92,7 +93,7 @@ def test_dense_learns_and_writes_its_artifacts(normalized_examples, tmp_path, ca
 
 
 def test_mixed_precision_is_used_on_a_gpu_only(normalized_examples, tmp_path, caplog):
-    _, gpus = train_executor.device_name()
+    _, gpus = train_fit.device_name()
     outputs = output_artifacts("train", tmp_path)
     with caplog.at_level(logging.INFO, logger="pipeline"):
         metrics = run_executor("train", dense(1, "train.mixed_precision=true"),
@@ -174,14 +175,14 @@ def test_interrupted_training_resumes_from_the_backup(normalized_examples, tmp_p
                                                       monkeypatch):
     epochs, crash_at = 4, 2  # crash after 0-based epoch 2 was logged but before its backup
     work_dir = str(tmp_path / "work")
-    original = train_executor.EpochLogger.on_epoch_end
+    original = train_fit.EpochLogger.on_epoch_end
 
     def crashing(self, epoch, logs=None):
         original(self, epoch, logs)
         if epoch == crash_at:
             raise KeyboardInterrupt("simulated crash")
 
-    monkeypatch.setattr(train_executor.EpochLogger, "on_epoch_end", crashing)
+    monkeypatch.setattr(train_fit.EpochLogger, "on_epoch_end", crashing)
     with pytest.raises(KeyboardInterrupt):
         run_executor("train", dense(epochs), {"examples": normalized_examples},
                      output_artifacts("train", tmp_path / "a"), ExecutionContext(work_dir=work_dir))
@@ -189,7 +190,7 @@ def test_interrupted_training_resumes_from_the_backup(normalized_examples, tmp_p
     meta = json.load(open(os.path.join(newest, "training_metadata.json")))
     assert meta["epoch"] == crash_at  # epochs 0 .. crash_at-1 are backed up
 
-    monkeypatch.setattr(train_executor.EpochLogger, "on_epoch_end", original)
+    monkeypatch.setattr(train_fit.EpochLogger, "on_epoch_end", original)
     outputs = output_artifacts("train", tmp_path / "b")
     metrics = run_executor("train", dense(epochs), {"examples": normalized_examples}, outputs,
                            ExecutionContext(work_dir=work_dir))
@@ -201,7 +202,7 @@ def test_interrupted_training_resumes_from_the_backup(normalized_examples, tmp_p
     assert metrics["best_val_loss"] == pytest.approx(min(float(r["val_loss"]) for r in rows),
                                                      rel=1e-5)
     assert not os.path.exists(os.path.join(work_dir, "backup"))
-    assert not os.path.exists(os.path.join(work_dir, train_executor.STATE_DIR))
+    assert not os.path.exists(os.path.join(work_dir, train_fit.STATE_DIR))
 
 
 # --- components/examples_io.py: the input pipeline train / evaluate / export share -------------
@@ -245,8 +246,7 @@ def test_dataset_leaves_out_the_held_out_classes(normalized_examples):
     still paired."""
     from components import examples_io
 
-    split = examples_io.without_labels(examples_io.load_split(normalized_examples, "train"),
-                                       (9, 3))
+    split = without_labels(examples_io.load_split(normalized_examples, "train"), (9, 3))
     assert len(split["label"]) < 320 and not np.isin(split["label"], (3, 9)).any()
     pairs = sorted((round(float(n.sum()), 3), round(float(c.sum()), 3))
                    for n, c in zip(split["noisy_image"], split["image"]))
@@ -279,7 +279,7 @@ def test_training_with_held_out_classes_never_fits_on_them(normalized_examples, 
                                {"examples": normalized_examples}, outputs)
     monkeypatch.undo()
     for split in ("train", "validation"):
-        kept = examples_io.without_labels(examples_io.load_split(normalized_examples, split), (9,))
+        kept = without_labels(examples_io.load_split(normalized_examples, split), (9,))
         assert sorted(round(float(x.sum()), 3) for x, _ in _unbatched(built[split])) == sorted(
             round(float(x.sum()), 3) for x in kept["image"]), split
     assert metrics["train_examples"] == 320 - train_counts[9]
@@ -330,7 +330,7 @@ def test_corrupt_shard_is_a_data_error_naming_the_file(normalized_examples, tmp_
 
 
 def test_cosine_schedule_decays_to_one_percent_and_constant_stays():
-    from components.train.executor import make_optimizer
+    from components.train.fit import make_optimizer
 
     opt = make_optimizer("adam", 1e-3, "cosine", total_steps=100)
     schedule = opt._learning_rate
@@ -345,11 +345,11 @@ def test_cosine_schedule_decays_to_one_percent_and_constant_stays():
 
 
 def test_every_optimizer_and_schedule_the_config_accepts_is_built():
-    for name in options.OPTIMIZERS:
-        for schedule in options.LR_SCHEDULES:
+    for name in train_component.OPTIMIZERS:
+        for schedule in train_component.LR_SCHEDULES:
             p = params("train", f"train.optimizer={name}", f"train.lr_schedule={schedule}")
             assert (p.optimizer, p.lr_schedule) == (name, schedule)
-            opt = train_executor.make_optimizer(p.optimizer, p.learning_rate, p.lr_schedule, 10)
+            opt = train_fit.make_optimizer(p.optimizer, p.learning_rate, p.lr_schedule, 10)
             assert isinstance(opt, keras.optimizers.Optimizer)
 
 

@@ -13,8 +13,14 @@ from components.preprocessing import normalize
 from components.transform import noise
 from pipeline import artifacts
 from pipeline.errors import ConfigError, DataAnomalyError, DataError
-from tests.helpers import (output_artifacts, params, run_executor, synthetic_images,
-                           write_examples_artifact)
+from tests.helpers import (
+    output_artifacts,
+    params,
+    read_shard,
+    run_executor,
+    synthetic_images,
+    write_examples_artifact,
+)
 
 SPLITS = ["train", "validation", "test"]
 
@@ -48,7 +54,7 @@ def _transform(tmp_path, raw, *overrides, name="out", raw_anomalies=None):
 
 
 def _read(examples, split):
-    parts = [records.read_shard(f, float_images=True) for f in examples.split_files(split, F.SHARD_PATTERN)]
+    parts = [read_shard(f, float_images=True) for f in examples.split_files(split, F.SHARD_PATTERN)]
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
@@ -103,7 +109,8 @@ def test_normalizes_to_unit_interval_exactly(tmp_path):
 
 
 def test_gaussian_noise_is_deterministic_and_independent_of_sharding(tmp_path):
-    _, a = _transform(tmp_path, _raw(tmp_path, 2), "noise.kind=gaussian", "noise.factor=0.5", name="a")
+    _, a = _transform(tmp_path, _raw(tmp_path, 2), "noise.kind=gaussian", "noise.factor=0.5",
+                      name="a")
     _, b = _transform(tmp_path, _raw(tmp_path, 3, name="raw3"), "noise.kind=gaussian",
                       "noise.factor=0.5", name="b")
     na, nb = (_read_noisy(x, "train") for x in (a, b))
@@ -266,7 +273,8 @@ def test_statistics_and_anomalies_are_tfdvs_without_pixel_histograms(tmp_path, o
                 assert got[name]["numStats"].pop("median") == "NaN"  # TFDV's "not computed"
         _assert_close(got, expected, split)
         anomalies = tfdv.validate_statistics(full, schema)
-        saved = tfdv.load_anomalies_text(str(out / "anomalies" / f"Split-{split}" / "anomalies.pbtxt"))
+        saved = tfdv.load_anomalies_text(
+            str(out / "anomalies" / f"Split-{split}" / "anomalies.pbtxt"))
         assert {k: v.description for k, v in saved.anomaly_info.items()} == \
                {k: v.description for k, v in anomalies.anomaly_info.items()}
         assert bool(saved.anomaly_info) == (split == "test")

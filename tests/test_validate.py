@@ -8,8 +8,13 @@ import pytest
 import tensorflow_data_validation as tfdv
 
 from pipeline.errors import DataAnomalyError
-from tests.helpers import (output_artifacts, params, run_executor, synthetic_images,
-                           write_examples_artifact)
+from tests.helpers import (
+    output_artifacts,
+    params,
+    run_executor,
+    synthetic_images,
+    write_examples_artifact,
+)
 
 
 def _raw(tmp_path, mutate=None, float_images=False):
@@ -42,7 +47,8 @@ def test_clean_data_passes_and_writes_tfdv_artifacts(tmp_path):
     test_images, _ = synthetic_images(60, 3)
     assert metrics["splits"]["test"]["pixel_max"] == float(test_images.max()) <= 255
     assert metrics["splits"]["test"]["pixel_min"] == float(test_images.min())
-    stats = tfdv.load_stats_binary(os.path.join(outs["statistics"].uri, "Split-test", "FeatureStats.pb"))
+    stats = tfdv.load_stats_binary(
+        os.path.join(outs["statistics"].uri, "Split-test", "FeatureStats.pb"))
     names = {"/".join(f.path.step) for f in stats.datasets[0].features}
     # The per-image content features sit beside the example features, computed by TFDV.
     assert names == {"id", "label", "image", "image_mean", "image_std", "ink_fraction",
@@ -54,7 +60,8 @@ def test_clean_data_passes_and_writes_tfdv_artifacts(tmp_path):
     assert int(maps["count"]) == 60
     assert os.path.getsize(os.path.join(outs["statistics"].uri, "pixel_maps.png")) > 1000
     assert set(metrics["pixel_map_rms"]) == {"test"}  # test vs train; no reference here
-    assert os.path.getsize(os.path.join(outs["statistics"].uri, "Split-train", "statistics.html")) > 1000
+    assert os.path.getsize(
+        os.path.join(outs["statistics"].uri, "Split-train", "statistics.html")) > 1000
     assert os.path.exists(os.path.join(outs["anomalies"].uri, "Split-train", "SchemaDiff.pb"))
     assert set(metrics["drift"]["test"]) == {"label", "image"}  # the schema's comparators
     # The example features' statistics (read by validate's shard reader, quantiles from

@@ -12,8 +12,10 @@ import numpy as np
 from components import features as F
 
 
-def finetune_accuracy(encoder: keras.Model, train_x, train_y, val_x, val_y, test_x, test_y,
-                      epochs: int, batch_size: int = 128, seed: int = 0) -> dict:
+def finetune_accuracy(encoder: keras.Model, train: tuple, val: tuple, test: tuple, epochs: int,
+                      *, batch_size: int = 128, seed: int = 0) -> dict:
+    """train, val, test: (images, labels) of each split."""
+    (train_x, train_y), (val_x, val_y), (test_x, test_y) = train, val, test
     keras.utils.set_random_seed(seed)
     inputs = keras.Input(encoder.input_shape[1:])
     outputs = keras.layers.Dense(F.NUM_CLASSES, activation="softmax", dtype="float32")(

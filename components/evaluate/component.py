@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from components.evaluate import gate
 from components.evaluate.gate import Thresholds
 from pipeline import artifacts
-from pipeline.component import Channel, Component, Resolved
+from pipeline.component import Component, Input, Resolved
 from pipeline.config import Params, key, require
+from pipeline.views import Decision, MainMetric, MetricTable, Pictures, Row, View
 
 MODEL_KEY = "model"
 MODEL_RUN_KEY = "model_run"
@@ -98,12 +99,52 @@ class EvaluateParams(LineageParams):
 
 EVALUATE = Component(
     name="evaluate",
-    inputs={MODEL_KEY: Channel(artifacts.MODEL, "train", "model"),
-            MODEL_RUN_KEY: Channel(artifacts.MODEL_RUN, "train", "model_run"),
-            EXAMPLES_KEY: Channel(artifacts.EXAMPLES, "transform", "transformed_examples"),
+    inputs={MODEL_KEY: Input(artifacts.MODEL),
+            MODEL_RUN_KEY: Input(artifacts.MODEL_RUN),
+            EXAMPLES_KEY: Input(artifacts.EXAMPLES),
             BASELINE_MODEL_KEY: Resolved(artifacts.MODEL, candidate=MODEL_KEY)},
     outputs={EVALUATION_KEY: artifacts.EVALUATION, BLESSING_KEY: artifacts.BLESSING},
     params=EvaluateParams,
     executor_module="components.evaluate.executor",
     description="test-set metrics, plots, and the blessing gate",
+    view=View(
+        # the metric the gate compares: a VAE's neg_elbo, else bce_excess (gate.py)
+        main_metric=MainMetric(("neg_elbo", "bce_excess"), lower_is_better=True),
+        headline=("bce", "bce_floor", "bce_excess", "mse", "psnr", "neg_elbo", "kl",
+                  "noisy_input_bce", "probe_accuracy", "probe_accuracy_raw_pixels", "blessed"),
+        decision=Decision(
+            key="blessing", output=BLESSING_KEY, flag="blessed", title="Blessing",
+            fields=("blessed", "reason", "lineage", "metric", "candidate_value",
+                    "baseline_value", "baseline_run_id", "thresholds"),
+            detail=" ({lineage})"),
+        metrics=MetricTable("Evaluation", "test split", rows=(
+            Row("bce = bce_floor + bce_excess",
+                "{bce:.4f} = {bce_floor:.4f} (floor) + {bce_excess:.4f} (excess)"),
+            Row("mse", "{mse:.4g}"),
+            Row("psnr", "{psnr:.2f} dB"),
+            Row("probe_accuracy (raw-pixel probe)",
+                "{probe_accuracy:.3f} (raw pixels {probe_accuracy_raw_pixels:.3f})"),
+            Row("finetune_accuracy", "{finetune_accuracy:.3f}"),
+            Row("neg_elbo", "{neg_elbo:.1f} nats/image"),
+            Row("kl", "{kl:.2f} nats"),
+            Row("beta", "{beta:.3g}"),
+            # denoising: how far the input itself is from the target
+            Row("noisy input: bce (excess), mse, psnr",
+                "{noisy_input_bce:.4f} ({noisy_input_bce_excess:.4f}), {noisy_input_mse}, "
+                "{noisy_input_psnr:.2f} dB"),
+            Row(prefix="denoise_"),
+            Row("anomaly threshold ({anomaly_score}, validation quantile "
+                "{anomaly_threshold_quantile})",
+                "{anomaly_threshold}; flagged {anomaly_flagged_fraction:.2%} of test"),
+            Row("held-out classes: AUROC, precision / recall at the threshold",
+                "{anomaly_auroc:.3f}, {anomaly_precision:.3f} / {anomaly_recall:.3f}"))),
+        pictures=Pictures(EVALUATION_KEY, {
+            "reconstructions.png": "test images over their reconstructions",
+            "loss_curves.png": "train and validation loss per epoch",
+            "latent_scatter.png": "test codes in 2-D, coloured by class",
+            "prior_samples.png": "decodings of z ~ N(0, I)",
+            "latent_manifold.png": "the decoded 2-D latent manifold",
+            "code_sweep.png": "a sweep of code dims 0 and 1",
+            "score_histogram.png": "anomaly scores of test examples, held-out classes apart, "
+                                   "and the threshold"})),
 )

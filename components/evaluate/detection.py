@@ -1,6 +1,6 @@
 """Anomaly (novelty) detection quality, given the scores: pure numpy + scikit-learn.
 
-The score and the threshold are defined in components/scoring.py (README, "Metrics":
+The score and the threshold are defined in components/scoring.py (docs/stages.md, "Metrics":
 anomaly detection). Here, on the test split: which examples the threshold flags, and,
 when classes were held out of training (data.holdout_labels), how well the score tells
 those classes (positive: the novelties) from the classes the model was trained on.

@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-
 BASELINES = ("latest_blessed", "none")
 
 

@@ -1,4 +1,4 @@
-"""Reconstruction metrics, defined once, here (README, "Metrics"). Pure numpy, float64.
+"""Reconstruction metrics, defined once, here (docs/stages.md, "Metrics"). Pure numpy, float64.
 
 All functions take images of any shape [n, ...] with values in [0, 1]; per-image numbers are
 over all of an image's pixels, and the reported figure is the mean over images.

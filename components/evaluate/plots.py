@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.ticker  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 from tensorflow.io import gfile  # noqa: E402
 
@@ -53,7 +53,7 @@ def tile(images, n_rows: int, n_cols: int) -> np.ndarray:
     return out
 
 
-def image_tiles(images, n_rows: int, n_cols: int, path: str, title: str = "",
+def image_tiles(images, n_rows: int, n_cols: int, path: str, *, title: str = "",
                 xlabel: str = "", ylabel: str = "", extent=None) -> None:
     """A tiled grid of decoded images (prior samples, latent manifolds, code sweeps)."""
     fig, ax = plt.subplots(figsize=(max(4.0, 0.35 * n_cols), max(4.0, 0.35 * n_rows)))

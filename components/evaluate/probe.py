@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -22,8 +23,6 @@ def side_by_side(*calls):
     threads: each keeps SKLEARN_THREADS threads and sklearn's kernels (BLAS, its Cython
     loss and t-SNE gradients) release the GIL, so two calls use the cores one leaves idle.
     Each call computes exactly what it computes alone."""
-    from concurrent.futures import ThreadPoolExecutor
-
     with threadpool_limits(SKLEARN_THREADS), ThreadPoolExecutor(len(calls)) as pool:
         return [f.result() for f in [pool.submit(call) for call in calls]]
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline import artifacts
-from pipeline.component import Channel, Component
+from pipeline.component import Component, Input
 from pipeline.config import Params, key, require
+from pipeline.views import View
 
 MODEL_KEY = "model"
 EXAMPLES_KEY = "examples"
@@ -31,10 +32,11 @@ class ExportParams(Params):
 
 EXPORT = Component(
     name="export",
-    inputs={MODEL_KEY: Channel(artifacts.MODEL, "train", "model"),
-            EXAMPLES_KEY: Channel(artifacts.EXAMPLES, "transform", "transformed_examples")},
+    inputs={MODEL_KEY: Input(artifacts.MODEL),
+            EXAMPLES_KEY: Input(artifacts.EXAMPLES)},
     outputs={SAVED_MODEL_KEY: artifacts.SAVED_MODEL, EMBEDDINGS_KEY: artifacts.EMBEDDINGS},
     params=ExportParams,
     executor_module="components.export.executor",
     description="SavedModel + TFLite + embeddings + test scores",
+    view=View(headline=("embeddings",)),
 )

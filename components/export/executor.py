@@ -15,9 +15,10 @@ Outputs
                <uri>/projector/: vectors.tsv, metadata.tsv, projector_config.pbtxt for the
                test split (point TensorBoard's --logdir at it)
 
-The threshold is `export.threshold_quantile` of the scores (components/scoring.py) of the
-validation split without the held-out classes (`data.holdout_labels`), calibrated before
-the SavedModel is written, which carries it as a constant.
+The threshold is `export.threshold_quantile` of the scores of the validation split without
+the held-out classes (`data.holdout_labels`; scoring.calibrate_on_validation, as evaluate
+calibrates its own), calibrated before the SavedModel is written, which carries it as a
+constant.
 
 The embeddings and scores: on Beam's local runner in its default in-memory mode (the
 default beam.args), in-process -- each split streamed in batches (examples_io.iter_split,
@@ -40,7 +41,9 @@ from __future__ import annotations
 import io
 import posixpath
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import apache_beam as beam
 import numpy as np
@@ -48,11 +51,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import tensorflow as tf
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 from tensorflow.io import gfile
 
-from components import examples_io
+from components import examples_io, scoring
 from components import features as F
-from components import scoring
 from components.export import saved_model as signatures
 from components.export import tflite
 from components.train import model_io
@@ -69,7 +72,8 @@ SAVED_MODEL_SUBDIR = "model"
 PARQUET_SUBDIR = "parquet"
 PROJECTOR_SUBDIR = "projector"
 SCORES_SUBDIR = "scores"
-SCORED_SPLIT = "test"
+SCORED_SPLIT = "test"  # the split scored (else the last one)
+PROJECTED_SPLIT = "test"  # the split of the projector files (else the last one)
 SCORES_TAG = "scores"
 SCHEMA = pa.schema([
     ("id", pa.string()),
@@ -143,9 +147,6 @@ def local_in_memory(beam_args) -> bool:
     mode, which runs every DoFn in this very process: the embeddings are then computed
     in-process (embed_in_process), the same function on the same batches without Beam's
     bundle, pickling and Arrow-coding overhead."""
-    from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions,
-                                                      StandardOptions)
-
     options = PipelineOptions(list(beam_args))
     runner = options.view_as(StandardOptions).runner
     mode = options.view_as(DirectOptions).direct_running_mode
@@ -159,16 +160,48 @@ def _splits(examples: Artifact) -> list[str]:
     return splits
 
 
-def embed_with_beam(examples: Artifact, splits: list[str], saved_model_dir: str,
-                    parquet_dir: str, batch_size: int, beam_args: list[str],
-                    scored_split: str | None = None, scores_dir: str | None = None) -> None:
-    """Embeddings of every split to `parquet_dir`; scores of `scored_split` to `scores_dir`."""
+@dataclass(frozen=True)
+class Layout:
+    """Where export writes the embeddings (of every split), the scores (of one split) and
+    the projector files (of one split)."""
+
+    splits: list[str]
+    parquet_dir: str
+    scores_dir: str
+    projector_dir: str
+    scored_split: str
+    projector_split: str
+
+    @classmethod
+    def of(cls, embeddings_uri: str, splits: list[str]) -> Layout:
+        """The Embeddings artifact's layout (the module docstring's "Outputs")."""
+        return cls(splits, posixpath.join(embeddings_uri, PARQUET_SUBDIR),
+                   posixpath.join(embeddings_uri, SCORES_SUBDIR),
+                   posixpath.join(embeddings_uri, PROJECTOR_SUBDIR),
+                   scored_split=SCORED_SPLIT if SCORED_SPLIT in splits else splits[-1],
+                   projector_split=PROJECTED_SPLIT if PROJECTED_SPLIT in splits else splits[-1])
+
+
+@dataclass(frozen=True)
+class Written:
+    """What an embedding path wrote: rows per split, the embedding lengths seen, the rows of
+    the projector files."""
+
+    counts: dict[str, int]
+    dims: set[int]
+    projected: int
+
+
+def embed_with_beam(examples: Artifact, layout: Layout, saved_model_dir: str, batch_size: int,
+                    beam_args: Sequence[str]) -> None:
+    """Embeddings of every split to the layout's parquet_dir; scores of its scored_split to
+    its scores_dir."""
     with beam_jobs.pipeline(beam_args) as p:
-        tables = []
-        for split in splits:
+        embedded = []
+        for split in layout.splits:
             examples_io.shard_files(examples, split)  # fail early, naming the directory
             pattern = posixpath.join(examples.split_uri(split), F.SHARD_PATTERN)
-            score = split == scored_split
+            score = split == layout.scored_split
             encoded = (
                 p
                 | f"Read[{split}]" >> beam.io.ReadFromTFRecord(
@@ -178,36 +211,33 @@ def embed_with_beam(examples: Artifact, splits: list[str], saved_model_dir: str,
                 | f"Encode[{split}]" >> beam.ParDo(
                     EncodeBatches(saved_model_dir, split, score)).with_outputs(
                         SCORES_TAG, main="embeddings"))
-            tables.append(encoded.embeddings)
+            embedded.append(encoded.embeddings)
             if score:
                 _ = encoded[SCORES_TAG] | "WriteScores" >> beam.io.WriteToParquetBatched(
-                    posixpath.join(scores_dir, "scores"), schema=SCORES_SCHEMA, codec="snappy",
-                    file_name_suffix=".parquet")
-        _ = (tables
+                    posixpath.join(layout.scores_dir, "scores"), schema=SCORES_SCHEMA,
+                    codec="snappy", file_name_suffix=".parquet")
+        _ = (embedded
              | "Flatten" >> beam.Flatten()
              | "WriteParquet" >> beam.io.WriteToParquetBatched(
-                 posixpath.join(parquet_dir, "embeddings"), schema=SCHEMA, codec="snappy",
+                 posixpath.join(layout.parquet_dir, "embeddings"), schema=SCHEMA, codec="snappy",
                  file_name_suffix=".parquet"))
 
 
-def embed_in_process(examples: Artifact, splits: list[str], loaded,
-                     parquet_dir: str, batch_size: int, scored_split: str, scores_dir: str,
-                     projector_split: str, projector_dir: str) -> dict:
+def embed_in_process(examples: Artifact, layout: Layout, loaded, batch_size: int) -> Written:
     """What embed_with_beam writes, computed here (`loaded`: the exported SavedModel,
-    tf.saved_model.load): each split streamed in `batch_size`
-    batches (examples_io.iter_split, in file order) through the same SavedModel functions,
-    rows appended to one Parquet file per output (one row group per batch), the projector
+    tf.saved_model.load): each split streamed in `batch_size` batches
+    (examples_io.iter_split, in file order) through the same SavedModel functions, rows
+    appended to one Parquet file per output (one row group per batch), the projector
     split's rows to the projector files as they come (file order: ingest writes the ids in
-    order). Memory: one batch. Returns counts (per split), dims (embedding lengths seen),
-    projected (rows)."""
+    order). Memory: one batch."""
     counts, dims = {}, set()
-    emb_path = posixpath.join(parquet_dir, "embeddings-00000-of-00001.parquet")
-    scores_path = posixpath.join(scores_dir, "scores-00000-of-00001.parquet")
-    with _ParquetOut(emb_path, SCHEMA) as emb_out, _ParquetOut(scores_path,
-                                                               SCORES_SCHEMA) as scores_out, \
-            _Projector(projector_dir, projector_split) as projector:
-        for split in splits:
-            fn = _signature(loaded, split == scored_split)
+    emb_path = posixpath.join(layout.parquet_dir, "embeddings-00000-of-00001.parquet")
+    scores_path = posixpath.join(layout.scores_dir, "scores-00000-of-00001.parquet")
+    with _ParquetOut(emb_path, SCHEMA) as emb_out, \
+            _ParquetOut(scores_path, SCORES_SCHEMA) as scores_out, \
+            _Projector(layout.projector_dir, layout.projector_split) as projector:
+        for split in layout.splits:
+            fn = _signature(loaded, split == layout.scored_split)
             counts[split] = 0
             for batch in examples_io.iter_split(examples, split, batch_size=batch_size,
                                                 file_order=True):
@@ -216,18 +246,20 @@ def embed_in_process(examples: Artifact, splits: list[str], loaded,
                 emb_out.write(rows)
                 if scored is not None:
                     scores_out.write(scored)
-                if split == projector_split:
+                if split == layout.projector_split:
                     projector.write(out["code"], batch[F.LABEL], batch[F.ID])
                 counts[split] += rows.num_rows
                 dims.add(int(out["code"].shape[1]))
-    return {"counts": counts, "dims": dims, "projected": projector.rows}
+    return Written(counts, dims, projector.rows)
 
 
 class _ParquetOut:
     """A Parquet file written one table at a time; not created when nothing is written."""
 
     def __init__(self, path: str, schema: pa.Schema):
-        self.path, self.schema, self._file, self._writer = path, schema, None, None
+        self.path, self.schema = path, schema
+        self._file: _GFile | None = None
+        self._writer: pq.ParquetWriter | None = None
 
     def write(self, table: pa.Table) -> None:
         if self._writer is None:
@@ -242,6 +274,7 @@ class _ParquetOut:
     def __exit__(self, *exc):
         if self._writer is not None:
             self._writer.close()
+        if self._file is not None:
             self._file.close()
 
 
@@ -269,7 +302,8 @@ class _Projector:
 
     def __init__(self, projector_dir: str, split: str):
         self.dir, self.split, self.rows = projector_dir, split, 0
-        self._vectors = self._metadata = None
+        self._vectors: Any = None  # GFiles, opened on the first write
+        self._metadata: Any = None
 
     def write(self, vectors, labels, ids) -> None:
         if self._vectors is None:
@@ -325,14 +359,15 @@ def read_parquet(parquet_dir: str, columns=None) -> pa.Table:
     return pa.Table.from_batches(list(iter_parquet(parquet_dir, columns)))
 
 
-def summarize_beam_output(parquet_dir: str, projector_split: str, projector_dir: str) -> dict:
+def summarize_beam_output(layout: Layout) -> Written:
     """After embed_with_beam, one streaming pass over what it wrote: rows per split, the
-    embedding lengths, and the projector files of `projector_split`, sorted by id (Beam
+    embedding lengths, and the projector files of the projector split, sorted by id (Beam
     writes rows in no set order; the only split held in memory is that one)."""
+    projector_split = layout.projector_split
     counts: dict[str, int] = {}
     dims: set[int] = set()
     picked = []
-    for batch in iter_parquet(parquet_dir):
+    for batch in iter_parquet(layout.parquet_dir):
         table = pa.Table.from_batches([batch])
         per_split = pc.value_counts(table["split"])
         for split, n in zip(per_split.field("values").to_pylist(),
@@ -343,155 +378,220 @@ def summarize_beam_output(parquet_dir: str, projector_split: str, projector_dir:
     rows = pa.concat_tables(picked).sort_by("id") if picked else None
     projected = 0
     if rows is not None and rows.num_rows:
-        with _Projector(projector_dir, projector_split) as projector:
+        with _Projector(layout.projector_dir, projector_split) as projector:
             projector.write(np.asarray(rows["embedding"].combine_chunks().flatten(),
                                        np.float32).reshape(rows.num_rows, -1),
                             rows["label"].to_pylist(), rows["id"].to_pylist())
         projected = projector.rows
-    return {"counts": counts, "dims": dims, "projected": projected}
+    return Written(counts, dims, projected)
 
 
-def calibrate(model, examples: Artifact, params: ExportParams) -> dict:
-    """The anomaly threshold: the `threshold_quantile` of the validation scores, held-out
-    classes excluded (components/scoring.py), the split streamed in batches."""
-    if "validation" not in _splits(examples):
+def run(params: ExportParams, ctx: ExecutionContext, *, model: Artifact, examples: Artifact,
+        saved_model: Artifact, embeddings: Artifact) -> dict:
+    log = ctx.log
+    info = model_io.read_model_json(model)
+    net = model_io.load_model(model)
+    layout = Layout.of(embeddings.uri, _splits(examples))
+    t0 = time.perf_counter()
+    calibration = _calibrate(net, examples, layout.splits, params, log)
+    served = _write_saved_model(net, saved_model, calibration.threshold, examples, log,
+                                started=t0)
+    lite = _write_tflite(net, calibration.threshold, saved_model, served, log)
+    _record_saved_model(saved_model, info, calibration, params, served, lite)
+    embedded = _embed_and_score(examples, layout, served, params.batch_size, ctx)
+    _record_embeddings(embeddings, layout, embedded, served, calibration)
+    return _metrics(params, calibration, served, lite, embedded, started=t0)
+
+
+@dataclass(frozen=True)
+class _Served:
+    """The SavedModel as written and loaded back, with the round-trip check's test images
+    and the SavedModel's images_float32 outputs on them."""
+
+    dir: str
+    loaded: object  # tf.saved_model.load(dir): the round trip and the embeddings use it
+    latent_dim: int
+    score_name: str
+    roundtrip_max_diff: float
+    images: np.ndarray
+    outputs: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class _Embedded:
+    """The embeddings and scores as written and checked."""
+
+    counts: dict[str, int]  # rows per split, in split order
+    projected: int  # rows of the projector files
+    scored: int  # rows of the scores
+    flagged: int  # of which is_anomaly
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def _calibrate(net, examples: Artifact, splits: list[str], params: ExportParams,
+               log) -> scoring.Calibration:
+    """The anomaly threshold (scoring.calibrate_on_validation), before anything is written."""
+    if "validation" not in splits:
         raise StageError(f"no validation split in the examples at {examples.uri} to calibrate "
                          "the anomaly threshold on")
-    return scoring.calibrate(
-        scoring.forward(model), examples_io.iter_split(examples, "validation"),
-        params.threshold_quantile, params.holdout_labels, f"split 'validation' of {examples.uri}",
-        lambda kept, total: examples_io.require_examples_left(
-            kept, total, examples, "validation", params.holdout_labels))
+    calibration = scoring.calibrate_on_validation(
+        scoring.forward(net), examples, params.threshold_quantile, params.holdout_labels)
+    log.info("export: anomaly threshold %.6g = the %g quantile of %d validation %s scores%s",
+             calibration.threshold, params.threshold_quantile, calibration.examples,
+             scoring.score_name(net),
+             f" (classes {list(params.holdout_labels)} left out: {calibration.left_out} "
+             "examples)" if params.holdout_labels else "")
+    return calibration
 
 
-def _roundtrip_check(model, saved_model_dir: str, loaded, examples: Artifact):
+def _write_saved_model(net, saved_model: Artifact, threshold: float, examples: Artifact, log,
+                       *, started: float) -> _Served:
+    """The SavedModel with the threshold baked in, loaded back once and checked against the
+    model (saved_model.max_diff)."""
+    sm_dir = posixpath.join(saved_model.uri, SAVED_MODEL_SUBDIR)
+    signatures.export(net, sm_dir, threshold)
+    loaded = tf.saved_model.load(sm_dir)
+    diff, images, outputs = _roundtrip_check(net, sm_dir, loaded, examples)
+    log.info("export: SavedModel (%s) written to %s in %.1fs; reload max diff %.2g",
+             ", ".join(signatures.SIGNATURES), sm_dir, time.perf_counter() - started, diff)
+    return _Served(sm_dir, loaded, int(net.latent_dim), scoring.score_name(net), diff, images,
+                   outputs)
+
+
+def _roundtrip_check(net, saved_model_dir: str, loaded, examples: Artifact):
     """saved_model.max_diff(SavedModel images_float32, in-memory model) on a few test
     images, over reconstruction, code and score (`loaded`: the SavedModel at
     saved_model_dir). Returns (diff, images, SavedModel outputs)."""
     split = "test" if "test" in _splits(examples) else _splits(examples)[0]
     x = next(iter(examples_io.dataset(examples, split, 64, cache=False)))[0]
     exported = {k: v.numpy() for k, v in loaded.signatures["images_float32"](images=x).items()}
-    diff = max(signatures.max_diff(exported["reconstruction"], model.reconstruct(x)),
-               signatures.max_diff(exported["code"], model.encode(x)),
-               signatures.max_diff(exported["score"], scoring.score(model, x)))
+    diff = max(signatures.max_diff(exported["reconstruction"], net.reconstruct(x)),
+               signatures.max_diff(exported["code"], net.encode(x)),
+               signatures.max_diff(exported["score"], scoring.score(net, x)))
     if not diff <= ROUNDTRIP_ATOL:
         raise StageError(f"the SavedModel at {saved_model_dir} does not reproduce the model: "
                          f"max difference {diff:g} > {ROUNDTRIP_ATOL:g} (saved_model.max_diff)")
     return diff, x.numpy(), exported
 
 
-def run(params: ExportParams, ctx: ExecutionContext, *, model: Artifact, examples: Artifact,
-        saved_model: Artifact, embeddings: Artifact) -> dict:
-    log = ctx.log
-    batch_size = params.batch_size
-    info = model_io.read_model_json(model)
-    saved_model_artifact, model = saved_model, model_io.load_model(model)
-    splits = _splits(examples)
-
+def _write_tflite(net, threshold: float, saved_model: Artifact, served: _Served, log) -> dict:
+    """The TFLite models (tflite.export), checked on CHECK_IMAGES of the round trip's images
+    against the SavedModel's outputs on them."""
     t0 = time.perf_counter()
-    calibration = calibrate(model, examples, params)
-    threshold, name = calibration["threshold"], scoring.score_name(model)
-    log.info("export: anomaly threshold %.6g = the %g quantile of %d validation %s scores%s",
-             threshold, params.threshold_quantile, calibration["examples"], name,
-             f" (classes {list(params.holdout_labels)} left out: {calibration['left_out']} "
-             "examples)" if params.holdout_labels else "")
-
-    sm_dir = posixpath.join(saved_model_artifact.uri, SAVED_MODEL_SUBDIR)
-    signatures.export(model, sm_dir, threshold)
-    loaded = tf.saved_model.load(sm_dir)  # once: the round trip and the embeddings use it
-    diff, check_images, expected = _roundtrip_check(model, sm_dir, loaded, examples)
-    log.info("export: SavedModel (%s) written to %s in %.1fs; reload max diff %.2g",
-             ", ".join(signatures.SIGNATURES), sm_dir, time.perf_counter() - t0, diff)
-
-    t_lite = time.perf_counter()
-    lite = tflite.export(model, threshold, posixpath.join(saved_model_artifact.uri,
-                                                          tflite.TFLITE_SUBDIR),
-                         check_images[:CHECK_IMAGES],
-                         {k: v[:CHECK_IMAGES] for k, v in expected.items()})
+    lite = tflite.export(net, threshold, posixpath.join(saved_model.uri, tflite.TFLITE_SUBDIR),
+                         served.images[:CHECK_IMAGES],
+                         {k: v[:CHECK_IMAGES] for k, v in served.outputs.items()})
     log.info("export: TFLite %s in %.1fs; outputs %s; max diff vs SavedModel %s%s",
              ", ".join(f"{v} {n:,} bytes" for v, n in lite["bytes"].items()) or "not written",
-             time.perf_counter() - t_lite, ", ".join(lite["outputs"]) or "none",
+             time.perf_counter() - t0, ", ".join(lite["outputs"]) or "none",
              ", ".join(f"{v} {d:.2g}" for v, d in lite["max_diff"].items()) or "-",
              "".join(f"; not converted: {what}: {why}"
                      for what, why in lite["not_converted"].items()))
-    saved_model_artifact.properties.update({
+    return lite
+
+
+def _record_saved_model(saved_model: Artifact, info: dict, calibration: scoring.Calibration,
+                        params: ExportParams, served: _Served, lite: dict) -> None:
+    saved_model.properties.update({
         "path": SAVED_MODEL_SUBDIR, "signatures": list(signatures.SIGNATURES),
-        "latent_dim": int(model.latent_dim), "variant": info["variant"],
+        "latent_dim": served.latent_dim, "variant": info["variant"],
         "serving_input": (f"serialized tf.Example as ingest writes it: feature {F.IMAGE!r} "
                           f"int64[{F.PIXELS}], raw pixels 0..255 ({F.ID!r}, {F.LABEL!r} "
                           "ignored)"),
-        "threshold": threshold, "threshold_quantile": params.threshold_quantile,
-        "score_name": name, "threshold_examples": calibration["examples"],
+        "threshold": calibration.threshold, "threshold_quantile": params.threshold_quantile,
+        "score_name": served.score_name, "threshold_examples": calibration.examples,
         "threshold_holdout_labels": list(params.holdout_labels),
         "tflite_dir": tflite.TFLITE_SUBDIR, "tflite_files": lite["files"],
         "tflite_bytes": lite["bytes"], "tflite_max_diff": lite["max_diff"],
         "tflite_outputs": lite["outputs"], "tflite_input": lite["input"],
         "tflite_signature": lite["signature"], "tflite_not_converted": lite["not_converted"]})
 
-    t1 = time.perf_counter()
-    emb_uri = embeddings.uri
-    parquet_dir = posixpath.join(emb_uri, PARQUET_SUBDIR)
-    scored_split = SCORED_SPLIT if SCORED_SPLIT in splits else splits[-1]
-    scores_dir = posixpath.join(emb_uri, SCORES_SUBDIR)
-    gfile.makedirs(parquet_dir)
-    gfile.makedirs(scores_dir)
-    projector_split = "test" if "test" in splits else splits[-1]
-    projector_dir = posixpath.join(emb_uri, PROJECTOR_SUBDIR)
+
+def _embed_and_score(examples: Artifact, layout: Layout, served: _Served, batch_size: int,
+                     ctx: ExecutionContext) -> _Embedded:
+    """Every split's embeddings and the scored split's scores, in-process or with Beam (the
+    module docstring), then checked against the examples' counts."""
+    t0 = time.perf_counter()
+    gfile.makedirs(layout.parquet_dir)
+    gfile.makedirs(layout.scores_dir)
     in_process = local_in_memory(ctx.beam_args)
-    log.info("export: embedding splits %s and scoring %s %s", ", ".join(splits), scored_split,
-             "in-process (Beam's local in-memory runner would run it here too)" if in_process
-             else f"with Beam ({' '.join(ctx.beam_args)})")
+    ctx.log.info("export: embedding splits %s and scoring %s %s", ", ".join(layout.splits),
+                 layout.scored_split,
+                 "in-process (Beam's local in-memory runner would run it here too)"
+                 if in_process else f"with Beam ({' '.join(ctx.beam_args)})")
     if in_process:
-        written = embed_in_process(examples, splits, loaded, parquet_dir, batch_size,
-                                   scored_split, scores_dir, projector_split, projector_dir)
+        written = embed_in_process(examples, layout, served.loaded, batch_size)
     else:
-        embed_with_beam(examples, splits, sm_dir, parquet_dir, batch_size, ctx.beam_args,
-                        scored_split, scores_dir)
-        written = summarize_beam_output(parquet_dir, projector_split, projector_dir)
-    dims = written["dims"]
-    counts = {s: written["counts"].get(s, 0) for s in splits}
-    projected = written["projected"]
-    expected_counts = examples.properties.get("counts") or {}
-    wrong = {s: (counts[s], expected_counts[s]) for s in splits
-             if s in expected_counts and counts[s] != int(expected_counts[s])}
+        embed_with_beam(examples, layout, served.dir, batch_size, ctx.beam_args)
+        written = summarize_beam_output(layout)
+    counts = _checked_counts(written, examples, layout, served.latent_dim)
+    embedded = _Embedded(counts, written.projected, *_count_scores(layout, counts))
+    ctx.log.info("export: %d embeddings (%s) of dim %d, %d %s scores (%d above the threshold) "
+                 "in %.1fs; projector: %d %s rows", embedded.total,
+                 ", ".join(f"{s} {n}" for s, n in counts.items()), served.latent_dim,
+                 embedded.scored, layout.scored_split, embedded.flagged,
+                 time.perf_counter() - t0, embedded.projected, layout.projector_split)
+    return embedded
+
+
+def _checked_counts(written: Written, examples: Artifact, layout: Layout,
+                    latent_dim: int) -> dict[str, int]:
+    """Rows per split, refused unless they match the examples' counts and every embedding
+    has latent_dim values."""
+    counts = {s: written.counts.get(s, 0) for s in layout.splits}
+    expected = examples.properties.get("counts") or {}
+    wrong = {s: (counts[s], expected[s]) for s in layout.splits
+             if s in expected and counts[s] != int(expected[s])}
     if wrong:
         raise StageError(f"embedding count mismatch (written, examples) per split: {wrong} "
-                         f"in {parquet_dir}")
-    if dims != {int(model.latent_dim)}:
-        raise StageError(f"embedding lengths {sorted(dims)} != latent_dim {model.latent_dim}")
+                         f"in {layout.parquet_dir}")
+    if written.dims != {latent_dim}:
+        raise StageError(f"embedding lengths {sorted(written.dims)} != latent_dim {latent_dim}")
+    return counts
+
+
+def _count_scores(layout: Layout, counts: dict[str, int]) -> tuple[int, int]:
+    """(rows, flagged rows) of the scores, refused unless one per scored example."""
     scored, flagged = 0, 0
-    for batch in iter_parquet(scores_dir, columns=["is_anomaly"]):
+    for batch in iter_parquet(layout.scores_dir, columns=["is_anomaly"]):
         scored += batch.num_rows
         flagged += int(pc.sum(batch.column(0).cast(pa.int64())).as_py() or 0)
-    if scored != counts[scored_split]:
-        raise StageError(f"{scored} scores in {scores_dir} for the "
-                         f"{counts[scored_split]} {scored_split} examples")
-    total = sum(counts.values())
-    log.info("export: %d embeddings (%s) of dim %d, %d %s scores (%d above the threshold) in "
-             "%.1fs; projector: %d %s rows", total,
-             ", ".join(f"{s} {n}" for s, n in counts.items()), model.latent_dim,
-             scored, scored_split, flagged, time.perf_counter() - t1, projected,
-             projector_split)
+    if scored != counts[layout.scored_split]:
+        raise StageError(f"{scored} scores in {layout.scores_dir} for the "
+                         f"{counts[layout.scored_split]} {layout.scored_split} examples")
+    return scored, flagged
+
+
+def _record_embeddings(embeddings: Artifact, layout: Layout, embedded: _Embedded,
+                       served: _Served, calibration: scoring.Calibration) -> None:
     embeddings.properties.update({
         "parquet_dir": PARQUET_SUBDIR, "projector_dir": PROJECTOR_SUBDIR,
-        "projector_split": projector_split, "counts": counts, "latent_dim": int(model.latent_dim),
-        "columns": SCHEMA.names, "scores_dir": SCORES_SUBDIR, "scores_split": scored_split,
-        "scores_columns": SCORES_SCHEMA.names, "score_name": name, "threshold": threshold})
+        "projector_split": layout.projector_split, "counts": embedded.counts,
+        "latent_dim": served.latent_dim, "columns": SCHEMA.names, "scores_dir": SCORES_SUBDIR,
+        "scores_split": layout.scored_split, "scores_columns": SCORES_SCHEMA.names,
+        "score_name": served.score_name, "threshold": calibration.threshold})
+
+
+def _metrics(params: ExportParams, calibration: scoring.Calibration, served: _Served, lite: dict,
+             embedded: _Embedded, *, started: float) -> dict:
     return {
-        "embedding_counts": counts,
-        "embeddings": total,  # all splits together
-        "latent_dim": int(model.latent_dim),
-        "roundtrip_max_diff": diff,
-        "threshold": threshold,
+        "embedding_counts": embedded.counts,
+        "embeddings": embedded.total,  # all splits together
+        "latent_dim": served.latent_dim,
+        "roundtrip_max_diff": served.roundtrip_max_diff,
+        "threshold": calibration.threshold,
         "threshold_quantile": params.threshold_quantile,
-        "threshold_examples": calibration["examples"],
-        "score_name": name,
-        "scored_examples": scored,
-        "flagged_examples": flagged,
+        "threshold_examples": calibration.examples,
+        "score_name": served.score_name,
+        "scored_examples": embedded.scored,
+        "flagged_examples": embedded.flagged,
         "tflite_float32_bytes": lite["bytes"].get("float32"),
         "tflite_int8_bytes": lite["bytes"].get("int8"),
         "tflite_float32_max_diff": lite["max_diff"].get("float32"),
         "tflite_int8_max_diff": lite["max_diff"].get("int8"),
         "tflite_not_converted": lite["not_converted"],
-        "export_seconds": round(time.perf_counter() - t0, 2),
+        "export_seconds": round(time.perf_counter() - started, 2),
     }

@@ -264,6 +264,17 @@ def export(model, path: str, threshold: float) -> None:
     """Write the SavedModel with all SIGNATURES; `threshold` (a finite float) is baked in."""
     if not math.isfinite(threshold):
         raise ValueError(f"the anomaly threshold must be finite, got {threshold}")
+    endpoints = _endpoints(model, threshold)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    for name in SIGNATURES:
+        fn, spec = endpoints[name]
+        archive.add_endpoint(name, fn, input_signature=[spec])
+    archive.write_out(path, verbose=False)
+
+
+def _endpoints(model, threshold: float) -> dict:
+    """Each of SIGNATURES -> (its function, its input's TensorSpec)."""
     latent = int(model.latent_dim)
     # Unknown rank on purpose (the docstring's "Contract"): every shape reaches the checks
     # in the graph. A declared shape would be trusted by TensorFlow's graph optimizer, which
@@ -302,13 +313,7 @@ def export(model, path: str, threshold: float) -> None:
         return {"reconstruction": tf.cast(model.reconstruct(float_images("reconstruct", images)),
                                           tf.float32)}
 
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint("serving_default", serve, input_signature=[examples_spec])
-    archive.add_endpoint("images_uint8", images_uint8, input_signature=[uint8_spec])
-    archive.add_endpoint("images_float32", images_float32, input_signature=[images_spec])
-    archive.add_endpoint("score", score, input_signature=[examples_spec])
-    archive.add_endpoint("encode", encode, input_signature=[images_spec])
-    archive.add_endpoint("decode", decode, input_signature=[code_spec])
-    archive.add_endpoint("reconstruct", reconstruct, input_signature=[images_spec])
-    archive.write_out(path, verbose=False)
+    return {"serving_default": (serve, examples_spec), "images_uint8": (images_uint8, uint8_spec),
+            "images_float32": (images_float32, images_spec), "score": (score, examples_spec),
+            "encode": (encode, images_spec), "decode": (decode, code_spec),
+            "reconstruct": (reconstruct, images_spec)}

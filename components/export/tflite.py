@@ -48,6 +48,7 @@ from __future__ import annotations
 import posixpath
 import re
 import tempfile
+from typing import Any
 
 import keras
 import numpy as np
@@ -118,9 +119,10 @@ def export(model, threshold: float, out_dir: str, images: np.ndarray,
     files (variant -> file name), bytes, max_diff (saved_model.max_diff per variant),
     outputs (the outputs the models have), input, not_converted (what is missing -> why).
     """
-    result = {"files": {}, "bytes": {}, "max_diff": {}, "outputs": [], "not_converted": {},
-              "input": f"{INPUT} float32 [1,{F.HEIGHT},{F.WIDTH},1] in [0,1], one image per call",
-              "signature": SIGNATURE}
+    result: dict[str, Any] = {
+        "files": {}, "bytes": {}, "max_diff": {}, "outputs": [], "not_converted": {},
+        "input": f"{INPUT} float32 [1,{F.HEIGHT},{F.WIDTH},1] in [0,1], one image per call",
+        "signature": SIGNATURE}
     with tempfile.TemporaryDirectory(prefix="tflite-") as tmp:
         flatbuffers = {}
         for with_score in (True, False):

@@ -11,6 +11,7 @@ from components.ingest import sources
 from pipeline import artifacts
 from pipeline.component import Component
 from pipeline.config import Params, key, require
+from pipeline.views import View
 
 EXAMPLES_KEY = "examples"
 DATASETS = ("fashion_mnist", "mnist")
@@ -51,4 +52,5 @@ INGEST = Component(
     params=IngestParams,
     executor_module="components.ingest.executor",
     description="read the dataset, write sharded TFRecords per split",
+    view=View(headline=("num_examples",), examples=EXAMPLES_KEY),
 )

@@ -1,4 +1,5 @@
-"""ingest executor: source IDX files (or tfds) -> Split-{train,validation,test} GZIP TFRecord shards.
+"""ingest executor: source IDX files (or tfds) -> Split-{train,validation,test} GZIP
+TFRecord shards.
 
 Example ids are stable: "<source split>-<index in the source file>", so the same
 image keeps its id whatever the cap or shard count. Validation is carved from the
@@ -14,21 +15,21 @@ import os
 import posixpath
 import shutil
 import tempfile
+from typing import TYPE_CHECKING
 
 import apache_beam as beam
 import numpy as np
 from tensorflow.io import gfile
 
-from typing import TYPE_CHECKING
-
 from components import features as F
+from components import records
 from components.ingest import sources
 from pipeline import beam_jobs
+from pipeline.artifacts import SPLITS, Artifact
 from pipeline.errors import DataError
 
 if TYPE_CHECKING:
     from components.ingest.component import IngestParams
-    from pipeline.artifacts import Artifact
     from pipeline.component import ExecutionContext
 
 HASH_BUCKETS = 10_000
@@ -52,8 +53,6 @@ class _WriteShard(beam.DoFn):
         self.uri, self.staged, self.rows_dir = uri, staged, rows_dir
 
     def process(self, task):
-        from components import records
-
         split, source_split, shard, num_shards, lo, hi = task
         rows = np.load(posixpath.join(self.rows_dir, f"{split}.npy"), mmap_mode="r")[lo:hi]
         source = self.staged[source_split]
@@ -87,7 +86,7 @@ def plan_shards(counts: dict[str, int], validation_fraction: float, num_shards: 
             rows_by_split["validation"] = ("train", np.flatnonzero(val))
         else:
             rows_by_split[source_split] = (source_split, np.arange(n))
-    for split in ("train", "validation", "test"):
+    for split in SPLITS:
         source_split, rows = rows_by_split[split]
         if len(rows) == 0:
             raise DataError(f"data.max_examples / data.validation_fraction leave the {split} split "
@@ -104,27 +103,50 @@ def plan_shards(counts: dict[str, int], validation_fraction: float, num_shards: 
 
 
 def run(params: IngestParams, ctx: ExecutionContext, *, examples: Artifact) -> dict:
-    out = examples
-    local = ctx.work_dir if ctx.work_dir and "://" not in ctx.work_dir else None
-    scratch = os.path.join(local, "source") if local else tempfile.mkdtemp(prefix="ingest-")
-    os.makedirs(scratch, exist_ok=True)
+    scratch = _scratch_dir(ctx.work_dir)
     try:
-        staged = {}
-        for split in ("train", "test"):
-            staged[split] = sources.stage(params.dataset, params.source, split, scratch,
-                                          params.max_examples)
-            ctx.log.info("read %d %s examples from %s", staged[split].count, split,
-                         staged[split].origin)
+        staged = _stage_sources(params, scratch, ctx.log)
         tasks, counts = plan_shards({s: v.count for s, v in staged.items()},
                                     params.validation_fraction, params.num_shards, scratch)
-        for split in counts:
-            gfile.makedirs(out.split_uri(split))
-        with beam_jobs.pipeline(ctx.beam_args) as p:
-            _ = (p
-                 | "Shards" >> beam.Create(tasks, reshuffle=False)
-                 | "EncodeAndWrite" >> beam.ParDo(_WriteShard(out.uri, staged, scratch)))
+        _write_shards(examples, tasks, staged, scratch, ctx.beam_args)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    _record_properties(examples, params, counts)
+    ctx.log.info("wrote %s", ", ".join(f"{s}={n}" for s, n in counts.items()))
+    return {"num_examples": sum(counts.values()), **{f"{s}_examples": n for s, n in counts.items()}}
+
+
+def _scratch_dir(work_dir: str) -> str:
+    """Where the source is staged: the stage's local work directory, else a temporary one."""
+    local = work_dir if work_dir and "://" not in work_dir else None
+    scratch = os.path.join(local, "source") if local else tempfile.mkdtemp(prefix="ingest-")
+    os.makedirs(scratch, exist_ok=True)
+    return scratch
+
+
+def _stage_sources(params: IngestParams, scratch: str, log) -> dict[str, sources.Staged]:
+    """The source train and test splits, checked and staged as flat files under `scratch`."""
+    staged = {}
+    for split in ("train", "test"):
+        staged[split] = sources.stage(params.dataset, params.source, split, scratch,
+                                      params.max_examples)
+        log.info("read %d %s examples from %s", staged[split].count, split,
+                 staged[split].origin)
+    return staged
+
+
+def _write_shards(out: Artifact, tasks: list[tuple], staged: dict[str, sources.Staged],
+                  rows_dir: str, beam_args) -> None:
+    """Encode and write every shard of `tasks`, one Beam element each."""
+    for split in {task[0] for task in tasks}:
+        gfile.makedirs(out.split_uri(split))
+    with beam_jobs.pipeline(beam_args) as p:
+        _ = (p
+             | "Shards" >> beam.Create(tasks, reshuffle=False)
+             | "EncodeAndWrite" >> beam.ParDo(_WriteShard(out.uri, staged, rows_dir)))
+
+
+def _record_properties(out: Artifact, params: IngestParams, counts: dict[str, int]) -> None:
     written = {s: sum(1 for _ in out.split_files(s, F.SHARD_PATTERN)) for s in counts}
     kind, directory = sources.resolve(params.dataset, params.source)
     out.properties.update({
@@ -135,5 +157,3 @@ def run(params: IngestParams, ctx: ExecutionContext, *, examples: Artifact) -> d
         "class_names": list(F.CLASS_NAMES[params.dataset]), "label_feature": F.LABEL,
         "image_feature": F.IMAGE,
     })
-    ctx.log.info("wrote %s", ", ".join(f"{s}={n}" for s, n in counts.items()))
-    return {"num_examples": sum(counts.values()), **{f"{s}_examples": n for s, n in counts.items()}}

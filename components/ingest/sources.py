@@ -42,7 +42,8 @@ def resolve(dataset: str, source: str) -> tuple[str, str | None]:
     if source == "tfds":
         return "tfds", None
     debian = DEBIAN_DIRS.get(dataset)
-    if debian and all(_find_idx(debian, s, kind) for s in IDX_PREFIX for kind in ("images", "labels")):
+    if debian and all(_find_idx(debian, s, kind)
+                      for s in IDX_PREFIX for kind in ("images", "labels")):
         return "idx", debian
     return "tfds", None
 
@@ -71,20 +72,6 @@ def idx_paths(directory: str, split: str) -> tuple[str, str]:
     return images, labels
 
 
-def _read_bytes(path: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            head = f.read(2)
-            f.seek(0)
-            if head == b"\x1f\x8b":
-                return gzip.decompress(f.read())
-            return f.read()
-    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
-        raise DataError(f"{path}: corrupt or truncated gzip stream ({e})") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e})") from None
-
-
 def _images_header(path: str, head: bytes, data_len: int) -> int:
     """The image count of an IDX image file, from its 16-byte header and the length of the
     pixel data after it; every mismatch is a DataError naming the file."""
@@ -98,7 +85,8 @@ def _images_header(path: str, head: bytes, data_len: int) -> int:
         raise DataError(f"{path}: images are {rows}x{cols}, expected {F.HEIGHT}x{F.WIDTH}")
     if data_len >= 0:
         _check_length(path, data_len, n * rows * cols,
-                      f"{n} images of {rows}x{cols} ({n * rows * cols} bytes)", "bytes of pixel data")
+                      f"{n} images of {rows}x{cols} ({n * rows * cols} bytes)",
+                      "bytes of pixel data")
     return n
 
 
@@ -124,7 +112,8 @@ class _BadLabels:
     """The first label outside 0..9 and how many there are, over chunks of a file."""
 
     def __init__(self, path: str):
-        self.path, self.first, self.count = path, None, 0
+        self.path, self.count = path, 0
+        self.first: tuple[int, int] | None = None  # (label, index)
 
     def add(self, labels: np.ndarray, start: int) -> None:
         bad = np.flatnonzero(labels >= F.NUM_CLASSES)
@@ -138,34 +127,9 @@ class _BadLabels:
                             f"outside 0..9 ({self.count} bad labels)")
 
 
-def read_idx_images(path: str) -> np.ndarray:
-    data = _read_bytes(path)
-    n = _images_header(path, data[:16], len(data) - 16 if len(data) >= 16 else -1)
-    return np.frombuffer(data, np.uint8, offset=16).reshape(n, F.HEIGHT, F.WIDTH)
-
-
-def read_idx_labels(path: str) -> np.ndarray:
-    data = _read_bytes(path)
-    _labels_header(path, data[:8], len(data) - 8 if len(data) >= 8 else -1)
-    labels = np.frombuffer(data, np.uint8, offset=8).astype(np.int64)
-    bad = _BadLabels(path)
-    bad.add(labels, 0)
-    bad.check()
-    return labels
-
-
-def load_idx(directory: str, split: str, max_examples: int = 0) -> SplitArrays:
-    images_path, labels_path = idx_paths(directory, split)
-    images, labels = read_idx_images(images_path), read_idx_labels(labels_path)
-    if len(images) != len(labels):
-        raise DataError(f"{images_path} has {len(images)} images but {labels_path} has "
-                        f"{len(labels)} labels; they must agree")
-    if max_examples:
-        images, labels = images[:max_examples], labels[:max_examples]
-    return SplitArrays(images, labels, images_path)
-
-
 def load_tfds(dataset: str, split: str, max_examples: int = 0) -> SplitArrays:
+    # Here, not at the top: ingest's spec imports this module at plan time (source_identity)
+    # in a process that loads no TensorFlow.
     import tensorflow_datasets as tfds
 
     try:
@@ -175,8 +139,9 @@ def load_tfds(dataset: str, split: str, max_examples: int = 0) -> SplitArrays:
         # Batched iteration, not batch_size=-1: the latter aborts under tfds' mock_data.
         parts = list(tfds.as_numpy(ds.batch(8192)))
     except Exception as e:  # noqa: BLE001 - tfds raises many kinds; name the source
-        raise DataError(f"tensorflow_datasets {dataset}/{split}: cannot load ({type(e).__name__}: "
-                        f"{e}). Offline? Use data.source=idx:DIR with the original IDX files.") from None
+        raise DataError(f"tensorflow_datasets {dataset}/{split}: cannot load "
+                        f"({type(e).__name__}: {e}). Offline? Use data.source=idx:DIR with "
+                        "the original IDX files.") from None
     if not parts:
         raise DataError(f"tensorflow_datasets {dataset}/{split}: no examples")
     images = np.concatenate([p[0] for p in parts])
@@ -190,13 +155,6 @@ def load_tfds(dataset: str, split: str, max_examples: int = 0) -> SplitArrays:
     if bad.size:
         raise DataError(f"{origin}: label {labels[bad[0]]} at index {bad[0]} is outside 0..9")
     return SplitArrays(images[..., 0].astype(np.uint8), labels, origin)
-
-
-def load(dataset: str, source: str, split: str, max_examples: int = 0) -> SplitArrays:
-    kind, directory = resolve(dataset, source)
-    if kind == "idx":
-        return load_idx(directory, split, max_examples)
-    return load_tfds(dataset, split, max_examples)
 
 
 @dataclass(frozen=True)
@@ -224,7 +182,7 @@ CHUNK_BYTES = 16 << 20
 
 
 def _read_range(path: str, offset: int, size: int) -> np.ndarray:
-    from tensorflow.io import gfile
+    from tensorflow.io import gfile  # not at plan time (load_tfds)
 
     with gfile.GFile(path, "rb") as f:
         f.seek(offset)
@@ -235,7 +193,8 @@ def _read_range(path: str, offset: int, size: int) -> np.ndarray:
     return np.frombuffer(data, np.uint8)
 
 
-def _stream(path: str, header: int, dest: str, check_head, on_chunk=None) -> tuple[bytes, int, str, int]:
+def _stream(path: str, header: int, dest: str, check_head,
+            on_chunk=None) -> tuple[bytes, int, str, int]:
     """Reads an IDX file once, in chunks: (header bytes, data length, file holding the
     data, its offset there). A gzipped file is decompressed into `dest`; a plain one is
     used where it lies. `check_head(head)` runs before the data is read;
@@ -269,8 +228,9 @@ def _stream(path: str, header: int, dest: str, check_head, on_chunk=None) -> tup
 
 
 def stage_idx(directory: str, split: str, dest: str, max_examples: int = 0) -> Staged:
-    """Checks a split's IDX files as load_idx does, streaming (gzipped files are
-    decompressed under `dest`, plain ones read in place)."""
+    """A split's IDX files, checked as they stream by (header, lengths, labels in 0..9,
+    image and label counts agree); gzipped files are decompressed under `dest`, plain
+    ones read in place."""
     images_path, labels_path = idx_paths(directory, split)
     head, length, images, images_offset = _stream(
         images_path, 16, os.path.join(dest, f"{split}-images"),
@@ -291,8 +251,8 @@ def stage_idx(directory: str, split: str, dest: str, max_examples: int = 0) -> S
 
 def stage(dataset: str, source: str, split: str, dest: str, max_examples: int = 0) -> Staged:
     """The source split as flat files under `dest` (or in place), checked."""
-    kind, directory = resolve(dataset, source)
-    if kind == "idx":
+    _, directory = resolve(dataset, source)
+    if directory is not None:  # IDX files
         return stage_idx(directory, split, dest, max_examples)
     # tensorflow_datasets hands over whole arrays (this path is not memory-bounded)
     data = load_tfds(dataset, split, max_examples)
@@ -306,8 +266,8 @@ def stage(dataset: str, source: str, split: str, dest: str, max_examples: int = 
 def source_identity(dataset: str, source: str) -> dict:
     """Identity of the external data for the cache key: the IDX files' names and SHA-256
     (not their directory, so moved data still hits), or the tfds version."""
-    kind, directory = resolve(dataset, source)
-    if kind == "idx":
+    _, directory = resolve(dataset, source)
+    if directory is not None:  # IDX files
         files = {}
         for split in IDX_PREFIX:
             for path in idx_paths(directory, split):

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 from components.evaluate.component import LineageParams
 from pipeline import artifacts
-from pipeline.component import Channel, Component, Resolved
+from pipeline.component import Component, Input, Resolved
 from pipeline.config import key, require
+from pipeline.views import Decision, View
 
 MODEL_KEY = "model"
 SAVED_MODEL_KEY = "saved_model"
@@ -54,13 +55,18 @@ class PushParams(LineageParams):
 
 PUSH = Component(
     name="push",
-    inputs={MODEL_KEY: Channel(artifacts.MODEL, "train", "model"),
-            SAVED_MODEL_KEY: Channel(artifacts.SAVED_MODEL, "export", "saved_model"),
-            BLESSING_KEY: Channel(artifacts.BLESSING, "evaluate", "blessing"),
+    inputs={MODEL_KEY: Input(artifacts.MODEL),
+            SAVED_MODEL_KEY: Input(artifacts.SAVED_MODEL),
+            BLESSING_KEY: Input(artifacts.BLESSING),
             # resolved again when push starts: did another run bless a model meanwhile?
             CURRENT_BASELINE_KEY: Resolved(artifacts.MODEL, candidate=MODEL_KEY)},
     outputs={PUSHED_MODEL_KEY: artifacts.PUSHED_MODEL},
     params=PushParams,
     executor_module="components.push.executor",
     description="copy a blessed SavedModel into the serving directory",
+    view=View(headline=("pushed", "version"), decision=Decision(
+        key="push", output=PUSHED_MODEL_KEY, flag="pushed", title="Push",
+        fields=("pushed", "reason", "version", "destination", "model_name", "forced"),
+        detail=" as version {version} at {destination}", detail_only_if_yes=True,
+        version="version", paths=("destination",), says_if_reused=True)),
 )

@@ -25,11 +25,10 @@ import shutil
 import uuid
 from typing import TYPE_CHECKING
 
-from pipeline.artifacts import EXTERNAL_PATHS
+from pipeline.artifacts import EXTERNAL_PATHS, Artifact
 
 if TYPE_CHECKING:
     from components.push.component import PushParams
-    from pipeline.artifacts import Artifact
     from pipeline.component import ExecutionContext
 
 PUSH_JSON = "push.json"
@@ -40,31 +39,42 @@ LOCK = ".push.lock"
 def run(params: PushParams, ctx: ExecutionContext, *, model: Artifact, saved_model: Artifact,
         blessing: Artifact, current_baseline: Artifact | None, pushed_model: Artifact) -> dict:
     blessed = blessing.properties.get("blessed") is True
-    why = blessing.properties.get("reason", "no reason recorded")
-    stale = blessed and _superseded(blessing, current_baseline)
+    stale = _superseded(blessing, current_baseline) if blessed else ""
     record = {"pushed": False, "version": None, "destination": None, "model_name": params.name,
-              "blessed": blessed, "forced": False}
+              "blessed": blessed, "forced": False,
+              "reason": _reason(blessing, blessed, stale, params.force)}
     if (blessed and not stale) or params.force:
-        base = os.path.join(ctx.root, params.serving_dir)  # an absolute serving_dir wins
-        model_dir = os.path.join(base, params.name)
-        version, destination = _push(os.path.join(saved_model.uri, saved_model.properties["path"]),
-                                     model_dir)
-        record.update(pushed=True, version=version, destination=destination,
-                      forced=not blessed or stale,
-                      reason=(f"blessed: {why}" if blessed and not stale else
-                              "forced (--force-push) although "
-                              + (f"superseded: {stale}" if stale else f"not blessed: {why}")))
-        # Reused from the cache while the model directory is there: deleting a version by
-        # hand (a rollback) is respected; a wiped serving directory is pushed to again.
-        pushed_model.properties[EXTERNAL_PATHS] = [os.path.join(model_dir, LAST_VERSION)]
-        ctx.log.info("push: %s version %d -> %s", params.name, version, destination)
+        record.update(_push_model(params, ctx, saved_model, pushed_model),
+                      forced=not blessed or bool(stale))
     else:
-        record["reason"] = f"superseded: {stale}" if stale else f"not blessed: {why}"
         ctx.log.info("push: not pushed (%s)", "superseded" if stale else "not blessed")
     with open(os.path.join(pushed_model.uri, PUSH_JSON), "w") as f:
         json.dump(record, f, indent=2, sort_keys=True)
     pushed_model.properties.update(record)
     return {k: record[k] for k in ("pushed", "version", "reason", "model_name")}
+
+
+def _reason(blessing: Artifact, blessed: bool, stale: str, force: bool) -> str:
+    """Why the model is pushed or not, in a line."""
+    why = blessing.properties.get("reason", "no reason recorded")
+    if blessed and not stale:
+        return f"blessed: {why}"
+    not_pushed = f"superseded: {stale}" if stale else f"not blessed: {why}"
+    return f"forced (--force-push) although {not_pushed}" if force else not_pushed
+
+
+def _push_model(params: PushParams, ctx: ExecutionContext, saved_model: Artifact,
+                pushed_model: Artifact) -> dict:
+    """Copy the SavedModel into a new version directory; the record's fields for it."""
+    base = os.path.join(ctx.root, params.serving_dir)  # an absolute serving_dir wins
+    model_dir = os.path.join(base, params.name)
+    version, destination = _push(os.path.join(saved_model.uri, saved_model.properties["path"]),
+                                 model_dir)
+    # Reused from the cache while the model directory is there: deleting a version by
+    # hand (a rollback) is respected; a wiped serving directory is pushed to again.
+    pushed_model.properties[EXTERNAL_PATHS] = [os.path.join(model_dir, LAST_VERSION)]
+    ctx.log.info("push: %s version %d -> %s", params.name, version, destination)
+    return {"pushed": True, "version": version, "destination": destination}
 
 
 def _superseded(blessing: Artifact, current_baseline: Artifact | None) -> str:

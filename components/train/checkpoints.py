@@ -29,6 +29,7 @@ import time
 import uuid
 
 import keras
+from keras.src.saving import saving_lib  # Keras' own weights writer, given a buffer here
 
 EPOCH_PREFIX = "epoch-"
 WEIGHTS = "latest.weights.h5"  # Keras' names, so a backup reads like Keras' own
@@ -49,8 +50,6 @@ def weights_bytes(model) -> bytes:
     """The `.weights.h5` that model.save_weights writes, made in memory. HDF5 never writes
     to the disk itself: a full disk under its own writes leaves it in a state that
     crashes the process at exit (SIGSEGV), so only plain file writes meet the disk."""
-    from keras.src.saving import saving_lib  # Keras' own writer, given a buffer
-
     buffer = io.BytesIO()
     store = saving_lib.H5IOStore(buffer, mode="w")
     saving_lib._save_state(model, weights_store=store, assets_store=None, inner_path="",

@@ -10,11 +10,15 @@ from dataclasses import dataclass
 import models
 from components import features as F
 from components.train import distribute as distribution
-from components.train.options import LR_SCHEDULES, OPTIMIZERS
 from pipeline import artifacts
-from pipeline.component import Channel, Component
+from pipeline.component import Component, Input
 from pipeline.config import Params, key, require
 from pipeline.errors import ConfigError
+from pipeline.views import View
+
+# The names train.optimizer and train.lr_schedule accept; fit.py builds them.
+OPTIMIZERS = ("adam", "rmsprop", "sgd")
+LR_SCHEDULES = ("constant", "cosine")
 
 EXAMPLES_KEY = "examples"
 MODEL_KEY = "model"
@@ -31,7 +35,7 @@ class TrainParams(Params):
     decoder: str = key("model.decoder", "transpose",
                        "conv_small: transposed convs or upsample + conv")
     # Training defaults = the conv_pool preset (configs/conv_pool.toml): Adam 3e-3 with cosine
-    # decay at batch 32 measured best within a 30-epoch budget (README "Model quality").
+    # decay at batch 32 measured best within a 30-epoch budget (bench/README.md, "Model quality").
     epochs: int = key("train.epochs", 30, "maximum epochs")
     batch_size: int = key("train.batch_size", 32, "examples per step")
     optimizer: str = key("train.optimizer", "adam", f"one of {', '.join(OPTIMIZERS)}")
@@ -50,7 +54,7 @@ class TrainParams(Params):
         "(bounded shuffle buffer); 0 = always stream")
     mixed_precision: bool = key("train.mixed_precision", False,
                                 "GPU only: float16 compute, float32 weights")
-    # Measured on CPU (README "Training speed"): XLA takes 1.6x the CPU per image for
+    # Measured on CPU (bench/README.md, "Training speed"): XLA takes 1.6x the CPU per image for
     # conv_pool, so it stays off; several steps per call save the per-batch Python round trip.
     jit_compile: bool = key("train.jit_compile", False,
                             "XLA; off by default: slower on CPU, try true on a GPU")
@@ -108,14 +112,15 @@ class TrainParams(Params):
                 self.steps_per_execution)
         require(self.distribute in distribution.MODES, "train.distribute",
                 f"one of {distribution.MODES}", self.distribute)
-        distribution.multi_worker_cluster(self.distribute)  # a usable TF_CONFIG when needed
+        distribution.multi_worker_cluster(self.distribute)  # a usable TF_CONFIG, when needed
 
 
 TRAIN = Component(
     name="train",
-    inputs={EXAMPLES_KEY: Channel(artifacts.EXAMPLES, "transform", "transformed_examples")},
+    inputs={EXAMPLES_KEY: Input(artifacts.EXAMPLES)},
     outputs={MODEL_KEY: artifacts.MODEL, MODEL_RUN_KEY: artifacts.MODEL_RUN},
     params=TrainParams,
     executor_module="components.train.executor",
     description="fit the autoencoder (GPU when visible)",
+    view=View(headline=("best_val_loss", "best_epoch", "epochs_run", "images_per_second")),
 )

@@ -1,9 +1,12 @@
-"""The Model artifact's layout, shared by train (writer) and evaluate/export (readers).
+"""The layout of train's outputs, shared by train (writer) and evaluate/export (readers).
 
     <model uri>/model.weights.h5   best weights by validation loss (Keras weights file)
     <model uri>/model.json         what models.build needs to rebuild the network, plus
                                    how it was trained (denoising, input feature, the
                                    classes left out: holdout_labels)
+    <model_run uri>/history.csv    one row per epoch (Keras' CSVLogger columns)
+    <model_run uri>/history.json   the same, one list per column
+    <model_run uri>/tensorboard/   TensorBoard's event files
 
 Weights only, as the model zoo prescribes: rebuild with models.build(...), call once on
 zeros, load the weights.
@@ -11,22 +14,42 @@ zeros, load the weights.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import posixpath
 
 import numpy as np
 from tensorflow.io import gfile
 
+import models
 from pipeline.artifacts import Artifact
 from pipeline.errors import StageError
 
 WEIGHTS_FILE = "model.weights.h5"
 MODEL_JSON = "model.json"
+HISTORY_CSV = "history.csv"
+HISTORY_JSON = "history.json"
+TENSORBOARD_DIR = "tensorboard"
 
 
 def write_model_json(uri: str, info: dict) -> None:
     with gfile.GFile(posixpath.join(uri, MODEL_JSON), "w") as f:
         json.dump(info, f, indent=2, sort_keys=True)
+
+
+def write_history(uri: str, rows: list[dict]) -> None:
+    """The ModelRun's history.csv and history.json from one dict per epoch."""
+    keys = ["epoch"] + sorted({k for r in rows for k in r} - {"epoch"})
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow(r)
+    with gfile.GFile(posixpath.join(uri, HISTORY_CSV), "w") as f:
+        f.write(buf.getvalue())
+    with gfile.GFile(posixpath.join(uri, HISTORY_JSON), "w") as f:
+        json.dump({k: [r.get(k) for r in rows] for k in keys}, f, indent=1)
 
 
 def read_model_json(model: Artifact) -> dict:
@@ -51,8 +74,6 @@ def holdout_labels(info: dict) -> tuple[int, ...]:
 
 def build_model(info: dict):
     """A fresh (untrained, built) network as described by a model.json dict."""
-    import models
-
     try:
         model = models.build(info["variant"], latent_dim=int(info["latent_dim"]),
                              beta=float(info["beta"]), activity_l1=float(info["activity_l1"]),

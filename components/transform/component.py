@@ -9,9 +9,10 @@ from dataclasses import dataclass
 
 from components.transform import noise
 from pipeline import artifacts
-from pipeline.component import Channel, Component
+from pipeline.component import Component, Input
 from pipeline.config import Params, key, require
 from pipeline.schemas import NORMALIZED_SCHEMA, schema_digest
+from pipeline.views import DataOutputs, View
 
 EXAMPLES_KEY = "examples"
 RAW_ANOMALIES_KEY = "raw_anomalies"
@@ -51,12 +52,13 @@ class TransformParams(Params):
 
 TRANSFORM = Component(
     name="transform",
-    inputs={EXAMPLES_KEY: Channel(artifacts.EXAMPLES, "ingest", "examples"),
-            RAW_ANOMALIES_KEY: Channel(artifacts.ANOMALIES, "validate", "anomalies")},
+    inputs={EXAMPLES_KEY: Input(artifacts.EXAMPLES),
+            RAW_ANOMALIES_KEY: Input(artifacts.ANOMALIES)},
     outputs={TRANSFORMED_EXAMPLES_KEY: artifacts.EXAMPLES, STATISTICS_KEY: artifacts.STATISTICS,
              ANOMALIES_KEY: artifacts.ANOMALIES},
     params=TransformParams,
     executor_module="components.transform.executor",
     description="normalize to [0,1], add noise, validate against schemas/normalized",
     published_on_rejection=(STATISTICS_KEY, ANOMALIES_KEY),
+    view=View(headline=("num_examples",), data=DataOutputs(STATISTICS_KEY, ANOMALIES_KEY)),
 )

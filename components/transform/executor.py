@@ -14,30 +14,26 @@ matters when it runs alone: in the pipeline an anomaly stops the run before tran
 from __future__ import annotations
 
 import posixpath
+from typing import TYPE_CHECKING
 
 import apache_beam as beam
 from tensorflow.io import gfile
 
 from components import data_validation as dv
-from components import examples_io
+from components import examples_io, records
 from components import features as F
 from components.preprocessing import normalize
 from components.transform import noise
-from typing import TYPE_CHECKING
-
 from pipeline import beam_jobs
+from pipeline.artifacts import SPLITS, Artifact
 from pipeline.errors import DataError
 from pipeline.schemas import load_schema
 
 if TYPE_CHECKING:
     from components.transform.component import TransformParams
-    from pipeline.artifacts import Artifact
     from pipeline.component import ExecutionContext
 
-
 STATS_BATCH = 1000  # rows per RecordBatch handed to TFDV
-
-
 PIXEL_FEATURES = (F.IMAGE, F.NOISY_IMAGE)  # no histograms in transform's statistics
 
 
@@ -49,8 +45,6 @@ class _TransformShard(beam.DoFn):
         self.out_uri, self.kind, self.factor, self.seed = out_uri, kind, factor, seed
 
     def process(self, task):
-        from components import records
-
         split, path = task
         out = posixpath.join(self.out_uri, f"Split-{split}", posixpath.basename(path))
         with records.shard_errors(path), records.shard_writer(out) as writer:
@@ -61,8 +55,6 @@ class _TransformShard(beam.DoFn):
                 yield batch
 
     def _transform(self, data: dict):
-        from components import records
-
         x = normalize(data[F.IMAGE])
         images = {F.IMAGE: x}
         if self.kind != "none":
@@ -73,29 +65,47 @@ class _TransformShard(beam.DoFn):
 def run(params: TransformParams, ctx: ExecutionContext, *, examples: Artifact,
         raw_anomalies: Artifact, transformed_examples: Artifact, statistics: Artifact,
         anomalies: Artifact) -> dict:
-    raw, out = examples, transformed_examples
+    _require_validated(examples, raw_anomalies)
+    splits = examples.splits or list(SPLITS)
+    schema = load_schema(params.schema)
+    _transform_pass(params, examples, transformed_examples, statistics, splits=splits,
+                    schema=schema, beam_args=ctx.beam_args)
+    stats = dv.load_statistics(splits, statistics)
+    found = dv.check(stats, schema, anomalies)
+    summary = dv.summarize(stats)
+    _record_properties(transformed_examples, params, splits, summary)
+    dv.raise_on_anomalies(found, anomalies,
+                          f"{transformed_examples.uri} (schema {params.schema})")
+    return {"splits": summary, "noise_kind": params.noise_kind,
+            "num_examples": sum(v["num_examples"] for v in summary.values())}
+
+
+def _require_validated(raw: Artifact, raw_anomalies: Artifact) -> None:
     if raw_anomalies.properties.get("anomalous_splits"):
         raise DataError(f"the raw examples at {raw.uri} failed validation (anomalies in "
                         f"{raw_anomalies.properties['anomalous_splits']}, see {raw_anomalies.uri})")
-    splits = raw.splits or ["train", "validation", "test"]
-    schema = load_schema(params.schema)
+
+
+def _transform_pass(params: TransformParams, raw: Artifact, out: Artifact, statistics: Artifact,
+                    *, splits: list[str], schema, beam_args) -> None:
+    """Every split's shards normalized (and corrupted) and written, and TFDV's statistics
+    of what was written, in one Beam pipeline."""
     shard_fn = _TransformShard(out.uri, params.noise_kind, params.noise_factor, params.seed)
-    with beam_jobs.pipeline(ctx.beam_args) as p:
+    with beam_jobs.pipeline(beam_args) as p:
         for split in splits:
             files = examples_io.shard_files(raw, split)
             gfile.makedirs(out.split_uri(split))
             batches = (p
-                       | f"Shards[{split}]" >> beam.Create([(split, f) for f in files], reshuffle=False)
+                       | f"Shards[{split}]" >> beam.Create([(split, f) for f in files],
+                                                           reshuffle=False)
                        | f"Normalize[{split}]" >> beam.ParDo(shard_fn))
             dv.write_statistics(batches, split, schema, statistics, PIXEL_FEATURES)
-    stats = dv.load_statistics(splits, statistics)
-    found = dv.check(stats, schema, anomalies)
-    summary = dv.summarize(stats)
+
+
+def _record_properties(out: Artifact, params: TransformParams, splits: list[str],
+                       summary: dict) -> None:
     noisy = params.noise_kind != "none"
     out.properties.update({
         "splits": splits, "counts": {s: v["num_examples"] for s, v in summary.items()},
         "normalized": True, "noisy": noisy, "noise_kind": params.noise_kind,
         "noise_factor": params.noise_factor if noisy else 0.0, "seed": params.seed})
-    dv.raise_on_anomalies(found, anomalies, f"{out.uri} (schema {params.schema})")
-    return {"splits": summary, "noise_kind": params.noise_kind,
-            "num_examples": sum(v["num_examples"] for v in summary.values())}

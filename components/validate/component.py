@@ -9,9 +9,10 @@ import dataclasses
 from dataclasses import dataclass
 
 from pipeline import artifacts
-from pipeline.component import BLESSED_MODEL_DATA, Channel, Component, Resolved
+from pipeline.component import BLESSED_MODEL_DATA, Component, Input, Resolved
 from pipeline.config import Params, key, require
 from pipeline.schemas import RAW_SCHEMA, schema_digest
+from pipeline.views import DataOutputs, Pictures, View
 
 EXAMPLES_KEY = "examples"
 REFERENCE_STATISTICS_KEY = "reference_statistics"
@@ -31,7 +32,7 @@ class ValidateParams(Params):
     max_pixel_mean_rms: float = key(
         "validate.max_pixel_mean_rms", 0.03,
         "largest RMS over pixels of the difference of two per-pixel mean maps (plus the "
-        "sampling allowance); README, \"Data validation\", has the real data's figure")
+        "sampling allowance); docs/stages.md, \"Data validation\", has the real data's figure")
     max_pixel_std_rms: float = key(
         "validate.max_pixel_std_rms", 0.03,
         "the same for the per-pixel standard-deviation maps")
@@ -59,7 +60,7 @@ class ValidateParams(Params):
 
 VALIDATE = Component(
     name="validate",
-    inputs={EXAMPLES_KEY: Channel(artifacts.EXAMPLES, "ingest", "examples"),
+    inputs={EXAMPLES_KEY: Input(artifacts.EXAMPLES),
             REFERENCE_STATISTICS_KEY: Resolved(artifacts.STATISTICS, candidate=EXAMPLES_KEY,
                                                strategy=BLESSED_MODEL_DATA,
                                                output=STATISTICS_KEY, in_fingerprint=False)},
@@ -68,4 +69,8 @@ VALIDATE = Component(
     executor_module="components.validate.executor",
     description="TFDV statistics, content checks and drift against schemas/raw",
     published_on_rejection=(STATISTICS_KEY, ANOMALIES_KEY),
+    view=View(headline=("anomalous_splits",),
+              data=DataOutputs(STATISTICS_KEY, ANOMALIES_KEY, class_counts=True),  # raw labels
+              pictures=Pictures(STATISTICS_KEY, {"pixel_maps.png": "per-pixel mean and standard "
+                                                 "deviation of each split (validate)"}, rank=1)),
 )

@@ -190,7 +190,7 @@ def compare_maps(current: Maps, reference: Maps, limits: MapLimits) -> list[tupl
 def draw_maps(maps: dict[str, Maps], path: str, reference: Maps | None = None,
               reference_label: str = "reference") -> None:
     """One column per split (and the reference data): the mean map over the std map."""
-    import matplotlib
+    import matplotlib  # the headless backend is chosen before pyplot first loads
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
