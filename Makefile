@@ -9,7 +9,7 @@ ARGS   ?=
 TEST_WORKERS ?= auto
 PYTEST := $(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS)
 
-.PHONY: setup data browser run smoke test test-fast test-all clean
+.PHONY: setup data browser run smoke lint test test-fast test-all clean
 
 setup: $(STAMP) data
 
@@ -50,7 +50,13 @@ smoke: setup
 	$(PY) run_pipeline.py run --config smoke $(ARGS)
 
 # pytest's exit code is make's: 5 (no test collected) fails too.
-test: setup browser
+# Lint, format and types (pyproject.toml chooses the rules); `make test` runs it first.
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: setup browser lint
 	$(PYTEST) $(ARGS)
 
 test-fast: setup browser

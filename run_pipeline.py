@@ -30,15 +30,20 @@ def create_pipeline() -> list:
     one edit here plus its own folder under components/."""
     ingest = INGEST
     validate = VALIDATE.wire(examples=ingest.output("examples"))
-    transform = TRANSFORM.wire(examples=ingest.output("examples"),
-                               raw_anomalies=validate.output("anomalies"))
+    transform = TRANSFORM.wire(
+        examples=ingest.output("examples"), raw_anomalies=validate.output("anomalies")
+    )
     examples = transform.output("transformed_examples")
     train = TRAIN.wire(examples=examples)
-    evaluate = EVALUATE.wire(model=train.output("model"), model_run=train.output("model_run"),
-                             examples=examples)
+    evaluate = EVALUATE.wire(
+        model=train.output("model"), model_run=train.output("model_run"), examples=examples
+    )
     export = EXPORT.wire(model=train.output("model"), examples=examples)
-    push = PUSH.wire(model=train.output("model"), saved_model=export.output("saved_model"),
-                     blessing=evaluate.output("blessing"))
+    push = PUSH.wire(
+        model=train.output("model"),
+        saved_model=export.output("saved_model"),
+        blessing=evaluate.output("blessing"),
+    )
     return [ingest, validate, transform, train, evaluate, export, push]
 
 

@@ -34,8 +34,8 @@ import subprocess as subprocess_
 import sys
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parent.parent
 if str(PROJECT_ROOT) not in sys.path:
@@ -74,6 +74,7 @@ def du(path: str | os.PathLike) -> int:
 
 
 # -- config ------------------------------------------------------------------------------
+
 
 def toml_array(args: list[str]) -> str:
     """A list of strings as a TOML array (JSON's string syntax is valid TOML for these)."""
@@ -116,15 +117,22 @@ def plan(preset: str | None = None, overrides: Iterable[str] = ()):
 
 # -- running the pipeline ------------------------------------------------------------------
 
+
 def new_run_id(prefix: str) -> str:
     """Unique per root (run ids are never reused)."""
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     return f"{prefix}-{stamp}-{uuid.uuid4().hex[:4]}"
 
 
-def cli_argv(root: str, run_id: str, preset: str | None = None, overrides: Iterable[str] = (),
-             only: str | None = None, force: bool = False,
-             log_level: str | None = None) -> list[str]:
+def cli_argv(
+    root: str,
+    run_id: str,
+    preset: str | None = None,
+    overrides: Iterable[str] = (),
+    only: str | None = None,
+    force: bool = False,
+    log_level: str | None = None,
+) -> list[str]:
     """`run_pipeline.py run ...` arguments (without the program name)."""
     argv = ["run", "--root", str(root), "--run-id", run_id]
     if preset:
@@ -157,10 +165,18 @@ class RunResult:
         return ((self.summary or {}).get("stages") or {}).get(name) or {}
 
 
-def run_pipeline(root: str, run_id: str, *, preset: str | None = None,
-                 overrides: Iterable[str] = (), only: str | None = None, force: bool = False,
-                 log_level: str | None = None, subprocess: bool = False,
-                 log_path: str | None = None) -> RunResult:
+def run_pipeline(
+    root: str,
+    run_id: str,
+    *,
+    preset: str | None = None,
+    overrides: Iterable[str] = (),
+    only: str | None = None,
+    force: bool = False,
+    log_level: str | None = None,
+    subprocess: bool = False,
+    log_path: str | None = None,
+) -> RunResult:
     """Run the pipeline's command line on `root` and read the run's summary back.
 
     In-process (default): `run_pipeline.main(argv)`; its stage table is captured
@@ -173,8 +189,9 @@ def run_pipeline(root: str, run_id: str, *, preset: str | None = None,
     if subprocess:
         log = open(log_path, "w") if log_path else None
         try:
-            rc = subprocess_.call([sys.executable, str(RUN_PIPELINE), *argv], cwd=PROJECT_ROOT,
-                                  stdout=log, stderr=log)
+            rc = subprocess_.call(
+                [sys.executable, str(RUN_PIPELINE), *argv], cwd=PROJECT_ROOT, stdout=log, stderr=log
+            )
         finally:
             if log:
                 log.close()
@@ -205,8 +222,10 @@ def require_ran(result: RunResult, stage: str, plan_=None) -> dict:
     st = result.stage(stage)
     if result.rc != 0 or st.get("status") != "ran":
         error = (result.summary or {}).get("error") or st.get("error") or {}
-        sys.exit(f"{result.command}: exit {result.rc}, stage {stage} "
-                 f"{st.get('status', 'not run')}: {error.get('message', result.output.strip())}")
+        sys.exit(
+            f"{result.command}: exit {result.rc}, stage {stage} "
+            f"{st.get('status', 'not run')}: {error.get('message', result.output.strip())}"
+        )
     if plan_ is not None:
         check_fingerprint(st, stage, plan_)
     return st
@@ -215,8 +234,10 @@ def require_ran(result: RunResult, stage: str, plan_=None) -> dict:
 def check_fingerprint(st: dict, stage: str, plan_) -> None:
     """The run used exactly the parameters this script planned (and shows or compares)."""
     if st.get("fingerprint") != plan_.fingerprints[stage]:
-        sys.exit(f"stage {stage}: the run's fingerprint {st.get('fingerprint')} is not the "
-                 f"planned {plan_.fingerprints[stage]} (config differs from the script's)")
+        sys.exit(
+            f"stage {stage}: the run's fingerprint {st.get('fingerprint')} is not the "
+            f"planned {plan_.fingerprints[stage]} (config differs from the script's)"
+        )
 
 
 def cached_outputs(root: str, stage: str, fingerprint: str) -> dict | None:
@@ -227,14 +248,22 @@ def cached_outputs(root: str, stage: str, fingerprint: str) -> dict | None:
     from pipeline import artifacts
     from pipeline.metadata import MetadataStore
 
-    hit = MetadataStore(root).find_cached(stage, fingerprint,
-                                          lambda a: artifacts.is_committed(a.uri))
+    hit = MetadataStore(root).find_cached(
+        stage, fingerprint, lambda a: artifacts.is_committed(a.uri)
+    )
     return hit[1] if hit else None
 
 
-def ensure_upstream(root: str, plan_, stage: str, *, preset: str | None,
-                    overrides: Iterable[str], prefix: str,
-                    log_level: str | None = None) -> dict[str, dict]:
+def ensure_upstream(
+    root: str,
+    plan_,
+    stage: str,
+    *,
+    preset: str | None,
+    overrides: Iterable[str],
+    prefix: str,
+    log_level: str | None = None,
+) -> dict[str, dict]:
     """Make every stage before `stage` committed for this config under `root`, so that
     `--only stage` can run: each one the cache does not already hold is run with
     `--only <it>` (its own upstream then comes from the cache). Returns {stage: outputs}."""
@@ -243,11 +272,20 @@ def ensure_upstream(root: str, plan_, stage: str, *, preset: str | None,
     for name in names[: names.index(stage)]:
         outputs = cached_outputs(root, name, plan_.fingerprints[name])
         if outputs is None:
-            result = run_pipeline(root, new_run_id(f"{prefix}-{name}"), preset=preset,
-                                  overrides=overrides, only=name, log_level=log_level)
+            result = run_pipeline(
+                root,
+                new_run_id(f"{prefix}-{name}"),
+                preset=preset,
+                overrides=overrides,
+                only=name,
+                log_level=log_level,
+            )
             st = require_ran(result, name, plan_)
-            print(f"  upstream {name:<9} ran in {st['duration_s']:6.1f}s  (run_pipeline.py run "
-                  f"--only {name}, run {result.summary['run_id']})", flush=True)
+            print(
+                f"  upstream {name:<9} ran in {st['duration_s']:6.1f}s  (run_pipeline.py run "
+                f"--only {name}, run {result.summary['run_id']})",
+                flush=True,
+            )
             outputs = cached_outputs(root, name, plan_.fingerprints[name])
             assert outputs is not None, name
         else:

@@ -93,6 +93,7 @@ def pinned_keras() -> str:
 
 # -- config: presets through the pipeline's loader, without TensorFlow ---------------------
 
+
 def load_presets() -> dict[str, object]:
     """{preset name: Config} for every configs/*.toml, loaded as `run --config` loads it."""
     from pipeline import config as config_lib
@@ -100,12 +101,15 @@ def load_presets() -> dict[str, object]:
 
     classes = [c.params for c in create_pipeline()]
     try:
-        from pipeline import runner   # + beam.args; imports ML Metadata
+        from pipeline import runner  # + beam.args; imports ML Metadata
+
         classes = runner.param_classes(create_pipeline())
     except ImportError:
         pass
-    return {p.stem: config_lib.load(classes, p.stem)
-            for p in sorted(config_lib.PRESET_DIR.glob("*.toml"))}
+    return {
+        p.stem: config_lib.load(classes, p.stem)
+        for p in sorted(config_lib.PRESET_DIR.glob("*.toml"))
+    }
 
 
 def preset_for(variant: str, presets: dict) -> str | None:
@@ -120,6 +124,7 @@ def default_config():
 
     try:
         from pipeline import runner
+
         return runner.load_config(create_pipeline())
     except ImportError:
         return config_lib.load([c.params for c in create_pipeline()])
@@ -127,10 +132,12 @@ def default_config():
 
 # -- the device ----------------------------------------------------------------------------
 
+
 def device_name(backend: str) -> str:
     cpu = f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
     if backend == "tensorflow":
         import tensorflow as tf
+
         gpus = tf.config.list_physical_devices("GPU")
         if gpus:
             details = tf.config.experimental.get_device_details(gpus[0])
@@ -138,9 +145,15 @@ def device_name(backend: str) -> str:
         return cpu
     if backend == "jax":
         import jax
+
         d = jax.devices()[0]
-        return cpu if d.platform == "cpu" else f"{d.platform.upper()} {d.device_kind} (x{jax.device_count()})"
+        return (
+            cpu
+            if d.platform == "cpu"
+            else f"{d.platform.upper()} {d.device_kind} (x{jax.device_count()})"
+        )
     import torch
+
     if torch.cuda.is_available():
         return f"GPU {torch.cuda.get_device_name(0)} (x{torch.cuda.device_count()})"
     return cpu
@@ -153,8 +166,10 @@ def backend_version(backend: str) -> str:
 
 # -- one cell: a fresh model, warm-up fit, timed fit ----------------------------------------
 
-def measure(cfg, batch: int, precision: str, jit: bool, steps: int, warmup: int,
-            repeat: int) -> float:
+
+def measure(
+    cfg, batch: int, precision: str, jit: bool, steps: int, warmup: int, repeat: int
+) -> float:
     import keras
     import numpy as np
 
@@ -163,26 +178,34 @@ def measure(cfg, batch: int, precision: str, jit: bool, steps: int, warmup: int,
     keras.mixed_precision.set_global_policy(precision)
     try:
         keras.utils.set_random_seed(int(cfg["train.seed"]))
-        model = models.build(cfg["model.variant"], cfg["model.latent_dim"], cfg["model.beta"],
-                             cfg["model.activity_l1"], cfg["model.decoder"])
+        model = models.build(
+            cfg["model.variant"],
+            cfg["model.latent_dim"],
+            cfg["model.beta"],
+            cfg["model.activity_l1"],
+            cfg["model.decoder"],
+        )
         optimizer = keras.optimizers.get(cfg["train.optimizer"])
         optimizer.learning_rate = cfg["train.learning_rate"]
         # The pipeline's own steps_per_execution (train.steps_per_execution): on a GPU, one
         # host round trip per step would dominate the small models' figures.
-        model.compile_for_training(optimizer, jit_compile=jit,
-                                   steps_per_execution=int(cfg["train.steps_per_execution"]))
-        x = np.random.default_rng(0).random((batch * max(steps, warmup), 28, 28, 1),
-                                            dtype=np.float32)
+        model.compile_for_training(
+            optimizer, jit_compile=jit, steps_per_execution=int(cfg["train.steps_per_execution"])
+        )
+        x = np.random.default_rng(0).random(
+            (batch * max(steps, warmup), 28, 28, 1), dtype=np.float32
+        )
 
         def fit(n):
-            model.fit(x[:n * batch], x[:n * batch], batch_size=batch, epochs=1,
-                      shuffle=False, verbose=0)
+            model.fit(
+                x[: n * batch], x[: n * batch], batch_size=batch, epochs=1, shuffle=False, verbose=0
+            )
 
         fit(warmup)
         best = float("inf")
         for _ in range(repeat):
             t0 = time.perf_counter()
-            fit(steps)   # fit returns after its last step's logs are fetched: work is done
+            fit(steps)  # fit returns after its last step's logs are fetched: work is done
             best = min(best, time.perf_counter() - t0)
         return steps * batch / best
     finally:
@@ -198,6 +221,7 @@ def one_line(error: BaseException) -> str:
 
 # -- the table -----------------------------------------------------------------------------
 
+
 def fmt_rate(value) -> str:
     return f"{value:9.0f}" if isinstance(value, float) else f"{'skipped':>9}"
 
@@ -207,17 +231,23 @@ def fmt_ratio(a, b) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--variants", default="", help="comma-separated (default: all of models.VARIANTS)")
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--variants", default="", help="comma-separated (default: all of models.VARIANTS)"
+    )
     ap.add_argument("--steps", type=int, default=50, help="timed steps per cell")
     ap.add_argument("--warmup", type=int, default=5, help="untimed steps first (compilation)")
     ap.add_argument("--repeat", type=int, default=1, help="timed fits per cell, best taken")
     ap.add_argument("--precisions", default=",".join(PRECISIONS))
     ap.add_argument("--jit", default="off,on", help="jit_compile settings: off,on")
-    ap.add_argument("--smoke", action="store_true",
-                    help=f"2 timed steps after 1, batch capped at {SMOKE_BATCH}: checks each "
-                         "cell runs (figures meaningless)")
+    ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help=f"2 timed steps after 1, batch capped at {SMOKE_BATCH}: checks each "
+        "cell runs (figures meaningless)",
+    )
     args = ap.parse_args(argv)
     if args.smoke:
         args.steps, args.warmup, args.repeat = 2, 1, 1
@@ -226,7 +256,7 @@ def main(argv=None) -> int:
 
     backend = choose_backend()
     if backend == "tensorflow":
-        _common.quiet()   # TF's C++ and absl notices off the console, as the pipeline does
+        _common.quiet()  # TF's C++ and absl notices off the console, as the pipeline does
     import keras
 
     import models
@@ -244,11 +274,15 @@ def main(argv=None) -> int:
     presets = load_presets()
     device = device_name(backend)
     pin = pinned_keras()
-    print(f"backend: {backend_version(backend)} (keras {keras.__version__}"
-          f"{'' if keras.__version__ == pin else f'; pyproject pins {pin}'})")
+    print(
+        f"backend: {backend_version(backend)} (keras {keras.__version__}"
+        f"{'' if keras.__version__ == pin else f'; pyproject pins {pin}'})"
+    )
     print(f"device:  {device}")
-    print(f"steps:   {args.steps} timed after {args.warmup} warm-up, best of {args.repeat}"
-          f"{f'; SMOKE: batch <= {SMOKE_BATCH}, figures meaningless' if args.smoke else ''}")
+    print(
+        f"steps:   {args.steps} timed after {args.warmup} warm-up, best of {args.repeat}"
+        f"{f'; SMOKE: batch <= {SMOKE_BATCH}, figures meaningless' if args.smoke else ''}"
+    )
 
     cells = [(p, j) for p in precisions for j in jits]
     rows = []
@@ -257,6 +291,7 @@ def main(argv=None) -> int:
         cfg = presets[name] if name else default_config()
         if not name:
             from pipeline.config import Config
+
             cfg = Config({**cfg.values, "model.variant": variant})
         batch = int(cfg["train.batch_size"])
         if args.smoke:
@@ -264,14 +299,18 @@ def main(argv=None) -> int:
         rates, notes = {}, []
         for precision, jit in cells:
             try:
-                with console.native_stderr_to_log():   # XLA's absl notices (fd 2)
-                        rates[precision, jit] = measure(cfg, batch, precision, JIT[jit],
-                                                    args.steps, args.warmup, args.repeat)
-            except Exception as e:   # one cell failing must not hide the others
+                with console.native_stderr_to_log():  # XLA's absl notices (fd 2)
+                    rates[precision, jit] = measure(
+                        cfg, batch, precision, JIT[jit], args.steps, args.warmup, args.repeat
+                    )
+            except Exception as e:  # one cell failing must not hide the others
                 rates[precision, jit] = None
                 notes.append(f"{precision}/jit {jit} skipped: {one_line(e)}")
-            print(f"  {variant:<11} {precision:<13} jit {jit:<3} {fmt_rate(rates[precision, jit])}"
-                  " images/s", flush=True)
+            print(
+                f"  {variant:<11} {precision:<13} jit {jit:<3} {fmt_rate(rates[precision, jit])}"
+                " images/s",
+                flush=True,
+            )
         rows.append((variant, name or "(defaults)", batch, rates, notes))
 
     print(f"\nimages/s, {backend} on {device} (training, steady state)")
@@ -283,16 +322,20 @@ def main(argv=None) -> int:
         columns += [f"mix/f32{' xla' if j == 'on' else ''}" for j in jits]
     if both_jits:
         columns += [f"xla/no {short[p][:3]}" for p in precisions]
-    print(f"{'variant':<11} {'preset':<11} {'batch':>5} {'backend':<10}"
-          + "".join(f" {c:>11}" for c in columns))
+    print(
+        f"{'variant':<11} {'preset':<11} {'batch':>5} {'backend':<10}"
+        + "".join(f" {c:>11}" for c in columns)
+    )
     for variant, name, batch, rates, notes in rows:
         values = [fmt_rate(rates[c]) for c in cells]
         if both_precisions:
             values += [fmt_ratio(rates["mixed_float16", j], rates["float32", j]) for j in jits]
         if both_jits:
             values += [fmt_ratio(rates[p, "on"], rates[p, "off"]) for p in precisions]
-        print(f"{variant:<11} {name:<11} {batch:>5} {backend:<10}"
-              + "".join(f" {v.strip():>11}" for v in values))
+        print(
+            f"{variant:<11} {name:<11} {batch:>5} {backend:<10}"
+            + "".join(f" {v.strip():>11}" for v in values)
+        )
         for note in notes:
             print(f"    {variant}: {note}")
     return 0

@@ -50,40 +50,78 @@ from _common import best_median, cpu_seconds, du
 from components.ingest.sources import DEBIAN_DIRS  # noqa: E402
 
 DEFAULT_IDX_DIR = DEBIAN_DIRS["fashion_mnist"]  # where ingest looks for them too
-IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-             "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+IDX_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--idx-dir", default=DEFAULT_IDX_DIR,
-                   help="directory with the 4 Fashion-MNIST IDX .gz files (default: %(default)s)")
-    p.add_argument("--max-examples", type=int, default=0,
-                   help="cap per source split on both sides (ours: data.max_examples, tfds: "
-                        "max_examples_per_split); 0 = all (default)")
-    p.add_argument("--config", help="preset our ingest starts from (configs/<name>.toml); "
-                   "default: the config defaults")
-    p.add_argument("--beam-args", default=None,
-                   help="Beam options for our ingest, one string, e.g. \"--direct_running_mode="
-                        "multi_processing --direct_num_workers=2\" (passed as --set "
-                        "beam.args=[...]; default: the config's beam.args)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra config override for our ingest, e.g. data.num_shards=8 "
-                        "(repeatable)")
-    p.add_argument("--repeat", type=int, default=1, help="repetitions of each side (default 1); "
-                   "the two sides alternate within each repetition")
-    p.add_argument("--tfds-file-format", default="tfrecord", choices=("tfrecord", "array_record"),
-                   help="file format tfds writes (default: %(default)s)")
-    p.add_argument("--tmp-dir", default=None, help="where the temporary outputs go "
-                   "(default: the system temp dir); each repetition's output is deleted")
-    p.add_argument("--log-level", default="WARNING", choices=_common.LOG_LEVELS,
-                   help="console level of the pipeline's log (default %(default)s; all of it "
-                        "is in the run's pipeline.log)")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--idx-dir",
+        default=DEFAULT_IDX_DIR,
+        help="directory with the 4 Fashion-MNIST IDX .gz files (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-examples",
+        type=int,
+        default=0,
+        help="cap per source split on both sides (ours: data.max_examples, tfds: "
+        "max_examples_per_split); 0 = all (default)",
+    )
+    p.add_argument(
+        "--config",
+        help="preset our ingest starts from (configs/<name>.toml); default: the config defaults",
+    )
+    p.add_argument(
+        "--beam-args",
+        default=None,
+        help='Beam options for our ingest, one string, e.g. "--direct_running_mode='
+        'multi_processing --direct_num_workers=2" (passed as --set '
+        "beam.args=[...]; default: the config's beam.args)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra config override for our ingest, e.g. data.num_shards=8 (repeatable)",
+    )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="repetitions of each side (default 1); the two sides alternate within each repetition",
+    )
+    p.add_argument(
+        "--tfds-file-format",
+        default="tfrecord",
+        choices=("tfrecord", "array_record"),
+        help="file format tfds writes (default: %(default)s)",
+    )
+    p.add_argument(
+        "--tmp-dir",
+        default=None,
+        help="where the temporary outputs go "
+        "(default: the system temp dir); each repetition's output is deleted",
+    )
+    p.add_argument(
+        "--log-level",
+        default="WARNING",
+        choices=_common.LOG_LEVELS,
+        help="console level of the pipeline's log (default %(default)s; all of it "
+        "is in the run's pipeline.log)",
+    )
     return p
 
 
 # ---------------------------------------------------------------- ours
+
 
 def _ours_setup(args):
     """The config overrides of our runs and the plan they give (all config checks, the
@@ -97,26 +135,38 @@ def _ours_setup(args):
     plan = _common.plan(args.config, overrides)
     # Untimed warm-up of the imports both the executor and Beam's local runner pull in lazily.
     import apache_beam.runners.portability.fn_api_runner  # noqa: F401
+
     import components.ingest.executor  # noqa: F401
     import components.records  # noqa: F401  (tfx_bsl, TensorFlow)
     import run_pipeline  # noqa: F401
+
     return plan, overrides
 
 
 def run_ours(plan, args, overrides: list[str], root: str) -> tuple[float, float, dict]:
     """One `--only ingest --force` run on `root`; its artifact is deleted afterwards."""
-    result = _common.run_pipeline(root, _common.new_run_id("bench-ingest"), preset=args.config,
-                                  overrides=overrides, only="ingest", force=True,
-                                  log_level=args.log_level)
+    result = _common.run_pipeline(
+        root,
+        _common.new_run_id("bench-ingest"),
+        preset=args.config,
+        overrides=overrides,
+        only="ingest",
+        force=True,
+        log_level=args.log_level,
+    )
     st = _common.require_ran(result, "ingest", plan)
     out = st["artifacts"]["examples"]
-    info = {"examples": st["metrics"].get("num_examples"), "bytes": du(out),
-            "command_wall": result.wall_s}
+    info = {
+        "examples": st["metrics"].get("num_examples"),
+        "bytes": du(out),
+        "command_wall": result.wall_s,
+    }
     shutil.rmtree(out, ignore_errors=True)
     return st["duration_s"], result.cpu_s, info
 
 
 # ---------------------------------------------------------------- tfds
+
 
 def _tfds_setup(idx_dir: str, base: str):
     """A manual_dir of symlinks to the local files and the checksums tfds should expect."""
@@ -137,14 +187,17 @@ def _tfds_setup(idx_dir: str, base: str):
     by_name = {info.filename: url for url, info in registered.items()}
     missing = [n for n in IDX_FILES if n not in by_name]
     if missing:
-        sys.exit(f"tfds {tfds.__version__}: fashion_mnist registers no URL for {missing}; "
-                 "this script knows the 4.9.x layout only")
+        sys.exit(
+            f"tfds {tfds.__version__}: fashion_mnist registers no URL for {missing}; "
+            "this script knows the 4.9.x layout only"
+        )
     local_infos = {by_name[n]: checksums.compute_url_info(manual / n) for n in IDX_FILES}
     return str(manual), local_infos
 
 
-def run_tfds(manual_dir: str, local_infos: dict, file_format: str, max_examples: int,
-             out_dir: str) -> tuple[float, float, dict]:
+def run_tfds(
+    manual_dir: str, local_infos: dict, file_format: str, max_examples: int, out_dir: str
+) -> tuple[float, float, dict]:
     import tensorflow_datasets as tfds
 
     data_dir = os.path.join(out_dir, "tfds-data")
@@ -157,19 +210,24 @@ def run_tfds(manual_dir: str, local_infos: dict, file_format: str, max_examples:
         return dm
 
     builder._make_download_manager = make_download_manager
-    config = tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False,
-                                          max_examples_per_split=max_examples or None)
+    config = tfds.download.DownloadConfig(
+        manual_dir=manual_dir, try_download_gcs=False, max_examples_per_split=max_examples or None
+    )
     printed = io.StringIO()  # tfds' "Downloading and preparing ..." lines
     c0, t0 = cpu_seconds(), time.perf_counter()
     with contextlib.redirect_stdout(printed):
-        builder.download_and_prepare(download_dir=os.path.join(out_dir, "tfds-downloads"),
-                                     download_config=config, file_format=file_format)
+        builder.download_and_prepare(
+            download_dir=os.path.join(out_dir, "tfds-downloads"),
+            download_config=config,
+            file_format=file_format,
+        )
     wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
     n = sum(s.num_examples for s in builder.info.splits.values())
     return wall, cpu, {"examples": n, "bytes": du(builder.data_dir)}
 
 
 # ---------------------------------------------------------------- main
+
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
@@ -187,14 +245,20 @@ def main(argv=None) -> int:
 
         root = os.path.join(base, "root")  # our pipeline root: runs, metadata, artifacts
         print(f"data: {args.idx_dir} (cap per source split: {args.max_examples or 'none'})")
-        print("ours: run_pipeline.py run --only ingest --force "
-              + " ".join(f"--set {o}" for o in overrides)
-              + (f" --config {args.config}" if args.config else ""))
-        print(f"      shards/split={params.num_shards} "
-              f"validation_fraction={params.validation_fraction} beam.args={list(plan.beam.args)}")
-        print(f"tfds: {tfds.__version__}, fashion_mnist, format {args.tfds_file_format}, "
-              "local files via manual_dir"
-              + (f", max_examples_per_split={args.max_examples}" if args.max_examples else ""))
+        print(
+            "ours: run_pipeline.py run --only ingest --force "
+            + " ".join(f"--set {o}" for o in overrides)
+            + (f" --config {args.config}" if args.config else "")
+        )
+        print(
+            f"      shards/split={params.num_shards} "
+            f"validation_fraction={params.validation_fraction} beam.args={list(plan.beam.args)}"
+        )
+        print(
+            f"tfds: {tfds.__version__}, fashion_mnist, format {args.tfds_file_format}, "
+            "local files via manual_dir"
+            + (f", max_examples_per_split={args.max_examples}" if args.max_examples else "")
+        )
         results = {"ours": [], "tfds": []}
         for i in range(args.repeat):
             order = ("ours", "tfds") if i % 2 == 0 else ("tfds", "ours")
@@ -205,14 +269,18 @@ def main(argv=None) -> int:
                 else:
                     out = os.path.join(base, f"tfds-{i}")
                     os.makedirs(out)
-                    wall, cpu, info = run_tfds(manual_dir, local_infos, args.tfds_file_format,
-                                               args.max_examples, out)
+                    wall, cpu, info = run_tfds(
+                        manual_dir, local_infos, args.tfds_file_format, args.max_examples, out
+                    )
                     shutil.rmtree(out, ignore_errors=True)
                     extra = ""
                 results[side].append((wall, cpu))
-                print(f"  rep {i + 1}/{args.repeat} {side:<4} wall {wall:7.2f}s  cpu {cpu:7.2f}s  "
-                      f"examples {info['examples']}  "
-                      f"written {info['bytes'] / 2**20:.1f} MiB{extra}", flush=True)
+                print(
+                    f"  rep {i + 1}/{args.repeat} {side:<4} wall {wall:7.2f}s  cpu {cpu:7.2f}s  "
+                    f"examples {info['examples']}  "
+                    f"written {info['bytes'] / 2**20:.1f} MiB{extra}",
+                    flush=True,
+                )
         print()
         print("ours wall = the ingest stage's duration_s (summary.json); cpu = the whole command")
         print(f"{'':6}{'best wall':>11}{'median wall':>13}{'median cpu':>12}")
@@ -222,11 +290,14 @@ def main(argv=None) -> int:
             print(f"{side:<6}{best:10.2f}s{med:12.2f}s{cpu:11.2f}s")
         ob, om = best_median([w for w, _ in results["ours"]])
         tb, tm = best_median([w for w, _ in results["tfds"]])
-        cpu_ratio = (best_median([c for _, c in results["ours"]])[1]
-                     / max(best_median([c for _, c in results["tfds"]])[1], 1e-9))
-        print(f"ratio ours/tfds: best {ob / tb:.3f}, median {om / tm:.3f} "
-              f"(cpu, median {cpu_ratio:.3f}); target <= 0.5 -> "
-              f"{'met' if om / tm <= 0.5 else 'NOT met'} (median wall)")
+        cpu_ratio = best_median([c for _, c in results["ours"]])[1] / max(
+            best_median([c for _, c in results["tfds"]])[1], 1e-9
+        )
+        print(
+            f"ratio ours/tfds: best {ob / tb:.3f}, median {om / tm:.3f} "
+            f"(cpu, median {cpu_ratio:.3f}); target <= 0.5 -> "
+            f"{'met' if om / tm <= 0.5 else 'NOT met'} (median wall)"
+        )
     finally:
         shutil.rmtree(base, ignore_errors=True)
     return 0

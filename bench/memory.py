@@ -94,19 +94,23 @@ def write_replicated(source: str, dest: str, scale: int, max_examples: int) -> i
     return total
 
 
-def measure(root: str, tag: str, stage: str, overrides: list[str], log_dir: str,
-            label: str = "") -> dict:
+def measure(
+    root: str, tag: str, stage: str, overrides: list[str], log_dir: str, label: str = ""
+) -> dict:
     """One `run_pipeline.py run --only stage --force` subprocess: peak RSS, duration,
     metrics; exits with the run's error unless the stage ran with the planned parameters."""
     run_id = _common.new_run_id(f"mem-{tag}-{stage}")
     argv = _common.cli_argv(root, run_id, None, overrides, only=stage, force=True)
     log_path = os.path.join(log_dir, f"{tag}-{label or stage}.log")
-    print("$ " + shlex.join(["python", "run_pipeline.py", *argv]) + f"  > {log_path}",
-          flush=True)
+    print("$ " + shlex.join(["python", "run_pipeline.py", *argv]) + f"  > {log_path}", flush=True)
     t0 = time.perf_counter()
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, str(_common.RUN_PIPELINE), *argv],
-                                cwd=_common.PROJECT_ROOT, stdout=log, stderr=log)
+        proc = subprocess.Popen(
+            [sys.executable, str(_common.RUN_PIPELINE), *argv],
+            cwd=_common.PROJECT_ROOT,
+            stdout=log,
+            stderr=log,
+        )
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - t0
@@ -120,31 +124,59 @@ def measure(root: str, tag: str, stage: str, overrides: list[str], log_dir: str,
             sys.stderr.write("".join(f.readlines()[-30:]))
     st = _common.require_ran(result, stage, _common.plan(None, overrides))
     rss = usage.ru_maxrss * 1024 / MiB  # Linux: KiB
-    out = {"rss_mib": rss, "duration_s": st["duration_s"], "wall_s": wall,
-           "metrics": st.get("metrics") or {}}
-    print(f"  {tag:>4} {label or stage:<12} peak RSS {rss:7.0f} MiB  "
-          f"duration {st['duration_s']:7.1f}s  (command {wall:.1f}s)", flush=True)
+    out = {
+        "rss_mib": rss,
+        "duration_s": st["duration_s"],
+        "wall_s": wall,
+        "metrics": st.get("metrics") or {},
+    }
+    print(
+        f"  {tag:>4} {label or stage:<12} peak RSS {rss:7.0f} MiB  "
+        f"duration {st['duration_s']:7.1f}s  (command {wall:.1f}s)",
+        flush=True,
+    )
     return out
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--scale", type=int, default=10, help="replication factor (default 10)")
-    p.add_argument("--idx-dir", default=FASHION_IDX,
-                   help="the real Fashion-MNIST IDX files (default %(default)s)")
-    p.add_argument("--max-examples", type=int, default=0,
-                   help="use the first N images of each source split before replicating "
-                        "(0 = all; for a quick check)")
-    p.add_argument("--root", help="work dir (IDX copies, pipeline roots, logs); default a temp "
-                   "dir, deleted afterwards")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override for every run (repeatable)")
-    p.add_argument("--stages", default=",".join(ALL),
-                   help="comma-separated stages to measure, in pipeline order (default all; "
-                        "a stage's upstream must be among them, e.g. ingest,validate,transform)")
-    p.add_argument("--train-in-memory-at-scale", action="store_true",
-                   help="also train at scale in memory (train.memory_budget_mb=1000000)")
+    p.add_argument(
+        "--idx-dir",
+        default=FASHION_IDX,
+        help="the real Fashion-MNIST IDX files (default %(default)s)",
+    )
+    p.add_argument(
+        "--max-examples",
+        type=int,
+        default=0,
+        help="use the first N images of each source split before replicating "
+        "(0 = all; for a quick check)",
+    )
+    p.add_argument(
+        "--root",
+        help="work dir (IDX copies, pipeline roots, logs); default a temp dir, deleted afterwards",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override for every run (repeatable)",
+    )
+    p.add_argument(
+        "--stages",
+        default=",".join(ALL),
+        help="comma-separated stages to measure, in pipeline order (default all; "
+        "a stage's upstream must be among them, e.g. ingest,validate,transform)",
+    )
+    p.add_argument(
+        "--train-in-memory-at-scale",
+        action="store_true",
+        help="also train at scale in memory (train.memory_budget_mb=1000000)",
+    )
     return p
 
 
@@ -158,10 +190,15 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         sizes = {}
         for tag, scale in (("x1", 1), (big, args.scale)):
-            sizes[tag] = write_replicated(args.idx_dir, os.path.join(work, f"idx-{tag}"), scale,
-                                          args.max_examples)
-        print(f"IDX sets under {work}: " + ", ".join(f"{t} {n} images" for t, n in sizes.items())
-              + f" ({time.perf_counter() - t0:.1f}s)", flush=True)
+            sizes[tag] = write_replicated(
+                args.idx_dir, os.path.join(work, f"idx-{tag}"), scale, args.max_examples
+            )
+        print(
+            f"IDX sets under {work}: "
+            + ", ".join(f"{t} {n} images" for t, n in sizes.items())
+            + f" ({time.perf_counter() - t0:.1f}s)",
+            flush=True,
+        )
         base = ["train.epochs=1", "train.early_stopping_patience=0", *args.set]
         stages = [s for s in ALL if s in args.stages.split(",")]
         log_dir = os.path.join(work, "logs")
@@ -174,12 +211,22 @@ def main(argv=None) -> int:
                 if stage == "train" and tag == "x1":
                     # Side by side on the same data: streamed (budget 0), then in memory.
                     results[(tag, "train-stream")] = measure(
-                        root, tag, stage, overrides + ["train.memory_budget_mb=0"], log_dir,
-                        "train-stream")
+                        root,
+                        tag,
+                        stage,
+                        overrides + ["train.memory_budget_mb=0"],
+                        log_dir,
+                        "train-stream",
+                    )
                 if stage == "train" and tag == big and args.train_in_memory_at_scale:
                     results[(tag, "train-memory")] = measure(
-                        root, tag, stage, overrides + ["train.memory_budget_mb=1000000"],
-                        log_dir, "train-memory")
+                        root,
+                        tag,
+                        stage,
+                        overrides + ["train.memory_budget_mb=1000000"],
+                        log_dir,
+                        "train-memory",
+                    )
                 # Default config last, so export (same config) reads this train's model.
                 results[(tag, stage)] = measure(root, tag, stage, overrides, log_dir)
         _report(results, stages, sizes, big)
@@ -209,11 +256,15 @@ def _report(results, stages, sizes, big) -> None:
 
     n_big = sizes[big]
     print()
-    print(f"Peak RSS per stage (MiB), 1x = {sizes['x1']} images, {big} = {n_big} images; "
-          f"throughput at {big}")
+    print(
+        f"Peak RSS per stage (MiB), 1x = {sizes['x1']} images, {big} = {n_big} images; "
+        f"throughput at {big}"
+    )
     print()
-    print(f"| stage | peak RSS 1x | peak RSS {big} | ratio {big}/1x | duration {big} (s) "
-          f"| images/s {big} |")
+    print(
+        f"| stage | peak RSS 1x | peak RSS {big} | ratio {big}/1x | duration {big} (s) "
+        f"| images/s {big} |"
+    )
     print("|---|---:|---:|---:|---:|---:|")
     for label, small, large in rows:
         rss1 = f"{small['rss_mib']:.0f}" if small else "-"
@@ -228,29 +279,43 @@ def _report(results, stages, sizes, big) -> None:
         dur = f"{large['duration_s']:.1f}" if large else "-"
         print(f"| {label} | {rss1} | {rssn} | {ratio} | {dur} | {ips} |")
     print()
-    print("images/s of data stages = all examples of the set (every split) / the stage's "
-          "duration_s; train = the fit's images/s (train split, 1 epoch, tracing included).")
+    print(
+        "images/s of data stages = all examples of the set (every split) / the stage's "
+        "duration_s; train = the fit's images/s (train split, 1 epoch, tracing included)."
+    )
 
     if ("x1", "train") not in results:
         return
     mem1, stream1 = results[("x1", "train")], results[("x1", "train-stream")]
     streamn = results[(big, "train")]
-    ips = {k: r["metrics"].get("images_per_second", 0.0)
-           for k, r in (("mem1", mem1), ("stream1", stream1), ("streamn", streamn))}
+    ips = {
+        k: r["metrics"].get("images_per_second", 0.0)
+        for k, r in (("mem1", mem1), ("stream1", stream1), ("streamn", streamn))
+    }
     print()
-    print(f"train 1x  {pipeline_of(mem1):<9}: {ips['mem1']:7.0f} images/s, peak RSS "
-          f"{mem1['rss_mib']:.0f} MiB")
-    print(f"train 1x  {pipeline_of(stream1):<9}: {ips['stream1']:7.0f} images/s, peak RSS "
-          f"{stream1['rss_mib']:.0f} MiB")
-    print(f"train {big:<3} {pipeline_of(streamn):<9}: {ips['streamn']:7.0f} images/s, peak RSS "
-          f"{streamn['rss_mib']:.0f} MiB")
+    print(
+        f"train 1x  {pipeline_of(mem1):<9}: {ips['mem1']:7.0f} images/s, peak RSS "
+        f"{mem1['rss_mib']:.0f} MiB"
+    )
+    print(
+        f"train 1x  {pipeline_of(stream1):<9}: {ips['stream1']:7.0f} images/s, peak RSS "
+        f"{stream1['rss_mib']:.0f} MiB"
+    )
+    print(
+        f"train {big:<3} {pipeline_of(streamn):<9}: {ips['streamn']:7.0f} images/s, peak RSS "
+        f"{streamn['rss_mib']:.0f} MiB"
+    )
     r_rss = streamn["rss_mib"] / mem1["rss_mib"]
     r_ips = ips["stream1"] / max(ips["mem1"], 1e-9)
     r_ips_n = ips["streamn"] / max(ips["mem1"], 1e-9)
-    print(f"ratio train peak RSS {big} ({pipeline_of(streamn)}) / 1x ({pipeline_of(mem1)}): "
-          f"{r_rss:.2f} (target <= 1.5: {'met' if r_rss <= 1.5 else 'NOT met'})")
-    print(f"ratio images/s streaming / in memory, 1x side by side: {r_ips:.2f} "
-          f"(target >= 0.8: {'met' if r_ips >= 0.8 else 'NOT met'})")
+    print(
+        f"ratio train peak RSS {big} ({pipeline_of(streamn)}) / 1x ({pipeline_of(mem1)}): "
+        f"{r_rss:.2f} (target <= 1.5: {'met' if r_rss <= 1.5 else 'NOT met'})"
+    )
+    print(
+        f"ratio images/s streaming / in memory, 1x side by side: {r_ips:.2f} "
+        f"(target >= 0.8: {'met' if r_ips >= 0.8 else 'NOT met'})"
+    )
     print(f"ratio images/s streaming {big} / in memory 1x: {r_ips_n:.2f}")
 
 

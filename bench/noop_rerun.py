@@ -41,23 +41,34 @@ def _timed(cmd: list[str]) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--config", default="smoke")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
 
     root = tempfile.mkdtemp(prefix="noop-rerun-")
-    base = [sys.executable, str(_common.RUN_PIPELINE), "run", "--root", root,
-            "--config", args.config, *[a for s in args.set for a in ("--set", s)]]
+    base = [
+        sys.executable,
+        str(_common.RUN_PIPELINE),
+        "run",
+        "--root",
+        root,
+        "--config",
+        args.config,
+        *[a for s in args.set for a in ("--set", s)],
+    ]
     print(f"filling {root}: {' '.join(base[1:])}", flush=True)
     first = _timed([*base, "--run-id", "fill"])
     print(f"  first run (stages executed): {first:.1f} s", flush=True)
 
-    sides = {"no-op rerun": lambda i: [*base, "--run-id", f"noop-{i}"],
-             "imports (TF + Beam)": lambda i: [sys.executable, "-c", IMPORTS],
-             "floor (interpreter)": lambda i: [sys.executable, "-c", FLOOR]}
+    sides = {
+        "no-op rerun": lambda i: [*base, "--run-id", f"noop-{i}"],
+        "imports (TF + Beam)": lambda i: [sys.executable, "-c", IMPORTS],
+        "floor (interpreter)": lambda i: [sys.executable, "-c", FLOOR],
+    }
     times: dict[str, list[float]] = {name: [] for name in sides}
     for i in range(args.repeat):  # interleaved, so load changes hit every side alike
         for name, cmd in sides.items():
@@ -68,8 +79,10 @@ def main() -> None:
     for name, ts in times.items():
         print(f"{name:<22} {min(ts):>6.2f}s {statistics.median(ts):>6.2f}s")
     noop = statistics.median(times["no-op rerun"])
-    print(f"\nratio no-op / imports (median): {noop / statistics.median(times['imports (TF + Beam)']):.2f}")
-    print(f"ratio no-op / floor (median):   {noop / statistics.median(times['floor (interpreter)']):.2f}")
+    imports = statistics.median(times["imports (TF + Beam)"])
+    print(f"\nratio no-op / imports (median): {noop / imports:.2f}")
+    floor = statistics.median(times["floor (interpreter)"])
+    print(f"ratio no-op / floor (median):   {noop / floor:.2f}")
     print(f"no-op rerun median {noop:.2f} s: target < 3 s {'met' if noop < 3 else 'NOT met'}")
 
 

@@ -45,28 +45,67 @@ REFERENCES = {
     "vae_bn": "val loss ~0.18 (5 ep, MNIST)",
 }
 
-COLUMNS = ("preset", "status", "epochs", "train s", "best val loss", "test BCE", "excess",
-           "MSE", "PSNR dB", "probe (raw px)", "neg ELBO", "KL", "noisy-in BCE", "reference")
+COLUMNS = (
+    "preset",
+    "status",
+    "epochs",
+    "train s",
+    "best val loss",
+    "test BCE",
+    "excess",
+    "MSE",
+    "PSNR dB",
+    "probe (raw px)",
+    "neg ELBO",
+    "KL",
+    "noisy-in BCE",
+    "reference",
+)
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--presets", default="conv_pool,deep,denoise",
-                   help="comma-separated preset names (default: %(default)s)")
-    p.add_argument("--root", default="output/quality",
-                   help="pipeline root shared by the runs; quality.md goes here "
-                        "(default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=0,
-                   help="override train.epochs for every preset (default: each preset's own)")
-    p.add_argument("--max-examples", type=int, default=0,
-                   help="cap per source split (data.max_examples); 0 = all (default)")
-    p.add_argument("--beam-args", default=None,
-                   help="Beam options, one string (passed as --set beam.args=[...])")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra override for every run (repeatable)")
-    p.add_argument("--quiet", action="store_true",
-                   help="send each run's log to ROOT/quality-<preset>.log instead of the terminal")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--presets",
+        default="conv_pool,deep,denoise",
+        help="comma-separated preset names (default: %(default)s)",
+    )
+    p.add_argument(
+        "--root",
+        default="output/quality",
+        help="pipeline root shared by the runs; quality.md goes here (default: %(default)s)",
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=0,
+        help="override train.epochs for every preset (default: each preset's own)",
+    )
+    p.add_argument(
+        "--max-examples",
+        type=int,
+        default=0,
+        help="cap per source split (data.max_examples); 0 = all (default)",
+    )
+    p.add_argument(
+        "--beam-args",
+        default=None,
+        help="Beam options, one string (passed as --set beam.args=[...])",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra override for every run (repeatable)",
+    )
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="send each run's log to ROOT/quality-<preset>.log instead of the terminal",
+    )
     return p
 
 
@@ -98,10 +137,20 @@ def _row(preset: str, summary: dict | None, rc: int) -> list[str]:
     if "probe_accuracy" in em:
         probe = f"{em['probe_accuracy']:.3f} ({_fmt(em.get('probe_accuracy_raw_pixels'), 3)})"
     return [
-        preset, status, _fmt(tm.get("epochs_run")), _fmt(tm.get("train_seconds"), 0),
-        _fmt(tm.get("best_val_loss")), _fmt(em.get("bce")), _fmt(em.get("bce_excess")),
-        _fmt(em.get("mse"), 5), _fmt(em.get("psnr"), 2), probe,
-        _fmt(em.get("neg_elbo"), 1), _fmt(em.get("kl"), 2), _fmt(em.get("noisy_input_bce")), ref,
+        preset,
+        status,
+        _fmt(tm.get("epochs_run")),
+        _fmt(tm.get("train_seconds"), 0),
+        _fmt(tm.get("best_val_loss")),
+        _fmt(em.get("bce")),
+        _fmt(em.get("bce_excess")),
+        _fmt(em.get("mse"), 5),
+        _fmt(em.get("psnr"), 2),
+        probe,
+        _fmt(em.get("neg_elbo"), 1),
+        _fmt(em.get("kl"), 2),
+        _fmt(em.get("noisy_input_bce")),
+        ref,
     ]
 
 
@@ -132,21 +181,34 @@ def main(argv=None) -> int:
         argv_ = _common.cli_argv(root, run_id, preset, overrides)
         print("$ " + shlex.join([sys.executable, str(_common.RUN_PIPELINE), *argv_]), flush=True)
         result = _common.run_pipeline(
-            root, run_id, preset=preset, overrides=overrides, subprocess=True,
-            log_path=os.path.join(root, f"quality-{preset}.log") if args.quiet else None)
+            root,
+            run_id,
+            preset=preset,
+            overrides=overrides,
+            subprocess=True,
+            log_path=os.path.join(root, f"quality-{preset}.log") if args.quiet else None,
+        )
         print(f"  {preset}: exit {result.rc} after {result.wall_s:.0f}s", flush=True)
         failed += result.rc != 0
         rows.append(_row(preset, result.summary, result.rc))
 
-    settings = ", ".join(filter(None, [
-        f"epochs {args.epochs}" if args.epochs else "each preset's epochs",
-        f"max_examples {args.max_examples}" if args.max_examples else "all examples",
-        f"beam.args {args.beam_args}" if args.beam_args is not None else "",
-        " ".join(args.set)]))
-    text = (f"# Quality, {stamp}\n\nFashion-MNIST test split; {settings}; root {root}.\n"
-            "best val loss = Keras val_loss of the best epoch (what the references call val BCE; "
-            "for VAEs their own loss); BCE / MSE / PSNR on the test split; probe = linear-probe "
-            "accuracy on the code (on raw pixels).\n\n" + _table(rows) + "\n")
+    settings = ", ".join(
+        filter(
+            None,
+            [
+                f"epochs {args.epochs}" if args.epochs else "each preset's epochs",
+                f"max_examples {args.max_examples}" if args.max_examples else "all examples",
+                f"beam.args {args.beam_args}" if args.beam_args is not None else "",
+                " ".join(args.set),
+            ],
+        )
+    )
+    text = (
+        f"# Quality, {stamp}\n\nFashion-MNIST test split; {settings}; root {root}.\n"
+        "best val loss = Keras val_loss of the best epoch (what the references call val BCE; "
+        "for VAEs their own loss); BCE / MSE / PSNR on the test split; probe = linear-probe "
+        "accuracy on the code (on raw pixels).\n\n" + _table(rows) + "\n"
+    )
     print()
     print(text)
     with open(os.path.join(root, "quality.md"), "w") as f:

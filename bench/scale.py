@@ -48,37 +48,71 @@ SCALES = (10, 1000)
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--root", help="pipeline root (default: a temp dir, deleted afterwards)")
     p.add_argument("--config", help="preset (configs/<name>.toml); default conv_pool")
-    p.add_argument("--caps", default="5000,0",
-                   help="data.max_examples per measured size, comma-separated; 0 = all "
-                        "(default %(default)s)")
-    p.add_argument("--workers", default="1,2",
-                   help="Beam worker processes per measured run, comma-separated "
-                        "(default %(default)s)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra config override (repeatable)")
-    p.add_argument("--epochs", type=int, default=30,
-                   help="training epochs in the projection (default %(default)s, the preset's)")
-    p.add_argument("--nodes", default="10,100",
-                   help="Beam workers N in the projection (default %(default)s)")
+    p.add_argument(
+        "--caps",
+        default="5000,0",
+        help="data.max_examples per measured size, comma-separated; 0 = all (default %(default)s)",
+    )
+    p.add_argument(
+        "--workers",
+        default="1,2",
+        help="Beam worker processes per measured run, comma-separated (default %(default)s)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra config override (repeatable)",
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=30,
+        help="training epochs in the projection (default %(default)s, the preset's)",
+    )
+    p.add_argument(
+        "--nodes", default="10,100", help="Beam workers N in the projection (default %(default)s)"
+    )
     p.add_argument("--vcpus", type=int, default=4, help="vCPUs per Beam worker (default 4)")
     p.add_argument("--gpus", default="1,8", help="GPUs M in the projection (default %(default)s)")
-    p.add_argument("--gpu-images-per-s", type=float, default=20000.0,
-                   help="training images/s of one GPU: an ASSUMPTION unless measured with "
-                        "bench/gpu_models.py (default %(default)s)")
-    p.add_argument("--allreduce-efficiency", type=float, default=0.8,
-                   help="throughput per GPU with M > 1 relative to one (assumed, default "
-                        "%(default)s)")
-    p.add_argument("--job-startup-s", type=float, default=180.0,
-                   help="cluster start-up per Beam job (Dataflow VM start is minutes; "
-                        "assumed, default %(default)s)")
-    p.add_argument("--usd-per-vcpu-hour", type=float, default=0.05,
-                   help="assumed price of a vCPU-hour with its memory (default %(default)s)")
-    p.add_argument("--usd-per-gpu-hour", type=float, default=3.0,
-                   help="assumed price of a GPU-hour (default %(default)s)")
+    p.add_argument(
+        "--gpu-images-per-s",
+        type=float,
+        default=20000.0,
+        help="training images/s of one GPU: an ASSUMPTION unless measured with "
+        "bench/gpu_models.py (default %(default)s)",
+    )
+    p.add_argument(
+        "--allreduce-efficiency",
+        type=float,
+        default=0.8,
+        help="throughput per GPU with M > 1 relative to one (assumed, default %(default)s)",
+    )
+    p.add_argument(
+        "--job-startup-s",
+        type=float,
+        default=180.0,
+        help="cluster start-up per Beam job (Dataflow VM start is minutes; "
+        "assumed, default %(default)s)",
+    )
+    p.add_argument(
+        "--usd-per-vcpu-hour",
+        type=float,
+        default=0.05,
+        help="assumed price of a vCPU-hour with its memory (default %(default)s)",
+    )
+    p.add_argument(
+        "--usd-per-gpu-hour",
+        type=float,
+        default=3.0,
+        help="assumed price of a GPU-hour (default %(default)s)",
+    )
     return p
 
 
@@ -89,30 +123,49 @@ def _ints(text: str) -> list[int]:
 def _beam_override(workers: int) -> list[str]:
     if workers <= 1:
         return []
-    return [_common.beam_override(
-        f"--direct_running_mode=multi_processing --direct_num_workers={workers}")]
+    return [
+        _common.beam_override(
+            f"--direct_running_mode=multi_processing --direct_num_workers={workers}"
+        )
+    ]
 
 
 def _measure(root: str, preset, cap: int, workers: int, extra: list[str]) -> dict:
     run_id = _common.new_run_id(f"scale-w{workers}-n{cap}")
-    overrides = ["train.epochs=1", "train.early_stopping_patience=0",
-                 f"data.max_examples={cap}"] + _beam_override(workers) + extra
+    overrides = (
+        ["train.epochs=1", "train.early_stopping_patience=0", f"data.max_examples={cap}"]
+        + _beam_override(workers)
+        + extra
+    )
     log_path = os.path.join(root, f"{run_id}.log")
-    result = _common.run_pipeline(root, run_id, preset=preset, overrides=overrides, force=True,
-                                  subprocess=True, log_path=log_path)
+    result = _common.run_pipeline(
+        root,
+        run_id,
+        preset=preset,
+        overrides=overrides,
+        force=True,
+        subprocess=True,
+        log_path=log_path,
+    )
     if result.rc != 0 or not result.summary or result.summary["status"] != "succeeded":
         with open(log_path) as f:
             tail = "".join(f.readlines()[-20:])
         sys.exit(f"run {run_id} failed (exit {result.rc}); log {log_path}:\n{tail}")
     stages = result.summary["stages"]
     images = stages["ingest"]["metrics"]["num_examples"]
-    out = {"images": images, "workers": workers,
-           "seconds": {s: stages[s]["duration_s"] for s in ALL_STAGES},
-           "train_images_per_s": stages["train"]["metrics"]["images_per_second"],
-           "train_examples": stages["train"]["metrics"]["train_examples"],
-           "artifacts": {s: stages[s]["artifacts"] for s in ALL_STAGES}}
-    print(f"  {workers} worker(s), {images} images: " + ", ".join(
-        f"{s} {out['seconds'][s]:.1f}s" for s in ALL_STAGES), flush=True)
+    out = {
+        "images": images,
+        "workers": workers,
+        "seconds": {s: stages[s]["duration_s"] for s in ALL_STAGES},
+        "train_images_per_s": stages["train"]["metrics"]["images_per_second"],
+        "train_examples": stages["train"]["metrics"]["train_examples"],
+        "artifacts": {s: stages[s]["artifacts"] for s in ALL_STAGES},
+    }
+    print(
+        f"  {workers} worker(s), {images} images: "
+        + ", ".join(f"{s} {out['seconds'][s]:.1f}s" for s in ALL_STAGES),
+        flush=True,
+    )
     return out
 
 
@@ -123,8 +176,9 @@ def _line(points: list[tuple[float, float]]) -> tuple[float, float]:
         return 0.0, n / max(t, 1e-9)
     mn = sum(n for n, _ in points) / len(points)
     mt = sum(t for _, t in points) / len(points)
-    slope = (sum((n - mn) * (t - mt) for n, t in points)
-             / max(sum((n - mn) ** 2 for n, _ in points), 1e-12))
+    slope = sum((n - mn) * (t - mt) for n, t in points) / max(
+        sum((n - mn) ** 2 for n, _ in points), 1e-12
+    )
     if slope <= 0:  # the growth is below the timing noise: all of the largest run is per image
         n, t = max(points)
         return 0.0, n / max(t, 1e-9)
@@ -160,8 +214,14 @@ def main(argv=None) -> int:
         if not args.root:
             shutil.rmtree(root, ignore_errors=True)
 
-    fits = {w: {s: _line([(r["images"], r["seconds"][s]) for r in runs[w]])
-                for s in ALL_STAGES if s != "train"} for w in worker_counts}
+    fits = {
+        w: {
+            s: _line([(r["images"], r["seconds"][s]) for r in runs[w]])
+            for s in ALL_STAGES
+            if s != "train"
+        }
+        for w in worker_counts
+    }
     w1 = worker_counts[0]
     print("\nmeasured here (2 cores): per stage, fixed seconds + marginal dataset images/s")
     header = "| stage | " + " | ".join(f"{w} worker(s): fixed s, images/s" for w in worker_counts)
@@ -170,8 +230,10 @@ def main(argv=None) -> int:
     efficiency = {}
     for s in ALL_STAGES:
         if s == "train":
-            cells = [f"fit {max(r['train_images_per_s'] for r in runs[w]):,.0f} images/s"
-                     for w in worker_counts]
+            cells = [
+                f"fit {max(r['train_images_per_s'] for r in runs[w]):,.0f} images/s"
+                for w in worker_counts
+            ]
             eff = "-"
         else:
             cells = [f"{fits[w][s][0]:.1f}, {fits[w][s][1]:,.0f}" for w in worker_counts]
@@ -184,13 +246,17 @@ def main(argv=None) -> int:
     base_images = full["images"]
     train_share = full["train_examples"] / base_images
     cpu_fit = max(r["train_images_per_s"] for r in runs[w1])
-    print(f"\nprojection (assumptions: {args.vcpus} vCPUs per Beam worker, job start-up "
-          f"{args.job_startup_s:.0f} s, GPU {args.gpu_images_per_s:,.0f} training images/s "
-          f"[{'ASSUMED' if args.gpu_images_per_s == 20000.0 else 'given'}], all-reduce "
-          f"efficiency {args.allreduce_efficiency}, ${args.usd_per_vcpu_hour}/vCPU-h, "
-          f"${args.usd_per_gpu_hour}/GPU-h, {args.epochs} epochs)")
-    print("| data | images | Beam workers N | GPUs M | Beam stages | evaluate | train | "
-          "storage | cost |")
+    print(
+        f"\nprojection (assumptions: {args.vcpus} vCPUs per Beam worker, job start-up "
+        f"{args.job_startup_s:.0f} s, GPU {args.gpu_images_per_s:,.0f} training images/s "
+        f"[{'ASSUMED' if args.gpu_images_per_s == 20000.0 else 'given'}], all-reduce "
+        f"efficiency {args.allreduce_efficiency}, ${args.usd_per_vcpu_hour}/vCPU-h, "
+        f"${args.usd_per_gpu_hour}/GPU-h, {args.epochs} epochs)"
+    )
+    print(
+        "| data | images | Beam workers N | GPUs M | Beam stages | evaluate | train | "
+        "storage | cost |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for scale in SCALES:
         images = base_images * scale
@@ -199,21 +265,31 @@ def main(argv=None) -> int:
             beam_s = 0.0
             for s in BEAM_STAGES:
                 fixed, rate = fits[w1][s]
-                beam_s += (args.job_startup_s + fixed + images
-                           / (rate * args.vcpus * n * efficiency.get(s, 1.0)))
+                beam_s += (
+                    args.job_startup_s
+                    + fixed
+                    + images / (rate * args.vcpus * n * efficiency.get(s, 1.0))
+                )
             fixed, rate = fits[w1]["evaluate"]
             eval_s = fixed + images / rate
             for m in _ints(args.gpus):
                 per_gpu = args.gpu_images_per_s * (args.allreduce_efficiency if m > 1 else 1.0)
                 train_s = args.epochs * images * train_share / (m * per_gpu)
-                cost = (beam_s / 3600 * n * args.vcpus * args.usd_per_vcpu_hour
-                        + train_s / 3600 * m * args.usd_per_gpu_hour)
-                print(f"| {scale}x | {images:,} | {n} | {m} | {_hours(beam_s)} | "
-                      f"{_hours(eval_s)} | {_hours(train_s)} | {storage / 2**30:,.1f} GiB | "
-                      f"${cost:,.0f} |")
-    one_machine = (sum(fits[w1][s][0] + base_images * 1000 / fits[w1][s][1]
-                       for s in ALL_STAGES if s != "train")
-                   + args.epochs * base_images * 1000 * train_share / cpu_fit)
+                cost = (
+                    beam_s / 3600 * n * args.vcpus * args.usd_per_vcpu_hour
+                    + train_s / 3600 * m * args.usd_per_gpu_hour
+                )
+                print(
+                    f"| {scale}x | {images:,} | {n} | {m} | {_hours(beam_s)} | "
+                    f"{_hours(eval_s)} | {_hours(train_s)} | {storage / 2**30:,.1f} GiB | "
+                    f"${cost:,.0f} |"
+                )
+    one_machine = (
+        sum(
+            fits[w1][s][0] + base_images * 1000 / fits[w1][s][1] for s in ALL_STAGES if s != "train"
+        )
+        + args.epochs * base_images * 1000 * train_share / cpu_fit
+    )
     print(f"\nfor comparison, 1000x on this 2-core machine alone: {_hours(one_machine)}")
     return 0
 

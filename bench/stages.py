@@ -1,7 +1,7 @@
 """Wall time of the pipeline's non-training stages on the full data set, vs a 30 s budget.
 
-Runs the real command line --repeat times (default 3), as a user would, as a subprocess (interpreter start and
-imports included), every stage through the launcher:
+Runs the real command line --repeat times (default 3), as a user would, as a subprocess
+(interpreter start and imports included), every stage through the launcher:
 
     python run_pipeline.py run --root ROOT --run-id ID --force --set train.epochs=1 ...
 
@@ -40,25 +40,47 @@ from _common import ALL_STAGES, NON_TRAINING_STAGES
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--root", help="pipeline root (default: a temp dir, deleted afterwards)")
-    p.add_argument("--config", help="preset (configs/<name>.toml); default: the config defaults "
-                   "(conv_pool)")
-    p.add_argument("--beam-args", default=None,
-                   help="Beam options for the run, one string, e.g. \"--direct_running_mode="
-                        "multi_processing --direct_num_workers=2\" (passed as --set beam.args=[...])")
-    p.add_argument("--max-examples", type=int, default=0,
-                   help="cap per source split; 0 = all (default)")
+    p.add_argument(
+        "--config", help="preset (configs/<name>.toml); default: the config defaults (conv_pool)"
+    )
+    p.add_argument(
+        "--beam-args",
+        default=None,
+        help='Beam options for the run, one string, e.g. "--direct_running_mode='
+        'multi_processing --direct_num_workers=2" (passed as --set beam.args=[...])',
+    )
+    p.add_argument(
+        "--max-examples", type=int, default=0, help="cap per source split; 0 = all (default)"
+    )
     p.add_argument("--epochs", type=int, default=1, help="training epochs (default %(default)s)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra config override passed to run_pipeline.py (repeatable)")
-    p.add_argument("--repeat", type=int, default=3,
-                   help="runs of the whole command; per-stage medians (default %(default)s)")
-    p.add_argument("--target", type=float, default=30.0,
-                   help="budget for the non-training stages, seconds (default %(default)s)")
-    p.add_argument("--quiet", action="store_true",
-                   help="send the pipeline's log to ROOT/bench-stages.log instead of the terminal")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra config override passed to run_pipeline.py (repeatable)",
+    )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="runs of the whole command; per-stage medians (default %(default)s)",
+    )
+    p.add_argument(
+        "--target",
+        type=float,
+        default=30.0,
+        help="budget for the non-training stages, seconds (default %(default)s)",
+    )
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="send the pipeline's log to ROOT/bench-stages.log instead of the terminal",
+    )
     return p
 
 
@@ -76,20 +98,29 @@ def main(argv=None) -> int:
     try:
         runs = []
         for i in range(args.repeat):
-            result = _common.run_pipeline(root, _common.new_run_id("bench-stages"),
-                                          preset=args.config, overrides=overrides, force=True,
-                                          subprocess=True, log_path=log_path)
+            result = _common.run_pipeline(
+                root,
+                _common.new_run_id("bench-stages"),
+                preset=args.config,
+                overrides=overrides,
+                force=True,
+                subprocess=True,
+                log_path=log_path,
+            )
             if result.summary is None or result.summary["status"] != "succeeded":
                 error = (result.summary or {}).get("error")
-                print(f"run_pipeline.py exited {result.rc}: {error or 'no summary'}",
-                      file=sys.stderr)
+                print(
+                    f"run_pipeline.py exited {result.rc}: {error or 'no summary'}", file=sys.stderr
+                )
                 if log_path:
                     with open(log_path) as f:
                         sys.stderr.write("".join(f.readlines()[-30:]))
                 return result.rc or 1
             runs.append(result)
-            print(f"  repeat {i + 1}/{args.repeat}: command wall time {result.wall_s:.1f}s",
-                  flush=True)
+            print(
+                f"  repeat {i + 1}/{args.repeat}: command wall time {result.wall_s:.1f}s",
+                flush=True,
+            )
 
         def seconds(result, name: str) -> float:
             return (result.summary["stages"].get(name, {}).get("duration_s")) or 0.0
@@ -102,20 +133,29 @@ def main(argv=None) -> int:
         print(f"|{'-' * 12}|{'-' * 9}|{'-' * 10}|{'-' * 20}")
         for name in ALL_STAGES:
             st = runs[-1].summary["stages"].get(name, {})
-            note = ("" if name in NON_TRAINING_STAGES
-                    else f"  ({args.epochs} epoch{'s' if args.epochs != 1 else ''}, not counted)")
+            note = (
+                ""
+                if name in NON_TRAINING_STAGES
+                else f"  ({args.epochs} epoch{'s' if args.epochs != 1 else ''}, not counted)"
+            )
             each = ", ".join(f"{seconds(r, name):.1f}" for r in runs)
-            print(f"| {name:<10} | {st.get('status', '?'):<7} | {median(name):8.1f} | {each}" + note)
+            print(
+                f"| {name:<10} | {st.get('status', '?'):<7} | {median(name):8.1f} | {each}" + note
+            )
         non_training = sum(median(n) for n in NON_TRAINING_STAGES)
         all_stages = sum(median(n) for n in ALL_STAGES)
         wall = statistics.median(r.wall_s for r in runs)
         n = (runs[-1].stage("ingest").get("metrics") or {}).get("num_examples", "?")
         print()
-        print(f"examples: {n}; {len(runs)} run(s); median command wall time {wall:.1f}s, of which "
-              f"outside the stages {wall - all_stages:.1f}s")
-        print(f"non-training stages (sum of medians): {non_training:.1f}s vs target "
-              f"{args.target:.0f}s -> ratio {non_training / args.target:.3f} "
-              f"({'met' if non_training <= args.target else 'NOT met'})")
+        print(
+            f"examples: {n}; {len(runs)} run(s); median command wall time {wall:.1f}s, of which "
+            f"outside the stages {wall - all_stages:.1f}s"
+        )
+        print(
+            f"non-training stages (sum of medians): {non_training:.1f}s vs target "
+            f"{args.target:.0f}s -> ratio {non_training / args.target:.3f} "
+            f"({'met' if non_training <= args.target else 'NOT met'})"
+        )
     finally:
         if not args.root:
             shutil.rmtree(root, ignore_errors=True)

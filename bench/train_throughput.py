@@ -26,9 +26,9 @@ this script's overrides < --set):
 Steady state: epoch 1 (tracing, warm-up) is excluded on both sides; an epoch's time is its
 training phase only (up to the start of its validation pass). images/s = train images x
 steady epochs / their seconds. Prints both and the ratio ours/baseline (target >= 1.2) per
-round and, with --repeat N, the median ratio over the N rounds with its spread (min..max); each round is a
-fresh model on each side (--order alternate swaps which side goes first every round, for a
-machine whose load drifts).
+round and, with --repeat N, the median ratio over the N rounds with its spread (min..max);
+each round is a fresh model on each side (--order alternate swaps which side goes first every
+round, for a machine whose load drifts).
 Early stopping is off (train.early_stopping_patience=0) so that both sides run every epoch.
 
 Data: the pipeline's own ingest, validate and transform stages on ROOT (the Debian
@@ -62,44 +62,83 @@ TARGET = 1.2
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="preset to start from (configs/<name>.toml), e.g. denoise "
-                   "for the denoising variant (it needs noise); default: the config defaults")
-    p.add_argument("--variant", default=None,
-                   help="model zoo variant, model.variant (default: the preset's / config's)")
-    p.add_argument("--epochs", type=int, default=3,
-                   help="train.epochs on each side, >= 2 (epoch 1 is warm-up; default %(default)s)")
-    p.add_argument("--batch-size", type=int, default=256,
-                   help="train.batch_size (default: %(default)s)")
-    p.add_argument("--max-examples", type=int, default=0,
-                   help="data.max_examples, cap per source split; 0 = all (default)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra config override, e.g. train.optimizer=rmsprop (repeatable; "
-                        "applied last)")
-    p.add_argument("--beam-args", default=None,
-                   help="Beam options for the data stages (not timed), one string (passed as "
-                        "--set beam.args=[...])")
-    p.add_argument("--order", choices=("ours-first", "baseline-first", "alternate"),
-                   default="ours-first",
-                   help="which side trains first; alternate: ours first in rounds 1, 3, ... "
-                        "(default: %(default)s)")
-    p.add_argument("--repeat", type=int, default=1,
-                   help="rounds of (ours, baseline); prints each and the median ratio "
-                        "(default: %(default)s)")
-    p.add_argument("--root", help="pipeline root to keep; a later run with the same --root and "
-                   "data settings reuses its ingest / validate / transform outputs (default: a "
-                   "temp dir, deleted)")
-    p.add_argument("--log-level", default="WARNING", choices=_common.LOG_LEVELS,
-                   help="console level of the pipeline's log (default %(default)s; all of it "
-                        "is in each run's pipeline.log)")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--config",
+        help="preset to start from (configs/<name>.toml), e.g. denoise "
+        "for the denoising variant (it needs noise); default: the config defaults",
+    )
+    p.add_argument(
+        "--variant",
+        default=None,
+        help="model zoo variant, model.variant (default: the preset's / config's)",
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=3,
+        help="train.epochs on each side, >= 2 (epoch 1 is warm-up; default %(default)s)",
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=256, help="train.batch_size (default: %(default)s)"
+    )
+    p.add_argument(
+        "--max-examples",
+        type=int,
+        default=0,
+        help="data.max_examples, cap per source split; 0 = all (default)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra config override, e.g. train.optimizer=rmsprop (repeatable; applied last)",
+    )
+    p.add_argument(
+        "--beam-args",
+        default=None,
+        help="Beam options for the data stages (not timed), one string (passed as "
+        "--set beam.args=[...])",
+    )
+    p.add_argument(
+        "--order",
+        choices=("ours-first", "baseline-first", "alternate"),
+        default="ours-first",
+        help="which side trains first; alternate: ours first in rounds 1, 3, ... "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds of (ours, baseline); prints each and the median ratio (default: %(default)s)",
+    )
+    p.add_argument(
+        "--root",
+        help="pipeline root to keep; a later run with the same --root and "
+        "data settings reuses its ingest / validate / transform outputs (default: a "
+        "temp dir, deleted)",
+    )
+    p.add_argument(
+        "--log-level",
+        default="WARNING",
+        choices=_common.LOG_LEVELS,
+        help="console level of the pipeline's log (default %(default)s; all of it "
+        "is in each run's pipeline.log)",
+    )
     return p
 
 
 def _overrides(args) -> list[str]:
-    overrides = [f"train.epochs={args.epochs}", f"train.batch_size={args.batch_size}",
-                 f"data.max_examples={args.max_examples}",
-                 "train.early_stopping_patience=0"]  # both sides must run every epoch
+    overrides = [
+        f"train.epochs={args.epochs}",
+        f"train.batch_size={args.batch_size}",
+        f"data.max_examples={args.max_examples}",
+        "train.early_stopping_patience=0",
+    ]  # both sides must run every epoch
     if args.variant:
         overrides.insert(0, f"model.variant={args.variant}")
     if args.beam_args is not None:
@@ -109,14 +148,23 @@ def _overrides(args) -> list[str]:
 
 def run_ours(plan, args, overrides: list[str], root: str) -> dict:
     """`--only train --force` on `root`: the stage's summary metrics, plus its duration_s."""
-    result = _common.run_pipeline(root, _common.new_run_id("bench-train"), preset=args.config,
-                                  overrides=overrides, only="train", force=True,
-                                  log_level=args.log_level)
+    result = _common.run_pipeline(
+        root,
+        _common.new_run_id("bench-train"),
+        preset=args.config,
+        overrides=overrides,
+        only="train",
+        force=True,
+        log_level=args.log_level,
+    )
     st = _common.require_ran(result, "train", plan)
     m = dict(st["metrics"])
     if m.get("resumed"):
-        print("  warning: our trainer resumed from a backup a crashed run left in ROOT/work; "
-              "its figures cover the remaining epochs only", file=sys.stderr)
+        print(
+            "  warning: our trainer resumed from a backup a crashed run left in ROOT/work; "
+            "its figures cover the remaining epochs only",
+            file=sys.stderr,
+        )
     m.update(stage_seconds=st["duration_s"], run_id=result.summary["run_id"])
     return m
 
@@ -145,9 +193,12 @@ def run_baseline(params, examples) -> dict:
         with strategy.scope():
             model = model_io.build_model(fit.model_info(params))
             model.compile_for_training(
-                fit.make_optimizer(params.optimizer, params.learning_rate,
-                                        params.lr_schedule, total_steps),
-                jit_compile="auto", steps_per_execution=1)  # Keras' compile defaults
+                fit.make_optimizer(
+                    params.optimizer, params.learning_rate, params.lr_schedule, total_steps
+                ),
+                jit_compile="auto",
+                steps_per_execution=1,
+            )  # Keras' compile defaults
 
         class Timer(keras.callbacks.Callback):
             """Training phase of each epoch, up to its validation pass (as the trainer times)."""
@@ -169,8 +220,16 @@ def run_baseline(params, examples) -> dict:
 
         timer = Timer()
         t0 = time.perf_counter()
-        history = model.fit(x, y, batch_size=params.batch_size, epochs=params.epochs,
-                            validation_data=(xv, yv), shuffle=True, verbose=0, callbacks=[timer])
+        history = model.fit(
+            x,
+            y,
+            batch_size=params.batch_size,
+            epochs=params.epochs,
+            validation_data=(xv, yv),
+            shuffle=True,
+            verbose=0,
+            callbacks=[timer],
+        )
         wall = time.perf_counter() - t0
     steady = timer.train_seconds[1:] or timer.train_seconds
     return {
@@ -187,32 +246,39 @@ def run_baseline(params, examples) -> dict:
 
 def _round(round_, args, plan, params, overrides, root, examples) -> float:
     """Both sides once, in the --order; prints them and returns ours/baseline images/s."""
-    ours_first = (args.order == "ours-first"
-                  or (args.order == "alternate" and round_ % 2 == 0))
+    ours_first = args.order == "ours-first" or (args.order == "alternate" and round_ % 2 == 0)
     results = {}
     if args.repeat > 1:
         print(f"round {round_ + 1}/{args.repeat}", flush=True)
-    for side in (("ours", "baseline") if ours_first else ("baseline", "ours")):
+    for side in ("ours", "baseline") if ours_first else ("baseline", "ours"):
         if side == "ours":
             m = run_ours(plan, args, overrides, root)
         else:
             m = run_baseline(params, examples)
         results[side] = m
-        print(f"  {side:<8} {m['images_per_second']:8.0f} images/s (steady state)  "
-              f"fit {m['train_seconds']:.1f}s  final loss {m['final_loss']:.4f}  "
-              f"best val loss {m['best_val_loss']:.4f}  "
-              f"train examples {m['train_examples']}  params {m['params']}  "
-              f"{m['precision']}", flush=True)
+        print(
+            f"  {side:<8} {m['images_per_second']:8.0f} images/s (steady state)  "
+            f"fit {m['train_seconds']:.1f}s  final loss {m['final_loss']:.4f}  "
+            f"best val loss {m['best_val_loss']:.4f}  "
+            f"train examples {m['train_examples']}  params {m['params']}  "
+            f"{m['precision']}",
+            flush=True,
+        )
         if side == "ours":
-            print(f"           run_pipeline.py run --only train --force (run {m['run_id']}): "
-                  f"stage {m['stage_seconds']:.1f}s (launcher duration_s)")
+            print(
+                f"           run_pipeline.py run --only train --force (run {m['run_id']}): "
+                f"stage {m['stage_seconds']:.1f}s (launcher duration_s)"
+            )
         else:
-            print("           per-epoch train phase: "
-                  + " ".join(f"{s:.1f}s" for s in m["epoch_train_seconds"]))
+            print(
+                "           per-epoch train phase: "
+                + " ".join(f"{s:.1f}s" for s in m["epoch_train_seconds"])
+            )
     ours, base = results["ours"], results["baseline"]
     if (ours["train_examples"], ours["params"]) != (base["train_examples"], base["params"]):
-        print("warning: the two sides differ in train examples or model parameters",
-              file=sys.stderr)
+        print(
+            "warning: the two sides differ in train examples or model parameters", file=sys.stderr
+        )
     ratio = ours["images_per_second"] / base["images_per_second"]
     print(f"ratio ours/baseline images/s: {ratio:.3f}", flush=True)
     return ratio
@@ -233,36 +299,54 @@ def main(argv=None) -> int:
     try:
         from pipeline import artifacts
 
-        print(f"config: {args.config or '(defaults)'} "
-              + " ".join(f"--set {o}" for o in overrides), flush=True)
+        print(
+            f"config: {args.config or '(defaults)'} " + " ".join(f"--set {o}" for o in overrides),
+            flush=True,
+        )
         t0 = time.perf_counter()
-        upstream = _common.ensure_upstream(root, plan, "train", preset=args.config,
-                                           overrides=overrides, prefix="bench-train",
-                                           log_level=args.log_level)
+        upstream = _common.ensure_upstream(
+            root,
+            plan,
+            "train",
+            preset=args.config,
+            overrides=overrides,
+            prefix="bench-train",
+            log_level=args.log_level,
+        )
         channel = plan.component("train").inputs["examples"]
-        examples = artifacts.load(artifacts.EXAMPLES,
-                                  upstream[channel.producer][channel.output].uri)
-        print(f"data: {examples.uri} {examples.properties.get('counts')} "
-              f"(ready in {time.perf_counter() - t0:.1f}s)", flush=True)
+        examples = artifacts.load(
+            artifacts.EXAMPLES, upstream[channel.producer][channel.output].uri
+        )
+        print(
+            f"data: {examples.uri} {examples.properties.get('counts')} "
+            f"(ready in {time.perf_counter() - t0:.1f}s)",
+            flush=True,
+        )
 
         import keras
         import tensorflow as tf
 
-        print(f"model: {params.variant}, {params.epochs} epochs, batch {params.batch_size}, "
-              f"{params.optimizer} lr={params.learning_rate} ({params.lr_schedule}), "
-              f"noise {params.noise_kind}, seed {params.seed}; ours: steps_per_execution "
-              f"{params.steps_per_execution}, jit_compile {params.jit_compile}; "
-              f"TF {tf.__version__}, "
-              f"Keras {keras.__version__}, {len(tf.config.list_physical_devices('GPU'))} GPU(s), "
-              f"{os.cpu_count()} CPUs", flush=True)
+        print(
+            f"model: {params.variant}, {params.epochs} epochs, batch {params.batch_size}, "
+            f"{params.optimizer} lr={params.learning_rate} ({params.lr_schedule}), "
+            f"noise {params.noise_kind}, seed {params.seed}; ours: steps_per_execution "
+            f"{params.steps_per_execution}, jit_compile {params.jit_compile}; "
+            f"TF {tf.__version__}, "
+            f"Keras {keras.__version__}, {len(tf.config.list_physical_devices('GPU'))} GPU(s), "
+            f"{os.cpu_count()} CPUs",
+            flush=True,
+        )
         ratios = []
         for round_ in range(args.repeat):
             ratios.append(_round(round_, args, plan, params, overrides, root, examples))
         if args.repeat > 1:
             lo, med = _common.best_median(ratios)
-            print(f"median ratio ours/baseline over {args.repeat} rounds: {med:.3f} "
-                  f"(spread {lo:.3f}..{max(ratios):.3f}; rounds "
-                  + " ".join(f"{r:.3f}" for r in ratios) + ")")
+            print(
+                f"median ratio ours/baseline over {args.repeat} rounds: {med:.3f} "
+                f"(spread {lo:.3f}..{max(ratios):.3f}; rounds "
+                + " ".join(f"{r:.3f}" for r in ratios)
+                + ")"
+            )
         med = statistics.median(ratios)
         print(f"target >= {TARGET} -> {'met' if med >= TARGET else 'NOT met'}")
         if args.root:

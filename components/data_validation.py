@@ -35,8 +35,9 @@ NUM_TOP_VALUES = 20
 NUM_RANK_HISTOGRAM_BUCKETS = 20
 
 
-def stats_options(schema: schema_pb2.Schema,
-                  without_histograms: tuple[str, ...] = ()) -> tfdv.StatsOptions:
+def stats_options(
+    schema: schema_pb2.Schema, without_histograms: tuple[str, ...] = ()
+) -> tfdv.StatsOptions:
     """TFDV's options; the schema makes the label categorical (top-k counts, for drift).
 
     TFDV's default generators, built here as stats_impl._get_default_generators builds
@@ -50,25 +51,38 @@ def stats_options(schema: schema_pb2.Schema,
       infinity) is still computed from every value. TFDV 1.16 has the per-feature switch
       (PerFeatureStatsConfig) but does not pass it on from StatsOptions; NaN counts, which
       TFDV keeps only inside histograms, come from NanCounts."""
-    options = tfdv.StatsOptions(schema=schema, num_top_values=NUM_TOP_VALUES,
-                                num_rank_histogram_buckets=NUM_RANK_HISTOGRAM_BUCKETS,
-                                add_default_generators=False)
-    config = (tfdv_types.PerFeatureStatsConfig(
-        [tfdv_types.FeaturePath([f]) for f in without_histograms],
-        tfdv_types.PerFeatureStatsConfig.EXCLUDE) if without_histograms else None)
+    options = tfdv.StatsOptions(
+        schema=schema,
+        num_top_values=NUM_TOP_VALUES,
+        num_rank_histogram_buckets=NUM_RANK_HISTOGRAM_BUCKETS,
+        add_default_generators=False,
+    )
+    config = (
+        tfdv_types.PerFeatureStatsConfig(
+            [tfdv_types.FeaturePath([f]) for f in without_histograms],
+            tfdv_types.PerFeatureStatsConfig.EXCLUDE,
+        )
+        if without_histograms
+        else None
+    )
     options.generators = [
         ExactIntegerBasicStats(
-            schema=schema, example_weight_map=options.example_weight_map,
+            schema=schema,
+            example_weight_map=options.example_weight_map,
             num_values_histogram_buckets=options.num_values_histogram_buckets,
             num_histogram_buckets=options.num_histogram_buckets,
             num_quantiles_histogram_buckets=options.num_quantiles_histogram_buckets,
-            epsilon=options.epsilon, feature_config=config),
+            epsilon=options.epsilon,
+            feature_config=config,
+        ),
         top_k_uniques_stats_generator.TopKUniquesStatsGenerator(
-            schema=schema, example_weight_map=options.example_weight_map,
+            schema=schema,
+            example_weight_map=options.example_weight_map,
             num_top_values=options.num_top_values,
             frequency_threshold=options.frequency_threshold,
             weighted_frequency_threshold=options.weighted_frequency_threshold,
-            num_rank_histogram_buckets=options.num_rank_histogram_buckets),
+            num_rank_histogram_buckets=options.num_rank_histogram_buckets,
+        ),
     ] + ([NanCounts(without_histograms)] if without_histograms else [])
     return options
 
@@ -97,8 +111,9 @@ class ExactIntegerQuantiles:
                 return
             w = None if weights is None else weights.to_numpy()
             if self._widen(int(v.min()), int(v.max())):
-                self._counts += np.bincount(v - self._low, weights=w,
-                                            minlength=len(self._counts)).astype(np.int64)
+                self._counts += np.bincount(
+                    v - self._low, weights=w, minlength=len(self._counts)
+                ).astype(np.int64)
                 return
         self._real().AddValues(*([values] if weights is None else [values, weights]))
 
@@ -108,7 +123,7 @@ class ExactIntegerQuantiles:
                 return
             if self._widen(other._low, other._low + len(other._counts) - 1):
                 start = other._low - self._low
-                self._counts[start:start + len(other._counts)] += other._counts
+                self._counts[start : start + len(other._counts)] += other._counts
                 return
         self._real()
         other._fold_into(self._sketch)
@@ -130,10 +145,12 @@ class ExactIntegerQuantiles:
         ranks = np.minimum(total * np.arange(num_buckets + 1) // num_buckets + 1, total)
         index = np.searchsorted(cumulative, ranks)
         size = num_buckets + 1
-        return (pa.FixedSizeListArray.from_arrays(
-                    pa.array((self._low + index).astype(np.float64)), size),
-                pa.FixedSizeListArray.from_arrays(
-                    pa.array(cumulative[index].astype(np.float64)), size))
+        return (
+            pa.FixedSizeListArray.from_arrays(
+                pa.array((self._low + index).astype(np.float64)), size
+            ),
+            pa.FixedSizeListArray.from_arrays(pa.array(cumulative[index].astype(np.float64)), size),
+        )
 
     def _widen(self, low: int, high: int) -> bool:
         """Make the counts cover [low, high]; False if that is wider than MAX_RANGE."""
@@ -148,7 +165,7 @@ class ExactIntegerQuantiles:
             return False
         if new_low < self._low or new_high > self._low + len(self._counts) - 1:
             counts = np.zeros(new_high - new_low + 1, np.int64)
-            counts[self._low - new_low:self._low - new_low + len(self._counts)] = self._counts
+            counts[self._low - new_low : self._low - new_low + len(self._counts)] = self._counts
             self._low, self._counts = new_low, counts
         return True
 
@@ -156,16 +173,19 @@ class ExactIntegerQuantiles:
         """The tfx_bsl sketch, created on first need with the counts so far in it."""
         if self._sketch is None:
             eps, max_num_elements = self._sketch_args
-            self._sketch = sketches.QuantilesSketch(eps=eps, max_num_elements=max_num_elements,
-                                                    num_streams=1)
+            self._sketch = sketches.QuantilesSketch(
+                eps=eps, max_num_elements=max_num_elements, num_streams=1
+            )
             self._fold_into(self._sketch)
         return self._sketch
 
     def _fold_into(self, sketch) -> None:
         present = np.flatnonzero(self._counts)
         if len(present):
-            sketch.AddValues(pa.array((self._low + present).astype(np.float64)),
-                             pa.array(self._counts[present].astype(np.float64)))
+            sketch.AddValues(
+                pa.array((self._low + present).astype(np.float64)),
+                pa.array(self._counts[present].astype(np.float64)),
+            )
         self._counts = np.zeros(0, np.int64)
 
 
@@ -211,8 +231,9 @@ class NanCounts(stats_generator.CombinerStatsGenerator):
                 merged[name] += count
         return merged
 
-    def extract_output(self, accumulator: dict[str, int]
-                       ) -> statistics_pb2.DatasetFeatureStatistics:
+    def extract_output(
+        self, accumulator: dict[str, int]
+    ) -> statistics_pb2.DatasetFeatureStatistics:
         out = statistics_pb2.DatasetFeatureStatistics()
         for name, count in accumulator.items():
             if count:
@@ -223,19 +244,26 @@ class NanCounts(stats_generator.CombinerStatsGenerator):
         return out
 
 
-def write_statistics(record_batches, split: str, schema: schema_pb2.Schema, out: Artifact,
-                     without_histograms: tuple[str, ...] = ()):
+def write_statistics(
+    record_batches,
+    split: str,
+    schema: schema_pb2.Schema,
+    out: Artifact,
+    without_histograms: tuple[str, ...] = (),
+):
     """Attach TFDV's GenerateStatistics for one split to a PCollection of Arrow RecordBatches."""
     gfile.makedirs(out.split_uri(split))
-    return (record_batches
-            | f"Stats[{split}]" >> tfdv.GenerateStatistics(
-                stats_options(schema, without_histograms))
-            | f"WriteStats[{split}]" >> tfdv.WriteStatisticsToBinaryFile(
-                posixpath.join(out.split_uri(split), STATS_FILE)))
+    return (
+        record_batches
+        | f"Stats[{split}]" >> tfdv.GenerateStatistics(stats_options(schema, without_histograms))
+        | f"WriteStats[{split}]"
+        >> tfdv.WriteStatisticsToBinaryFile(posixpath.join(out.split_uri(split), STATS_FILE))
+    )
 
 
-def load_statistics(splits: list[str],
-                    out: Artifact) -> dict[str, statistics_pb2.DatasetFeatureStatisticsList]:
+def load_statistics(
+    splits: list[str], out: Artifact
+) -> dict[str, statistics_pb2.DatasetFeatureStatisticsList]:
     """Read back what write_statistics wrote, and save TFDV's HTML view beside it."""
     stats = {}
     for split in splits:
@@ -246,18 +274,22 @@ def load_statistics(splits: list[str],
     return stats
 
 
-def check(stats: dict[str, statistics_pb2.DatasetFeatureStatisticsList], schema: schema_pb2.Schema,
-          out: Artifact, previous: dict | None = None,
-          extra: dict[str, list[tuple[str, str, str]]] | None = None
-          ) -> dict[str, anomalies_pb2.Anomalies]:
+def check(
+    stats: dict[str, statistics_pb2.DatasetFeatureStatisticsList],
+    schema: schema_pb2.Schema,
+    out: Artifact,
+    previous: dict | None = None,
+    extra: dict[str, list[tuple[str, str, str]]] | None = None,
+) -> dict[str, anomalies_pb2.Anomalies]:
     """Validate each split against the schema, and against `previous[split]` (statistics
     the schema's drift comparators compare it with) when given; add the `extra` findings
     of checks beyond TFDV's ((feature, short description, description) per split); save
     the anomalies per split."""
     result = {}
     for split, split_stats in stats.items():
-        anomalies = tfdv.validate_statistics(split_stats, schema,
-                                             previous_statistics=(previous or {}).get(split))
+        anomalies = tfdv.validate_statistics(
+            split_stats, schema, previous_statistics=(previous or {}).get(split)
+        )
         for feature, short, description in (extra or {}).get(split, ()):
             add_anomaly(anomalies, feature, short, description)
         d = out.split_uri(split)
@@ -271,8 +303,9 @@ def check(stats: dict[str, statistics_pb2.DatasetFeatureStatisticsList], schema:
     return result
 
 
-def add_anomaly(anomalies: anomalies_pb2.Anomalies, feature: str, short: str,
-                description: str) -> None:
+def add_anomaly(
+    anomalies: anomalies_pb2.Anomalies, feature: str, short: str, description: str
+) -> None:
     """A finding of our own comparisons of a split with other data, recorded as TFDV
     records its own (a CUSTOM_VALIDATION reason on the feature), so TFDV's tools and
     `report` show it alike."""
@@ -293,8 +326,11 @@ def has_anomalies(anomalies: anomalies_pb2.Anomalies) -> bool:
     return bool(anomalies.anomaly_info) or anomalies.HasField("dataset_anomaly_info")
 
 
-def report(anomalies: dict[str, anomalies_pb2.Anomalies], where: str,
-           compared: dict[str, str] | None = None) -> str:
+def report(
+    anomalies: dict[str, anomalies_pb2.Anomalies],
+    where: str,
+    compared: dict[str, str] | None = None,
+) -> str:
     """A readable multi-line report of every anomaly, naming split and feature, and for a
     split compared with other data (`compared[split]`, e.g. "vs train"), that data."""
     lines = []
@@ -303,8 +339,11 @@ def report(anomalies: dict[str, anomalies_pb2.Anomalies], where: str,
         for feature, info in sorted(a.anomaly_info.items()):
             # The split's own checks first, then its comparisons with other data.
             for is_comparison in (False, True):
-                reasons = "; ".join(f"{r.short_description}: {r.description}"
-                                    for r in info.reason if _compares(r) == is_comparison)
+                reasons = "; ".join(
+                    f"{r.short_description}: {r.description}"
+                    for r in info.reason
+                    if _compares(r) == is_comparison
+                )
                 if reasons:
                     where = f"{split}/{feature}{against if is_comparison else ''}"
                     lines.append(f"  {where}: {reasons}")
@@ -320,12 +359,17 @@ def _compares(reason: anomalies_pb2.AnomalyInfo.Reason) -> bool:
     """Whether a finding compares the split with other data: TFDV's drift comparators, and
     the content comparisons recorded by `add_anomaly`."""
     name = anomalies_pb2.AnomalyInfo.Type.Name(reason.type)
-    return (name.startswith("COMPARATOR_")
-            or reason.type == anomalies_pb2.AnomalyInfo.CUSTOM_VALIDATION)
+    return (
+        name.startswith("COMPARATOR_") or reason.type == anomalies_pb2.AnomalyInfo.CUSTOM_VALIDATION
+    )
 
 
-def raise_on_anomalies(anomalies: dict[str, anomalies_pb2.Anomalies], out: Artifact,
-                       where: str, compared: dict[str, str] | None = None) -> None:
+def raise_on_anomalies(
+    anomalies: dict[str, anomalies_pb2.Anomalies],
+    out: Artifact,
+    where: str,
+    compared: dict[str, str] | None = None,
+) -> None:
     """Reject the input with DataAnomalyError if `check` found anomalies (the components
     publish their statistics and anomalies all the same: published_on_rejection)."""
     if out.properties.get("anomalous_splits"):
@@ -335,9 +379,15 @@ def raise_on_anomalies(anomalies: dict[str, anomalies_pb2.Anomalies], out: Artif
 def drift(anomalies: dict[str, anomalies_pb2.Anomalies]) -> dict:
     """Measured drift per split and feature, e.g. {"test": {"label": 0.004}}: the
     distance each drift comparator measured (L-infinity or Jensen-Shannon)."""
-    return {split: {"/".join(s.path.step): round(m.value, 5)
-                    for s in a.drift_skew_info for m in s.drift_measurements}
-            for split, a in anomalies.items() if a.drift_skew_info}
+    return {
+        split: {
+            "/".join(s.path.step): round(m.value, 5)
+            for s in a.drift_skew_info
+            for m in s.drift_measurements
+        }
+        for split, a in anomalies.items()
+        if a.drift_skew_info
+    }
 
 
 def summarize(stats: dict[str, statistics_pb2.DatasetFeatureStatisticsList]) -> dict:

@@ -52,7 +52,8 @@ def shard_files(examples: Artifact, split: str) -> list[str]:
     if not files:
         raise DataError(
             f"no {F.SHARD_PATTERN} shards for split {split!r} in {examples.split_uri(split)} "
-            f"(artifact splits: {examples.splits or 'unknown'})")
+            f"(artifact splits: {examples.splits or 'unknown'})"
+        )
     return files
 
 
@@ -65,20 +66,26 @@ def has_feature(examples: Artifact, split: str, name: str) -> bool:
 
 
 def _records(files: list[str]) -> tf.data.Dataset:
-    return tf.data.TFRecordDataset(files, compression_type=F.COMPRESSION,
-                                   num_parallel_reads=min(len(files), 16) or None)
+    return tf.data.TFRecordDataset(
+        files, compression_type=F.COMPRESSION, num_parallel_reads=min(len(files), 16) or None
+    )
 
 
-def _parsed_batches(files: list[str], spec: dict, batch_size: int = PARSE_BATCH,
-                    file_order: bool = False) -> tf.data.Dataset:
+def _parsed_batches(
+    files: list[str], spec: dict, batch_size: int = PARSE_BATCH, file_order: bool = False
+) -> tf.data.Dataset:
     """Parsed batches of the shards' records; `file_order`: shard after shard, records in
     file order, instead of an interleaved read."""
-    records = (tf.data.TFRecordDataset(files, compression_type=F.COMPRESSION) if file_order
-               else _records(files))
-    return (records
-            .batch(batch_size)
-            .map(lambda s: tf.io.parse_example(s, spec), num_parallel_calls=tf.data.AUTOTUNE)
-            .prefetch(tf.data.AUTOTUNE))
+    records = (
+        tf.data.TFRecordDataset(files, compression_type=F.COMPRESSION)
+        if file_order
+        else _records(files)
+    )
+    return (
+        records.batch(batch_size)
+        .map(lambda s: tf.io.parse_example(s, spec), num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
 
 
 def _tf_message(e: tf.errors.OpError) -> str:
@@ -108,30 +115,40 @@ def _read_columns(examples: Artifact, split: str, spec: dict) -> dict[str, np.nd
                 chunks[key].append(value.numpy())
     except tf.errors.OpError as e:
         raise _read_error(examples, split, files, spec, e) from None
-    columns = {k: (np.concatenate(v) if v else np.zeros((0,) + tuple(spec[k].shape),
-                                                         spec[k].dtype.as_numpy_dtype))
-               for k, v in chunks.items()}
+    columns = {
+        k: (
+            np.concatenate(v)
+            if v
+            else np.zeros((0,) + tuple(spec[k].shape), spec[k].dtype.as_numpy_dtype)
+        )
+        for k, v in chunks.items()
+    }
     _check_count(examples, split, len(next(iter(columns.values()))))
     return columns
 
 
-def _read_error(examples: Artifact, split: str, files: list[str], spec: dict,
-                e: tf.errors.OpError) -> DataError:
+def _read_error(
+    examples: Artifact, split: str, files: list[str], spec: dict, e: tf.errors.OpError
+) -> DataError:
     """The one line for a failed read of a split: the first bad shard, what TensorFlow
     said, and the features expected."""
     path, message = _locate_bad_file(files, spec)
     where = path or examples.split_uri(split)
     expected = ", ".join(f"{k} {v.dtype.name}{list(v.shape) or ''}" for k, v in spec.items())
-    return DataError(f"cannot read examples of split {split!r} from {where}: "
-                     f"{message or _tf_message(e)} (expected features: {expected})")
+    return DataError(
+        f"cannot read examples of split {split!r} from {where}: "
+        f"{message or _tf_message(e)} (expected features: {expected})"
+    )
 
 
 def _check_count(examples: Artifact, split: str, n: int) -> None:
     """A split read whole must hold what the artifact's `counts` say, and something."""
     expected_n = (examples.properties.get("counts") or {}).get(split)
     if expected_n is not None and int(expected_n) != n:
-        raise DataError(f"split {split!r} in {examples.split_uri(split)} has {n} examples but "
-                        f"the artifact's properties say {expected_n} (truncated or extra shards?)")
+        raise DataError(
+            f"split {split!r} in {examples.split_uri(split)} has {n} examples but "
+            f"the artifact's properties say {expected_n} (truncated or extra shards?)"
+        )
     if n == 0:
         raise DataError(f"split {split!r} in {examples.split_uri(split)} has no examples")
 
@@ -147,13 +164,15 @@ def kept_mask(labels: np.ndarray, exclude_labels) -> np.ndarray:
     return ~np.isin(np.asarray(labels), np.asarray(tuple(exclude_labels), np.int64))
 
 
-def require_examples_left(kept: int, total: int, examples: Artifact, split: str,
-                          exclude_labels) -> None:
+def require_examples_left(
+    kept: int, total: int, examples: Artifact, split: str, exclude_labels
+) -> None:
     if kept == 0:
         raise DataError(
             f"split {split!r} in {examples.split_uri(split)} has no examples left after "
             f"leaving out classes {sorted(exclude_labels)} (data.holdout_labels): all {total} "
-            "are of those classes; expected examples of other classes")
+            "are of those classes; expected examples of other classes"
+        )
 
 
 def _require_noisy(examples: Artifact, split: str) -> None:
@@ -161,7 +180,8 @@ def _require_noisy(examples: Artifact, split: str) -> None:
     if noisy is False or (noisy is None and not has_feature(examples, split, F.NOISY_IMAGE)):
         raise DataError(
             f"feature {F.NOISY_IMAGE!r} is not in the examples at {examples.uri} (properties: "
-            f"noisy={noisy}); a denoising model needs transform to add noise (noise.kind != none)")
+            f"noisy={noisy}); a denoising model needs transform to add noise (noise.kind != none)"
+        )
 
 
 def load_split(examples: Artifact, split: str, noisy: bool | None = None) -> dict[str, np.ndarray]:
@@ -205,18 +225,27 @@ def plan_cache(examples: Artifact, splits, image_features, budget_mb: int) -> Ca
     per = bytes_per_example(image_features)
     missing = [s for s in splits if counts.get(s) is None]
     if missing:
-        return CachePlan(False, None, budget,
-                         f"streaming from the shards: the artifact has no example count for "
-                         f"split(s) {missing}, so their size in memory is unknown")
+        return CachePlan(
+            False,
+            None,
+            budget,
+            f"streaming from the shards: the artifact has no example count for "
+            f"split(s) {missing}, so their size in memory is unknown",
+        )
     n = sum(int(counts[s]) for s in splits)
     needed = n * per
     mib = needed / 2**20
-    what = (f"{n} {'+'.join(splits)} examples x {per} bytes = {mib:.0f} MiB parsed")
+    what = f"{n} {'+'.join(splits)} examples x {per} bytes = {mib:.0f} MiB parsed"
     if needed <= budget:
-        return CachePlan(True, needed, budget, f"in memory: {what} <= train.memory_budget_mb "
-                                               f"{budget_mb}")
-    return CachePlan(False, needed, budget, f"streaming from the shards: {what} > "
-                                            f"train.memory_budget_mb {budget_mb}")
+        return CachePlan(
+            True, needed, budget, f"in memory: {what} <= train.memory_budget_mb {budget_mb}"
+        )
+    return CachePlan(
+        False,
+        needed,
+        budget,
+        f"streaming from the shards: {what} > train.memory_budget_mb {budget_mb}",
+    )
 
 
 @dataclass(frozen=True)
@@ -243,10 +272,19 @@ class _Batching:
         return spec
 
 
-def dataset(examples: Artifact, split: str, batch_size: int, input_feature: str = F.IMAGE, *,
-            shuffle: bool = False, seed: int = 0, shuffle_buffer: int = 60000,
-            cache: bool = True, target_feature: str = F.IMAGE,
-            exclude_labels: tuple[int, ...] = ()) -> tf.data.Dataset:
+def dataset(
+    examples: Artifact,
+    split: str,
+    batch_size: int,
+    input_feature: str = F.IMAGE,
+    *,
+    shuffle: bool = False,
+    seed: int = 0,
+    shuffle_buffer: int = 60000,
+    cache: bool = True,
+    target_feature: str = F.IMAGE,
+    exclude_labels: tuple[int, ...] = (),
+) -> tf.data.Dataset:
     """(x, y) batches, x = `input_feature` and y = `target_feature` as float32 [B,28,28,1].
 
     shuffle: reshuffled every epoch, deterministically from `seed`. With `cache` the
@@ -254,13 +292,22 @@ def dataset(examples: Artifact, split: str, batch_size: int, input_feature: str 
     exclude_labels: classes left out (held out of training); with `cache`, a split with
     nothing left is a DataError here, streaming yields no batches (check with label_counts).
     """
-    if input_feature not in (F.IMAGE, F.NOISY_IMAGE) or target_feature not in (F.IMAGE,
-                                                                                 F.NOISY_IMAGE):
+    if input_feature not in (F.IMAGE, F.NOISY_IMAGE) or target_feature not in (
+        F.IMAGE,
+        F.NOISY_IMAGE,
+    ):
         raise ValueError(f"unknown image feature {input_feature!r} / {target_feature!r}")
     if F.NOISY_IMAGE in (input_feature, target_feature):
         _require_noisy(examples, split)
-    batching = _Batching(input_feature, target_feature, batch_size, shuffle, seed,
-                         shuffle_buffer, tuple(exclude_labels))
+    batching = _Batching(
+        input_feature,
+        target_feature,
+        batch_size,
+        shuffle,
+        seed,
+        shuffle_buffer,
+        tuple(exclude_labels),
+    )
     return (_in_memory if cache else _streaming)(examples, split, batching)
 
 
@@ -277,8 +324,9 @@ def _in_memory(examples: Artifact, split: str, b: _Batching) -> tf.data.Dataset:
 
     indices = tf.data.Dataset.range(n)
     if b.shuffle:
-        indices = indices.shuffle(min(b.shuffle_buffer, n), seed=b.seed,
-                                  reshuffle_each_iteration=True)
+        indices = indices.shuffle(
+            min(b.shuffle_buffer, n), seed=b.seed, reshuffle_each_iteration=True
+        )
     indices = indices.batch(b.batch_size)
     # The arrays enter as a repeated dataset element rather than a captured constant
     # (what Keras' own array adapter does): nothing is copied per batch except the gather.
@@ -288,19 +336,26 @@ def _in_memory(examples: Artifact, split: str, b: _Batching) -> tf.data.Dataset:
         picked = tuple(tf.gather(a, idx) for a in arrays)
         return picked[x_index], picked[y_index]
 
-    return (tf.data.Dataset.zip((indices, data))
-            .map(gather, num_parallel_calls=tf.data.AUTOTUNE)
-            .prefetch(tf.data.AUTOTUNE))
+    return (
+        tf.data.Dataset.zip((indices, data))
+        .map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
 
 
 def _shuffled_records(files: list[str], seed: int, shuffle_buffer: int) -> tf.data.Dataset:
     """Shard order and record order both vary per epoch, reproducibly."""
-    return (tf.data.Dataset.from_tensor_slices(files)
-            .shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-            .interleave(lambda f: tf.data.TFRecordDataset(f, compression_type=F.COMPRESSION),
-                        cycle_length=min(len(files), 16), num_parallel_calls=tf.data.AUTOTUNE,
-                        deterministic=True)
-            .shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True))
+    return (
+        tf.data.Dataset.from_tensor_slices(files)
+        .shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+        .interleave(
+            lambda f: tf.data.TFRecordDataset(f, compression_type=F.COMPRESSION),
+            cycle_length=min(len(files), 16),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+        .shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    )
 
 
 def _streaming(examples: Artifact, split: str, b: _Batching) -> tf.data.Dataset:
@@ -312,17 +367,20 @@ def _streaming(examples: Artifact, split: str, b: _Batching) -> tf.data.Dataset:
     def parse(serialized):
         parsed = tf.io.parse_example(serialized, spec)
         if b.exclude_labels:
-            keep = tf.reduce_all(tf.not_equal(parsed[F.LABEL][:, None], excluded[None, :]),
-                                 axis=1)
+            keep = tf.reduce_all(tf.not_equal(parsed[F.LABEL][:, None], excluded[None, :]), axis=1)
             parsed = {k: tf.boolean_mask(parsed[k], keep) for k in b.names}
-        return (tf.reshape(parsed[b.input_feature], (-1,) + IMAGE_SHAPE),
-                tf.reshape(parsed[b.target_feature], (-1,) + IMAGE_SHAPE))
+        return (
+            tf.reshape(parsed[b.input_feature], (-1,) + IMAGE_SHAPE),
+            tf.reshape(parsed[b.target_feature], (-1,) + IMAGE_SHAPE),
+        )
 
     if b.exclude_labels:  # parsed in batches, filtered, then batched again
-        ds = (ds.batch(PARSE_BATCH)
-              .map(parse, num_parallel_calls=tf.data.AUTOTUNE)
-              .unbatch()
-              .batch(b.batch_size))
+        ds = (
+            ds.batch(PARSE_BATCH)
+            .map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+            .unbatch()
+            .batch(b.batch_size)
+        )
     else:
         ds = ds.batch(b.batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
         n = (examples.properties.get("counts") or {}).get(split)
@@ -331,8 +389,13 @@ def _streaming(examples: Artifact, split: str, b: _Batching) -> tf.data.Dataset:
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def iter_split(examples: Artifact, split: str, noisy: bool = False, batch_size: int = PARSE_BATCH,
-               file_order: bool = False):
+def iter_split(
+    examples: Artifact,
+    split: str,
+    noisy: bool = False,
+    batch_size: int = PARSE_BATCH,
+    file_order: bool = False,
+):
     """The examples of a split as `load_split` gives them (same columns, same order), one
     dict of numpy arrays of at most `batch_size` rows at a time: memory bounded by the
     batch, not the split. `file_order`: shard after shard, records in file order (as
@@ -347,8 +410,10 @@ def iter_split(examples: Artifact, split: str, noisy: bool = False, batch_size: 
     n = 0
     try:
         for batch in batches:
-            out = {F.ID: np.array([b.decode() for b in batch[F.ID].numpy()], dtype=object),
-                   F.LABEL: batch[F.LABEL].numpy().astype(np.int64)}
+            out = {
+                F.ID: np.array([b.decode() for b in batch[F.ID].numpy()], dtype=object),
+                F.LABEL: batch[F.LABEL].numpy().astype(np.int64),
+            }
             for name in image_features:
                 out[name] = batch[name].numpy().reshape((-1,) + IMAGE_SHAPE)
             n += len(out[F.LABEL])
@@ -362,4 +427,3 @@ def split_count(examples: Artifact, split: str) -> int:
     """Examples in a split: the artifact's `counts`, else counted (reads only the labels)."""
     n = (examples.properties.get("counts") or {}).get(split)
     return int(n) if n is not None else int(label_counts(examples, split).sum())
-

@@ -29,9 +29,20 @@ def id_hash64(example_id: str) -> int:
 def shard_name(index: int, count: int) -> str:
     return f"data-{index:05d}-of-{count:05d}.tfrecord.gz"
 
+
 # Class names per dataset, for every legend and table (the label is their index).
 CLASS_NAMES = {
-    "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                      "Sneaker", "Bag", "Ankle boot"),
+    "fashion_mnist": (
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ),
     "mnist": tuple(str(d) for d in range(10)),
 }

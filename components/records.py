@@ -27,12 +27,15 @@ def _list_column(values: np.ndarray) -> pa.ListArray:
     return pa.ListArray.from_arrays(offsets, pa.array(values.reshape(-1)))
 
 
-def record_batch(ids: list[str], labels: np.ndarray,
-                 images: dict[str, np.ndarray]) -> pa.RecordBatch:
+def record_batch(
+    ids: list[str], labels: np.ndarray, images: dict[str, np.ndarray]
+) -> pa.RecordBatch:
     """Examples as an Arrow RecordBatch of list columns: the form TFDV consumes and
     tfx_bsl's encoder turns into tf.Examples."""
-    columns = [pa.array([[i.encode()] for i in ids], pa.list_(pa.binary())),
-               _list_column(np.asarray(labels, np.int64).reshape(-1, 1))]
+    columns = [
+        pa.array([[i.encode()] for i in ids], pa.list_(pa.binary())),
+        _list_column(np.asarray(labels, np.int64).reshape(-1, 1)),
+    ]
     names = [F.ID, F.LABEL]
     for name, array in images.items():
         # the encoder takes int64 and float32 lists only
@@ -54,8 +57,9 @@ def encode(ids: list[str], labels: np.ndarray, images: dict[str, np.ndarray]) ->
 
 def shard_writer(path: str) -> tf.io.TFRecordWriter:
     """A GZIP TFRecord writer at the pipeline's compression level (a context manager)."""
-    return tf.io.TFRecordWriter(path, tf.io.TFRecordOptions(
-        compression_type=F.COMPRESSION, compression_level=GZIP_LEVEL))
+    return tf.io.TFRecordWriter(
+        path, tf.io.TFRecordOptions(compression_type=F.COMPRESSION, compression_level=GZIP_LEVEL)
+    )
 
 
 @contextlib.contextmanager
@@ -73,9 +77,11 @@ def iter_shard(path: str, float_images: bool, batch_size: int = 4096):
     """The examples of one shard as dicts of numpy arrays, `batch_size` at a time
     (vectorized parse; memory bounded by the batch, not the shard)."""
     image_dtype = tf.float32 if float_images else tf.int64
-    spec = {F.ID: tf.io.FixedLenFeature([], tf.string),
-            F.LABEL: tf.io.FixedLenFeature([], tf.int64),
-            F.IMAGE: tf.io.FixedLenFeature([F.PIXELS], image_dtype)}
+    spec = {
+        F.ID: tf.io.FixedLenFeature([], tf.string),
+        F.LABEL: tf.io.FixedLenFeature([], tf.int64),
+        F.IMAGE: tf.io.FixedLenFeature([F.PIXELS], image_dtype),
+    }
     ds = tf.data.TFRecordDataset(path, compression_type=F.COMPRESSION).batch(batch_size)
     for batch in ds:
         yield {k: v.numpy() for k, v in tf.io.parse_example(batch, spec).items()}

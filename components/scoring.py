@@ -71,8 +71,10 @@ def score(model, images, reconstruction=None):
 
 def scores(model, images: np.ndarray) -> np.ndarray:
     """`score` over a numpy array of images, in batches, as float32 numpy."""
-    parts = [np.asarray(score(model, images[i:i + BATCH]), np.float32)
-             for i in range(0, len(images), BATCH)]
+    parts = [
+        np.asarray(score(model, images[i : i + BATCH]), np.float32)
+        for i in range(0, len(images), BATCH)
+    ]
     return np.concatenate(parts) if parts else np.zeros([0], np.float32)
 
 
@@ -81,14 +83,18 @@ def forward(model):
     [B,28,28,1] -> code [B,latent], reconstruction [B,28,28,1], score [B], the decoder run
     once for both. Eager Keras calls cost ~10x more per image on CPU (measured: 6,086
     validation scores 12 s eager vs 70,000 SavedModel-graph embeddings 13 s)."""
-    @tf.function(input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32)],
-                 reduce_retracing=True)
+
+    @tf.function(
+        input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32)], reduce_retracing=True
+    )
     def run(images):
         code = model.encode(images)
         reconstruction = model.decode(code)
-        return {"code": tf.cast(code, tf.float32),
-                "reconstruction": tf.cast(reconstruction, tf.float32),
-                "score": tf.cast(score(model, images, reconstruction), tf.float32)}
+        return {
+            "code": tf.cast(code, tf.float32),
+            "reconstruction": tf.cast(reconstruction, tf.float32),
+            "score": tf.cast(score(model, images, reconstruction), tf.float32),
+        }
 
     return lambda images: {k: v.numpy() for k, v in run(tf.constant(images, tf.float32)).items()}
 
@@ -97,8 +103,10 @@ def encoder(model):
     """The code alone, compiled like `forward` (images -> code [B,latent] float32 numpy):
     where only the code is wanted, the decoder, the larger half of the conv models, is
     not run."""
-    @tf.function(input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32)],
-                 reduce_retracing=True)
+
+    @tf.function(
+        input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32)], reduce_retracing=True
+    )
     def run(images):
         return tf.cast(model.encode(images), tf.float32)
 
@@ -119,21 +127,26 @@ class Calibration:
         return int(len(self.scores))
 
 
-def calibrate_on_validation(fn, examples: Artifact, quantile: float,
-                            exclude_labels) -> Calibration:
+def calibrate_on_validation(fn, examples: Artifact, quantile: float, exclude_labels) -> Calibration:
     """The anomaly threshold of evaluate and export: the `quantile` of the scores of the
     validation split of `examples` without the classes `exclude_labels`
     (data.holdout_labels), the split streamed in batches; `fn` = forward(model). A
     DataError when no example is left."""
     return calibrate(
-        fn, examples_io.iter_split(examples, VALIDATION), quantile, exclude_labels,
+        fn,
+        examples_io.iter_split(examples, VALIDATION),
+        quantile,
+        exclude_labels,
         f"split {VALIDATION!r} of {examples.uri}",
-        lambda kept, total: examples_io.require_examples_left(kept, total, examples, VALIDATION,
-                                                              exclude_labels))
+        lambda kept, total: examples_io.require_examples_left(
+            kept, total, examples, VALIDATION, exclude_labels
+        ),
+    )
 
 
-def calibrate(fn, batches, quantile: float, exclude_labels, where: str,
-              require_left=lambda kept, total: None) -> Calibration:
+def calibrate(
+    fn, batches, quantile: float, exclude_labels, where: str, require_left=lambda kept, total: None
+) -> Calibration:
     """The threshold from streamed validation batches (components/examples_io.iter_split):
     `fn` = forward(model); examples of classes `exclude_labels` left out. Exact (the same
     np.quantile as on the whole split): the images pass in batches, only the scores are
@@ -164,10 +177,11 @@ def threshold(validation_scores: np.ndarray, quantile: float, where: str) -> flo
     compares in, so evaluate and export report the same number."""
     values = np.asarray(validation_scores, np.float64)
     if values.size == 0:
-        raise DataError(f"no validation examples to calibrate the anomaly threshold on "
-                        f"({where})")
+        raise DataError(f"no validation examples to calibrate the anomaly threshold on ({where})")
     bad = int(np.sum(~np.isfinite(values)))
     if bad:
-        raise StageError(f"{bad} of {values.size} validation anomaly scores are not finite "
-                         f"({where}): the model outputs NaN or infinity")
+        raise StageError(
+            f"{bad} of {values.size} validation anomaly scores are not finite "
+            f"({where}): the model outputs NaN or infinity"
+        )
     return float(np.float32(np.quantile(values, quantile)))

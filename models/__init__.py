@@ -21,13 +21,34 @@ if TYPE_CHECKING:
 
 SPARSE_L1 = 1e-5  # the sparse variant's L1 activity penalty on the code
 
-VARIANTS: tuple[str, ...] = ("dense", "sparse", "deep", "conv_pool", "conv_dense", "conv_small",
-                             "denoise", "vae_mlp", "vae_conv", "vae_bn", "vae_tril", "best")
+VARIANTS: tuple[str, ...] = (
+    "dense",
+    "sparse",
+    "deep",
+    "conv_pool",
+    "conv_dense",
+    "conv_small",
+    "denoise",
+    "vae_mlp",
+    "vae_conv",
+    "vae_bn",
+    "vae_tril",
+    "best",
+)
 
 DEFAULT_LATENT: dict[str, int] = {
-    "dense": 32, "sparse": 32, "deep": 32,
-    "conv_pool": 4 * 4 * 16, "conv_dense": 16, "conv_small": 10, "denoise": 4 * 4 * 32,
-    "vae_mlp": 2, "vae_conv": 32, "vae_bn": 2, "vae_tril": 10, "best": 7 * 7 * 8,
+    "dense": 32,
+    "sparse": 32,
+    "deep": 32,
+    "conv_pool": 4 * 4 * 16,
+    "conv_dense": 16,
+    "conv_small": 10,
+    "denoise": 4 * 4 * 32,
+    "vae_mlp": 2,
+    "vae_conv": 32,
+    "vae_bn": 2,
+    "vae_tril": 10,
+    "best": 7 * 7 * 8,
 }
 # best's code is a 7x7 map of latent_dim / 49 channels.
 GRID_LATENT = {"best": 7 * 7}
@@ -45,19 +66,29 @@ def check_args(variant: str, latent_dim: int = 0, decoder: str = "transpose") ->
         raise ValueError(f"model.decoder: expected one of {DECODERS}, got {decoder!r}")
     default = DEFAULT_LATENT[variant]
     if not 0 <= latent_dim <= 4096:
-        raise ValueError(f"model.latent_dim: expected 0..4096 (0 = the variant's default), "
-                         f"got {latent_dim}")
+        raise ValueError(
+            f"model.latent_dim: expected 0..4096 (0 = the variant's default), got {latent_dim}"
+        )
     if variant in FIXED_LATENT and latent_dim not in (0, default):
-        raise ValueError(f"model.latent_dim: expected 0 or {default} ({variant}'s code is the "
-                         f"flattened 4x4 feature map, fixed at {default}), got {latent_dim}")
+        raise ValueError(
+            f"model.latent_dim: expected 0 or {default} ({variant}'s code is the "
+            f"flattened 4x4 feature map, fixed at {default}), got {latent_dim}"
+        )
     cells = GRID_LATENT.get(variant)
     if cells and latent_dim % cells:
-        raise ValueError(f"model.latent_dim: expected 0 or a multiple of {cells} ({variant}'s code "
-                         f"is a 7x7 map of latent_dim / {cells} channels), got {latent_dim}")
+        raise ValueError(
+            f"model.latent_dim: expected 0 or a multiple of {cells} ({variant}'s code "
+            f"is a 7x7 map of latent_dim / {cells} channels), got {latent_dim}"
+        )
 
 
-def build(variant: str, latent_dim: int = 0, beta: float = 1.0, activity_l1: float = SPARSE_L1,
-          decoder: str = "transpose") -> Autoencoder:
+def build(
+    variant: str,
+    latent_dim: int = 0,
+    beta: float = 1.0,
+    activity_l1: float = SPARSE_L1,
+    decoder: str = "transpose",
+) -> Autoencoder:
     """A fresh, untrained model of `variant`.
 
     latent_dim 0 means the variant's default. beta is used by the VAEs only, activity_l1 by
@@ -94,5 +125,3 @@ def build(variant: str, latent_dim: int = 0, beta: float = 1.0, activity_l1: flo
     if variant == "best":
         return best(z)
     return vae_tril(z, beta)
-
-

@@ -34,15 +34,18 @@ class UpSampling2D(layers.UpSampling2D):
 
     def call(self, inputs):
         _, height, width, channels = inputs.shape
-        if (self.interpolation != "nearest" or self.data_format != "channels_last"
-                or None in (height, width, channels)):
+        if (
+            self.interpolation != "nearest"
+            or self.data_format != "channels_last"
+            or None in (height, width, channels)
+        ):
             return super().call(inputs)
         rows, cols = self.size
         # Rows first, then columns, as Keras repeats: the gradient then sums the copies in
         # the same order too, so training steps give the same numbers as well.
-        x = ops.stack([inputs] * rows, axis=2)                 # [B, H, rows, W, C]
+        x = ops.stack([inputs] * rows, axis=2)  # [B, H, rows, W, C]
         x = ops.reshape(x, (-1, height * rows, width, channels))
-        x = ops.stack([x] * cols, axis=3)                      # [B, H*rows, W, cols, C]
+        x = ops.stack([x] * cols, axis=3)  # [B, H*rows, W, cols, C]
         return ops.reshape(x, (-1, height * rows, width * cols, channels))
 
 
@@ -76,7 +79,12 @@ class Autoencoder(keras.Model):
         return self.decode(self.encode(x))
 
     def compile_for_training(self, optimizer, jit_compile=False, steps_per_execution=1):
-        # Targets are grey levels in [0,1], so BCE has a floor above zero (components/evaluate/metrics.py);
-        # MSE is tracked alongside because it has none.
-        self.compile(optimizer=optimizer, loss="binary_crossentropy", metrics=["mse"],
-                     jit_compile=jit_compile, steps_per_execution=steps_per_execution)
+        # Targets are grey levels in [0,1], so BCE has a floor above zero
+        # (components/evaluate/metrics.py); MSE is tracked alongside because it has none.
+        self.compile(
+            optimizer=optimizer,
+            loss="binary_crossentropy",
+            metrics=["mse"],
+            jit_compile=jit_compile,
+            steps_per_execution=steps_per_execution,
+        )

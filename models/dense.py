@@ -17,25 +17,33 @@ class _L1(keras.regularizers.L1):
         return super().__call__(ops.cast(x, "float32"))
 
 
-def _mlp_autoencoder(variant: str, hidden: tuple[int, ...], latent_dim: int,
-                     activity_l1: float = 0.0) -> Autoencoder:
+def _mlp_autoencoder(
+    variant: str, hidden: tuple[int, ...], latent_dim: int, activity_l1: float = 0.0
+) -> Autoencoder:
     """784 -> hidden... -> latent_dim (relu) -> reversed hidden... -> 784 sigmoid."""
     # Keras 3 divides activity penalties by the batch size, as Keras 1/2 did in the reference.
     regularizer = _L1(activity_l1) if activity_l1 else None
     encoder = keras.Sequential(
         [keras.Input(IMAGE_SHAPE), layers.Flatten()]
         + [layers.Dense(units, activation="relu") for units in hidden]
-        + [layers.Dense(latent_dim, activation="relu", activity_regularizer=regularizer,
-                        name="code")],
-        name="encoder")
+        + [
+            layers.Dense(
+                latent_dim, activation="relu", activity_regularizer=regularizer, name="code"
+            )
+        ],
+        name="encoder",
+    )
     decoder = keras.Sequential(
         [keras.Input((latent_dim,))]
         + [layers.Dense(units, activation="relu") for units in reversed(hidden)]
         # float32 from the last matmul on, so mixed_float16 training still gets a float32
         # sigmoid and loss.
-        + [layers.Dense(PIXELS, activation="sigmoid", dtype="float32"),
-           layers.Reshape(IMAGE_SHAPE, dtype="float32")],
-        name="decoder")
+        + [
+            layers.Dense(PIXELS, activation="sigmoid", dtype="float32"),
+            layers.Reshape(IMAGE_SHAPE, dtype="float32"),
+        ],
+        name="decoder",
+    )
     return Autoencoder(encoder, decoder, variant)
 
 

@@ -36,8 +36,9 @@ def _down(x, channels: int):
 
 
 def _up(x, channels: int):
-    return _bn_relu(layers.Conv2DTranspose(channels, 3, strides=2, padding="same",
-                                           use_bias=False)(x))
+    return _bn_relu(
+        layers.Conv2DTranspose(channels, 3, strides=2, padding="same", use_bias=False)(x)
+    )
 
 
 def best(latent_dim: int = CODE_GRID * CODE_GRID * 8) -> Autoencoder:
@@ -46,16 +47,16 @@ def best(latent_dim: int = CODE_GRID * CODE_GRID * 8) -> Autoencoder:
     full, half, quarter = WIDTHS
 
     image = keras.Input(IMAGE_SHAPE)
-    x = _down(image, half)                                             # 14x14
-    x = _residual_block(_down(x, quarter), quarter)                    # 7x7
+    x = _down(image, half)  # 14x14
+    x = _residual_block(_down(x, quarter), quarter)  # 7x7
     code = layers.Flatten()(layers.Conv2D(code_channels, 1)(x))
     encoder = keras.Model(image, code, name="encoder")
 
     z = keras.Input((latent_dim,))
     y = layers.Reshape((CODE_GRID, CODE_GRID, code_channels))(z)
     y = _bn_relu(layers.Conv2D(quarter, 1, use_bias=False)(y))
-    y = _residual_block(_residual_block(y, quarter), quarter)         # 7x7
-    y = _up(_up(y, half), full)                                        # 14x14, 28x28
+    y = _residual_block(_residual_block(y, quarter), quarter)  # 7x7
+    y = _up(_up(y, half), full)  # 14x14, 28x28
     out = layers.Conv2D(1, 3, padding="same", activation="sigmoid", dtype="float32")(y)
     decoder = keras.Model(z, out, name="decoder")
     return Autoencoder(encoder, decoder, "best")

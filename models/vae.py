@@ -28,8 +28,9 @@ def gaussian_kl(mean, log_var):
 
 def reconstruction_nats(target, decoded):
     """Sum over pixels of the BCE = 784 x the mean per-pixel BCE Keras reports, per image."""
-    bce = keras.losses.binary_crossentropy(ops.cast(target, "float32"),
-                                           ops.cast(decoded, "float32"))   # [B, 28, 28]
+    bce = keras.losses.binary_crossentropy(
+        ops.cast(target, "float32"), ops.cast(decoded, "float32")
+    )  # [B, 28, 28]
     return ops.sum(bce, axis=(1, 2))
 
 
@@ -82,8 +83,9 @@ class VariationalAutoencoder(Autoencoder):
 
     def compile_for_training(self, optimizer, jit_compile=False, steps_per_execution=1):
         # No `loss=`: the ELBO is computed in compute_loss.
-        self.compile(optimizer=optimizer, jit_compile=jit_compile,
-                     steps_per_execution=steps_per_execution)
+        self.compile(
+            optimizer=optimizer, jit_compile=jit_compile, steps_per_execution=steps_per_execution
+        )
 
     # fit/evaluate run Keras' own train_step/test_step, one per backend (tf.GradientTape,
     # jax.value_and_grad over stateless variables, torch autograd; loss scaling included):
@@ -157,8 +159,11 @@ def tril_gaussian_kl(loc, scale_tril):
     1/2 (||L||_F^2 + ||loc||^2 - k) - sum log diag(L)."""
     k = ops.shape(loc)[-1]
     log_det = ops.sum(ops.log(ops.diagonal(scale_tril, axis1=-2, axis2=-1)), axis=-1)
-    return (0.5 * (ops.sum(ops.square(scale_tril), axis=(-2, -1))
-                   + ops.sum(ops.square(loc), axis=-1) - k) - log_det)
+    return (
+        0.5
+        * (ops.sum(ops.square(scale_tril), axis=(-2, -1)) + ops.sum(ops.square(loc), axis=-1) - k)
+        - log_det
+    )
 
 
 class FullCovarianceVAE(VariationalAutoencoder):
@@ -174,7 +179,7 @@ class FullCovarianceVAE(VariationalAutoencoder):
 
     def posterior_distribution(self, x, training=False):
         params = ops.cast(self.posterior(x, training=training), "float32")
-        loc, tril_params = params[:, :self.latent_dim], params[:, self.latent_dim:]
+        loc, tril_params = params[:, : self.latent_dim], params[:, self.latent_dim :]
         return TriLGaussian(loc, fill_scale_tril(tril_params, self.latent_dim))
 
     def posterior_kl(self, x):
@@ -200,57 +205,67 @@ def _gaussian_vae(variant, inputs, features, latent_dim, decoder, beta):
 def vae_mlp(latent_dim: int = 2, beta: float = 1.0) -> VariationalAutoencoder:
     inputs = keras.Input(IMAGE_SHAPE)
     h = layers.Dense(256, activation="relu")(layers.Flatten()(inputs))
-    decoder = keras.Sequential([
-        keras.Input((latent_dim,)),
-        layers.Dense(256, activation="relu"),
-        layers.Dense(PIXELS, activation="sigmoid", dtype="float32"),
-        layers.Reshape(IMAGE_SHAPE, dtype="float32"),
-    ], name="decoder")
+    decoder = keras.Sequential(
+        [
+            keras.Input((latent_dim,)),
+            layers.Dense(256, activation="relu"),
+            layers.Dense(PIXELS, activation="sigmoid", dtype="float32"),
+            layers.Reshape(IMAGE_SHAPE, dtype="float32"),
+        ],
+        name="decoder",
+    )
     return _gaussian_vae("vae_mlp", inputs, h, latent_dim, decoder, beta)
 
 
 def vae_conv(latent_dim: int = 32, beta: float = 1.0) -> VariationalAutoencoder:
     inputs = keras.Input(IMAGE_SHAPE)
-    h = layers.Conv2D(32, 3, activation="relu")(inputs)    # 26x26
-    h = layers.MaxPooling2D(2)(h)                          # 13x13
-    h = layers.Conv2D(64, 3, activation="relu")(h)         # 11x11
-    h = layers.MaxPooling2D(2)(h)                          # 5x5x64 = 1600
+    h = layers.Conv2D(32, 3, activation="relu")(inputs)  # 26x26
+    h = layers.MaxPooling2D(2)(h)  # 13x13
+    h = layers.Conv2D(64, 3, activation="relu")(h)  # 11x11
+    h = layers.MaxPooling2D(2)(h)  # 5x5x64 = 1600
     h = layers.Dropout(0.5)(layers.Flatten()(h))
-    decoder = keras.Sequential([
-        keras.Input((latent_dim,)),
-        layers.Dense(5 * 5 * 64, activation="relu"),
-        layers.Reshape((5, 5, 64)),
-        UpSampling2D(2),                                         # 10x10
-        layers.Conv2DTranspose(64, 3, activation="relu"),        # 12x12
-        UpSampling2D(2),                                         # 24x24
-        layers.Conv2DTranspose(32, 3, activation="relu"),        # 26x26
-        layers.Conv2DTranspose(1, 3, activation="sigmoid", dtype="float32"),   # 28x28
-    ], name="decoder")
+    decoder = keras.Sequential(
+        [
+            keras.Input((latent_dim,)),
+            layers.Dense(5 * 5 * 64, activation="relu"),
+            layers.Reshape((5, 5, 64)),
+            UpSampling2D(2),  # 10x10
+            layers.Conv2DTranspose(64, 3, activation="relu"),  # 12x12
+            UpSampling2D(2),  # 24x24
+            layers.Conv2DTranspose(32, 3, activation="relu"),  # 26x26
+            layers.Conv2DTranspose(1, 3, activation="sigmoid", dtype="float32"),  # 28x28
+        ],
+        name="decoder",
+    )
     return _gaussian_vae("vae_conv", inputs, h, latent_dim, decoder, beta)
 
 
 def vae_bn(latent_dim: int = 2, beta: float = 1.0) -> VariationalAutoencoder:
     inputs = keras.Input(IMAGE_SHAPE)
     h = inputs
-    for filters, stride in ((128, 2), (256, 2), (512, 1), (1024, 1)):   # 28 -> 14 -> 7 -> 7 -> 7
+    for filters, stride in ((128, 2), (256, 2), (512, 1), (1024, 1)):  # 28 -> 14 -> 7 -> 7 -> 7
         h = layers.Conv2D(filters, 3, strides=stride, padding="same", activation="relu")(h)
         h = layers.BatchNormalization()(h)
     h = layers.Dense(20, activation="relu")(layers.Flatten()(h))
     h = layers.BatchNormalization()(h)
 
     up = []
-    for filters, stride in ((1024, 1), (512, 1), (256, 2), (128, 2)):   # 7 -> 7 -> 7 -> 14 -> 28
-        up += [layers.Conv2DTranspose(filters, 3, strides=stride, padding="same",
-                                      activation="relu"),
-               layers.BatchNormalization()]
+    for filters, stride in ((1024, 1), (512, 1), (256, 2), (128, 2)):  # 7 -> 7 -> 7 -> 14 -> 28
+        up += [
+            layers.Conv2DTranspose(filters, 3, strides=stride, padding="same", activation="relu"),
+            layers.BatchNormalization(),
+        ]
     decoder = keras.Sequential(
-        [keras.Input((latent_dim,)),
-         layers.Dense(7 * 7 * 1024, activation="relu"),
-         layers.BatchNormalization(),
-         layers.Reshape((7, 7, 1024))]
+        [
+            keras.Input((latent_dim,)),
+            layers.Dense(7 * 7 * 1024, activation="relu"),
+            layers.BatchNormalization(),
+            layers.Reshape((7, 7, 1024)),
+        ]
         + up
         + [layers.Conv2DTranspose(1, 3, padding="same", activation="sigmoid", dtype="float32")],
-        name="decoder")
+        name="decoder",
+    )
     return _gaussian_vae("vae_bn", inputs, h, latent_dim, decoder, beta)
 
 
@@ -259,9 +274,11 @@ def vae_tril(latent_dim: int = 10, beta: float = 1.0) -> FullCovarianceVAE:
     h = inputs
     for layer in conv_small_features():
         h = layer(h)
-    params = layers.Dense(latent_dim + latent_dim * (latent_dim + 1) // 2,
-                          name="posterior_params")(h)
+    params = layers.Dense(latent_dim + latent_dim * (latent_dim + 1) // 2, name="posterior_params")(
+        h
+    )
     encoder = keras.Model(inputs, params[:, :latent_dim], name="encoder")
     posterior = keras.Model(inputs, params, name="posterior")
-    return FullCovarianceVAE(encoder, posterior, conv_small_decoder(latent_dim), "vae_tril",
-                             beta=beta)
+    return FullCovarianceVAE(
+        encoder, posterior, conv_small_decoder(latent_dim), "vae_tril", beta=beta
+    )

@@ -66,7 +66,7 @@ def relative_uri(root: str, uri: str) -> str:
     """`uri` relative to the pipeline root (how ML Metadata and `_artifact.json` name
     artifacts, so a moved root keeps its lineage); others as they are."""
     prefix = root.rstrip("/") + "/"
-    return uri[len(prefix):] if uri.startswith(prefix) else uri
+    return uri[len(prefix) :] if uri.startswith(prefix) else uri
 
 
 def _remote(uri: str) -> bool:
@@ -111,14 +111,16 @@ def begin(final_uri: str) -> str:
 
 
 def _write_text(path: str, text: str) -> None:
-    with (_gfile().GFile(path, "w") if _remote(path) else open(path, "w")) as f:
+    with _gfile().GFile(path, "w") if _remote(path) else open(path, "w") as f:
         f.write(text)
 
 
 def commit(tmp_uri: str, final_uri: str, properties: dict[str, Any]) -> None:
     """Write the artifact's properties and marker, then rename into place."""
-    _write_text(posixpath.join(tmp_uri, "_artifact.json"),
-                json.dumps(properties, indent=2, sort_keys=True, default=str))
+    _write_text(
+        posixpath.join(tmp_uri, "_artifact.json"),
+        json.dumps(properties, indent=2, sort_keys=True, default=str),
+    )
     _write_text(posixpath.join(tmp_uri, COMMIT_MARKER), "")
     if _remote(final_uri):
         _gfile().makedirs(posixpath.dirname(final_uri))
@@ -144,7 +146,7 @@ def read_record(uri: str) -> dict[str, Any]:
     path = posixpath.join(uri, "_artifact.json")
     if not exists(path):
         return {}
-    with (_gfile().GFile(path) if _remote(path) else open(path)) as f:
+    with _gfile().GFile(path) if _remote(path) else open(path) as f:
         return json.load(f)
 
 

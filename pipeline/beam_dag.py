@@ -24,8 +24,10 @@ class _ComponentStep(beam.DoFn):
         self.component, self.params, self.run = component, params, run
 
     def process(self, _, **upstream):
-        inputs = {k: Artifact(**upstream[ch.producer][ch.output])
-                  for k, ch in self.component.channels.items()}
+        inputs = {
+            k: Artifact(**upstream[ch.producer][ch.output])
+            for k, ch in self.component.channels.items()
+        }
         outputs = launch(self.component, self.params, inputs, self.run)
         yield {k: dataclasses.asdict(a) for k, a in outputs.items()}
 
@@ -35,7 +37,8 @@ def run(components, params: dict, ctx: RunContext) -> None:
         steps = {}
         for c in components:
             side = {up: beam.pvalue.AsSingleton(steps[up]) for up in c.upstream}
-            steps[c.name] = (pipeline
-                             | f"Start[{c.name}]" >> beam.Create([c.name])
-                             | f"Run[{c.name}]" >> beam.ParDo(
-                                 _ComponentStep(c, params[c.name], ctx), **side))
+            steps[c.name] = (
+                pipeline
+                | f"Start[{c.name}]" >> beam.Create([c.name])
+                | f"Run[{c.name}]" >> beam.ParDo(_ComponentStep(c, params[c.name], ctx), **side)
+            )

@@ -17,9 +17,10 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import errors
 
-
-_TYPED = {cls.__name__: cls for cls in (errors.DataAnomalyError, errors.DataError,
-                                        errors.ConfigError, errors.StageError)}
+_TYPED = {
+    cls.__name__: cls
+    for cls in (errors.DataAnomalyError, errors.DataError, errors.ConfigError, errors.StageError)
+}
 _PATTERN = re.compile(r"(?:pipeline\.errors\.)?(" + "|".join(_TYPED) + r"): (.+)")
 
 

@@ -20,11 +20,20 @@ import shlex
 import signal
 import sys
 import uuid
-from typing import Callable
+from collections.abc import Callable
 
 from pipeline import artifacts, console
-from pipeline.errors import (EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK, EXIT_SKIPPED, EXIT_STAGE,
-                             ConfigError, EnvironmentFailure, PipelineError, describe)
+from pipeline.errors import (
+    EXIT_CONFIG,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_SKIPPED,
+    EXIT_STAGE,
+    ConfigError,
+    EnvironmentFailure,
+    PipelineError,
+    describe,
+)
 from pipeline.views import Views
 
 log = logging.getLogger("pipeline")
@@ -32,32 +41,57 @@ DEFAULT_ROOT = "output"
 
 
 def _parser(stage_names: list[str] | None = None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="run_pipeline.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="run_pipeline.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="run the pipeline (stages whose fingerprint matches a "
-                                   "committed execution are reused)")
+    r = sub.add_parser(
+        "run",
+        help="run the pipeline (stages whose fingerprint matches a committed execution are reused)",
+    )
     r.add_argument("--config", help="preset name (configs/<name>.toml) or a TOML file")
-    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set train.epochs=3 (repeatable)")
+    r.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set train.epochs=3 (repeatable)",
+    )
     r.add_argument("--root", default=DEFAULT_ROOT, help="pipeline root (artifacts, runs, metadata)")
     r.add_argument("--run-id", help="default: UTC timestamp plus a short random suffix")
-    r.add_argument("--only", metavar="STAGE",
-                   help="run just this stage; its inputs must be committed by an earlier run")
-    r.add_argument("--force", action="store_true",
-                   help="ignore the cache and any resumable state: re-run every stage from scratch")
-    r.add_argument("--skip-if-running", action="store_true",
-                   help="exit 75 without running when another run on this root is alive")
-    r.add_argument("--force-push", action="store_true",
-                   help="push the model even if the gate did not bless it (push.force=true)")
+    r.add_argument(
+        "--only",
+        metavar="STAGE",
+        help="run just this stage; its inputs must be committed by an earlier run",
+    )
+    r.add_argument(
+        "--force",
+        action="store_true",
+        help="ignore the cache and any resumable state: re-run every stage from scratch",
+    )
+    r.add_argument(
+        "--skip-if-running",
+        action="store_true",
+        help="exit 75 without running when another run on this root is alive",
+    )
+    r.add_argument(
+        "--force-push",
+        action="store_true",
+        help="push the model even if the gate did not bless it (push.force=true)",
+    )
     _log_level(r)
     c = sub.add_parser("config", help="every config key: value, default, owner, meaning")
     c.add_argument("--config", help="preset name or TOML file to show the values of")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     c.add_argument("--json", action="store_true", help="machine-readable output")
-    c.add_argument("--closures", action="store_true",
-                   help="print each stage's code closure (the modules hashed into its "
-                        "fingerprint) instead of the keys")
+    c.add_argument(
+        "--closures",
+        action="store_true",
+        help="print each stage's code closure (the modules hashed into its "
+        "fingerprint) instead of the keys",
+    )
     s = sub.add_parser("runs", help="the runs under the root, newest first")
     s.add_argument("--status", help="only runs with this status (succeeded, failed, ...)")
     s.add_argument("--dataset", help="only runs on this dataset")
@@ -66,8 +100,11 @@ def _parser(stage_names: list[str] | None = None) -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, help="at most this many rows")
     s = sub.add_parser("show", help="one run: config, stages, metrics, artifacts, blessing, push")
     s.add_argument("run_id")
-    s = sub.add_parser("lineage", help="what made an artifact, from what (back to the source "
-                                       "files), and which runs reused it")
+    s = sub.add_parser(
+        "lineage",
+        help="what made an artifact, from what (back to the source "
+        "files), and which runs reused it",
+    )
     s.add_argument("target", metavar="PATH|ARTIFACT_ID")
     s = sub.add_parser("diff", help="two runs side by side: config and metrics")
     s.add_argument("run_a")
@@ -76,23 +113,28 @@ def _parser(stage_names: list[str] | None = None) -> argparse.ArgumentParser:
     s.add_argument("--keep-last", type=int, metavar="N", help="keep the N newest runs")
     s.add_argument("--keep-days", type=float, metavar="D", help="keep runs of the last D days")
     s.add_argument("--dry-run", action="store_true", help="say what would go, delete nothing")
-    sub.add_parser("recover", help="check the metadata store; if it is damaged or missing, "
-                                   "restore the newest good backup, then record again every "
-                                   "committed artifact it lacks (from their _artifact.json)")
+    sub.add_parser(
+        "recover",
+        help="check the metadata store; if it is damaged or missing, "
+        "restore the newest good backup, then record again every "
+        "committed artifact it lacks (from their _artifact.json)",
+    )
     for name in ("runs", "show", "lineage", "diff", "gc", "recover"):
         sub.choices[name].add_argument("--root", default=DEFAULT_ROOT)
-        sub.choices[name].add_argument("--json", action="store_true",
-                                       help="machine-readable output")
+        sub.choices[name].add_argument(
+            "--json", action="store_true", help="machine-readable output"
+        )
         _log_level(sub.choices[name])
     return p
 
 
 def _log_level(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--log-level", default="INFO",
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR",
-                                 "debug", "info", "warning", "error"],
-                        help="console level; debug also shows tracebacks (the run's "
-                             "pipeline.log always has them)")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"],
+        help="console level; debug also shows tracebacks (the run's pipeline.log always has them)",
+    )
 
 
 def main(create_pipeline: Callable[[], list], argv: list[str] | None = None) -> int:
@@ -115,7 +157,7 @@ def main(create_pipeline: Callable[[], list], argv: list[str] | None = None) -> 
 
 
 def _new_run_id() -> str:
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
     return f"{now}-{uuid.uuid4().hex[:6]}"
 
 
@@ -134,8 +176,10 @@ def _plan(create_pipeline, args):
         raise ConfigError(f"--run-id {run_id!r}: use letters, digits, '.', '_', '-'")
     root = artifacts.normalize_root(args.root)
     if os.path.exists(os.path.join(root, "runs", run_id)):
-        raise ConfigError(f"--run-id {run_id!r}: a run with this id already exists under "
-                          f"{root}; run ids are never reused")
+        raise ConfigError(
+            f"--run-id {run_id!r}: a run with this id already exists under "
+            f"{root}; run ids are never reused"
+        )
     overrides = [*args.set, *(["push.force=true"] if args.force_push else [])]
     config = runner.load_config(components, args.config, overrides)
     plan = runner.plan(components, config, root)
@@ -164,13 +208,24 @@ def _run(create_pipeline, args, argv) -> int:
 
     from pipeline import runner
 
-    log.info("run %s: config %s%s, root %s", run_id, args.config or "(defaults)",
-             "".join(f" --set {s}" for s in args.set), root)
+    log.info(
+        "run %s: config %s%s, root %s",
+        run_id,
+        args.config or "(defaults)",
+        "".join(f" --set {s}" for s in args.set),
+        root,
+    )
     log.debug("code from %s, python %s", console.PROJECT_ROOT, sys.executable)
     try:
-        result = runner.run(plan, root, run_id, only=args.only, force=args.force,
-                            skip_if_running=args.skip_if_running,
-                            command=shlex.join(["run_pipeline.py", *argv]))
+        result = runner.run(
+            plan,
+            root,
+            run_id,
+            only=args.only,
+            force=args.force,
+            skip_if_running=args.skip_if_running,
+            command=shlex.join(["run_pipeline.py", *argv]),
+        )
     except BaseException as e:  # noqa: BLE001 - every failure ends in one line and a code
         log.debug("traceback:\n", exc_info=True)
         error = _recorded_error(root, run_id)
@@ -180,16 +235,30 @@ def _run(create_pipeline, args, argv) -> int:
         outcome = {"interrupted": "interrupted", "skipped": "skipped"}.get(error["kind"], "FAILED")
         # A skip is expected under a schedule: a warning, so `--log-level error` hides it.
         level = logging.WARNING if error["kind"] == "skipped" else logging.ERROR
-        log.log(level, "run %s %s (exit %d)%s: %s", run_id, outcome, error["exit_code"], where,
-                error["message"].splitlines()[0])
+        log.log(
+            level,
+            "run %s %s (exit %d)%s: %s",
+            run_id,
+            outcome,
+            error["exit_code"],
+            where,
+            error["message"].splitlines()[0],
+        )
         if len(error["message"].splitlines()) > 1:
             log.error("%s", "\n".join(error["message"].splitlines()[1:]))
-        log.info("summary: %s, report: %s, log: %s", os.path.join(run_dir, "summary.json"),
-                 os.path.join(run_dir, "report.html"), os.path.join(run_dir, "pipeline.log"))
+        log.info(
+            "summary: %s, report: %s, log: %s",
+            os.path.join(run_dir, "summary.json"),
+            os.path.join(run_dir, "report.html"),
+            os.path.join(run_dir, "pipeline.log"),
+        )
         return int(error["exit_code"] or EXIT_STAGE)
     _print_stages(result, Views.of(plan.components))
-    log.info("summary: %s, report: %s", os.path.join(run_dir, "summary.json"),
-             os.path.join(run_dir, "report.html"))
+    log.info(
+        "summary: %s, report: %s",
+        os.path.join(run_dir, "summary.json"),
+        os.path.join(run_dir, "report.html"),
+    )
     return EXIT_OK
 
 
@@ -216,8 +285,10 @@ def _ensure_writable(root: str) -> None:
             f.flush()
             os.fsync(f.fileno())
     except OSError as e:
-        raise EnvironmentFailure(f"{root}: the pipeline root is not writable ({e.strerror}); "
-                                 "`runs`, `show`, `lineage` and `diff` still read it") from None
+        raise EnvironmentFailure(
+            f"{root}: the pipeline root is not writable ({e.strerror}); "
+            "`runs`, `show`, `lineage` and `diff` still read it"
+        ) from None
     finally:
         if os.path.exists(probe):
             os.remove(probe)
@@ -228,6 +299,7 @@ def _interrupt(signum, frame):
 
 
 # -- inspection --------------------------------------------------------------------------
+
 
 def _config(create_pipeline, args) -> int:
     """The keys are derived from the components' parameters classes (one default each)."""
@@ -246,15 +318,25 @@ def _config(create_pipeline, args) -> int:
     except PipelineError as e:
         log.error("%s (exit %d)", e, e.exit_code)
         return e.exit_code
-    rows = [{"key": k.name, "value": config[k.name], "default": k.default, "owner": k.owner,
-             "meaning": k.doc} for k in cfg.schema(classes).values()]
+    rows = [
+        {
+            "key": k.name,
+            "value": config[k.name],
+            "default": k.default,
+            "owner": k.owner,
+            "meaning": k.doc,
+        }
+        for k in cfg.schema(classes).values()
+    ]
     if args.json:
         print(json.dumps(rows, indent=2, default=list))
         return EXIT_OK
     for r in rows:
         mark = "*" if r["value"] != r["default"] else " "
-        print(f"{mark} {r['key']:<32} {json.dumps(r['value'], default=list):<28} "
-              f"({r['owner']}) {r['meaning']}")
+        print(
+            f"{mark} {r['key']:<32} {json.dumps(r['value'], default=list):<28} "
+            f"({r['owner']}) {r['meaning']}"
+        )
     return EXIT_OK
 
 
@@ -277,8 +359,10 @@ def _print_stages(s: dict, views: Views) -> None:
 
     print(f"run {s['run_id']}: {s['status']}")
     for name, st in s["stages"].items():
-        print(f"  {name:<10} {st['status']:<11} {st.get('duration_s') or 0:>8.1f}s  "
-              f"{headline(st.get('metrics'), views.view(name).headline)}")
+        print(
+            f"  {name:<10} {st['status']:<11} {st.get('duration_s') or 0:>8.1f}s  "
+            f"{headline(st.get('metrics'), views.view(name).headline)}"
+        )
     for line in outcome_lines(s, views):
         print(line)
 
@@ -321,8 +405,13 @@ def _read(args, root: str, store, views: Views) -> int:
 
     def view(run_id: str) -> dict | None:
         if not store.run_exists(run_id):
-            log.error("no run %r under %s (see `runs --root %s`) (exit %d)", run_id, root,
-                      args.root, EXIT_CONFIG)
+            log.error(
+                "no run %r under %s (see `runs --root %s`) (exit %d)",
+                run_id,
+                root,
+                args.root,
+                EXIT_CONFIG,
+            )
             return None
         return summary.render(store, run_id, views)
 
@@ -342,16 +431,28 @@ def _read(args, root: str, store, views: Views) -> int:
     if args.command == "lineage":
         found = inspection.find_artifact(store, args.target)
         if found is None:
-            log.error("lineage: %s is not an artifact id or a path inside an artifact of %s "
-                      "(exit %d)", args.target, root, EXIT_CONFIG)
+            log.error(
+                "lineage: %s is not an artifact id or a path inside an artifact of %s (exit %d)",
+                args.target,
+                root,
+                EXIT_CONFIG,
+            )
             return EXIT_CONFIG
         node = inspection.lineage(store, *found)
         return emit(node, inspection.lineage_text(node))
-    rendered = sorted((summary.render(store, r["run_id"], views) for r in store.list_runs()),
-                      key=lambda v: v["started"] or "", reverse=True)
-    rows = inspection.filter_rows([inspection.run_row(v, views) for v in rendered], args.status,
-                                  args.dataset, args.variant, limit=args.limit,
-                                  blessed=args.blessed or None)
+    rendered = sorted(
+        (summary.render(store, r["run_id"], views) for r in store.list_runs()),
+        key=lambda v: v["started"] or "",
+        reverse=True,
+    )
+    rows = inspection.filter_rows(
+        [inspection.run_row(v, views) for v in rendered],
+        args.status,
+        args.dataset,
+        args.variant,
+        limit=args.limit,
+        blessed=args.blessed or None,
+    )
     return emit(rows, inspection.runs_text(rows, views))
 
 
@@ -369,8 +470,12 @@ def _gc(args, root: str, views: Views) -> int:
     try:
         result = gc.collect(root, args.keep_last, args.keep_days, args.dry_run, views=views)
     except PipelineError as e:  # refusing beside a live run is expected: a warning, as a skip
-        log.log(logging.WARNING if e.exit_code == EXIT_SKIPPED else logging.ERROR, "%s (exit %d)",
-                e, e.exit_code)
+        log.log(
+            logging.WARNING if e.exit_code == EXIT_SKIPPED else logging.ERROR,
+            "%s (exit %d)",
+            e,
+            e.exit_code,
+        )
         return e.exit_code
     print(json.dumps(result, indent=2, default=str) if args.json else gc.render_text(result))
     return EXIT_OK

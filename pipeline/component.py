@@ -25,8 +25,8 @@ import functools
 import importlib
 import inspect
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Callable, Mapping
 
 from pipeline.views import View
 
@@ -92,14 +92,17 @@ class Component:
     view: View = View()
 
     def __post_init__(self):
-        assert not set(self.inputs) & set(self.outputs), f"{self.name}: input and output keys overlap"
+        assert not set(self.inputs) & set(self.outputs), (
+            f"{self.name}: input and output keys overlap"
+        )
         assert set(self.published_on_rejection) <= set(self.outputs), self.name
 
     def output(self, key: str) -> Channel:
         """This component's output `key`, for a downstream component's `wire`."""
         if key not in self.outputs:
-            raise KeyError(f"component {self.name} has no output {key!r} "
-                           f"(it has {sorted(self.outputs)})")
+            raise KeyError(
+                f"component {self.name} has no output {key!r} (it has {sorted(self.outputs)})"
+            )
         return Channel(self.outputs[key], self.name, key)
 
     def wire(self, **channels: Channel) -> Component:
@@ -108,11 +111,15 @@ class Component:
         for key, channel in channels.items():
             declared = self.inputs.get(key)
             if not isinstance(declared, (Input, Channel)):
-                raise TypeError(f"component {self.name} declares no input {key!r} to wire "
-                                f"(its inputs: {sorted(self.unbound) or sorted(self.channels)})")
+                raise TypeError(
+                    f"component {self.name} declares no input {key!r} to wire "
+                    f"(its inputs: {sorted(self.unbound) or sorted(self.channels)})"
+                )
             if channel.type != declared.type:
-                raise TypeError(f"component {self.name}: input {key!r} takes {declared.type}, "
-                                f"not {channel.producer}.{channel.output} ({channel.type})")
+                raise TypeError(
+                    f"component {self.name}: input {key!r} takes {declared.type}, "
+                    f"not {channel.producer}.{channel.output} ({channel.type})"
+                )
             bound[key] = channel
         return replace(self, inputs=bound)
 
@@ -123,8 +130,9 @@ class Component:
 
     @property
     def executor(self) -> Callable[..., dict]:
-        return _load_executor(self.executor_module, frozenset(self.inputs) | set(self.outputs),
-                              self.name)
+        return _load_executor(
+            self.executor_module, frozenset(self.inputs) | set(self.outputs), self.name
+        )
 
     def call(self, params, ctx: ExecutionContext, inputs: dict, outputs: dict) -> dict:
         """Run the executor; a `Resolved` input that found nothing is passed as None."""
@@ -146,14 +154,16 @@ class Component:
         return tuple(dict.fromkeys(c.producer for c in self.channels.values()))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load_executor(module: str, keys: frozenset, component: str) -> Callable[..., dict]:
     run = importlib.import_module(module).run
     signature = inspect.signature(run)
     declared = {n for n, p in signature.parameters.items() if p.kind is p.KEYWORD_ONLY}
     if declared != keys:
-        raise TypeError(f"component {component}: executor {module}.run takes "
-                        f"{sorted(declared)} but the component declares {sorted(keys)}")
+        raise TypeError(
+            f"component {component}: executor {module}.run takes "
+            f"{sorted(declared)} but the component declares {sorted(keys)}"
+        )
     return run
 
 

@@ -18,8 +18,9 @@ import pathlib
 import re
 import tomllib
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from pipeline.errors import ConfigError
 
@@ -27,7 +28,7 @@ PROJECT_ROOT = pathlib.Path(__file__).resolve().parent.parent
 PRESET_DIR = PROJECT_ROOT / "configs"
 _KEY = re.compile(r"[a-z_]+\.[a-z_0-9]+")
 # TOML integers are 64-bit; tomllib returns larger ones as they are (TF would fail mid-run).
-_INT64 = (-2**63, 2**63 - 1)
+_INT64 = (-(2**63), 2**63 - 1)
 
 
 def key(name: str, default: Any = dataclasses.MISSING, doc: str = "") -> Any:
@@ -75,8 +76,11 @@ class Params:
 
     @classmethod
     def from_config(cls, config: Config):
-        values = {f.name: config[f.metadata["key"]] for f in dataclasses.fields(cls)
-                  if "key" in f.metadata}
+        values = {
+            f.name: config[f.metadata["key"]]
+            for f in dataclasses.fields(cls)
+            if "key" in f.metadata
+        }
         params = cls(**values)
         params.check()
         return params
@@ -109,18 +113,25 @@ def schema(param_classes: Iterable[type]) -> dict[str, KeySpec]:
             if f.default is dataclasses.MISSING:
                 continue
             if name in specs:
-                raise AssertionError(f"config key {name} has two defaults: "
-                                     f"{specs[name].owner} and {cls.__qualname__}")
-            specs[name] = KeySpec(name, hints[f.name], f.default, f.metadata["doc"],
-                                  cls.__qualname__)
+                raise AssertionError(
+                    f"config key {name} has two defaults: "
+                    f"{specs[name].owner} and {cls.__qualname__}"
+                )
+            specs[name] = KeySpec(
+                name, hints[f.name], f.default, f.metadata["doc"], cls.__qualname__
+            )
     for name, uses in readers.items():
         if name not in specs:
-            raise AssertionError(f"config key {name} is read by {uses[0][0]} but no "
-                                 "parameters class declares its default")
+            raise AssertionError(
+                f"config key {name} is read by {uses[0][0]} but no "
+                "parameters class declares its default"
+            )
         for owner, type_ in uses:
             if type_ != specs[name].type:
-                raise AssertionError(f"config key {name}: {owner} reads it as {type_}, "
-                                     f"{specs[name].owner} declares {specs[name].type}")
+                raise AssertionError(
+                    f"config key {name}: {owner} reads it as {type_}, "
+                    f"{specs[name].owner} declares {specs[name].type}"
+                )
     return dict(sorted(specs.items()))
 
 
@@ -138,8 +149,9 @@ def resolve_preset(name_or_path: str) -> pathlib.Path:
     return preset
 
 
-def load(param_classes: Iterable[type], preset: str | None = None,
-         overrides: Iterable[str] = ()) -> Config:
+def load(
+    param_classes: Iterable[type], preset: str | None = None, overrides: Iterable[str] = ()
+) -> Config:
     """The config for these parameters classes: defaults < preset file < --set overrides.
     Unknown keys and wrong types raise ConfigError naming the key."""
     keys = schema(param_classes)
@@ -206,10 +218,12 @@ def _coerce(name: str, value: Any, type_: Any) -> Any:
         elif isinstance(value, item) and not isinstance(value, bool):
             value = [value]  # --set data.holdout_labels=9
         if not isinstance(value, (list, tuple)) or not all(
-                isinstance(v, item) and not isinstance(v, bool) for v in value):
+            isinstance(v, item) and not isinstance(v, bool) for v in value
+        ):
             example = "[9]" if item is int else '["a", "b"]'
-            raise ConfigError(f"{name}: expected a list of {item.__name__}s such as {example}, "
-                              f"got {value!r}")
+            raise ConfigError(
+                f"{name}: expected a list of {item.__name__}s such as {example}, got {value!r}"
+            )
         return tuple(value)
     if type_ in (int, float, str) and not isinstance(value, type_):
         raise ConfigError(f"{name}: expected {type_.__name__}, got {value!r}")

@@ -46,8 +46,11 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 def _log_unraisable(unraisable) -> None:
     logging.getLogger("py.unraisable").debug(
-        "%s: %r", unraisable.err_msg or "Exception ignored", unraisable.object,
-        exc_info=(unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback))
+        "%s: %r",
+        unraisable.err_msg or "Exception ignored",
+        unraisable.object,
+        exc_info=(unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback),
+    )
 
 
 def quiet_third_party(level: str = "INFO") -> None:

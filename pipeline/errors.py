@@ -84,17 +84,26 @@ class StopRun(KeyboardInterrupt):
     reason: PipelineError | None = None
 
 
-ERROR_CLASSES = (PipelineError, ConfigError, DataError, DataAnomalyError, StageError,
-                 EnvironmentFailure, Interrupted)
+ERROR_CLASSES = (
+    PipelineError,
+    ConfigError,
+    DataError,
+    DataAnomalyError,
+    StageError,
+    EnvironmentFailure,
+    Interrupted,
+)
 
 # errno values that say the machine or the root failed, whatever the code was doing.
-ENVIRONMENT_ERRNOS = {errno.ENOSPC: "no space left on device",
-                      errno.EDQUOT: "disk quota exceeded",
-                      errno.EROFS: "read-only file system",
-                      errno.EACCES: "permission denied",
-                      errno.EPERM: "operation not permitted",
-                      errno.EFBIG: "file too large",
-                      errno.EIO: "input/output error"}
+ENVIRONMENT_ERRNOS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EFBIG: "file too large",
+    errno.EIO: "input/output error",
+}
 # The same causes as libraries spell them when they wrap the OSError into their own
 # exception (TensorFlow's OpError, h5py, Beam's RuntimeError, SQLite through ML Metadata).
 _ENVIRONMENT_TEXT = re.compile(
@@ -102,7 +111,8 @@ _ENVIRONMENT_TEXT = re.compile(
     r"|File too large|errno = (28|30|13|27)\b|database disk image is malformed"
     r"|file is not a database|attempt to write a readonly database|disk I/O error"
     r"|database or disk is full)",
-    re.IGNORECASE)
+    re.IGNORECASE,
+)
 _PATH_IN_TEXT = re.compile(r"(?:'|\"|name = '|file: )(/[^'\",\s]+)")
 
 
@@ -118,14 +128,17 @@ def environment_failure(exc: BaseException, where: str = "?") -> EnvironmentFail
         if isinstance(e, EnvironmentFailure):
             return e
         if isinstance(e, OSError) and e.errno in ENVIRONMENT_ERRNOS:
-            return EnvironmentFailure(f"{e.filename or where}: {ENVIRONMENT_ERRNOS[e.errno]} "
-                                      f"[Errno {e.errno}]")
+            return EnvironmentFailure(
+                f"{e.filename or where}: {ENVIRONMENT_ERRNOS[e.errno]} [Errno {e.errno}]"
+            )
         text = str(getattr(e, "message", None) or e)
         if (m := _ENVIRONMENT_TEXT.search(text)) and not isinstance(e, PipelineError):
             path = _PATH_IN_TEXT.search(text)
             first = text.strip().splitlines()[0] if text.strip() else m.group(0)
-            return EnvironmentFailure(f"{path.group(1) if path else where}: {m.group(0).lower()} "
-                                      f"({type(e).__name__}: {first[:300]})")
+            return EnvironmentFailure(
+                f"{path.group(1) if path else where}: {m.group(0).lower()} "
+                f"({type(e).__name__}: {first[:300]})"
+            )
         e = e.__cause__ or e.__context__
     return None
 

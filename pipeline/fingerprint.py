@@ -71,7 +71,9 @@ def _runtime_nodes(tree: ast.AST):
         yield node
         for child in ast.iter_child_nodes(node):
             if isinstance(child, ast.If) and ast.unparse(child.test) in (
-                    "TYPE_CHECKING", "typing.TYPE_CHECKING"):
+                "TYPE_CHECKING",
+                "typing.TYPE_CHECKING",
+            ):
                 todo.extend(child.orelse)
                 continue
             todo.append(child)
@@ -84,14 +86,18 @@ def normalized_syntax(path: pathlib.Path, tree: ast.AST | None = None) -> bytes:
     tree = tree or ast.parse(path.read_text(), filename=str(path))
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
-        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
-                and body and isinstance(body[0], ast.Expr)
-                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
+        if (
+            isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
             node.body = body[1:] or [ast.Pass()]
     return ast.dump(tree, include_attributes=False).encode()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def code_closure(module: str) -> tuple[tuple[str, str], ...]:
     """(module, sha256 of its normalized syntax) for `module` and the project modules it
     imports."""
@@ -123,13 +129,16 @@ def digest(value: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def stage_fingerprint(stage: str, params: dict, input_fingerprints: dict[str, str],
-                      executor_module: str) -> str:
+def stage_fingerprint(
+    stage: str, params: dict, input_fingerprints: dict[str, str], executor_module: str
+) -> str:
     """params: the stage's `cache_key()`; input_fingerprints: input key -> upstream
     fingerprint and output name."""
-    return digest({
-        "stage": stage,
-        "params": params,
-        "inputs": input_fingerprints,
-        "code": code_fingerprint(executor_module),
-    })
+    return digest(
+        {
+            "stage": stage,
+            "params": params,
+            "inputs": input_fingerprints,
+            "code": code_fingerprint(executor_module),
+        }
+    )

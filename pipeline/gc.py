@@ -45,8 +45,9 @@ class RootBusy(PipelineError):
     kind = "skipped"
 
 
-def collect(root: str, keep_last: int | None, keep_days: float | None, dry_run: bool, *,
-            views: Views) -> dict:
+def collect(
+    root: str, keep_last: int | None, keep_days: float | None, dry_run: bool, *, views: Views
+) -> dict:
     """Delete what the policy does not keep (nothing under `dry_run`); returns what was (or
     would be) kept, deleted and freed. Raises ConfigError for a bad policy or root, RootBusy
     when a run is live. `views`: what the pages of the runs it touches show."""
@@ -59,11 +60,16 @@ def collect(root: str, keep_last: int | None, keep_days: float | None, dry_run: 
     # below stays true until gc is done.
     with locks.held(root, "runs"):
         runs = store.list_runs()
-        live = sorted(r["run_id"] for r in runs
-                      if r.get("status") == "running" and not runner.is_abandoned(root, r))
+        live = sorted(
+            r["run_id"]
+            for r in runs
+            if r.get("status") == "running" and not runner.is_abandoned(root, r)
+        )
         if live:
-            raise RootBusy(f"gc refused: run {', '.join(live)} still running on {root}; "
-                           "try again when it has finished")
+            raise RootBusy(
+                f"gc refused: run {', '.join(live)} still running on {root}; "
+                "try again when it has finished"
+            )
         now = time.time()
         result = {"dry_run": dry_run, **_plan(store, runs, keep_last, keep_days, now)}
         if not dry_run:
@@ -85,19 +91,25 @@ def _check_policy(keep_last: int | None, keep_days: float | None) -> None:
 
 # -- deciding -----------------------------------------------------------------------------
 
+
 def _plan(store: MetadataStore, runs: list[dict], keep_last, keep_days, now: float) -> dict:
     executions = {r["run_id"]: store.run_executions(r["run_id"]) for r in runs}
     kept = _kept_runs(runs, executions, keep_last, keep_days, now)
     deleted, protected = _artifacts(store, executions, kept)
     staging = [_dir_entry(store.root, p) for p in _staging_dirs(store.root)]
-    work = [_dir_entry(store.root, p)
-            for p in _done_work_dirs(store.root, executions, keep_days, now)]
+    work = [
+        _dir_entry(store.root, p) for p in _done_work_dirs(store.root, executions, keep_days, now)
+    ]
     by_start = [r["run_id"] for r in _newest_first(runs)]
-    return {"kept_runs": [r for r in by_start if r in kept],
-            "collected_runs": [r for r in by_start if r not in kept],
-            "deleted": deleted, "protected": protected,
-            "staging_removed": staging, "work_removed": work,
-            "freed_bytes": sum(e["bytes"] for e in deleted + staging + work)}
+    return {
+        "kept_runs": [r for r in by_start if r in kept],
+        "collected_runs": [r for r in by_start if r not in kept],
+        "deleted": deleted,
+        "protected": protected,
+        "staging_removed": staging,
+        "work_removed": work,
+        "freed_bytes": sum(e["bytes"] for e in deleted + staging + work),
+    }
 
 
 def _artifacts(store: MetadataStore, executions: dict, kept: set[str]) -> tuple[list, list]:
@@ -123,8 +135,15 @@ def _artifacts(store: MetadataStore, executions: dict, kept: set[str]) -> tuple[
         if aid in release:
             protected.append({"id": aid, "type": a.type, "uri": uri, "why": release[aid]})
         else:
-            deleted.append({"id": aid, "type": a.type, "uri": uri, "run_id": made_by.get(aid),
-                            "bytes": _size(a.uri)})
+            deleted.append(
+                {
+                    "id": aid,
+                    "type": a.type,
+                    "uri": uri,
+                    "run_id": made_by.get(aid),
+                    "bytes": _size(a.uri),
+                }
+            )
     return deleted, protected
 
 
@@ -140,8 +159,9 @@ def _kept_runs(runs, executions, keep_last, keep_days, now) -> set[str]:
         ran = [r for r in _newest_first(runs) if executions[r["run_id"]]]
         kept |= {r["run_id"] for r in ran[:keep_last]}
     if keep_days is not None:
-        kept |= {r["run_id"] for r in runs
-                 if float(r.get("started") or 0) >= now - keep_days * DAY_S}
+        kept |= {
+            r["run_id"] for r in runs if float(r.get("started") or 0) >= now - keep_days * DAY_S
+        }
     return kept
 
 
@@ -156,8 +176,11 @@ def released(execution: dict) -> tuple[str | None, list[Artifact]]:
     blessing, SavedModel, push record -- so a released model stays servable and auditable;
     but not Examples, which ingest and transform can regenerate. A cache hit produced
     nothing: the execution it reused keeps the model. Returns (flag, artifacts kept)."""
-    flags = [RELEASE_FLAGS[a.type] for a in execution["outputs"].values()
-             if a.type in RELEASE_FLAGS and a.properties.get(RELEASE_FLAGS[a.type]) is True]
+    flags = [
+        RELEASE_FLAGS[a.type]
+        for a in execution["outputs"].values()
+        if a.type in RELEASE_FLAGS and a.properties.get(RELEASE_FLAGS[a.type]) is True
+    ]
     if not flags or execution["state"] == "cached":
         return None, []
     return flags[0], [a for a in _attached(execution) if a.type != artifacts.EXAMPLES]
@@ -167,16 +190,22 @@ def _staging_dirs(root: str) -> list[str]:
     # No run is live (gc refuses otherwise) and none can register while gc holds the runs
     # lock, so every staging directory, and every run's scratch (<root>/tmp/<run_id>:
     # Beam's and autograph's temporary files), was left by a run that died.
-    return sorted(glob.glob(os.path.join(root, "artifacts", "*", "*", artifacts.TMP_PREFIX + "*"))
-                  + glob.glob(os.path.join(root, "tmp", "*")))
+    return sorted(
+        glob.glob(os.path.join(root, "artifacts", "*", "*", artifacts.TMP_PREFIX + "*"))
+        + glob.glob(os.path.join(root, "tmp", "*"))
+    )
 
 
 def _done_work_dirs(root: str, executions: dict, keep_days, now) -> list[str]:
     """Work directories (they hold a killed training's resumable backup) that nothing can
     resume from any more: no one holds the stage's lock, and the stage completed with that
     fingerprint or the directory has not changed for --keep-days."""
-    done = {(e["stage"], (e.get("fingerprint") or "")[:16])
-            for rows in executions.values() for e in rows if e["state"] == "complete"}
+    done = {
+        (e["stage"], (e.get("fingerprint") or "")[:16])
+        for rows in executions.values()
+        for e in rows
+        if e["state"] == "complete"
+    }
     found = []
     for path in sorted(glob.glob(os.path.join(root, "work", "*", "*"))):
         stage, fp16 = path.split(os.sep)[-2:]
@@ -198,11 +227,15 @@ def _size(path: str) -> int:
 
 
 def _newest_mtime(path: str) -> float:
-    return max(os.lstat(os.path.join(d, name)).st_mtime
-               for d, _, files in os.walk(path) for name in (os.curdir, *files))
+    return max(
+        os.lstat(os.path.join(d, name)).st_mtime
+        for d, _, files in os.walk(path)
+        for name in (os.curdir, *files)
+    )
 
 
 # -- deleting -----------------------------------------------------------------------------
+
 
 def _apply(store: MetadataStore, result: dict, now: float, views: Views) -> None:
     for d in result["deleted"]:
@@ -232,6 +265,7 @@ def _delete_artifact(store: MetadataStore, artifact_id: int, path: str) -> None:
 
 # -- reporting ----------------------------------------------------------------------------
 
+
 def _mib(n: int) -> str:
     return f"{n / 2**20:.1f} MiB"
 
@@ -239,11 +273,14 @@ def _mib(n: int) -> str:
 def render_text(result: dict) -> str:
     would = "would " if result["dry_run"] else ""
     kept, collected = result["kept_runs"], result["collected_runs"]
-    lines = [f"kept {len(kept)} run(s): {', '.join(kept) or '-'}; "
-             f"collected {len(collected)}: {', '.join(collected) or '-'}"]
+    lines = [
+        f"kept {len(kept)} run(s): {', '.join(kept) or '-'}; "
+        f"collected {len(collected)}: {', '.join(collected) or '-'}"
+    ]
     for d in result["deleted"]:
-        lines.append(f"  {would}delete {d['type']} {d['uri']} "
-                     f"(run {d['run_id'] or '?'}, {_mib(d['bytes'])})")
+        lines.append(
+            f"  {would}delete {d['type']} {d['uri']} (run {d['run_id'] or '?'}, {_mib(d['bytes'])})"
+        )
     for p in result["protected"]:
         lines.append(f"  keep {p['type']} {p['uri']}: {p['why']}")
     for kind, key in (("staging", "staging_removed"), ("work", "work_removed")):

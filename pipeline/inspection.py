@@ -16,29 +16,44 @@ from pipeline.views import Views
 
 # -- runs ----------------------------------------------------------------------------------
 
+
 def run_row(view: dict, views: Views) -> dict[str, Any]:
     """One line of `runs`: the columns a scheduler or a person scans for."""
-    row = {"run_id": view["run_id"], "status": view["status"], "exit_code": view["exit_code"],
-           "started": view["started"], "duration_s": view["duration_s"],
-           "dataset": view.get("dataset"), "variant": view.get("variant"),
-           "metric": view["main_metric"]["name"], "value": view["main_metric"]["value"]}
+    row = {
+        "run_id": view["run_id"],
+        "status": view["status"],
+        "exit_code": view["exit_code"],
+        "started": view["started"],
+        "duration_s": view["duration_s"],
+        "dataset": view.get("dataset"),
+        "variant": view.get("variant"),
+        "metric": view["main_metric"]["name"],
+        "value": view["main_metric"]["value"],
+    }
     for _, d in views.decisions():
         row[d.flag] = (view.get(d.key) or {}).get(d.flag)
     for _, d in views.decisions():
         if d.version:
             row[f"{d.key}_{d.version}"] = (view.get(d.key) or {}).get(d.version)
-    return {**row, "stages": {n: st["status"] for n, st in view["stages"].items()},
-            "error": (view.get("error") or {}).get("message")}
+    return {
+        **row,
+        "stages": {n: st["status"] for n, st in view["stages"].items()},
+        "error": (view.get("error") or {}).get("message"),
+    }
 
 
-def filter_rows(rows: list[dict], status=None, dataset=None, variant=None, limit=None,
-                **flags: bool | None) -> list[dict]:
+def filter_rows(
+    rows: list[dict], status=None, dataset=None, variant=None, limit=None, **flags: bool | None
+) -> list[dict]:
     """`flags`: decision flags (a column of the rows) that must be yes or no; None: any."""
-    keep = [r for r in rows
-            if (status is None or r["status"] == status)
-            and (dataset is None or r["dataset"] == dataset)
-            and (variant is None or r["variant"] == variant)
-            and all(want is None or bool(r.get(flag)) == want for flag, want in flags.items())]
+    keep = [
+        r
+        for r in rows
+        if (status is None or r["status"] == status)
+        and (dataset is None or r["dataset"] == dataset)
+        and (variant is None or r["variant"] == variant)
+        and all(want is None or bool(r.get(flag)) == want for flag, want in flags.items())
+    ]
     return keep[:limit] if limit else keep
 
 
@@ -50,16 +65,20 @@ def runs_text(rows: list[dict], views: Views) -> str:
     decisions = [d for _, d in views.decisions()]
     # Each decision's column is as wide as its name; the last one is not padded.
     widths = [len(d.flag) for d in decisions[:-1]] + [0]
-    head = (f"{'run id':<24} {'status':<11} {'started':<20} {'took':>6}  {'dataset':<13} "
-            f"{'variant':<10} {'main metric':<22}"
-            + "".join(f" {d.flag:<{w}}" for d, w in zip(decisions, widths)))
+    head = (
+        f"{'run id':<24} {'status':<11} {'started':<20} {'took':>6}  {'dataset':<13} "
+        f"{'variant':<10} {'main metric':<22}"
+        + "".join(f" {d.flag:<{w}}" for d, w in zip(decisions, widths))
+    )
     lines = [head.rstrip()]
     for r in rows:
         took = "-" if r["duration_s"] is None else f"{r['duration_s']:.0f}s"
         metric = "-" if r["value"] is None else f"{r['metric']} {r['value']:.4g}"
         started = (r["started"] or "-").replace("T", " ")[:19]
-        line = (f"{r['run_id']:<24} {r['status']:<11} {started:<20} {took:>6}  "
-                f"{r['dataset'] or '-':<13} {r['variant'] or '-':<10} {metric:<22}")
+        line = (
+            f"{r['run_id']:<24} {r['status']:<11} {started:<20} {took:>6}  "
+            f"{r['dataset'] or '-':<13} {r['variant'] or '-':<10} {metric:<22}"
+        )
         for d, w in zip(decisions, widths):
             version = r.get(f"{d.key}_{d.version}") if d.version else None
             line += f" {_yes_no(r.get(d.flag)) + (f' (v{version})' if version else ''):<{w}}"
@@ -68,6 +87,7 @@ def runs_text(rows: list[dict], views: Views) -> str:
 
 
 # -- show ----------------------------------------------------------------------------------
+
 
 def headline(metrics: dict | None, keys: tuple[str, ...]) -> str:
     """The stage's declared headline metrics it reported, as `key=value`."""
@@ -100,14 +120,18 @@ def outcome_lines(view: dict, views: Views) -> list[str]:
 
 def show_text(view: dict, root: str, views: Views) -> str:
     took = "" if view["duration_s"] is None else f", took {view['duration_s']:.1f}s"
-    lines = [f"run {view['run_id']}: {view['status']} (exit {view['exit_code']})",
-             f"  started {view['started']}, finished {view['finished'] or '-'}{took}",
-             f"  owner pid {view['owner']['pid']} on {view['owner']['host']}, "
-             f"last heartbeat {view['owner']['heartbeat']}",
-             f"  command: {view.get('command') or '-'}",
-             f"  config: preset {view.get('preset') or '(defaults)'}; changed from the defaults: "
-             + (", ".join(f"{k}={json.dumps(v)}" for k, v in view["config_changed"].items())
-                or "nothing")]
+    lines = [
+        f"run {view['run_id']}: {view['status']} (exit {view['exit_code']})",
+        f"  started {view['started']}, finished {view['finished'] or '-'}{took}",
+        f"  owner pid {view['owner']['pid']} on {view['owner']['host']}, "
+        f"last heartbeat {view['owner']['heartbeat']}",
+        f"  command: {view.get('command') or '-'}",
+        f"  config: preset {view.get('preset') or '(defaults)'}; changed from the defaults: "
+        + (
+            ", ".join(f"{k}={json.dumps(v)}" for k, v in view["config_changed"].items())
+            or "nothing"
+        ),
+    ]
     if view.get("error"):
         lines.append(f"  error: [{view['error'].get('kind')}] {view['error'].get('message')}")
     lines += outcome_lines(view, views)
@@ -137,6 +161,7 @@ def _stage_lines(name: str, st: dict, root: str, keys: tuple[str, ...]) -> list[
 
 # -- lineage -------------------------------------------------------------------------------
 
+
 def find_artifact(store: MetadataStore, target: str):
     """An artifact id, or a path to an artifact directory or to a file inside one."""
     if target.isdigit():
@@ -153,29 +178,45 @@ def lineage(store: MetadataStore, artifact, state: str, _seen: set | None = None
     """The artifact, the execution that made it, its inputs back to the source data, and
     the runs that reused it from the cache or consumed it."""
     seen = set() if _seen is None else _seen
-    node = {"artifact_id": artifact.id, "type": artifact.type,
-            "uri": _rel(store.root, artifact.uri), "state": state,
-            "run_id": artifact.properties.get("run_id"),
-            "fingerprint": (artifact.properties.get("fingerprint") or "")[:16]}
+    node = {
+        "artifact_id": artifact.id,
+        "type": artifact.type,
+        "uri": _rel(store.root, artifact.uri),
+        "state": state,
+        "run_id": artifact.properties.get("run_id"),
+        "fingerprint": (artifact.properties.get("fingerprint") or "")[:16],
+    }
     if artifact.id in seen:
         return {**node, "see_above": True}
     seen.add(artifact.id)
     uses = store.uses(artifact.id)
     made = [(run, e) for kind, run, e in uses if kind == "output" and e["state"] != "cached"]
-    node["reused_by"] = [{"run_id": run, "stage": e["stage"], "execution_id": e["execution_id"]}
-                         for kind, run, e in uses if kind == "output" and e["state"] == "cached"]
-    node["consumed_by"] = [{"run_id": run, "stage": e["stage"], "execution_id": e["execution_id"]}
-                           for kind, run, e in uses if kind == "input"]
+    node["reused_by"] = [
+        {"run_id": run, "stage": e["stage"], "execution_id": e["execution_id"]}
+        for kind, run, e in uses
+        if kind == "output" and e["state"] == "cached"
+    ]
+    node["consumed_by"] = [
+        {"run_id": run, "stage": e["stage"], "execution_id": e["execution_id"]}
+        for kind, run, e in uses
+        if kind == "input"
+    ]
     if made:
         run, e = made[0]
-        node["made_by"] = {"stage": e["stage"], "execution_id": e["execution_id"], "run_id": run,
-                           "state": e["state"], "duration_s": e.get("duration_s"),
-                           "params": e.get("params")}
+        node["made_by"] = {
+            "stage": e["stage"],
+            "execution_id": e["execution_id"],
+            "run_id": run,
+            "state": e["state"],
+            "duration_s": e.get("duration_s"),
+            "params": e.get("params"),
+        }
         source = (e.get("params") or {}).get("source")
         if isinstance(source, dict):  # a stage that reads external data names it by content
             node["source"] = source
-        node["inputs"] = {k: lineage(store, a, _state(store, a), seen)
-                          for k, a in e["inputs"].items()}
+        node["inputs"] = {
+            k: lineage(store, a, _state(store, a), seen) for k, a in e["inputs"].items()
+        }
     return node
 
 
@@ -188,22 +229,27 @@ def _state(store: MetadataStore, artifact) -> str:
 def lineage_text(node: dict, depth: int = 0, key: str = "") -> str:
     pad = "  " * depth
     label = f"{key}: " if key else ""
-    lines = [f"{pad}{label}artifact {node['artifact_id']} {node['type']} {node['uri']} "
-             f"[{node['state']}]" + (" (see above)" if node.get("see_above") else "")]
+    lines = [
+        f"{pad}{label}artifact {node['artifact_id']} {node['type']} {node['uri']} "
+        f"[{node['state']}]" + (" (see above)" if node.get("see_above") else "")
+    ]
     if node.get("see_above"):
         return "\n".join(lines)
     made = node.get("made_by")
     if made:
         took = f", {made['duration_s']:.1f}s" if made.get("duration_s") is not None else ""
-        lines.append(f"{pad}  made by {made['stage']} (execution {made['execution_id']}) in run "
-                     f"{made['run_id']}, {made['state']}{took}, fingerprint {node['fingerprint']}")
+        lines.append(
+            f"{pad}  made by {made['stage']} (execution {made['execution_id']}) in run "
+            f"{made['run_id']}, {made['state']}{took}, fingerprint {node['fingerprint']}"
+        )
     if node.get("source"):
         src = node["source"]
         for name, sha in (src.get("files") or {}).items():
             lines.append(f"{pad}  source file {name} sha256 {sha}")
         if src.get("kind") == "tfds":
-            lines.append(f"{pad}  source tensorflow_datasets {src.get('dataset')} "
-                         f"(tfds {src.get('tfds')})")
+            lines.append(
+                f"{pad}  source tensorflow_datasets {src.get('dataset')} (tfds {src.get('tfds')})"
+            )
     reused = sorted({r["run_id"] for r in node.get("reused_by", [])})
     if reused:
         lines.append(f"{pad}  reused from the cache by runs: {', '.join(reused)}")
@@ -217,6 +263,7 @@ def lineage_text(node: dict, depth: int = 0, key: str = "") -> str:
 
 # -- diff ----------------------------------------------------------------------------------
 
+
 def _flat_config(view: dict) -> dict[str, Any]:
     return {f"{s}.{k}": v for s, table in view["config"].items() for k, v in table.items()}
 
@@ -224,19 +271,28 @@ def _flat_config(view: dict) -> dict[str, Any]:
 def diff(a: dict, b: dict, views: Views) -> dict:
     """Config keys that differ, and every metric of either run, side by side."""
     ca, cb = _flat_config(a), _flat_config(b)
-    config = {k: [ca.get(k), cb.get(k)] for k in sorted(set(ca) | set(cb))
-              if ca.get(k) != cb.get(k)}
+    config = {
+        k: [ca.get(k), cb.get(k)] for k in sorted(set(ca) | set(cb)) if ca.get(k) != cb.get(k)
+    }
     metrics = {}
     for stage in dict.fromkeys([*a["stages"], *b["stages"]]):
         ma = (a["stages"].get(stage) or {}).get("metrics") or {}
         mb = (b["stages"].get(stage) or {}).get("metrics") or {}
         for k in dict.fromkeys([*ma, *mb]):
             metrics[f"{stage}.{k}"] = [ma.get(k), mb.get(k)]
-    outcome = {"status": [a["status"], b["status"]],
-               **{d.flag: [(a.get(d.key) or {}).get(d.flag), (b.get(d.key) or {}).get(d.flag)]
-                  for _, d in views.decisions()}}
-    return {"runs": [a["run_id"], b["run_id"]], "outcome": outcome, "config": config,
-            "metrics": metrics}
+    outcome = {
+        "status": [a["status"], b["status"]],
+        **{
+            d.flag: [(a.get(d.key) or {}).get(d.flag), (b.get(d.key) or {}).get(d.flag)]
+            for _, d in views.decisions()
+        },
+    }
+    return {
+        "runs": [a["run_id"], b["run_id"]],
+        "outcome": outcome,
+        "config": config,
+        "metrics": metrics,
+    }
 
 
 def diff_text(d: dict) -> str:
@@ -246,8 +302,12 @@ def diff_text(d: dict) -> str:
 
     def row(k, va, vb):
         change = ""
-        if (isinstance(va, (int, float)) and isinstance(vb, (int, float)) and va != vb
-                and not isinstance(va, bool)):
+        if (
+            isinstance(va, (int, float))
+            and isinstance(vb, (int, float))
+            and va != vb
+            and not isinstance(va, bool)
+        ):
             change = f"{vb - va:+.4g}" + (f" ({(vb - va) / abs(va):+.1%})" if va else "")
         lines.append(f"{k:<{width}}  {_cell(va):>24}  {_cell(vb):>24}  {change}")
 

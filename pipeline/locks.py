@@ -15,7 +15,7 @@ import hashlib
 import os
 import tempfile
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 
 def lock_dir(root: str) -> str:
@@ -71,8 +71,13 @@ class FileLock:
 
 
 @contextlib.contextmanager
-def held(root: str, name: str, note: str = "",
-         on_wait: Callable[[str], None] | None = None, poll_s: float = 0.5) -> Iterator[None]:
+def held(
+    root: str,
+    name: str,
+    note: str = "",
+    on_wait: Callable[[str], None] | None = None,
+    poll_s: float = 0.5,
+) -> Iterator[None]:
     """Hold the lock for the block; `on_wait(holder_note)` is called once if it must wait."""
     lock = FileLock(root, name)
     if not lock.acquire(blocking=False, note=note):

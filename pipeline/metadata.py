@@ -31,7 +31,8 @@ import os
 import posixpath
 import sqlite3
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ml_metadata import errors as mlmd_errors
 from ml_metadata.metadata_store import metadata_store
@@ -76,7 +77,7 @@ def _set(props, name: str, value: Any) -> None:
 def _get(value: pb.Value) -> Any:
     kind = value.WhichOneof("value")
     v = getattr(value, kind) if kind else None
-    if isinstance(v, str) and (v[:1] in "[{\"" or v in ("true", "false", "null")):
+    if isinstance(v, str) and (v[:1] in '[{"' or v in ("true", "false", "null")):
         try:
             return json.loads(v)
         except ValueError:
@@ -115,8 +116,10 @@ def integrity_problem(path: str, budget_s: float = INTEGRITY_BUDGET_S) -> str | 
 
 def committed_artifacts(root: str) -> list[str]:
     """Every committed artifact directory under the root (`artifacts/<stage>/<run>/<key>`)."""
-    return sorted(os.path.dirname(p) for p in glob.glob(
-        os.path.join(root, "artifacts", "*", "*", "*", COMMIT_MARKER)))
+    return sorted(
+        os.path.dirname(p)
+        for p in glob.glob(os.path.join(root, "artifacts", "*", "*", "*", COMMIT_MARKER))
+    )
 
 
 def check_store(root: str) -> None:
@@ -129,12 +132,15 @@ def check_store(root: str) -> None:
         if committed_artifacts(root):
             raise EnvironmentFailure(
                 f"{path}: the metadata store is missing but {root}/artifacts holds committed "
-                f"artifacts; run `run_pipeline.py recover --root {root}` to restore it")
+                f"artifacts; run `run_pipeline.py recover --root {root}` to restore it"
+            )
         return
     problem = integrity_problem(path)
     if problem:
-        raise EnvironmentFailure(f"{path}: the metadata store is damaged ({problem}); run "
-                                 f"`run_pipeline.py recover --root {root}` to restore it")
+        raise EnvironmentFailure(
+            f"{path}: the metadata store is damaged ({problem}); run "
+            f"`run_pipeline.py recover --root {root}` to restore it"
+        )
     _checked.add(path)
 
 
@@ -200,7 +206,9 @@ class MetadataStore:
         try:
             os.makedirs(root, exist_ok=True)
         except OSError as e:
-            raise EnvironmentFailure(f"{root}: cannot create the pipeline root ({e.strerror})") from None
+            raise EnvironmentFailure(
+                f"{root}: cannot create the pipeline root ({e.strerror})"
+            ) from None
         config.sqlite.connection_mode = pb.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
         # Opening a new file creates the schema: a write like any other.
         self.store = self._write(lambda: metadata_store.MetadataStore(config))
@@ -230,17 +238,21 @@ class MetadataStore:
     # -- types ---------------------------------------------------------------------
     def _type_id(self, kind: str, name: str) -> int:
         if self.readonly and (kind, name) not in self._types:
-            get = {"artifact": self.store.get_artifact_type,
-                   "execution": self.store.get_execution_type,
-                   "context": self.store.get_context_type}[kind]
+            get = {
+                "artifact": self.store.get_artifact_type,
+                "execution": self.store.get_execution_type,
+                "context": self.store.get_context_type,
+            }[kind]
             try:
                 return get(name).id
             except mlmd_errors.NotFoundError:
                 return -1  # never recorded: matches nothing
         if (kind, name) not in self._types:
-            put = {"artifact": (self.store.put_artifact_type, pb.ArtifactType),
-                   "execution": (self.store.put_execution_type, pb.ExecutionType),
-                   "context": (self.store.put_context_type, pb.ContextType)}[kind]
+            put = {
+                "artifact": (self.store.put_artifact_type, pb.ArtifactType),
+                "execution": (self.store.put_execution_type, pb.ExecutionType),
+                "context": (self.store.put_context_type, pb.ContextType),
+            }[kind]
             self._types[(kind, name)] = self._write(lambda: put[0](put[1](name=name)))
         return self._types[(kind, name)]
 
@@ -254,15 +266,18 @@ class MetadataStore:
                 raise ValueError(f"run {run_id!r} already exists")
             pipeline = self.store.get_context_by_type_and_name(PIPELINE_CONTEXT, PIPELINE_NAME)
             if pipeline is None:
-                pipeline = pb.Context(type_id=self._type_id("context", PIPELINE_CONTEXT),
-                                      name=PIPELINE_NAME)
+                pipeline = pb.Context(
+                    type_id=self._type_id("context", PIPELINE_CONTEXT), name=PIPELINE_NAME
+                )
                 [pipeline.id] = self.store.put_contexts([pipeline])
             run = pb.Context(type_id=self._type_id("context", RUN_CONTEXT), name=run_id)
             for k, v in properties.items():
                 _set(run.custom_properties, k, v)
             [run.id] = self.store.put_contexts([run])
-            self.store.put_parent_contexts([pb.ParentContext(child_id=run.id,
-                                                             parent_id=pipeline.id)])
+            self.store.put_parent_contexts(
+                [pb.ParentContext(child_id=run.id, parent_id=pipeline.id)]
+            )
+
         self._type_id("context", PIPELINE_CONTEXT)
         self._type_id("context", RUN_CONTEXT)
         self._write(put)
@@ -273,6 +288,7 @@ class MetadataStore:
             for k, v in properties.items():
                 _set(run.custom_properties, k, v)
             self.store.put_contexts([run])
+
         self._write(put)
 
     def run_exists(self, run_id: str) -> bool:
@@ -291,29 +307,41 @@ class MetadataStore:
 
     # -- executions --------------------------------------------------------------------
     def _contexts(self, run_id: str) -> list[pb.Context]:
-        return [self.store.get_context_by_type_and_name(PIPELINE_CONTEXT, PIPELINE_NAME),
-                self._run_context(run_id)]
+        return [
+            self.store.get_context_by_type_and_name(PIPELINE_CONTEXT, PIPELINE_NAME),
+            self._run_context(run_id),
+        ]
 
     def _artifact_event(self, key: str, a: Artifact, event_type) -> tuple[pb.Artifact, pb.Event]:
         if a.id is not None:  # already recorded: link it as stored (a DELETED one stays so)
             [proto] = self.store.get_artifacts_by_id([a.id])
         else:
-            proto = pb.Artifact(type_id=self._type_id("artifact", a.type),
-                                uri=self._relative(a.uri), state=pb.Artifact.LIVE)
+            proto = pb.Artifact(
+                type_id=self._type_id("artifact", a.type),
+                uri=self._relative(a.uri),
+                state=pb.Artifact.LIVE,
+            )
             for k, v in a.properties.items():
                 _set(proto.custom_properties, k, v)
         event = pb.Event(type=event_type)
         event.path.steps.add().key = key
         return proto, event
 
-    def put_execution(self, run_id: str, stage: str, state: str, properties: dict[str, Any],
-                      inputs: dict[str, Artifact] | None = None,
-                      outputs: dict[str, Artifact] | None = None,
-                      execution_id: int | None = None) -> int:
+    def put_execution(
+        self,
+        run_id: str,
+        stage: str,
+        state: str,
+        properties: dict[str, Any],
+        inputs: dict[str, Artifact] | None = None,
+        outputs: dict[str, Artifact] | None = None,
+        execution_id: int | None = None,
+    ) -> int:
         """Create (inputs are attached then) or update one stage execution. New output
         artifacts get their MLMD ids set."""
-        execution = pb.Execution(type_id=self._type_id("execution", stage),
-                                 last_known_state=STATES[state])
+        execution = pb.Execution(
+            type_id=self._type_id("execution", stage), last_known_state=STATES[state]
+        )
         if execution_id is not None:
             execution = self.store.get_executions_by_id([execution_id])[0]
             execution.last_known_state = STATES[state]
@@ -323,16 +351,21 @@ class MetadataStore:
         outputs = outputs or {}
         pairs = [self._artifact_event(k, a, pb.Event.INPUT) for k, a in (inputs or {}).items()]
         pairs += [self._artifact_event(k, a, pb.Event.OUTPUT) for k, a in outputs.items()]
-        exec_id, artifact_ids, _ = self._write(lambda: self.store.put_execution(
-            execution, pairs, self._contexts(run_id), reuse_context_if_already_exist=True))
-        for a, aid in zip(outputs.values(), artifact_ids[len(pairs) - len(outputs):]):
+        exec_id, artifact_ids, _ = self._write(
+            lambda: self.store.put_execution(
+                execution, pairs, self._contexts(run_id), reuse_context_if_already_exist=True
+            )
+        )
+        for a, aid in zip(outputs.values(), artifact_ids[len(pairs) - len(outputs) :]):
             a.id = aid
         return exec_id
 
     def _type_names(self, kind: str) -> dict[int, str]:
         """Type id -> name, one query (types appear as stages first record their kinds)."""
-        get = {"artifact": self.store.get_artifact_types,
-               "execution": self.store.get_execution_types}[kind]
+        get = {
+            "artifact": self.store.get_artifact_types,
+            "execution": self.store.get_execution_types,
+        }[kind]
         return {t.id: t.name for t in get()}
 
     def _rows(self, executions: list[pb.Execution]) -> list[dict[str, Any]]:
@@ -341,17 +374,29 @@ class MetadataStore:
         if not executions:
             return []
         events = self.store.get_events_by_execution_ids([e.id for e in executions])
-        protos = {a.id: a for a in self.store.get_artifacts_by_id(
-            list({ev.artifact_id for ev in events}))}
-        artifact_types, execution_types = self._type_names("artifact"), self._type_names("execution")
+        protos = {
+            a.id: a for a in self.store.get_artifacts_by_id(list({ev.artifact_id for ev in events}))
+        }
+        artifact_types, execution_types = (
+            self._type_names("artifact"),
+            self._type_names("execution"),
+        )
         linked: dict[tuple[int, int], dict[str, Artifact]] = {}
         for ev in events:
             proto = protos[ev.artifact_id]
             linked.setdefault((ev.execution_id, ev.type), {})[ev.path.steps[0].key] = (
-                self._artifact(proto, artifact_types))
-        return [{"execution_id": e.id, "stage": execution_types[e.type_id], **_props(e),
-                 "inputs": linked.get((e.id, pb.Event.INPUT), {}),
-                 "outputs": linked.get((e.id, pb.Event.OUTPUT), {})} for e in executions]
+                self._artifact(proto, artifact_types)
+            )
+        return [
+            {
+                "execution_id": e.id,
+                "stage": execution_types[e.type_id],
+                **_props(e),
+                "inputs": linked.get((e.id, pb.Event.INPUT), {}),
+                "outputs": linked.get((e.id, pb.Event.OUTPUT), {}),
+            }
+            for e in executions
+        ]
 
     def executions(self, execution_ids: list[int]) -> dict[int, dict[str, Any]]:
         rows = self._rows(self.store.get_executions_by_id(list(execution_ids)))
@@ -366,12 +411,16 @@ class MetadataStore:
             return []
         return self._rows(sorted(self.store.get_executions_by_context(ctx.id), key=lambda e: e.id))
 
-    def artifacts_of(self, execution_id: int, event_type=pb.Event.OUTPUT,
-                     live_only: bool = False) -> dict[str, Artifact]:
+    def artifacts_of(
+        self, execution_id: int, event_type=pb.Event.OUTPUT, live_only: bool = False
+    ) -> dict[str, Artifact]:
         """key -> artifact of one execution's INPUT or OUTPUT events; with `live_only`,
         None when any of them is no longer LIVE (deleted by `gc`)."""
-        events = [e for e in self.store.get_events_by_execution_ids([execution_id])
-                  if e.type == event_type]
+        events = [
+            e
+            for e in self.store.get_events_by_execution_ids([execution_id])
+            if e.type == event_type
+        ]
         by_id = {a.id: a for a in self.store.get_artifacts_by_id([e.artifact_id for e in events])}
         if live_only and any(a.state != pb.Artifact.LIVE for a in by_id.values()):
             return None
@@ -379,8 +428,12 @@ class MetadataStore:
         return {e.path.steps[0].key: self._artifact(by_id[e.artifact_id], types) for e in events}
 
     def _artifact(self, proto: pb.Artifact, types: dict[int, str]) -> Artifact:
-        return Artifact(type=types[proto.type_id], uri=self.absolute(proto.uri), id=proto.id,
-                        properties=_props(proto))
+        return Artifact(
+            type=types[proto.type_id],
+            uri=self.absolute(proto.uri),
+            id=proto.id,
+            properties=_props(proto),
+        )
 
     # -- lineage ------------------------------------------------------------------------
     def artifact(self, artifact_id: int) -> tuple[Artifact, str] | None:
@@ -402,15 +455,24 @@ class MetadataStore:
         events = self.store.get_events_by_artifact_ids([artifact_id])
         rows = []
         for e in sorted(events, key=lambda e: (e.execution_id, e.type)):
-            runs = [c.name for c in self.store.get_contexts_by_execution(e.execution_id)
-                    if c.type_id == self._type_id("context", RUN_CONTEXT)]
-            rows.append(("output" if e.type == pb.Event.OUTPUT else "input",
-                         runs[0] if runs else "?", self.execution(e.execution_id)))
+            runs = [
+                c.name
+                for c in self.store.get_contexts_by_execution(e.execution_id)
+                if c.type_id == self._type_id("context", RUN_CONTEXT)
+            ]
+            rows.append(
+                (
+                    "output" if e.type == pb.Event.OUTPUT else "input",
+                    runs[0] if runs else "?",
+                    self.execution(e.execution_id),
+                )
+            )
         return rows
 
     # -- cache ------------------------------------------------------------------------
-    def find_cached(self, stage: str, fingerprint: str,
-                    usable: Callable[[Artifact], bool]) -> tuple[int, dict[str, Artifact]] | None:
+    def find_cached(
+        self, stage: str, fingerprint: str, usable: Callable[[Artifact], bool]
+    ) -> tuple[int, dict[str, Artifact]] | None:
         """The newest COMPLETE execution of `stage` with this fingerprint whose outputs are
         all LIVE in ML Metadata and still `usable` (committed on disk): a deleted artifact
         is never reused."""
@@ -418,8 +480,12 @@ class MetadataStore:
             executions = self.store.get_executions_by_type(stage)
         except mlmd_errors.NotFoundError:
             return None
-        matches = [e for e in executions if e.last_known_state == pb.Execution.COMPLETE
-                   and _get(e.custom_properties["fingerprint"]) == fingerprint]
+        matches = [
+            e
+            for e in executions
+            if e.last_known_state == pb.Execution.COMPLETE
+            and _get(e.custom_properties["fingerprint"]) == fingerprint
+        ]
         for execution in sorted(matches, key=lambda e: e.id, reverse=True):
             outputs = self.artifacts_of(execution.id, live_only=True)
             if outputs and all(usable(a) for a in outputs.values()):
@@ -431,8 +497,14 @@ class MetadataStore:
         return proto.state == pb.Artifact.LIVE
 
     # -- resolution -------------------------------------------------------------------
-    def latest_blessed(self, model_type: str, model_key: str, lineage: str, exclude: str,
-                       usable: Callable[[Artifact], bool]) -> Artifact | None:
+    def latest_blessed(
+        self,
+        model_type: str,
+        model_key: str,
+        lineage: str,
+        exclude: str,
+        usable: Callable[[Artifact], bool],
+    ) -> Artifact | None:
         """The model behind the newest blessing (a ModelBlessing whose `blessed` is true)
         of this lineage, found as the `model_key` input of the execution that wrote the
         blessing; models whose fingerprint is `exclude` (the candidate itself) and models
@@ -443,20 +515,30 @@ class MetadataStore:
             return None
         for blessing in sorted(blessings, key=lambda a: a.id, reverse=True):
             props = _props(blessing)
-            if (blessing.state != pb.Artifact.LIVE or props.get("blessed") is not True
-                    or props.get("lineage") != lineage):
+            if (
+                blessing.state != pb.Artifact.LIVE
+                or props.get("blessed") is not True
+                or props.get("lineage") != lineage
+            ):
                 continue
             events = self.store.get_events_by_artifact_ids([blessing.id])
-            for execution_id in sorted({e.execution_id for e in events if e.type == pb.Event.OUTPUT}):
+            for execution_id in sorted(
+                {e.execution_id for e in events if e.type == pb.Event.OUTPUT}
+            ):
                 model = self.artifacts_of(execution_id, pb.Event.INPUT).get(model_key)
-                if (model is not None and model.type == model_type
-                        and model.properties.get("fingerprint") != exclude
-                        and self._live(model.id) and usable(model)):
+                if (
+                    model is not None
+                    and model.type == model_type
+                    and model.properties.get("fingerprint") != exclude
+                    and self._live(model.id)
+                    and usable(model)
+                ):
                     return model
         return None
 
-    def blessed_model_data(self, scope: str, via: str, stage: str, output: str,
-                           usable: Callable[[Artifact], bool]) -> Artifact | None:
+    def blessed_model_data(
+        self, scope: str, via: str, stage: str, output: str, usable: Callable[[Artifact], bool]
+    ) -> Artifact | None:
         """What `stage` wrote as `output` (in a COMPLETE or CACHED execution) from the data
         behind the newest blessing whose lineage starts with `scope`. The data is found by
         walking upstream from the blessing: the producing execution's `via` input, then
@@ -470,22 +552,31 @@ class MetadataStore:
         stage_type = self._type_id("execution", stage)
         for blessing in sorted(blessings, key=lambda a: a.id, reverse=True):
             props = _props(blessing)
-            if (blessing.state != pb.Artifact.LIVE or props.get("blessed") is not True
-                    or not str(props.get("lineage", "")).startswith(scope)):
+            if (
+                blessing.state != pb.Artifact.LIVE
+                or props.get("blessed") is not True
+                or not str(props.get("lineage", "")).startswith(scope)
+            ):
                 continue
             artifact_id = blessing.id
             for _ in range(8):  # a few stages upstream at most
                 events = self.store.get_events_by_artifact_ids([artifact_id])
                 consumers = self.store.get_executions_by_id(
-                    [e.execution_id for e in events if e.type == pb.Event.INPUT
-                     and e.path.steps[0].key == via])
+                    [
+                        e.execution_id
+                        for e in events
+                        if e.type == pb.Event.INPUT and e.path.steps[0].key == via
+                    ]
+                )
                 for execution in sorted(consumers, key=lambda e: e.id, reverse=True):
                     if execution.type_id == stage_type and execution.last_known_state in done:
                         found = self.artifacts_of(execution.id).get(output)
                         if found is not None and self._live(found.id) and usable(found):
                             return found
                 producers = sorted(e.execution_id for e in events if e.type == pb.Event.OUTPUT)
-                upstream = self.artifacts_of(producers[0], pb.Event.INPUT).get(via) if producers else None
+                upstream = (
+                    self.artifacts_of(producers[0], pb.Event.INPUT).get(via) if producers else None
+                )
                 if upstream is None:
                     break
                 artifact_id = upstream.id

@@ -24,19 +24,32 @@ from typing import Any
 
 from pipeline import artifacts, locks
 from pipeline.artifacts import Artifact
-from pipeline.metadata import (DB_FILE, MetadataStore, backups, committed_artifacts, copy_sqlite,
-                               integrity_problem)
+from pipeline.metadata import (
+    DB_FILE,
+    MetadataStore,
+    backups,
+    committed_artifacts,
+    copy_sqlite,
+    integrity_problem,
+)
 
 
 def recover(root: str) -> dict[str, Any]:
     """Check, restore and rebuild (module docstring); returns what was done."""
     path = os.path.join(root, DB_FILE)
-    result: dict[str, Any] = {"store": path, "damaged": None, "moved_aside": None,
-                              "restored_from": None, "unusable_backups": [],
-                              "rebuilt_runs": [], "rebuilt_artifacts": 0}
+    result: dict[str, Any] = {
+        "store": path,
+        "damaged": None,
+        "moved_aside": None,
+        "restored_from": None,
+        "unusable_backups": [],
+        "rebuilt_runs": [],
+        "rebuilt_artifacts": 0,
+    }
     with locks.held(root, "runs"):  # no run starts while the store is replaced
         problem = (integrity_problem(path) if os.path.exists(path) else "missing") or (
-            "empty" if os.path.getsize(path) == 0 and committed_artifacts(root) else None)
+            "empty" if os.path.getsize(path) == 0 and committed_artifacts(root) else None
+        )
         if problem:
             result["damaged"] = problem
             if os.path.exists(path):
@@ -58,7 +71,7 @@ def recover(root: str) -> dict[str, Any]:
 
 
 def _move_aside(path: str) -> str:
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     aside = f"{path}.damaged-{stamp}"
     os.replace(path, aside)
     for suffix in ("-journal", "-wal", "-shm"):  # SQLite's side files belong to the old file
@@ -77,9 +90,17 @@ def rebuild(store: MetadataStore) -> tuple[list[str], int]:
         props = artifacts.read_record(uri)
         record = props.pop(artifacts.EXECUTION_RECORD, None) or {}
         stage, run_id, key = uri.split(os.sep)[-3:]
-        found.append((os.path.getmtime(os.path.join(uri, artifacts.COMMIT_MARKER)),
-                      props.get("run_id", run_id), props.get("producer", stage), key, uri,
-                      props, record))
+        found.append(
+            (
+                os.path.getmtime(os.path.join(uri, artifacts.COMMIT_MARKER)),
+                props.get("run_id", run_id),
+                props.get("producer", stage),
+                key,
+                uri,
+                props,
+                record,
+            )
+        )
     found.sort()
     executions: dict[tuple[str, str], list] = {}
     for item in found:
@@ -90,19 +111,33 @@ def rebuild(store: MetadataStore) -> tuple[list[str], int]:
             store.start_run(run_id, _run_properties(store.root, run_id, found))
             new_runs.append(run_id)
         record = items[0][6]
-        outputs = {key: Artifact(type=props.pop("type", "?"), uri=uri, properties=props)
-                   for _, _, _, key, uri, props, _ in items}
+        outputs = {
+            key: Artifact(type=props.pop("type", "?"), uri=uri, properties=props)
+            for _, _, _, key, uri, props, _ in items
+        }
         inputs = {}
         for key, rel in (record.get("inputs") or {}).items():
             known = store.artifact_by_uri(store.absolute(rel))
             if known is not None:
                 inputs[key] = known[0]
-        fingerprint = record.get("fingerprint") or str(
-            next(iter(outputs.values())).properties.get("fingerprint", "")).rsplit(":", 1)[0]
-        store.put_execution(run_id, stage, "complete", {
-            "fingerprint": fingerprint, "started": record.get("started") or items[0][0],
-            "duration_s": record.get("duration_s"), "metrics": record.get("metrics"),
-            "recovered": True}, inputs=inputs, outputs=outputs)
+        fingerprint = (
+            record.get("fingerprint")
+            or str(next(iter(outputs.values())).properties.get("fingerprint", "")).rsplit(":", 1)[0]
+        )
+        store.put_execution(
+            run_id,
+            stage,
+            "complete",
+            {
+                "fingerprint": fingerprint,
+                "started": record.get("started") or items[0][0],
+                "duration_s": record.get("duration_s"),
+                "metrics": record.get("metrics"),
+                "recovered": True,
+            },
+            inputs=inputs,
+            outputs=outputs,
+        )
     return new_runs, len(found)
 
 
@@ -112,9 +147,15 @@ def _run_properties(root: str, run_id: str, found: list) -> dict[str, Any]:
     mine = [f for f in found if f[1] == run_id]
     stages = list(dict.fromkeys(f[2] for f in mine))
     started = min((f[6] or {}).get("started") or f[0] for f in mine)
-    props: dict[str, Any] = {"status": "recovered", "started": started,
-                             "finished": mine[-1][0], "heartbeat": mine[-1][0],
-                             "stages": stages, "exit_code": None, "recovered_at": time.time()}
+    props: dict[str, Any] = {
+        "status": "recovered",
+        "started": started,
+        "finished": mine[-1][0],
+        "heartbeat": mine[-1][0],
+        "stages": stages,
+        "exit_code": None,
+        "recovered_at": time.time(),
+    }
     try:
         with open(os.path.join(root, "runs", run_id, "summary.json")) as f:
             summary = json.load(f)
@@ -127,16 +168,25 @@ def _run_properties(root: str, run_id: str, found: list) -> dict[str, Any]:
 
 def render_text(result: dict[str, Any]) -> str:
     state = {None: "passes the check", "missing": "missing"}.get(
-        result["damaged"], f"damaged ({result['damaged']})")
+        result["damaged"], f"damaged ({result['damaged']})"
+    )
     lines = [f"store {result['store']}: {state}"]
     if result["moved_aside"]:
         lines.append(f"  moved aside to {result['moved_aside']}")
     for b in result["unusable_backups"]:
         lines.append(f"  backup {b['path']} not usable ({b['problem']})")
     if result["damaged"]:
-        lines.append(f"  restored from {result['restored_from']}" if result["restored_from"]
-                     else "  no usable backup: rebuilt from the artifacts' _artifact.json")
-    lines.append(f"  {result['rebuilt_artifacts']} artifact(s) recorded again from disk"
-                 + (f", runs {', '.join(result['rebuilt_runs'])} recorded as recovered"
-                    if result["rebuilt_runs"] else ""))
+        lines.append(
+            f"  restored from {result['restored_from']}"
+            if result["restored_from"]
+            else "  no usable backup: rebuilt from the artifacts' _artifact.json"
+        )
+    lines.append(
+        f"  {result['rebuilt_artifacts']} artifact(s) recorded again from disk"
+        + (
+            f", runs {', '.join(result['rebuilt_runs'])} recorded as recovered"
+            if result["rebuilt_runs"]
+            else ""
+        )
+    )
     return "\n".join(lines)

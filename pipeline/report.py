@@ -52,8 +52,18 @@ if TYPE_CHECKING:
 REPORT_FILE = "report.html"
 INDEX_FILE = "index.html"
 # Matplotlib's tab10, so series colours look like the PNGs'.
-PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-           "#7f7f7f", "#bcbd22", "#17becf")
+PALETTE = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
 _ENV = environment()
 
 
@@ -68,13 +78,24 @@ def write_run(store: MetadataStore, run_id: str, views: Views) -> str:
     target = report_path(store.root, run_id)
     page = _Page(store.root, os.path.dirname(target))
     index = urllib.parse.quote(os.path.relpath(os.path.join(page.root, INDEX_FILE), page.here))
-    _write(target, _ENV.get_template("run.html").render(
-        title=f"run {run_id}", view=view, index=index,  # the index is written with each report
-        header=_header(view), main=_main_text(view), decisions=_decision_tables(view, views, page),
-        stages=_timings(view, page), config=_config(view),
-        tables=[_metric_table(view, stage, t) for stage, t in views.declaring("metrics")],
-        figures=_figures(view, views, page), data=_data(store, view, views, page),
-        lineage=_lineage(store, view, page), stage_metrics=_stage_metrics(view)))
+    _write(
+        target,
+        _ENV.get_template("run.html").render(
+            title=f"run {run_id}",
+            view=view,
+            index=index,  # the index is written with each report
+            header=_header(view),
+            main=_main_text(view),
+            decisions=_decision_tables(view, views, page),
+            stages=_timings(view, page),
+            config=_config(view),
+            tables=[_metric_table(view, stage, t) for stage, t in views.declaring("metrics")],
+            figures=_figures(view, views, page),
+            data=_data(store, view, views, page),
+            lineage=_lineage(store, view, page),
+            stage_metrics=_stage_metrics(view),
+        ),
+    )
     return target
 
 
@@ -85,9 +106,15 @@ def write_index(store: MetadataStore, views: Views) -> str:
     rendered = [summary.render(store, r["run_id"], views) for r in runs]  # oldest first
     target = os.path.join(store.root, INDEX_FILE)
     page = _Page(store.root, store.root)
-    _write(target, _ENV.get_template("index.html").render(
-        title="runs", root_name=os.path.basename(os.path.abspath(store.root)),
-        runs=_runs_table(reversed(rendered), views, page), charts=charts(rendered, views)))
+    _write(
+        target,
+        _ENV.get_template("index.html").render(
+            title="runs",
+            root_name=os.path.basename(os.path.abspath(store.root)),
+            runs=_runs_table(reversed(rendered), views, page),
+            charts=charts(rendered, views),
+        ),
+    )
     return target
 
 
@@ -150,14 +177,22 @@ def _artifact_dir(view: dict, stage: str, output: str) -> str:
 def _header(view: dict) -> list[tuple[str, Any]]:
     owner = view.get("owner") or {}
     took = f"{view['duration_s']:.1f} s" if view.get("duration_s") is not None else "-"
-    return [("status", Status(view["status"])), ("exit code", fmt(view.get("exit_code"))),
-            ("dataset", fmt(view.get("dataset"))), ("variant", fmt(view.get("variant"))),
-            ("preset", view.get("preset") or "(defaults)"),
-            ("started", fmt(view.get("started"))), ("finished", fmt(view.get("finished"))),
-            ("duration", took),
-            ("owner", f"pid {owner.get('pid')} on {owner.get('host')}, last heartbeat "
-                      f"{owner.get('heartbeat')}"),
-            ("command", Code(view.get("command") or "-"))]
+    return [
+        ("status", Status(view["status"])),
+        ("exit code", fmt(view.get("exit_code"))),
+        ("dataset", fmt(view.get("dataset"))),
+        ("variant", fmt(view.get("variant"))),
+        ("preset", view.get("preset") or "(defaults)"),
+        ("started", fmt(view.get("started"))),
+        ("finished", fmt(view.get("finished"))),
+        ("duration", took),
+        (
+            "owner",
+            f"pid {owner.get('pid')} on {owner.get('host')}, last heartbeat "
+            f"{owner.get('heartbeat')}",
+        ),
+        ("command", Code(view.get("command") or "-")),
+    ]
 
 
 def _main_text(view: dict) -> str:
@@ -173,8 +208,11 @@ def _decision_tables(view: dict, views: Views, page: _Page) -> list[dict]:
         if found:
             yes = YesNo(bool(found.get(d.flag)))
             flag = (d.flag, Joined((yes, " ", found.get("reason") or "")))
-            rows = [(k, _value(k, v, page, d.paths)) for k, v in found.items()
-                    if k not in (d.flag, "reason")]
+            rows = [
+                (k, _value(k, v, page, d.paths))
+                for k, v in found.items()
+                if k not in (d.flag, "reason")
+            ]
             out.append({"title": d.title, "rows": [flag, *rows]})
     return out
 
@@ -197,24 +235,45 @@ def _timings(view: dict, page: _Page) -> list[list[Any]]:
     for name, st in view["stages"].items():
         seconds = st.get("duration_s") or 0.0
         source = st.get("cached_from")
-        reused = (Joined(("run ", page.run_link(source.get("run_id")),
-                          f" (execution {source.get('execution_id')})")) if source else "")
-        rows.append([name, Status(st["status"]), f"{seconds:.1f}",
-                     Bar(f"{120 * seconds / longest:.0f}"), reused,
-                     (st.get("error") or {}).get("message", "")])
+        reused = (
+            Joined(
+                (
+                    "run ",
+                    page.run_link(source.get("run_id")),
+                    f" (execution {source.get('execution_id')})",
+                )
+            )
+            if source
+            else ""
+        )
+        rows.append(
+            [
+                name,
+                Status(st["status"]),
+                f"{seconds:.1f}",
+                Bar(f"{120 * seconds / longest:.0f}"),
+                reused,
+                (st.get("error") or {}).get("message", ""),
+            ]
+        )
     return rows
 
 
 def _config(view: dict) -> dict:
-    return {"changed": [(Code(k), fmt(v)) for k, v in (view.get("config_changed") or {}).items()],
-            "preset": view.get("preset") or "(none)",
-            "full": json.dumps(view.get("config") or {}, indent=2, sort_keys=True)}
+    return {
+        "changed": [(Code(k), fmt(v)) for k, v in (view.get("config_changed") or {}).items()],
+        "preset": view.get("preset") or "(none)",
+        "full": json.dumps(view.get("config") or {}, indent=2, sort_keys=True),
+    }
 
 
 def _metric_table(view: dict, stage: str, table: MetricTable) -> dict:
     metrics = (view["stages"].get(stage) or {}).get("metrics") or {}
-    return {"heading": table.heading, "scope": table.scope,
-            "rows": metric_rows(table, metrics) if metrics else None}
+    return {
+        "heading": table.heading,
+        "scope": table.scope,
+        "rows": metric_rows(table, metrics) if metrics else None,
+    }
 
 
 def metric_rows(table: MetricTable, metrics: dict) -> list[tuple[str, str]]:
@@ -238,8 +297,10 @@ def _figures(view: dict, views: Views, page: _Page) -> list[dict]:
         if not (uri and os.path.isdir(uri)):
             continue
         order = list(pictures.captions)
-        pngs = sorted((f for f in os.listdir(uri) if f.endswith(".png")),
-                      key=lambda f: (order.index(f) if f in order else len(order), f))
+        pngs = sorted(
+            (f for f in os.listdir(uri) if f.endswith(".png")),
+            key=lambda f: (order.index(f) if f in order else len(order), f),
+        )
         for name in pngs:
             src = page.href(os.path.join(uri, name))
             if src:
@@ -262,16 +323,34 @@ def _data(store: MetadataStore, view: dict, views: Views, page: _Page) -> dict:
             if data.class_counts:
                 classes[split] = stats["labels"]
             problems, drift = report_data.anomalies(anomalies_uri, split)
-            files = Joined((
-                page.link(os.path.join(stats_uri, f"Split-{split}", "statistics.html"),
-                          "statistics (TFDV view)"), " ",
-                page.link(os.path.join(anomalies_uri, f"Split-{split}", "anomalies.pbtxt"),
-                          "anomalies.pbtxt")))
-            rows.append([stage, split, fmt(stats["examples"]), stats["pixels"] or "-",
-                         Items(tuple(problems), YesNo(True, "none")), Items(tuple(drift), "-"),
-                         files])
-    return {"rows": rows, "classes": _class_table(classes, view.get("dataset"),
-                                                  layout.get("class_names"))}
+            files = Joined(
+                (
+                    page.link(
+                        os.path.join(stats_uri, f"Split-{split}", "statistics.html"),
+                        "statistics (TFDV view)",
+                    ),
+                    " ",
+                    page.link(
+                        os.path.join(anomalies_uri, f"Split-{split}", "anomalies.pbtxt"),
+                        "anomalies.pbtxt",
+                    ),
+                )
+            )
+            rows.append(
+                [
+                    stage,
+                    split,
+                    fmt(stats["examples"]),
+                    stats["pixels"] or "-",
+                    Items(tuple(problems), YesNo(True, "none")),
+                    Items(tuple(drift), "-"),
+                    files,
+                ]
+            )
+    return {
+        "rows": rows,
+        "classes": _class_table(classes, view.get("dataset"), layout.get("class_names")),
+    }
 
 
 def _layout(store: MetadataStore, view: dict, views: Views) -> dict:
@@ -285,17 +364,24 @@ def _layout(store: MetadataStore, view: dict, views: Views) -> dict:
     return {}
 
 
-def _class_table(counts: dict[str, dict[int, int]], dataset: str | None,
-                 class_names) -> dict | None:
+def _class_table(
+    counts: dict[str, dict[int, int]], dataset: str | None, class_names
+) -> dict | None:
     """Examples per class (by name) and split."""
     labels = sorted({label for c in counts.values() for label in c})
     if not labels:
         return None
     names = [class_names[i] if 0 <= i < len(class_names or ()) else str(i) for i in labels]
-    rows = [[split] + [str(c.get(label, 0)) for label in labels] + [str(sum(c.values()))]
-            for split, c in counts.items()]
-    return {"dataset": dataset, "headers": ["split", *names, "total"], "rows": rows,
-            "numeric": list(range(1, len(labels) + 2))}
+    rows = [
+        [split] + [str(c.get(label, 0)) for label in labels] + [str(sum(c.values()))]
+        for split, c in counts.items()
+    ]
+    return {
+        "dataset": dataset,
+        "headers": ["split", *names, "total"],
+        "rows": rows,
+        "numeric": list(range(1, len(labels) + 2)),
+    }
 
 
 def _lineage(store: MetadataStore, view: dict, page: _Page) -> list[list[Any]]:
@@ -306,11 +392,21 @@ def _lineage(store: MetadataStore, view: dict, page: _Page) -> list[list[Any]]:
         latest[e["stage"]] = e  # ordered by id: the last attempt wins, as in the view
     rows = []
     for name, e in latest.items():
-        for direction, key, a in ([("in", k, a) for k, a in e["inputs"].items()]
-                                  + [("out", k, a) for k, a in e["outputs"].items()]):
-            rows.append([name, e["execution_id"], direction, key, a.type, a.id,
-                         page.run_link(a.properties.get("run_id")),
-                         page.link(a.uri, os.path.relpath(a.uri, store.root))])
+        for direction, key, a in [("in", k, a) for k, a in e["inputs"].items()] + [
+            ("out", k, a) for k, a in e["outputs"].items()
+        ]:
+            rows.append(
+                [
+                    name,
+                    e["execution_id"],
+                    direction,
+                    key,
+                    a.type,
+                    a.id,
+                    page.run_link(a.properties.get("run_id")),
+                    page.link(a.uri, os.path.relpath(a.uri, store.root)),
+                ]
+            )
     return rows
 
 
@@ -322,8 +418,11 @@ def _flat(d: dict, prefix: str = "") -> list[tuple[str, Any]]:
 
 
 def _stage_metrics(view: dict) -> list[tuple[str, list[tuple[str, str]]]]:
-    return [(name, [(k, fmt(v, ".6g")) for k, v in _flat(st["metrics"])])
-            for name, st in view["stages"].items() if st.get("metrics")]
+    return [
+        (name, [(k, fmt(v, ".6g")) for k, v in _flat(st["metrics"])])
+        for name, st in view["stages"].items()
+        if st.get("metrics")
+    ]
 
 
 # -- index ------------------------------------------------------------------------------
@@ -333,17 +432,34 @@ def _runs_table(rendered: Iterable[dict], views: Views, page: _Page) -> dict:
     for v in rendered:
         main = _main_metric(v)
         took = f"{v['duration_s']:.0f} s" if v.get("duration_s") is not None else "-"
-        row = [page.run_link(v["run_id"]), Status(v["status"]), v.get("started") or "-", took,
-               fmt(v.get("dataset")), fmt(v.get("variant")),
-               f"{main['name']} {fmt(main['value'])}" if main else "-"]
+        row = [
+            page.run_link(v["run_id"]),
+            Status(v["status"]),
+            v.get("started") or "-",
+            took,
+            fmt(v.get("dataset")),
+            fmt(v.get("variant")),
+            f"{main['name']} {fmt(main['value'])}" if main else "-",
+        ]
         for d in decisions:
             found = v.get(d.key)
             yes = YesNo(bool(found.get(d.flag)) if found else None)
             version = (found or {}).get(d.version) if d.version else None
             row.append(Joined((yes, f" v{version}")) if version is not None else yes)
         rows.append(row)
-    return {"headers": ["run", "status", "started", "took", "dataset", "variant", "main metric",
-                        *[d.flag for d in decisions]], "rows": rows}
+    return {
+        "headers": [
+            "run",
+            "status",
+            "started",
+            "took",
+            "dataset",
+            "variant",
+            "main metric",
+            *[d.flag for d in decisions],
+        ],
+        "rows": rows,
+    }
 
 
 def charts(rendered: list[dict], views: Views) -> list[dict]:
@@ -355,9 +471,12 @@ def charts(rendered: list[dict], views: Views) -> list[dict]:
         if main:
             series = f"{v.get('dataset')} / {v.get('variant')}"
             by_metric.setdefault(main["name"], {}).setdefault(series, []).append(
-                (x, float(main["value"]), v["run_id"]))
-    return [_chart(name, views.direction(name), series, len(rendered))
-            for name, series in by_metric.items()]
+                (x, float(main["value"]), v["run_id"])
+            )
+    return [
+        _chart(name, views.direction(name), series, len(rendered))
+        for name, series in by_metric.items()
+    ]
 
 
 def charts_html(rendered: list[dict], views: Views) -> str:
@@ -365,8 +484,9 @@ def charts_html(rendered: list[dict], views: Views) -> str:
     return _ENV.get_template("charts.html").render(charts=charts(rendered, views))
 
 
-def _chart(metric: str, direction: str | None,
-           series: dict[str, list[tuple[int, float, str]]], runs: int) -> dict:
+def _chart(
+    metric: str, direction: str | None, series: dict[str, list[tuple[int, float, str]]], runs: int
+) -> dict:
     """The geometry of one SVG line chart; the markup is templates/charts.html."""
     width, height, left, right, top, bottom = 820, 300, 70, 230, 20, 45
     values = [y for points in series.values() for _, y, _ in points]
@@ -383,16 +503,32 @@ def _chart(metric: str, direction: str | None,
 
     ticks = [lo + (hi - lo) * i / 4 for i in range(5)]
     step = max(1, -(-runs // 10))  # at most about ten run ticks
-    lines = [{"name": name, "color": PALETTE[i % len(PALETTE)], "legend_y": top + 10 + 18 * i,
-              "points": " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y, _ in points),
-              "dots": [{"x": f"{sx(x):.1f}", "y": f"{sy(y):.1f}",
-                        "title": f"{run_id}: {metric} {y:.6g}"} for x, y, run_id in points]}
-             for i, (name, points) in enumerate(sorted(series.items()))]
-    return {"metric": metric, "axis": f"{metric} ({direction})" if direction else metric,
-            "width": width, "height": height, "left": left, "top": top, "plot_w": plot_w,
-            "plot_h": plot_h, "legend_x": width - right,
-            "y_ticks": [{"y": f"{sy(t):.1f}", "text_y": f"{sy(t) + 4:.1f}", "label": f"{t:.4g}"}
-                        for t in ticks],
-            "x_ticks": [{"x": f"{sx(x):.1f}", "label": x} for x in range(1, runs + 1, step)],
-            "series": lines}
-
+    lines = [
+        {
+            "name": name,
+            "color": PALETTE[i % len(PALETTE)],
+            "legend_y": top + 10 + 18 * i,
+            "points": " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y, _ in points),
+            "dots": [
+                {"x": f"{sx(x):.1f}", "y": f"{sy(y):.1f}", "title": f"{run_id}: {metric} {y:.6g}"}
+                for x, y, run_id in points
+            ],
+        }
+        for i, (name, points) in enumerate(sorted(series.items()))
+    ]
+    return {
+        "metric": metric,
+        "axis": f"{metric} ({direction})" if direction else metric,
+        "width": width,
+        "height": height,
+        "left": left,
+        "top": top,
+        "plot_w": plot_w,
+        "plot_h": plot_h,
+        "legend_x": width - right,
+        "y_ticks": [
+            {"y": f"{sy(t):.1f}", "text_y": f"{sy(t) + 4:.1f}", "label": f"{t:.4g}"} for t in ticks
+        ],
+        "x_ticks": [{"x": f"{sx(x):.1f}", "label": x} for x in range(1, runs + 1, step)],
+        "series": lines,
+    }

@@ -14,8 +14,14 @@ from typing import Any
 
 import jinja2
 
-_STATUS_CLASS = {"succeeded": "ok", "ran": "ok", "cached": "ok", "failed": "bad",
-                 "interrupted": "bad", "abandoned": "bad"}
+_STATUS_CLASS = {
+    "succeeded": "ok",
+    "ran": "ok",
+    "cached": "ok",
+    "failed": "bad",
+    "interrupted": "bad",
+    "abandoned": "bad",
+}
 
 
 @dataclass(frozen=True)
@@ -101,7 +107,11 @@ def environment() -> jinja2.Environment:
     """pipeline/templates/, autoescaped; `c is link` (and so on) tests a cell's kind."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(os.path.join(os.path.dirname(__file__), "templates")),
-        autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     for kind in (Link, Code, Status, YesNo, Bar, Joined, Items, Pairs):
         env.tests[kind.__name__.lower()] = lambda v, kind=kind: isinstance(v, kind)
     return env

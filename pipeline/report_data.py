@@ -15,8 +15,11 @@ SPLIT_ORDER = ("train", "validation", "test")
 
 def splits(uri: str) -> list[str]:
     """The Split-<name> folders of a split-aware artifact, train / validation / test first."""
-    found = [d[len("Split-"):] for d in os.listdir(uri) if d.startswith("Split-")] \
-        if uri and os.path.isdir(uri) else []
+    found = (
+        [d[len("Split-") :] for d in os.listdir(uri) if d.startswith("Split-")]
+        if uri and os.path.isdir(uri)
+        else []
+    )
     return sorted(found, key=lambda s: (SPLIT_ORDER.index(s) if s in SPLIT_ORDER else 99, s))
 
 
@@ -38,8 +41,9 @@ def split_stats(stats_uri: str, split: str, layout: dict) -> dict[str, Any]:
                 n = feature.num_stats
                 out["pixels"] = f"{n.min:.4g} / {n.mean:.4g} / {n.max:.4g}"
             elif step == [layout.get("label_feature")]:
-                out["labels"] = {int(v.value): int(v.frequency)
-                                 for v in feature.string_stats.top_values}
+                out["labels"] = {
+                    int(v.value): int(v.frequency) for v in feature.string_stats.top_values
+                }
     return out
 
 
@@ -50,13 +54,22 @@ def anomalies(anomalies_uri: str, split: str) -> tuple[list[str], list[str]]:
         return [], []
     with open(path, "rb") as f:
         a = anomalies_pb2.Anomalies.FromString(f.read())
-    problems = [f"{feature}: " + ("; ".join(f"{r.short_description}: {r.description}"
-                                            for r in info.reason) or info.description)
-                for feature, info in sorted(a.anomaly_info.items())]
+    problems = [
+        f"{feature}: "
+        + (
+            "; ".join(f"{r.short_description}: {r.description}" for r in info.reason)
+            or info.description
+        )
+        for feature, info in sorted(a.anomaly_info.items())
+    ]
     if a.HasField("dataset_anomaly_info"):
-        problems.append("(dataset): " + "; ".join(r.description
-                                                  for r in a.dataset_anomaly_info.reason))
+        problems.append(
+            "(dataset): " + "; ".join(r.description for r in a.dataset_anomaly_info.reason)
+        )
     kind = anomalies_pb2.DriftSkewInfo.Measurement.Type.Name
-    drift = [f"{'/'.join(d.path.step)}: {kind(m.type)} {m.value:.4f} (threshold {m.threshold:g})"
-             for d in a.drift_skew_info for m in d.drift_measurements]
+    drift = [
+        f"{'/'.join(d.path.step)}: {kind(m.type)} {m.value:.4f} (threshold {m.threshold:g})"
+        for d in a.drift_skew_info
+        for m in d.drift_measurements
+    ]
     return problems, drift

@@ -28,14 +28,29 @@ import time
 from dataclasses import dataclass
 
 from pipeline import artifacts, locks, report, summary
+from pipeline import config as config_lib
 from pipeline.artifacts import Artifact
 from pipeline.component import Component
-from pipeline import config as config_lib
 from pipeline.config import Config, Params, key
-from pipeline.errors import (EXIT_OK, EXIT_SKIPPED, ConfigError, EnvironmentFailure, Interrupted,
-                             PipelineError, StopRun, describe, environment_failure)
-from pipeline.launcher import (RunContext, fingerprint_inputs, launch, resolve, stage_fingerprint,
-                               usable)
+from pipeline.errors import (
+    EXIT_OK,
+    EXIT_SKIPPED,
+    ConfigError,
+    EnvironmentFailure,
+    Interrupted,
+    PipelineError,
+    StopRun,
+    describe,
+    environment_failure,
+)
+from pipeline.launcher import (
+    RunContext,
+    fingerprint_inputs,
+    launch,
+    resolve,
+    stage_fingerprint,
+    usable,
+)
 from pipeline.metadata import DB_FILE, MetadataStore, backup_store, check_store
 from pipeline.views import Views
 
@@ -58,10 +73,12 @@ DEFAULT_BEAM_ARGS = ("--runner=DirectRunner",)
 @dataclass(frozen=True, kw_only=True)
 class BeamParams(Params):
     args: tuple[str, ...] = key(
-        "beam.args", DEFAULT_BEAM_ARGS,
+        "beam.args",
+        DEFAULT_BEAM_ARGS,
         "Beam pipeline options for the data-parallel work, e.g. --runner=PortableRunner "
         "--job_endpoint=localhost:8099, or --direct_num_workers=2 "
-        "--direct_running_mode=multi_processing")
+        "--direct_running_mode=multi_processing",
+    )
 
     def check(self) -> None:
         if self.args == DEFAULT_BEAM_ARGS:
@@ -90,8 +107,10 @@ class BeamParams(Params):
             try:
                 create_runner(runner)
             except (ValueError, ImportError, AttributeError) as e:
-                raise ConfigError(f"{name}: --runner={runner} is not a Beam runner here "
-                                         f"({str(e).splitlines()[0]})") from None
+                raise ConfigError(
+                    f"{name}: --runner={runner} is not a Beam runner here "
+                    f"({str(e).splitlines()[0]})"
+                ) from None
 
 
 @dataclass(frozen=True)
@@ -130,10 +149,15 @@ def plan(components, config: Config, root: str | None = None) -> Plan:
         check_wiring(c, seen)
         p = c.params.from_config(config)
         params[c.name] = p
-        inputs = {k: f"{fingerprints[ch.producer]}:{ch.producer}.{ch.output}"
-                  for k, ch in c.channels.items()}
-        resolved = {k: resolve(store, c, k, p, inputs[r.candidate])
-                    for k, r in c.resolved.items() if r.in_fingerprint}
+        inputs = {
+            k: f"{fingerprints[ch.producer]}:{ch.producer}.{ch.output}"
+            for k, ch in c.channels.items()
+        }
+        resolved = {
+            k: resolve(store, c, k, p, inputs[r.candidate])
+            for k, r in c.resolved.items()
+            if r.in_fingerprint
+        }
         fingerprints[c.name] = stage_fingerprint(c, p, fingerprint_inputs(c, inputs, resolved))
         seen.add(c.name)
     return Plan(tuple(components), config, params, fingerprints, BeamParams.from_config(config))
@@ -142,13 +166,19 @@ def plan(components, config: Config, root: str | None = None) -> Plan:
 def check_wiring(component: Component, earlier: set[str]) -> None:
     """Every declared input is wired, to an output of an earlier component."""
     if component.unbound:
-        raise TypeError(f"component {component.name}: inputs {list(component.unbound)} are "
-                        "not wired to an upstream output (create_pipeline)")
-    missing = [f"{ch.producer}.{ch.output}" for ch in component.channels.values()
-               if ch.producer not in earlier]
+        raise TypeError(
+            f"component {component.name}: inputs {list(component.unbound)} are "
+            "not wired to an upstream output (create_pipeline)"
+        )
+    missing = [
+        f"{ch.producer}.{ch.output}"
+        for ch in component.channels.values()
+        if ch.producer not in earlier
+    ]
     if missing:
-        raise TypeError(f"component {component.name} consumes {missing}, not produced by "
-                        "an earlier component")
+        raise TypeError(
+            f"component {component.name} consumes {missing}, not produced by an earlier component"
+        )
 
 
 def _existing_store(root: str | None) -> MetadataStore | None:
@@ -163,6 +193,7 @@ def _existing_store(root: str | None) -> MetadataStore | None:
 
 
 # -- liveness ---------------------------------------------------------------------------
+
 
 def run_lock(root: str, run_id: str) -> locks.FileLock:
     return locks.FileLock(root, f"run-{run_id}")
@@ -186,19 +217,33 @@ def sweep_abandoned(store: MetadataStore, views: Views) -> list[str]:
         run_id = run["run_id"]
         for e in store.run_executions(run_id):
             if e.get("state") == "running":
-                store.put_execution(run_id, e["stage"], "abandoned", {
-                    "error": {"kind": "abandoned", "exit_code": None,
-                              "message": "the run's process died while this stage ran"}},
-                    execution_id=e["execution_id"])
-        for tmp in glob.glob(os.path.join(store.root, "artifacts", "*", run_id,
-                                          artifacts.TMP_PREFIX + "*")):
+                store.put_execution(
+                    run_id,
+                    e["stage"],
+                    "abandoned",
+                    {
+                        "error": {
+                            "kind": "abandoned",
+                            "exit_code": None,
+                            "message": "the run's process died while this stage ran",
+                        }
+                    },
+                    execution_id=e["execution_id"],
+                )
+        for tmp in glob.glob(
+            os.path.join(store.root, "artifacts", "*", run_id, artifacts.TMP_PREFIX + "*")
+        ):
             shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(scratch_dir(store.root, run_id), ignore_errors=True)
         _remove_empty_run_dirs(store.root, run_id)
         store.update_run(run_id, status="abandoned", finished=run.get("heartbeat"))
         publish(store, run_id, views)
-        log.warning("run %s was abandoned (its process %s on %s is gone); recorded as such",
-                    run_id, run.get("owner_pid"), run.get("owner_host"))
+        log.warning(
+            "run %s was abandoned (its process %s on %s is gone); recorded as such",
+            run_id,
+            run.get("owner_pid"),
+            run.get("owner_host"),
+        )
         found.append(run_id)
     return found
 
@@ -231,13 +276,15 @@ class _Heartbeat(threading.Thread):
             log.debug("heartbeat of run %s failed", self.run_id, exc_info=True)
             failure = environment_failure(e) or EnvironmentFailure(
                 f"{os.path.join(self.root, DB_FILE)}: the run's heartbeat cannot be written "
-                f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+                f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+            )
             # A class, since that is what CPython raises asynchronously in another thread.
             stop = type("HeartbeatLost", (StopRun,), {"reason": failure})
             with self._stopping:
                 if not self.stopped.is_set():
-                    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.main),
-                                                               ctypes.py_object(stop))
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                        ctypes.c_ulong(self.main), ctypes.py_object(stop)
+                    )
 
 
 def scratch_dir(root: str, run_id: str) -> str:
@@ -293,8 +340,15 @@ def prune_empty_dirs(root: str, *names: str) -> None:
             _remove_empty_dir(path)
 
 
-def run(p: Plan, root: str, run_id: str, only: str | None = None, force: bool = False,
-        skip_if_running: bool = False, command: str = "") -> dict:
+def run(
+    p: Plan,
+    root: str,
+    run_id: str,
+    only: str | None = None,
+    force: bool = False,
+    skip_if_running: bool = False,
+    command: str = "",
+) -> dict:
     """Run the plan; returns the summary (rendered from ML Metadata). Raises the failing
     stage's error (the summary and ML Metadata already say what failed)."""
     root = artifacts.normalize_root(root)
@@ -307,30 +361,53 @@ def run(p: Plan, root: str, run_id: str, only: str | None = None, force: bool = 
         sweep_abandoned(store, views)
         live = [r["run_id"] for r in store.list_runs() if r.get("status") == "running"]
         registration = {
-            "status": "running", "started": time.time(), "heartbeat": time.time(),
-            "owner_pid": os.getpid(), "owner_host": socket.gethostname(),
-            "stages": names[: last + 1], "config": p.config.to_dict(),
-            "config_changed": p.config.differences(), "preset": p.config.preset or "",
-            "fingerprints": p.fingerprints, "command": command, "exit_code": None}
+            "status": "running",
+            "started": time.time(),
+            "heartbeat": time.time(),
+            "owner_pid": os.getpid(),
+            "owner_host": socket.gethostname(),
+            "stages": names[: last + 1],
+            "config": p.config.to_dict(),
+            "config_changed": p.config.differences(),
+            "preset": p.config.preset or "",
+            "fingerprints": p.fingerprints,
+            "command": command,
+            "exit_code": None,
+        }
         if skip_if_running and live:
-            skipped = Skipped(f"run {', '.join(live)} is still running on {root} "
-                              "(--skip-if-running)")
-            store.start_run(run_id, {**registration, "status": "skipped", "finished": time.time(),
-                                     "exit_code": Skipped.exit_code, "error": describe(skipped)})
+            skipped = Skipped(
+                f"run {', '.join(live)} is still running on {root} (--skip-if-running)"
+            )
+            store.start_run(
+                run_id,
+                {
+                    **registration,
+                    "status": "skipped",
+                    "finished": time.time(),
+                    "exit_code": Skipped.exit_code,
+                    "error": describe(skipped),
+                },
+            )
             publish(store, run_id, views)
             raise skipped
         lock.acquire(note=f"{os.getpid()}@{socket.gethostname()}")
         store.start_run(run_id, registration)
     heartbeat = _Heartbeat(root, run_id)
     heartbeat.start()
-    ctx = RunContext(root=root, run_id=run_id, beam_args=p.beam.args, only=only, force=force,
-                     views=views)
+    ctx = RunContext(
+        root=root, run_id=run_id, beam_args=p.beam.args, only=only, force=force, views=views
+    )
     components = p.components[: last + 1]
     try:
         with _Scratch(scratch_dir(root, run_id)):
             summary.write(store, run_id, views)
-            if not force and not only and all(
-                    store.find_cached(c.name, p.fingerprints[c.name], usable) for c in components):
+            if (
+                not force
+                and not only
+                and all(
+                    store.find_cached(c.name, p.fingerprints[c.name], usable) for c in components
+                )
+            ):
                 _record_cached(p, components, ctx)
             else:
                 from pipeline import beam_dag
@@ -338,10 +415,18 @@ def run(p: Plan, root: str, run_id: str, only: str | None = None, force: bool = 
                 beam_dag.run(components, p.params, ctx)
     except BaseException as exc:
         heartbeat.stop()
-        error = _stage_error(store, run_id) or describe(exc, where=root)  # the stage's, not Beam's wrapper
+        error = _stage_error(store, run_id) or describe(
+            exc, where=root
+        )  # the stage's, not Beam's wrapper
         interrupted = isinstance(exc, KeyboardInterrupt) and error["kind"] == Interrupted.kind
-        _end(store, run_id, views, status="interrupted" if interrupted else "failed",
-             exit_code=error["exit_code"], error=error)
+        _end(
+            store,
+            run_id,
+            views,
+            status="interrupted" if interrupted else "failed",
+            exit_code=error["exit_code"],
+            error=error,
+        )
         if isinstance(exc, StopRun):  # the heartbeat's reason, not an interrupt
             raise exc.reason from None
         raise
@@ -367,8 +452,10 @@ def _end(store: MetadataStore, run_id: str, views: Views, **outcome) -> dict:
         try:
             backup_store(store.root, run_id)
         except Exception:  # noqa: BLE001 - the run's outcome stands; the last backup stays
-            log.warning("could not back up the metadata store to %s (see pipeline.log)",
-                        os.path.join(store.root, "backups"))
+            log.warning(
+                "could not back up the metadata store to %s (see pipeline.log)",
+                os.path.join(store.root, "backups"),
+            )
             log.debug("backup traceback", exc_info=True)
         # Not other runs' scratch: a live run's may be empty now and written to later.
         prune_empty_dirs(store.root, "work")
@@ -411,4 +498,3 @@ def _stage_error(store: MetadataStore, run_id: str) -> dict | None:
         if e.get("state") in ("failed", "canceled") and e.get("error"):
             return {**e["error"], "stage": e["stage"]}
     return None
-

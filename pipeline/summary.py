@@ -19,15 +19,20 @@ from pipeline.metadata import MetadataStore
 from pipeline.views import Views
 
 SUMMARY_FILE = "summary.json"
-_STAGE_STATUS = {"complete": "ran", "cached": "cached", "failed": "failed", "running": "running",
-                 "canceled": "interrupted", "abandoned": "abandoned"}
+_STAGE_STATUS = {
+    "complete": "ran",
+    "cached": "cached",
+    "failed": "failed",
+    "running": "running",
+    "canceled": "interrupted",
+    "abandoned": "abandoned",
+}
 
 
 def iso(ts: float | None) -> str | None:
     if not ts:
         return None
-    return datetime.datetime.fromtimestamp(float(ts), datetime.UTC).isoformat(
-        timespec="seconds")
+    return datetime.datetime.fromtimestamp(float(ts), datetime.UTC).isoformat(timespec="seconds")
 
 
 def render(store: MetadataStore, run_id: str, views: Views) -> dict[str, Any]:
@@ -48,8 +53,11 @@ def render(store: MetadataStore, run_id: str, views: Views) -> dict[str, Any]:
         "started": iso(run.get("started")),
         "finished": iso(finished),
         "duration_s": round(float(finished) - float(run["started"]), 1) if finished else None,
-        "owner": {"pid": run.get("owner_pid"), "host": run.get("owner_host"),
-                  "heartbeat": iso(run.get("heartbeat"))},
+        "owner": {
+            "pid": run.get("owner_pid"),
+            "host": run.get("owner_host"),
+            "heartbeat": iso(run.get("heartbeat")),
+        },
         "command": run.get("command"),
         "error": run.get("error"),
         "stages": stages,
@@ -66,8 +74,13 @@ def _stages(store: MetadataStore, run_id: str, run: dict) -> tuple[dict, dict]:
     for execution in store.run_executions(run_id):
         latest[execution["stage"]] = execution  # ordered by id: the last attempt wins
     outputs: dict[str, dict] = {}
-    sources = store.executions([int(e["cached_from"]) for e in latest.values()
-                                if e["state"] == "cached" and e.get("cached_from")])
+    sources = store.executions(
+        [
+            int(e["cached_from"])
+            for e in latest.values()
+            if e["state"] == "cached" and e.get("cached_from")
+        ]
+    )
     stages: dict[str, dict[str, Any]] = {}
     for name in run.get("stages", []):
         e = latest.get(name)
@@ -78,9 +91,12 @@ def _stages(store: MetadataStore, run_id: str, run: dict) -> tuple[dict, dict]:
         if e["state"] == "cached" and e.get("cached_from"):
             source = sources[int(e["cached_from"])]
             metrics = source.get("metrics")
-            cached_from = {"execution_id": source["execution_id"],
-                           "run_id": next(iter(e["outputs"].values())).properties.get("run_id")
-                           if e["outputs"] else None}
+            cached_from = {
+                "execution_id": source["execution_id"],
+                "run_id": next(iter(e["outputs"].values())).properties.get("run_id")
+                if e["outputs"]
+                else None,
+            }
         else:
             cached_from = None
         outputs[name] = e["outputs"]

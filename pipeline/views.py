@@ -126,6 +126,6 @@ class Views:
         return self.declaring("decision")
 
     def direction(self, metric: str) -> str | None:
-        """"lower is better" or "higher is better" for a main-metric name."""
+        """ "lower is better" or "higher is better" for a main-metric name."""
         main = self.main_metric()
         return main[1].direction if main and metric in main[1].names else None

@@ -28,8 +28,10 @@ def _name_the_group(item) -> None:
     """loadgroup reads a test's group from an `@group` suffix of its node id, which
     pytest-xdist 3.8 still writes to the attribute pytest 9 no longer reads (pytest-xdist
     issue 1386); the suffix goes on the node id here until xdist does it again."""
-    groups = {str(m.args[0] if m.args else m.kwargs.get("name", "default"))
-              for m in item.iter_markers("xdist_group")}
+    groups = {
+        str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+        for m in item.iter_markers("xdist_group")
+    }
     if groups and "@" not in item.nodeid.rpartition("]")[2]:
         from _pytest.nodeid import NodeId
 

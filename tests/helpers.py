@@ -49,8 +49,9 @@ def output_artifacts(stage: str, directory) -> dict[str, Artifact]:
     return out
 
 
-def run_executor(stage: str, params_, inputs: dict, outputs: dict,
-                 ctx: ExecutionContext | None = None) -> dict:
+def run_executor(
+    stage: str, params_, inputs: dict, outputs: dict, ctx: ExecutionContext | None = None
+) -> dict:
     """Call a stage's executor directly on artifacts on disk (no commit, no metadata), as
     the launcher calls it."""
     return COMPONENTS[stage].call(params_, ctx or ExecutionContext(), inputs, outputs)
@@ -65,13 +66,14 @@ def synthetic_images(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         h = 6 + int(y) * 2
         top = rng.integers(0, 28 - h + 1)
         left = rng.integers(2, 8)
-        images[i, top:top + h, left:left + 14] = rng.integers(120, 256)
+        images[i, top : top + h, left : left + 14] = rng.integers(120, 256)
     noise = rng.integers(0, 30, size=images.shape)
     return np.clip(images.astype(np.int64) + noise, 0, 255).astype(np.uint8), labels
 
 
-def write_idx(directory, prefix: str, images: np.ndarray, labels: np.ndarray,
-              compress: bool = True) -> tuple[str, str]:
+def write_idx(
+    directory, prefix: str, images: np.ndarray, labels: np.ndarray, compress: bool = True
+) -> tuple[str, str]:
     """IDX files as MNIST ships them: big-endian magic and dims, then uint8 data."""
     os.makedirs(directory, exist_ok=True)
     ext = ".gz" if compress else ""
@@ -87,9 +89,13 @@ def write_idx(directory, prefix: str, images: np.ndarray, labels: np.ndarray,
     return img_path, lbl_path
 
 
-def write_examples_artifact(uri: str, splits: dict[str, tuple[np.ndarray, np.ndarray]],
-                            normalized: bool, noisy: dict[str, np.ndarray] | None = None,
-                            num_shards: int = 2) -> Artifact:
+def write_examples_artifact(
+    uri: str,
+    splits: dict[str, tuple[np.ndarray, np.ndarray]],
+    normalized: bool,
+    noisy: dict[str, np.ndarray] | None = None,
+    num_shards: int = 2,
+) -> Artifact:
     """A committed Examples artifact with F.* features, as ingest (raw) or transform
     (normalized) writes it, through the same encoder, shard writer and commit.
 
@@ -100,20 +106,27 @@ def write_examples_artifact(uri: str, splits: dict[str, tuple[np.ndarray, np.nda
     staging = artifacts.begin(uri)
     for split, (images, labels) in splits.items():
         os.makedirs(os.path.join(staging, f"Split-{split}"))
-        pixels = {F.IMAGE: images.reshape(len(images), -1).astype(
-            np.float32 if normalized else np.int64)}
+        pixels = {
+            F.IMAGE: images.reshape(len(images), -1).astype(np.float32 if normalized else np.int64)
+        }
         if normalized and noisy is not None:
             pixels[F.NOISY_IMAGE] = noisy[split].reshape(len(images), -1).astype(np.float32)
         for s, rows in enumerate(np.array_split(np.arange(len(images)), num_shards)):
             path = os.path.join(staging, f"Split-{split}", F.shard_name(s, num_shards))
             with records.shard_writer(path) as writer:
                 if len(rows):  # the encoder needs at least one row
-                    for example in records.encode([f"{split}-{i:05d}" for i in rows],
-                                                  labels[rows],
-                                                  {k: v[rows] for k, v in pixels.items()}):
+                    for example in records.encode(
+                        [f"{split}-{i:05d}" for i in rows],
+                        labels[rows],
+                        {k: v[rows] for k, v in pixels.items()},
+                    ):
                         writer.write(example)
-    props = {"splits": list(splits), "counts": {s: len(v[0]) for s, v in splits.items()},
-             "normalized": normalized, "noisy": noisy is not None}
+    props = {
+        "splits": list(splits),
+        "counts": {s: len(v[0]) for s, v in splits.items()},
+        "normalized": normalized,
+        "noisy": noisy is not None,
+    }
     artifacts.commit(staging, uri, {**props, "type": artifacts.EXAMPLES})
     return Artifact(type=artifacts.EXAMPLES, uri=uri, properties=props)
 
@@ -124,8 +137,11 @@ def read_shard(path: str, float_images: bool) -> dict[str, np.ndarray]:
 
     parts = list(records.iter_shard(path, float_images))
     if not parts:
-        return {F.ID: np.zeros([0], object), F.LABEL: np.zeros([0], np.int64),
-                F.IMAGE: np.zeros([0, F.PIXELS], np.float32 if float_images else np.int64)}
+        return {
+            F.ID: np.zeros([0], object),
+            F.LABEL: np.zeros([0], np.int64),
+            F.IMAGE: np.zeros([0, F.PIXELS], np.float32 if float_images else np.int64),
+        }
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 

@@ -31,8 +31,10 @@ def _arm(sig: int, kind: str, save: int, step: str) -> None:
 
     state = {"saves": {"backup": 0, "best": 0}, "in": None, "armed": False, "datasets": 0}
     fire = lambda: os.kill(os.getpid(), sig)  # noqa: E731
-    writers = {"backup": checkpoints.AtomicBackupAndRestore,
-               "best": checkpoints.AtomicModelCheckpoint}
+    writers = {
+        "backup": checkpoints.AtomicBackupAndRestore,
+        "best": checkpoints.AtomicModelCheckpoint,
+    }
 
     def wrap(which, original):
         def save_model(self, *args, **kwargs):
@@ -44,6 +46,7 @@ def _arm(sig: int, kind: str, save: int, step: str) -> None:
                 return original(self, *args, **kwargs)
             finally:
                 state["in"], state["armed"] = None, False
+
         return save_model
 
     for which, cls in writers.items():
@@ -89,12 +92,18 @@ def main(argv: list[str]) -> int:
     from pipeline.component import ExecutionContext
     from tests.helpers import output_artifacts, params, run_executor
 
-    p = params("train", "model.variant=dense", f"train.epochs={epochs}",
-               "train.early_stopping_patience=0")
+    p = params(
+        "train", "model.variant=dense", f"train.epochs={epochs}", "train.early_stopping_patience=0"
+    )
     examples = artifacts.load(EXAMPLES, examples_uri)
     try:
-        metrics = run_executor("train", p, {"examples": examples},
-                               output_artifacts("train", out_dir), ExecutionContext(work_dir=work_dir))
+        metrics = run_executor(
+            "train",
+            p,
+            {"examples": examples},
+            output_artifacts("train", out_dir),
+            ExecutionContext(work_dir=work_dir),
+        )
     except KeyboardInterrupt:
         return 130
     print(json.dumps(metrics, default=str))

@@ -24,9 +24,14 @@ EPOCHS = 4
 
 
 def _train(examples, work_dir, out_dir, *stop: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, CHILD, examples.uri, str(work_dir), str(out_dir),
-                           str(EPOCHS), *stop], cwd=PROJECT, capture_output=True, text=True,
-                          timeout=300, env=user_env())
+    return subprocess.run(
+        [sys.executable, CHILD, examples.uri, str(work_dir), str(out_dir), str(EPOCHS), *stop],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=user_env(),
+    )
 
 
 def _backups_loadable(work_dir) -> list[str]:
@@ -44,12 +49,14 @@ def _backups_loadable(work_dir) -> list[str]:
 def test_stops_inside_checkpoint_writes_then_a_rerun_completes(normalized_examples, tmp_path):
     work = tmp_path / "work"
     # Each stop hits the same work directory, as a nightly unit stopped night after night.
-    stops = [("TERM", "best", "1", "2"),        # the first best checkpoint's weights
-             ("KILL", "best", "1", "fsync"),    # its bytes written, not yet synced
-             ("TERM", "backup", "2", "1"),      # the second epoch's backup, first dataset
-             ("KILL", "backup", "1", "3"),      # mid-file, in a resumed process
-             ("TERM", "backup", "1", "fsync"),
-             ("KILL", "backup", "1", "rename")]  # complete, not yet renamed into place
+    stops = [
+        ("TERM", "best", "1", "2"),  # the first best checkpoint's weights
+        ("KILL", "best", "1", "fsync"),  # its bytes written, not yet synced
+        ("TERM", "backup", "2", "1"),  # the second epoch's backup, first dataset
+        ("KILL", "backup", "1", "3"),  # mid-file, in a resumed process
+        ("TERM", "backup", "1", "fsync"),
+        ("KILL", "backup", "1", "rename"),
+    ]  # complete, not yet renamed into place
     expected_rc = {"TERM": 130, "KILL": -9}
     for i, stop in enumerate(stops):
         done = _train(normalized_examples, work, tmp_path / f"out{i}", *stop)
@@ -65,8 +72,7 @@ def test_stops_inside_checkpoint_writes_then_a_rerun_completes(normalized_exampl
     assert not glob.glob(str(tmp_path / "final" / "**" / "*.tmp-*"), recursive=True)
 
 
-def test_an_unusable_backup_is_set_aside_and_training_starts_again(normalized_examples,
-                                                                    tmp_path):
+def test_an_unusable_backup_is_set_aside_and_training_starts_again(normalized_examples, tmp_path):
     """What Keras' in-place BackupAndRestore left after a stop mid-write (a truncated
     latest.weights.h5): the stage used to fail on every later run ('could not be loaded')."""
     work = tmp_path / "work"
@@ -74,11 +80,13 @@ def test_an_unusable_backup_is_set_aside_and_training_starts_again(normalized_ex
     backup.mkdir(parents=True)
     (backup / checkpoints.WEIGHTS).write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
     (backup / checkpoints.METADATA).write_text(json.dumps({"epoch": 2, "batch": 0}))
-    metrics = run_executor("train", params("train", "model.variant=dense", "train.epochs=2",
-                                           "train.early_stopping_patience=0"),
-                           {"examples": normalized_examples},
-                           output_artifacts("train", tmp_path / "out"),
-                           ExecutionContext(work_dir=str(work)))
+    metrics = run_executor(
+        "train",
+        params("train", "model.variant=dense", "train.epochs=2", "train.early_stopping_patience=0"),
+        {"examples": normalized_examples},
+        output_artifacts("train", tmp_path / "out"),
+        ExecutionContext(work_dir=str(work)),
+    )
     assert metrics["resumed"] is False and metrics["epochs_run"] == 2
     [aside] = glob.glob(str(work / checkpoints.UNUSABLE_DIR / "*"))
     assert os.path.exists(os.path.join(aside, checkpoints.WEIGHTS))

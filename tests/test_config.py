@@ -75,57 +75,72 @@ def test_a_second_default_or_a_reader_without_owner_is_a_programming_error():
 
 
 def test_set_overrides_parse_toml_values_and_bare_strings():
-    c = load_config(None, "train.epochs=3", "train.learning_rate=1e-4", "data.source=idx:/tmp/x",
-                    "train.jit_compile=true", 'beam.args=["--direct_num_workers=2"]',
-                    "model.beta=2")
+    c = load_config(
+        None,
+        "train.epochs=3",
+        "train.learning_rate=1e-4",
+        "data.source=idx:/tmp/x",
+        "train.jit_compile=true",
+        'beam.args=["--direct_num_workers=2"]',
+        "model.beta=2",
+    )
     assert c["train.epochs"] == 3 and isinstance(c["train.epochs"], int)
     assert c["train.learning_rate"] == pytest.approx(1e-4)
     assert c["data.source"] == "idx:/tmp/x"
     assert c["train.jit_compile"] is True
     assert c["beam.args"] == ("--direct_num_workers=2",)
     assert c["model.beta"] == 2.0 and isinstance(c["model.beta"], float)
-    assert set(c.changed) == {"train.epochs", "train.learning_rate", "data.source",
-                              "train.jit_compile", "beam.args", "model.beta"}
+    assert set(c.changed) == {
+        "train.epochs",
+        "train.learning_rate",
+        "data.source",
+        "train.jit_compile",
+        "beam.args",
+        "model.beta",
+    }
     assert c.differences()["train.epochs"] == 3
 
 
-@pytest.mark.parametrize("overrides, key_", [
-    (["train.epochz=3"], "train.epochz"),
-    (["trian.epochs=3"], "trian"),
-    (["train.epochs=0"], "train.epochs"),
-    (["train.epochs=2.5"], "train.epochs"),
-    (["train.epochs=many"], "train.epochs"),
-    (["train.batch_size=-1"], "train.batch_size"),
-    (["data.validation_fraction=1.5"], "data.validation_fraction"),
-    (["data.dataset=cifar10"], "data.dataset"),
-    (["data.source=s3://x"], "data.source"),
-    (["data.max_examples=-5"], "data.max_examples"),
-    (["data.num_shards=0"], "data.num_shards"),
-    (["noise.kind=blur"], "noise.kind"),
-    (["noise.kind=mask", "noise.factor=1.5"], "noise.factor"),
-    (["noise.kind=gaussian", "noise.factor=0"], "noise.factor"),
-    (["model.variant=transformer"], "model.variant"),
-    (["model.latent_dim=32"], "model.latent_dim"),  # conv_pool's code is fixed at 256
-    (["model.variant=denoise", "model.latent_dim=7"], "model.latent_dim"),
-    (["model.latent_dim=-1"], "model.latent_dim"),
-    (["model.beta=-1"], "model.beta"),
-    (["train.optimizer=lbfgs"], "train.optimizer"),
-    (["train.learning_rate=0"], "train.learning_rate"),
-    (["train.mixed_precision=yes"], "train.mixed_precision"),
-    (["model.decoder=deconv"], "model.decoder"),
-    (["train.lr_schedule=step"], "train.lr_schedule"),
-    (["train.seed=-1"], "train.seed"),
-    (["train.steps_per_execution=0"], "train.steps_per_execution"),
-    (["evaluate.tsne_points=5"], "evaluate.tsne_points"),
-    (["evaluate.finetune_epochs=-1"], "evaluate.finetune_epochs"),
-    (["evaluate.probe_max_train=-1"], "evaluate.probe_max_train"),
-    (["evaluate.tsnepoints=5"], "evaluate.tsnepoints"),
-    (["beam.args=[1, 2]"], "beam.args"),
-    (["beam.args=direct"], "beam.args"),
-    (['beam.args=["--runner=NoSuchRunner"]'], "beam.args"),
-    (['beam.args=["--no_such_beam_flag=1"]'], "beam.args"),
-    (['beam.args=["--direct_num_workers=two"]'], "beam.args"),
-])
+@pytest.mark.parametrize(
+    "overrides, key_",
+    [
+        (["train.epochz=3"], "train.epochz"),
+        (["trian.epochs=3"], "trian"),
+        (["train.epochs=0"], "train.epochs"),
+        (["train.epochs=2.5"], "train.epochs"),
+        (["train.epochs=many"], "train.epochs"),
+        (["train.batch_size=-1"], "train.batch_size"),
+        (["data.validation_fraction=1.5"], "data.validation_fraction"),
+        (["data.dataset=cifar10"], "data.dataset"),
+        (["data.source=s3://x"], "data.source"),
+        (["data.max_examples=-5"], "data.max_examples"),
+        (["data.num_shards=0"], "data.num_shards"),
+        (["noise.kind=blur"], "noise.kind"),
+        (["noise.kind=mask", "noise.factor=1.5"], "noise.factor"),
+        (["noise.kind=gaussian", "noise.factor=0"], "noise.factor"),
+        (["model.variant=transformer"], "model.variant"),
+        (["model.latent_dim=32"], "model.latent_dim"),  # conv_pool's code is fixed at 256
+        (["model.variant=denoise", "model.latent_dim=7"], "model.latent_dim"),
+        (["model.latent_dim=-1"], "model.latent_dim"),
+        (["model.beta=-1"], "model.beta"),
+        (["train.optimizer=lbfgs"], "train.optimizer"),
+        (["train.learning_rate=0"], "train.learning_rate"),
+        (["train.mixed_precision=yes"], "train.mixed_precision"),
+        (["model.decoder=deconv"], "model.decoder"),
+        (["train.lr_schedule=step"], "train.lr_schedule"),
+        (["train.seed=-1"], "train.seed"),
+        (["train.steps_per_execution=0"], "train.steps_per_execution"),
+        (["evaluate.tsne_points=5"], "evaluate.tsne_points"),
+        (["evaluate.finetune_epochs=-1"], "evaluate.finetune_epochs"),
+        (["evaluate.probe_max_train=-1"], "evaluate.probe_max_train"),
+        (["evaluate.tsnepoints=5"], "evaluate.tsnepoints"),
+        (["beam.args=[1, 2]"], "beam.args"),
+        (["beam.args=direct"], "beam.args"),
+        (['beam.args=["--runner=NoSuchRunner"]'], "beam.args"),
+        (['beam.args=["--no_such_beam_flag=1"]'], "beam.args"),
+        (['beam.args=["--direct_num_workers=two"]'], "beam.args"),
+    ],
+)
 def test_bad_values_are_rejected_naming_the_key(overrides, key_):
     with pytest.raises(ConfigError) as e:
         plan_checks(*overrides)
@@ -133,10 +148,14 @@ def test_bad_values_are_rejected_naming_the_key(overrides, key_):
 
 
 def test_good_beam_args_pass():
-    plan_checks('beam.args=["--runner=DirectRunner", "--direct_num_workers=2", '
-                '"--direct_running_mode=multi_processing"]')
-    plan_checks('beam.args=["--runner=PortableRunner", "--job_endpoint=localhost:8099", '
-                '"--environment_type=LOOPBACK"]')
+    plan_checks(
+        'beam.args=["--runner=DirectRunner", "--direct_num_workers=2", '
+        '"--direct_running_mode=multi_processing"]'
+    )
+    plan_checks(
+        'beam.args=["--runner=PortableRunner", "--job_endpoint=localhost:8099", '
+        '"--environment_type=LOOPBACK"]'
+    )
 
 
 def test_set_without_equals_is_rejected():
@@ -179,8 +198,12 @@ def test_params_are_frozen_and_hash_what_decides_the_output():
     a = COMPONENTS["transform"].params.from_config(load_config(None, "train.seed=1"))
     b = COMPONENTS["transform"].params.from_config(load_config(None, "train.seed=2"))
     assert a.cache_key() == b.cache_key()
-    a = COMPONENTS["transform"].params.from_config(load_config(None, "train.seed=1", "noise.kind=mask"))
-    b = COMPONENTS["transform"].params.from_config(load_config(None, "train.seed=2", "noise.kind=mask"))
+    a = COMPONENTS["transform"].params.from_config(
+        load_config(None, "train.seed=1", "noise.kind=mask")
+    )
+    b = COMPONENTS["transform"].params.from_config(
+        load_config(None, "train.seed=2", "noise.kind=mask")
+    )
     assert a.cache_key() != b.cache_key()
     # schemas are named by their project-relative path (relocatable keys)
     assert p.cache_key()["schema"] == "schemas/normalized/schema.pbtxt"
@@ -204,15 +227,18 @@ OUT_OF_RANGE_WHATEVER_ELSE_IS_SET = [
 ]
 # TOML integers are 64-bit, which tomllib does not enforce: beyond, TF fails mid-run.
 BEYOND_64_BITS = [
-    (["train.shuffle_buffer=9223372036854775808"], "train.shuffle_buffer",
-     "9223372036854775808"),
-    (["train.steps_per_execution=18446744073709551616"], "train.steps_per_execution",
-     "18446744073709551616"),
+    (["train.shuffle_buffer=9223372036854775808"], "train.shuffle_buffer", "9223372036854775808"),
+    (
+        ["train.steps_per_execution=18446744073709551616"],
+        "train.steps_per_execution",
+        "18446744073709551616",
+    ),
 ]
 
 
-@pytest.mark.parametrize("overrides, key_, given",
-                         OUT_OF_RANGE_WHATEVER_ELSE_IS_SET + BEYOND_64_BITS)
+@pytest.mark.parametrize(
+    "overrides, key_, given", OUT_OF_RANGE_WHATEVER_ELSE_IS_SET + BEYOND_64_BITS
+)
 def test_every_value_is_range_checked_whether_or_not_the_run_reads_it(overrides, key_, given):
     with pytest.raises(ConfigError) as e:
         plan_checks(*overrides)
@@ -245,18 +271,28 @@ def test_a_preset_file_is_range_checked_like_set(tmp_path):
 def test_kind_specific_ranges_still_apply_and_in_range_values_pass():
     with pytest.raises(ConfigError, match=r"^noise\.factor: .*salt_pepper.*got 1\.0$"):
         plan_checks("noise.kind=salt_pepper", "noise.factor=1")
-    for overrides in (["noise.factor=2"], ["noise.kind=gaussian", "noise.factor=10"],
-                      ["noise.kind=mask", "noise.factor=0.9"], ["model.beta=0"],
-                      ["model.activity_l1=0"], ["gate.max_bce_excess=1e6"],
-                      ["train.shuffle_buffer=9223372036854775807"]):
+    for overrides in (
+        ["noise.factor=2"],
+        ["noise.kind=gaussian", "noise.factor=10"],
+        ["noise.kind=mask", "noise.factor=0.9"],
+        ["model.beta=0"],
+        ["model.activity_l1=0"],
+        ["gate.max_bce_excess=1e6"],
+        ["train.shuffle_buffer=9223372036854775807"],
+    ):
         plan_checks(*overrides)
 
 
 def test_cli_rejects_an_unused_out_of_range_value_with_one_line_and_exit_2(tmp_path):
     root = tmp_path / "cfgt"
-    proc = subprocess.run([sys.executable, "run_pipeline.py", "run", "--root", str(root),
-                           "--set", "noise.factor=-1"], capture_output=True, text=True,
-                          cwd=C.PROJECT_ROOT, timeout=300, env=user_env())
+    proc = subprocess.run(
+        [sys.executable, "run_pipeline.py", "run", "--root", str(root), "--set", "noise.factor=-1"],
+        capture_output=True,
+        text=True,
+        cwd=C.PROJECT_ROOT,
+        timeout=300,
+        env=user_env(),
+    )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "noise.factor" in lines[0] and "-1.0" in lines[0], proc.stderr

@@ -51,16 +51,23 @@ def test_configuration_key_table_is_generated_from_the_code():
     text = _read(CONFIGURATION)
     assert text == _with_key_table(text), (
         "docs/configuration.md's key table differs from the parameters classes; "
-        "regenerate it with `.venv/bin/python -m tests.test_docs`")
+        "regenerate it with `.venv/bin/python -m tests.test_docs`"
+    )
 
 
 def test_config_closures_prints_each_stages_code_closure():
     def cli(*args: str) -> str:
-        return subprocess.run([sys.executable, "run_pipeline.py", "config", "--closures", *args],
-                              cwd=PROJECT, capture_output=True, text=True, check=True).stdout
+        return subprocess.run(
+            [sys.executable, "run_pipeline.py", "config", "--closures", *args],
+            cwd=PROJECT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
 
-    expected = {name: dict(fingerprint.code_closure(c.executor_module))
-                for name, c in COMPONENTS.items()}
+    expected = {
+        name: dict(fingerprint.code_closure(c.executor_module)) for name, c in COMPONENTS.items()
+    }
     assert json.loads(cli("--json")) == expected
     lines = cli().splitlines()
     assert lines == [f"{name}: {', '.join(modules)}" for name, modules in expected.items()]
@@ -68,7 +75,8 @@ def test_config_closures_prints_each_stages_code_closure():
 
 def _markdown_files() -> list[str]:
     return [os.path.join(PROJECT, "README.md")] + sorted(
-        glob.glob(os.path.join(PROJECT, "docs", "*.md")))
+        glob.glob(os.path.join(PROJECT, "docs", "*.md"))
+    )
 
 
 def _unfenced(text: str) -> str:
@@ -108,26 +116,38 @@ def test_readme_and_docs_links_resolve():
 def test_readme_is_a_short_map():
     lines = _read(os.path.join(PROJECT, "README.md")).splitlines()
     assert len(lines) <= README_MAX_LINES, (
-        f"README.md has {len(lines)} lines (at most {README_MAX_LINES}): "
-        "move the detail into docs/")
+        f"README.md has {len(lines)} lines (at most {README_MAX_LINES}): move the detail into docs/"
+    )
 
 
 def test_docs_and_comments_cite_only_files_in_the_project():
-    tracked = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-                             cwd=PROJECT, capture_output=True, text=True, check=True).stdout.split()
+    tracked = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     existing = set(tracked)
     basenames = {os.path.basename(f) for f in tracked}
     cited = re.compile(r"(?<![\w/.])((?:[\w.-]+/)*[\w.-]+\.(?:py|md|toml|pbtxt))\b")
     missing = []
     for f in tracked:
-        if (not f.endswith((".py", ".md", ".toml")) or f.startswith("tests/")  # tests write files
-                or not os.path.exists(os.path.join(PROJECT, f))):
+        if (
+            not f.endswith((".py", ".md", ".toml"))
+            or f.startswith("tests/")  # tests write files
+            or not os.path.exists(os.path.join(PROJECT, f))
+        ):
             continue
         text = _read(os.path.join(PROJECT, f))
         for path in cited.findall(text):
-            if (path.startswith("tfx/") or path in existing or path in basenames
-                    or os.path.basename(path) in WRITTEN
-                    or any(part.isupper() for part in re.split(r"[/.]", path))):  # FILE.toml
+            if (
+                path.startswith("tfx/")
+                or path in existing
+                or path in basenames
+                or os.path.basename(path) in WRITTEN
+                or any(part.isupper() for part in re.split(r"[/.]", path))
+            ):  # FILE.toml
                 continue
             if os.path.exists(os.path.join(PROJECT, os.path.dirname(f), path)):
                 continue

@@ -37,25 +37,51 @@ def _can_unshare() -> bool:
         return False
 
 
-needs_mounts = pytest.mark.skipif(not _can_unshare(),
-                                  reason="needs `unshare -m` (root) for tmpfs and bind mounts")
+needs_mounts = pytest.mark.skipif(
+    not _can_unshare(), reason="needs `unshare -m` (root) for tmpfs and bind mounts"
+)
 
 
 def _run_args(root, idx, *extra) -> list[str]:
-    return [PY, "run_pipeline.py", "run", "--root", str(root), "--config", "dense",
-            "--set", f"data.source=idx:{idx}", "--set", "data.num_shards=2",
-            "--set", "train.epochs=1", *extra]
+    return [
+        PY,
+        "run_pipeline.py",
+        "run",
+        "--root",
+        str(root),
+        "--config",
+        "dense",
+        "--set",
+        f"data.source=idx:{idx}",
+        "--set",
+        "data.num_shards=2",
+        "--set",
+        "train.epochs=1",
+        *extra,
+    ]
 
 
 def _cli(*args, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([PY, "run_pipeline.py", *map(str, args)], cwd=PROJECT,
-                          capture_output=True, text=True, timeout=600, env=env or user_env())
+    return subprocess.run(
+        [PY, "run_pipeline.py", *map(str, args)],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env or user_env(),
+    )
 
 
 def _in_namespace(script: str) -> subprocess.CompletedProcess:
     """A bash script in a private mount namespace (its mounts vanish with it)."""
-    return subprocess.run(["unshare", "-m", "bash", "-euc", script], cwd=PROJECT,
-                          capture_output=True, text=True, timeout=600, env=user_env())
+    return subprocess.run(
+        ["unshare", "-m", "bash", "-euc", script],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=user_env(),
+    )
 
 
 def _one_error_line(stderr: str, *words: str) -> str:
@@ -76,8 +102,14 @@ def idx(idx_dir):
 def base_root(tmp_path_factory, idx):
     """A root after one successful small run (each test works on a copy)."""
     root = tmp_path_factory.mktemp("base") / "root"
-    done = subprocess.run(_run_args(root, idx), cwd=PROJECT, capture_output=True, text=True,
-                          timeout=600, env=user_env())
+    done = subprocess.run(
+        _run_args(root, idx),
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=user_env(),
+    )
     assert done.returncode == EXIT_OK, done.stderr[-3000:]
     return root
 
@@ -95,6 +127,7 @@ def _run_id(root) -> str:
 
 # -- the metadata store: damaged, lost, recovered ------------------------------------------
 
+
 def _truncate(path):
     data = open(path, "rb").read()
     open(path, "wb").write(data[: len(data) // 2])
@@ -106,21 +139,30 @@ def _garbage(path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("damage,backup", [("truncate", True), ("garbage", True),
-                                           ("missing", False), ("empty", False)])
-def test_a_damaged_or_lost_store_is_reported_then_recovered(base_root, tmp_path, idx, damage,
-                                                            backup):
+@pytest.mark.parametrize(
+    "damage,backup", [("truncate", True), ("garbage", True), ("missing", False), ("empty", False)]
+)
+def test_a_damaged_or_lost_store_is_reported_then_recovered(
+    base_root, tmp_path, idx, damage, backup
+):
     root = _copy(base_root, tmp_path)
     run_id = _run_id(root)
     store = os.path.join(root, metadata.DB_FILE)
     assert len(metadata.backups(str(root))) == 1  # every run that ends takes one
     if not backup:
         shutil.rmtree(os.path.join(root, metadata.BACKUP_DIR))
-    {"truncate": _truncate, "garbage": _garbage, "missing": os.remove,
-     "empty": lambda p: open(p, "w").close()}[damage](store)
+    {
+        "truncate": _truncate,
+        "garbage": _garbage,
+        "missing": os.remove,
+        "empty": lambda p: open(p, "w").close(),
+    }[damage](store)
 
-    for command in (["runs", "--root", root], ["show", run_id, "--root", root],
-                    _run_args(root, idx)[2:]):
+    for command in (
+        ["runs", "--root", root],
+        ["show", run_id, "--root", root],
+        _run_args(root, idx)[2:],
+    ):
         done = _cli(*command)
         assert done.returncode == EXIT_ENVIRONMENT, (command, done.stderr[-2000:])
         line = _one_error_line(done.stderr, store)
@@ -162,6 +204,7 @@ def test_backups_are_consistent_copies_and_bounded(tmp_path):
 
 # -- read-only roots -----------------------------------------------------------------------
 
+
 @needs_mounts
 @pytest.mark.slow
 def test_a_read_only_root_is_readable_and_refuses_writes(base_root, tmp_path, idx):
@@ -178,7 +221,7 @@ def test_a_read_only_root_is_readable_and_refuses_writes(base_root, tmp_path, id
         {p} diff {run_id} {run_id} --root {root} > {tmp_path}/diff.txt
         {p} config --config dense > {tmp_path}/config.txt
         set +e
-        {' '.join(_run_args(root, idx))}; echo "run=$?"
+        {" ".join(_run_args(root, idx))}; echo "run=$?"
         {p} gc --root {root} --keep-last 0; echo "gc=$?"
     """)
     assert "run=74" in done.stdout and "gc=74" in done.stdout, done.stderr[-3000:]
@@ -192,6 +235,7 @@ def test_a_read_only_root_is_readable_and_refuses_writes(base_root, tmp_path, id
 
 # -- a full disk ----------------------------------------------------------------------------
 
+
 @needs_mounts
 @pytest.mark.slow
 def test_a_disk_full_during_ingest_is_an_environment_failure(tmp_path, idx):
@@ -199,7 +243,7 @@ def test_a_disk_full_during_ingest_is_an_environment_failure(tmp_path, idx):
     root.mkdir()
     done = _in_namespace(f"""
         mount -t tmpfs -o size=600k tmpfs {root}
-        set +e; {' '.join(_run_args(root / 'root', idx))}; echo "rc=$?"
+        set +e; {" ".join(_run_args(root / "root", idx))}; echo "rc=$?"
         find {root} -name '.tmp-*' | sed 's/^/litter: /'
     """)
     assert "rc=74" in done.stdout, done.stdout + done.stderr[-3000:]
@@ -257,19 +301,28 @@ sys.exit(cli.main(run_pipeline.create_pipeline, sys.argv[1:]))
 def test_a_heartbeat_that_cannot_be_written_stops_the_run_cleanly(base_root, tmp_path, idx):
     root = _copy(base_root, tmp_path)
     # train.epochs=3: a stage that runs (the others are cached), long enough for a beat
-    done = subprocess.run([PY, "-c", HEARTBEAT_FAILS,
-                           *_run_args(root, idx, "--set", "train.epochs=3")[2:]], cwd=PROJECT,
-                          capture_output=True, text=True, timeout=600, env=user_env())
+    done = subprocess.run(
+        [PY, "-c", HEARTBEAT_FAILS, *_run_args(root, idx, "--set", "train.epochs=3")[2:]],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=user_env(),
+    )
     assert done.returncode == EXIT_ENVIRONMENT, done.stderr[-3000:]
     line = _one_error_line(done.stderr, "FAILED (exit 74)")
     assert "no space left on device" in line
     assert "Traceback" not in done.stderr and "Exception in thread" not in done.stderr
-    [view] = [json.load(open(p)) for p in glob.glob(os.path.join(root, "runs", "*", "summary.json"))
-              if json.load(open(p))["status"] == "failed"]
+    [view] = [
+        json.load(open(p))
+        for p in glob.glob(os.path.join(root, "runs", "*", "summary.json"))
+        if json.load(open(p))["status"] == "failed"
+    ]
     assert view["exit_code"] == EXIT_ENVIRONMENT and view["error"]["kind"] == "environment"
 
 
 # -- litter ------------------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_temporary_files_stay_in_the_root_and_go_with_the_run(base_root, tmp_path, idx):
@@ -277,11 +330,21 @@ def test_temporary_files_stay_in_the_root_and_go_with_the_run(base_root, tmp_pat
     system_tmp = tmp_path / "system-tmp"
     system_tmp.mkdir()
     env = user_env(TMPDIR=str(system_tmp))
-    proc = subprocess.Popen(_run_args(root, idx, "--set", "train.epochs=50"), cwd=PROJECT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        _run_args(root, idx, "--set", "train.epochs=50"),
+        cwd=PROJECT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     deadline = time.time() + 300
-    logs = lambda: "".join(open(p).read() for p in  # noqa: E731
-                           glob.glob(os.path.join(root, "runs", "*", "pipeline.log")))
+
+    def logs():
+        return "".join(
+            open(p).read() for p in glob.glob(os.path.join(root, "runs", "*", "pipeline.log"))
+        )
+
     while "train: epoch 1/50" not in logs() and time.time() < deadline:
         time.sleep(0.5)
     proc.send_signal(signal.SIGKILL)
@@ -301,7 +364,10 @@ def test_temporary_files_stay_in_the_root_and_go_with_the_run(base_root, tmp_pat
     assert os.path.isdir(other)
     os.rmdir(other)
     os.rmdir(os.path.dirname(other))
-    empty = [p for p, dirs, files in os.walk(root) if not dirs and not files
-             and os.path.basename(p) != "assets"]
+    empty = [
+        p
+        for p, dirs, files in os.walk(root)
+        if not dirs and not files and os.path.basename(p) != "assets"
+    ]
     assert empty == []
     assert os.listdir(system_tmp) == []

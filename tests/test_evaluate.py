@@ -27,6 +27,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 # --- metric definitions (pure numpy) ----------------------------------------------------------
 
+
 def test_bce_matches_keras_and_floor_is_reached_by_the_target_itself():
     import keras
 
@@ -56,6 +57,7 @@ def test_psnr_is_capped_for_identical_images_and_averaged_per_image():
 
 # --- anomaly detection quality (pure numpy + scikit-learn) -------------------------------------
 
+
 def test_detection_auroc_precision_and_recall_on_known_cases():
     from components.evaluate import detection
 
@@ -76,8 +78,10 @@ def test_detection_auroc_precision_and_recall_on_known_cases():
     d = detection.held_out_detection(mixed, held_out, 0.45)  # 0.5 and 0.9 flagged
     assert (d["anomaly_precision"], d["anomaly_recall"]) == (0.5, 0.5)
     # flagged means strictly above the threshold: 0.5 and 0.9, not 0.4
-    assert detection.flagged(mixed, 0.4) == {"anomaly_flagged": 2,
-                                             "anomaly_flagged_fraction": 2 / 6}
+    assert detection.flagged(mixed, 0.4) == {
+        "anomaly_flagged": 2,
+        "anomaly_flagged_fraction": 2 / 6,
+    }
     # what cannot be measured is None, not a made-up number
     d = detection.held_out_detection(mixed, np.zeros(6, bool), 10.0)
     assert d["anomaly_auroc"] is None and d["anomaly_precision"] is None
@@ -86,19 +90,23 @@ def test_detection_auroc_precision_and_recall_on_known_cases():
 
 # --- the component on trained models ---------------------------------------------------------
 
+
 def train(examples, root, variant, epochs, *overrides) -> dict[str, Artifact]:
     """Train with parameters from the real config: a short run without early stopping."""
-    p = params("train", f"model.variant={variant}", f"train.epochs={epochs}",
-               "train.early_stopping_patience=0", *overrides)
+    p = params(
+        "train",
+        f"model.variant={variant}",
+        f"train.epochs={epochs}",
+        "train.early_stopping_patience=0",
+        *overrides,
+    )
     outputs = output_artifacts("train", root)
     run_executor("train", p, {"examples": examples}, outputs)
     return outputs
 
 
-def evaluate(examples, trained, root, *overrides, baseline=None, blessing=None,
-             evaluation=None):
-    p = dataclasses.replace(params("evaluate", *EVALUATE_KEYS, *overrides),
-                            grid_images=GRID_IMAGES)
+def evaluate(examples, trained, root, *overrides, baseline=None, blessing=None, evaluation=None):
+    p = dataclasses.replace(params("evaluate", *EVALUATE_KEYS, *overrides), grid_images=GRID_IMAGES)
     outputs = output_artifacts("evaluate", root)
     inputs = {"examples": examples, **trained}
     if baseline is not None:
@@ -153,14 +161,20 @@ def test_autoencoder_metrics_probe_and_plots(normalized_examples, tmp_path):
     # is 0.1). Codes or labels out of step with each other would score about that.
     baseline = majority_rate(normalized_examples)
     assert m["probe_accuracy"] > baseline + 0.1, (m["probe_accuracy"], baseline)
-    assert m["probe_accuracy_raw_pixels"] > baseline + 0.05, (m["probe_accuracy_raw_pixels"],
-                                                              baseline)
+    assert m["probe_accuracy_raw_pixels"] > baseline + 0.05, (
+        m["probe_accuracy_raw_pixels"],
+        baseline,
+    )
     assert m["probe_train_examples"] == PROBE_TRAIN
 
     saved = json.load(open(os.path.join(out, "metrics.json")))
     assert saved["metrics"] == m
-    for png in ("reconstructions.png", "loss_curves.png", "latent_scatter.png",
-                "score_histogram.png"):
+    for png in (
+        "reconstructions.png",
+        "loss_curves.png",
+        "latent_scatter.png",
+        "score_histogram.png",
+    ):
         assert png in saved["plots"] and is_png(os.path.join(out, png)), png
     # The anomaly score's threshold is always reported; detection quality needs held-out
     # classes, and the reconstruction metrics cover the whole test split.
@@ -194,8 +208,9 @@ def assert_same_as_whole_arrays(m, examples, trained):
     assert abs(m["anomaly_flagged"] - flagged) <= 1  # a score within rounding of the threshold
     idx = probe.subsample(len(train_split["label"]), p.probe_max_train, p.seed)
     x, y = train_split["image"][idx], train_split["label"][idx]
-    code = probe.linear_probe(predict(model.encode, x), y, predict(model.encode, test["image"]),
-                              test["label"], p.seed)
+    code = probe.linear_probe(
+        predict(model.encode, x), y, predict(model.encode, test["image"]), test["label"], p.seed
+    )
     raw = probe.linear_probe(x, y, test["image"], test["label"], p.seed)
     assert m["probe_accuracy_raw_pixels"] == pytest.approx(raw, abs=1e-6)  # m: 6 digits
     assert m["probe_accuracy"] == pytest.approx(code, abs=1.5 / len(test["label"]))
@@ -206,13 +221,19 @@ def test_denoising_reports_the_noisy_input_error(normalized_examples, tmp_path):
     m, out = evaluate(normalized_examples, trained, tmp_path)
 
     assert_reconstruction_metrics_sane(m)
-    for key in ("noisy_input_bce", "noisy_input_mse", "noisy_input_psnr",
-                "denoise_mse_reduction", "denoise_psnr_gain_db"):
+    for key in (
+        "noisy_input_bce",
+        "noisy_input_mse",
+        "noisy_input_psnr",
+        "denoise_mse_reduction",
+        "denoise_psnr_gain_db",
+    ):
         assert np.isfinite(m[key]), key
     # The fixture's noise is strong (sigma 0.5): the noisy input is far off, the model better.
     assert m["noisy_input_mse"] > m["mse"]
-    assert m["denoise_mse_reduction"] == pytest.approx(1 - m["mse"] / m["noisy_input_mse"],
-                                                       abs=1e-4)
+    assert m["denoise_mse_reduction"] == pytest.approx(
+        1 - m["mse"] / m["noisy_input_mse"], abs=1e-4
+    )
     assert m["denoise_psnr_gain_db"] == pytest.approx(m["psnr"] - m["noisy_input_psnr"], abs=1e-3)
     assert is_png(os.path.join(out, "reconstructions.png"))
 
@@ -231,8 +252,12 @@ def test_vae_elbo_samples_and_latent_manifold(normalized_examples, tmp_path):
     assert m["neg_elbo_reconstruction"] >= 784 * m["bce_floor"] - 1e-3
     saved = json.load(open(os.path.join(out, "metrics.json")))
     assert "one posterior sample" in saved["notes"]["neg_elbo"].lower()
-    for png in ("prior_samples.png", "latent_manifold.png", "latent_scatter.png",
-                "loss_curves.png"):
+    for png in (
+        "prior_samples.png",
+        "latent_manifold.png",
+        "latent_scatter.png",
+        "loss_curves.png",
+    ):
         assert is_png(os.path.join(out, png)), png
     assert "code_sweep.png" not in saved["plots"]  # vae_tril only
 
@@ -240,8 +265,9 @@ def test_vae_elbo_samples_and_latent_manifold(normalized_examples, tmp_path):
 def test_finetuned_classifier_head_on_the_encoder(normalized_examples, tmp_path, monkeypatch):
     # The dense preset's rate and a batch of 64, the recipe this comparison was set up with
     # (128 test images: a different encoder moves both accuracies by several points).
-    trained = train(normalized_examples, tmp_path, "dense", 2, "train.learning_rate=1e-3",
-                    "train.batch_size=64")
+    trained = train(
+        normalized_examples, tmp_path, "dense", 2, "train.learning_rate=1e-3", "train.batch_size=64"
+    )
     weights_file = os.path.join(trained["model"].uri, model_io.WEIGHTS_FILE)
     digest = sha256(weights_file)
     # Record every model evaluate rebuilds from the artifact: the evaluated one, then the
@@ -265,8 +291,10 @@ def test_finetuned_classifier_head_on_the_encoder(normalized_examples, tmp_path,
     evaluated, finetuned = loaded
     reference = load_model(trained["model"])
     # ... end to end: the fine-tuned copy's encoder moved away from the trained weights ...
-    assert any(not np.array_equal(a, b) for a, b in zip(finetuned.encoder.get_weights(),
-                                                        reference.encoder.get_weights()))
+    assert any(
+        not np.array_equal(a, b)
+        for a, b in zip(finetuned.encoder.get_weights(), reference.encoder.get_weights())
+    )
     # ... while the evaluated model (used for the plots after the fine-tune too) and the
     # artifact on disk are untouched.
     for a, b in zip(evaluated.get_weights(), reference.get_weights(), strict=True):
@@ -274,18 +302,21 @@ def test_finetuned_classifier_head_on_the_encoder(normalized_examples, tmp_path,
     assert sha256(weights_file) == digest
 
 
-@pytest.mark.parametrize("override, key", [
-    ("evaluate.tsne_points=5", "evaluate.tsne_points"),
-    ("evaluate.tsne_points=20001", "evaluate.tsne_points"),
-    ("evaluate.finetune_epochs=-1", "evaluate.finetune_epochs"),
-    ("evaluate.finetune_epochs=1001", "evaluate.finetune_epochs"),
-    ("evaluate.probe_max_train=-1", "evaluate.probe_max_train"),
-    ("gate.relative_tolerance=-0.1", "gate.relative_tolerance"),
-    ("gate.relative_tolerance=1.5", "gate.relative_tolerance"),
-    ("gate.max_bce_excess=0", "gate.max_bce_excess"),
-    ("gate.max_neg_elbo=-1", "gate.max_neg_elbo"),
-    ("gate.baseline=previous", "gate.baseline"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("evaluate.tsne_points=5", "evaluate.tsne_points"),
+        ("evaluate.tsne_points=20001", "evaluate.tsne_points"),
+        ("evaluate.finetune_epochs=-1", "evaluate.finetune_epochs"),
+        ("evaluate.finetune_epochs=1001", "evaluate.finetune_epochs"),
+        ("evaluate.probe_max_train=-1", "evaluate.probe_max_train"),
+        ("gate.relative_tolerance=-0.1", "gate.relative_tolerance"),
+        ("gate.relative_tolerance=1.5", "gate.relative_tolerance"),
+        ("gate.max_bce_excess=0", "gate.max_bce_excess"),
+        ("gate.max_neg_elbo=-1", "gate.max_neg_elbo"),
+        ("gate.baseline=previous", "gate.baseline"),
+    ],
+)
 def test_bad_values_are_rejected_naming_the_key(override, key):
     with pytest.raises(ConfigError, match=re.escape(key)):
         params("evaluate", override)
@@ -317,8 +348,9 @@ def test_gate_compares_with_the_baseline_measured_on_the_same_split(normalized_e
     assert os.path.exists(os.path.join(first["uri"], "BLESSED"))
 
     worse = {}
-    m_poor, _ = evaluate(normalized_examples, poor, tmp_path / "e2", loose, DENSE, baseline=good,
-                         blessing=worse)
+    m_poor, _ = evaluate(
+        normalized_examples, poor, tmp_path / "e2", loose, DENSE, baseline=good, blessing=worse
+    )
     assert m_poor["bce_excess"] > m_good["bce_excess"]
     assert worse["blessed"] is False and m_poor["blessed"] is False
     assert worse["reason"].startswith("worse than the blessed baseline")
@@ -330,22 +362,31 @@ def test_gate_compares_with_the_baseline_measured_on_the_same_split(normalized_e
     assert decision["baseline_model"]["metrics"]["bce_excess"] == worse["baseline_value"]
 
     better = {}
-    evaluate(normalized_examples, good, tmp_path / "e3", loose, DENSE, baseline=poor,
-             blessing=better)
+    evaluate(
+        normalized_examples, good, tmp_path / "e3", loose, DENSE, baseline=poor, blessing=better
+    )
     assert better["blessed"] is True and better["reason"].startswith("better")
 
     # a baseline that no longer loads (e.g. models/ changed): fail closed, say how to go on
     import shutil
+
     broken_uri = str(tmp_path / "broken_model")
     shutil.copytree(good["model"].uri, broken_uri)
     for name in os.listdir(broken_uri):
         if name.endswith(".h5"):
             open(os.path.join(broken_uri, name), "wb").write(b"not an HDF5 file")
-    broken = {"model": Artifact(good["model"].type, broken_uri,
-                                properties={**good["model"].properties, "run_id": "old"}, id=1)}
+    broken = {
+        "model": Artifact(
+            good["model"].type,
+            broken_uri,
+            properties={**good["model"].properties, "run_id": "old"},
+            id=1,
+        )
+    }
     closed = {}
-    evaluate(normalized_examples, good, tmp_path / "e5", loose, DENSE, baseline=broken,
-             blessing=closed)
+    evaluate(
+        normalized_examples, good, tmp_path / "e5", loose, DENSE, baseline=broken, blessing=closed
+    )
     assert closed["blessed"] is False
     assert "could not be loaded" in closed["reason"] and "gate.baseline=none" in closed["reason"]
 
@@ -362,7 +403,8 @@ HOLDOUT = "data.holdout_labels=[9]"
 
 @pytest.mark.slow
 def test_held_out_classes_are_detected_and_the_gate_measures_seen_classes(
-        normalized_examples, tmp_path, caplog):
+    normalized_examples, tmp_path, caplog
+):
     import logging
 
     from components import examples_io, scoring
@@ -373,8 +415,17 @@ def test_held_out_classes_are_detected_and_the_gate_measures_seen_classes(
     blessing, evaluation = {}, {}
     q = "export.threshold_quantile=0.9"  # export's key: both calibrate the same threshold
     with caplog.at_level(logging.INFO, logger="pipeline"):
-        m, out = evaluate(normalized_examples, trained, tmp_path, HOLDOUT, DENSE, q,
-                          "gate.max_bce_excess=1.0", blessing=blessing, evaluation=evaluation)
+        m, out = evaluate(
+            normalized_examples,
+            trained,
+            tmp_path,
+            HOLDOUT,
+            DENSE,
+            q,
+            "gate.max_bce_excess=1.0",
+            blessing=blessing,
+            evaluation=evaluation,
+        )
 
     model = model_io.load_model(trained["model"])
     test = examples_io.load_split(normalized_examples, "test")
@@ -395,6 +446,7 @@ def test_held_out_classes_are_detected_and_the_gate_measures_seen_classes(
     assert m["anomaly_seen_examples"] == 128 - held.sum()
     assert 0.0 <= m["anomaly_auroc"] <= 1.0
     from sklearn.metrics import roc_auc_score
+
     assert m["anomaly_auroc"] == pytest.approx(roc_auc_score(held, scores), abs=1e-5)
     assert m["anomaly_true_positives"] == int(np.sum(flagged & held))
     assert m["anomaly_recall"] == pytest.approx(np.sum(flagged & held) / held.sum(), abs=1e-6)
@@ -407,7 +459,8 @@ def test_held_out_classes_are_detected_and_the_gate_measures_seen_classes(
     assert m["bce_excess"] == pytest.approx(seen["bce_excess"], rel=1e-4)
     assert m["reconstruction_test_examples"] == 128 - held.sum() and m["test_examples"] == 128
     assert m["held_out_bce"] == pytest.approx(
-        metrics_module.reconstruction(test["image"][held], recon[held])["bce"], rel=1e-4)
+        metrics_module.reconstruction(test["image"][held], recon[held])["bce"], rel=1e-4
+    )
     assert blessing["candidate_value"] == m["bce_excess"]
     assert blessing["lineage"] == "fashion_mnist/dense/clean/holdout:9"
 

@@ -18,14 +18,19 @@ TRAIN_N, VAL_N = 320, 64  # the normalized_examples fixture (tests/conftest.py)
 
 def _pairs(ds) -> list[tuple[float, float]]:
     """Each example as (sum of x, sum of y): noisy input and clean target together identify it."""
-    return [(round(float(x.sum()), 3), round(float(y.sum()), 3))
-            for xb, yb in ds for x, y in zip(xb.numpy(), yb.numpy())]
+    return [
+        (round(float(x.sum()), 3), round(float(y.sum()), 3))
+        for xb, yb in ds
+        for x, y in zip(xb.numpy(), yb.numpy())
+    ]
 
 
 def _all_pairs(examples) -> list[tuple[float, float]]:
     split = examples_io.load_split(examples, "train")
-    return sorted((round(float(n.sum()), 3), round(float(c.sum()), 3))
-                  for n, c in zip(split[F.NOISY_IMAGE], split[F.IMAGE]))
+    return sorted(
+        (round(float(n.sum()), 3), round(float(c.sum()), 3))
+        for n, c in zip(split[F.NOISY_IMAGE], split[F.IMAGE])
+    )
 
 
 @pytest.mark.parametrize("cache", [True, False])
@@ -36,8 +41,16 @@ def test_each_path_yields_every_example_once_per_epoch(normalized_examples, cach
     assert len(set(expected)) == TRAIN_N  # the pairs identify the examples
 
     def make():
-        return examples_io.dataset(normalized_examples, "train", 50, F.NOISY_IMAGE, shuffle=True,
-                                   seed=3, shuffle_buffer=100, cache=cache)
+        return examples_io.dataset(
+            normalized_examples,
+            "train",
+            50,
+            F.NOISY_IMAGE,
+            shuffle=True,
+            seed=3,
+            shuffle_buffer=100,
+            cache=cache,
+        )
 
     ds = make()
     epoch1, epoch2 = _pairs(ds), _pairs(ds)
@@ -71,8 +84,11 @@ def test_plan_cache_compares_the_parsed_size_with_the_budget(normalized_examples
     assert not plan.cache and plan.needed_bytes == 2 * clean
     assert not examples_io.plan_cache(normalized_examples, splits, (F.IMAGE,), 0).cache
 
-    no_counts = Artifact(normalized_examples.type, normalized_examples.uri,
-                         properties={**normalized_examples.properties, "counts": {}})
+    no_counts = Artifact(
+        normalized_examples.type,
+        normalized_examples.uri,
+        properties={**normalized_examples.properties, "counts": {}},
+    )
     plan = examples_io.plan_cache(no_counts, splits, (F.IMAGE,), 10**6)
     assert not plan.cache and plan.needed_bytes is None and "no example count" in plan.reason
 
@@ -84,9 +100,9 @@ def test_memory_budget_is_checked_by_the_config():
 
 
 @pytest.mark.parametrize("budget, expected", [(1024, "in_memory"), (1, "streaming")])
-def test_train_picks_the_path_by_the_budget_and_records_it(normalized_examples, tmp_path,
-                                                           caplog, monkeypatch, budget,
-                                                           expected):
+def test_train_picks_the_path_by_the_budget_and_records_it(
+    normalized_examples, tmp_path, caplog, monkeypatch, budget, expected
+):
     built = {}
     dataset = examples_io.dataset
 
@@ -95,11 +111,17 @@ def test_train_picks_the_path_by_the_budget_and_records_it(normalized_examples, 
         return dataset(examples, split, *args, **kwargs)
 
     monkeypatch.setattr(examples_io, "dataset", recording_dataset)
-    p = params("train", "model.variant=dense", "train.epochs=1",
-               "train.early_stopping_patience=0", f"train.memory_budget_mb={budget}")
+    p = params(
+        "train",
+        "model.variant=dense",
+        "train.epochs=1",
+        "train.early_stopping_patience=0",
+        f"train.memory_budget_mb={budget}",
+    )
     with caplog.at_level(logging.INFO, logger="pipeline"):
-        metrics = run_executor("train", p, {"examples": normalized_examples},
-                               output_artifacts("train", tmp_path))
+        metrics = run_executor(
+            "train", p, {"examples": normalized_examples}, output_artifacts("train", tmp_path)
+        )
     cache = expected == "in_memory"
     assert built == {"train": cache, "validation": cache}
     assert metrics["input_pipeline"] == expected and metrics["memory_budget_mb"] == budget

@@ -42,27 +42,46 @@ def exported(tmp_path_factory):
     -> export with class 9 held out of the threshold's calibration."""
     root = tmp_path_factory.mktemp("export")
     raw = write_examples_artifact(
-        str(root / "raw"), {s: synthetic_images(n, seed) for s, (n, seed) in SIZES.items()},
-        normalized=False)
+        str(root / "raw"),
+        {s: synthetic_images(n, seed) for s, (n, seed) in SIZES.items()},
+        normalized=False,
+    )
     transformed = output_artifacts("transform", root / "transform")
     raw_anomalies = output_artifacts("validate", root / "validate")["anomalies"]
     raw_anomalies.properties.update(splits=list(SIZES), anomalous_splits=[])
-    run_executor("transform", params("transform"),
-                 {"examples": raw, "raw_anomalies": raw_anomalies}, transformed)
+    run_executor(
+        "transform",
+        params("transform"),
+        {"examples": raw, "raw_anomalies": raw_anomalies},
+        transformed,
+    )
     examples = transformed["transformed_examples"]
     trained = output_artifacts("train", root)
     outputs = output_artifacts("export", root)
-    train_params = params("train", "model.variant=dense", "model.latent_dim=8", "train.epochs=2",
-                          "train.early_stopping_patience=0")
+    train_params = params(
+        "train",
+        "model.variant=dense",
+        "model.latent_dim=8",
+        "train.epochs=2",
+        "train.early_stopping_patience=0",
+    )
     run_executor("train", train_params, {"examples": examples}, trained)
     # batch 100 (no config key sets it): the 320 train examples span several batches, one of
     # them partial.
     export_params = dataclasses.replace(
-        params("export", f"data.holdout_labels={list(HOLDOUT)}"), batch_size=100)
-    metrics = run_executor("export", export_params,
-                           {"examples": examples, "model": trained["model"]}, outputs)
-    return {"metrics": metrics, "model": trained["model"], "raw": raw, "examples": examples,
-            "params": export_params, **outputs}
+        params("export", f"data.holdout_labels={list(HOLDOUT)}"), batch_size=100
+    )
+    metrics = run_executor(
+        "export", export_params, {"examples": examples, "model": trained["model"]}, outputs
+    )
+    return {
+        "metrics": metrics,
+        "model": trained["model"],
+        "raw": raw,
+        "examples": examples,
+        "params": export_params,
+        **outputs,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +111,7 @@ def served(exported, tmp_path_factory):
             "id": tf.io.FixedLenFeature([], tf.string),
             "image": tf.io.FixedLenFeature([784], tf.int64)}})
         uint8 = tf.cast(tf.reshape(parsed["image"], [-1, 28, 28]), tf.uint8)
-        x = tf.constant(np.load({str(tmp / 'images.npy')!r}))
+        x = tf.constant(np.load({str(tmp / "images.npy")!r}))
         out = {{"ids": parsed["id"].numpy().astype("S")}}
         for key, value in sigs["serving_default"](examples=tf.constant(records)).items():
             out["serving_" + key] = value.numpy()
@@ -103,7 +122,7 @@ def served(exported, tmp_path_factory):
         out["recon"] = sigs["reconstruct"](images=x)["reconstruction"].numpy()
         out["code"] = sigs["encode"](images=x)["code"].numpy()
         out["decoded"] = sigs["decode"](code=tf.constant(out["code"]))["images"].numpy()
-        np.savez({str(tmp / 'out.npz')!r}, **out)
+        np.savez({str(tmp / "out.npz")!r}, **out)
         # The serving contract, enforced in the graph: bad inputs, plain TensorFlow.
         errors = {{}}
         bad = tf.train.Example(features=tf.train.Features(feature={{"image": tf.train.Feature(
@@ -123,14 +142,24 @@ def served(exported, tmp_path_factory):
         print(json.dumps({{k: sorted(v.structured_outputs) for k, v in sigs.items()}}))
     """)
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          env=env, cwd=str(tmp), timeout=180)
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(tmp),
+        timeout=180,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = dict(np.load(tmp / "out.npz"))
     out["ids"] = [i.decode() for i in out["ids"]]
     lines = proc.stdout.strip().splitlines()
-    return {"signatures": json.loads(lines[-1]), "errors": json.loads(lines[-2]),
-            "images": images, **out}
+    return {
+        "signatures": json.loads(lines[-1]),
+        "errors": json.loads(lines[-2]),
+        "images": images,
+        **out,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -141,8 +170,15 @@ def loaded(exported):
 
 def _raw_example(pixels) -> bytes:
     """A serialized tf.Example as ingest writes it, with these int64 pixels."""
-    return tf.train.Example(features=tf.train.Features(feature={F.IMAGE: tf.train.Feature(
-        int64_list=tf.train.Int64List(value=[int(p) for p in pixels]))})).SerializeToString()
+    return tf.train.Example(
+        features=tf.train.Features(
+            feature={
+                F.IMAGE: tf.train.Feature(
+                    int64_list=tf.train.Int64List(value=[int(p) for p in pixels])
+                )
+            }
+        )
+    ).SerializeToString()
 
 
 def _shape_text(shape) -> str:
@@ -155,17 +191,26 @@ def _pipeline_path(exported, model, ids):
     test = examples_io.load_split(exported["examples"], "test")
     index = {i: n for n, i in enumerate(test["id"])}
     x = test["image"][[index[i] for i in ids]]
-    return {"reconstruction": predict(model.reconstruct, x), "code": predict(model.encode, x),
-            "score": predict(lambda b: scoring.score(model, b), x), "labels": test["label"],
-            "ids": test["id"]}
+    return {
+        "reconstruction": predict(model.reconstruct, x),
+        "code": predict(model.encode, x),
+        "score": predict(lambda b: scoring.score(model, b), x),
+        "labels": test["label"],
+        "ids": test["id"],
+    }
 
 
 def test_signatures_and_their_outputs(served):
     four = ["code", "is_anomaly", "reconstruction", "score"]
     assert served["signatures"] == {
-        "serving_default": four, "images_uint8": four, "images_float32": four,
-        "score": ["is_anomaly", "score"], "encode": ["code"], "decode": ["images"],
-        "reconstruct": ["reconstruction"]}
+        "serving_default": four,
+        "images_uint8": four,
+        "images_float32": four,
+        "score": ["is_anomaly", "score"],
+        "encode": ["code"],
+        "decode": ["images"],
+        "reconstruct": ["reconstruction"],
+    }
     n = 128
     assert served["serving_reconstruction"].shape == (n, 28, 28, 1)
     assert served["serving_code"].shape == (n, 8)
@@ -183,8 +228,7 @@ def test_serving_default_on_raw_examples_matches_the_pipeline_path(served, expor
     # The check can fail: the same examples un-normalized (what serving raw pixels without
     # the in-graph normalization would feed the model) are far off.
     raw_x = served["images"] * 255.0
-    assert np.max(np.abs(predict(model.reconstruct, raw_x)
-                         - ref["reconstruction"][:16])) > 1e-2
+    assert np.max(np.abs(predict(model.reconstruct, raw_x) - ref["reconstruction"][:16])) > 1e-2
 
 
 def test_images_uint8_equals_serving_default(served):
@@ -197,13 +241,13 @@ def test_score_signature_is_the_score_and_its_threshold(served, exported, model)
     np.testing.assert_allclose(served["score_score"], ref["score"], atol=1e-5, rtol=0)
     np.testing.assert_array_equal(served["score_score"], served["serving_score"])
     threshold = exported["saved_model"].properties["threshold"]
-    np.testing.assert_array_equal(served["score_is_anomaly"],
-                                  served["score_score"] > np.float32(threshold))
+    np.testing.assert_array_equal(
+        served["score_is_anomaly"], served["score_score"] > np.float32(threshold)
+    )
     assert 0 < served["score_is_anomaly"].sum() < len(served["ids"])  # both outcomes occur
 
 
-def test_threshold_is_the_quantile_of_validation_scores_without_held_out_classes(exported,
-                                                                                 model):
+def test_threshold_is_the_quantile_of_validation_scores_without_held_out_classes(exported, model):
     val = examples_io.load_split(exported["examples"], "validation")
     scores = predict(lambda b: scoring.score(model, b), val["image"])
     seen = ~np.isin(val["label"], HOLDOUT)
@@ -266,8 +310,11 @@ def test_embeddings_parquet_has_every_example_once(exported, model):
     # The vectors are the model's code of the clean images, with the right id and label.
     test = examples_io.load_split(exported["examples"], "test")
     expected = np.asarray(model.encode(test["image"]))
-    by_id = {i: (lbl, v) for i, s, lbl, v in zip(rows["id"], rows["split"], rows["label"],
-                                                  rows["embedding"]) if s == "test"}
+    by_id = {
+        i: (lbl, v)
+        for i, s, lbl, v in zip(rows["id"], rows["split"], rows["label"], rows["embedding"])
+        if s == "test"
+    }
     got = np.array([by_id[i][1] for i in test["id"]], np.float32)
     np.testing.assert_allclose(got, expected, atol=1e-5)
     assert [by_id[i][0] for i in test["id"]] == test["label"].tolist()
@@ -301,21 +348,22 @@ def test_tflite_models_match_the_saved_model(exported):
     props = sm.properties
     assert props["tflite_not_converted"] == {}
     assert props["tflite_outputs"] == ["reconstruction", "code", "score", "is_anomaly"]
-    paths = {v: os.path.join(sm.uri, props["tflite_dir"], f)
-             for v, f in props["tflite_files"].items()}
+    paths = {
+        v: os.path.join(sm.uri, props["tflite_dir"], f) for v, f in props["tflite_files"].items()
+    }
     assert set(paths) == {"float32", "int8"}
     sizes = {v: os.path.getsize(p) for v, p in paths.items()}
     assert props["tflite_bytes"] == sizes
     assert sizes["int8"] < sizes["float32"]
     m = exported["metrics"]
-    assert (m["tflite_float32_bytes"], m["tflite_int8_bytes"]) == (sizes["float32"],
-                                                                  sizes["int8"])
+    assert (m["tflite_float32_bytes"], m["tflite_int8_bytes"]) == (sizes["float32"], sizes["int8"])
     assert m["tflite_float32_max_diff"] <= tflite.FLOAT32_TOL
 
     # Independently of export's own check: other test images, compared here.
     images = examples_io.load_split(exported["examples"], "test")["image"][-6:]
     expected = tf.saved_model.load(_saved_model_dir(exported)).signatures["images_float32"](
-        images=tf.constant(images))
+        images=tf.constant(images)
+    )
     with open(paths["float32"], "rb") as f:
         got = tflite.run_tflite(f.read(), images)
     for key in ("reconstruction", "code", "score"):
@@ -328,17 +376,23 @@ def test_tflite_models_match_the_saved_model(exported):
     assert 0 < diff < 0.5
 
 
-def test_calibration_needs_validation_examples_outside_the_held_out_classes(exported,
-                                                                           tmp_path):
+def test_calibration_needs_validation_examples_outside_the_held_out_classes(exported, tmp_path):
     """A validation split made of held-out classes only: one clear error, nothing written."""
     images, _ = synthetic_images(20, 4)
     splits = {s: (images.astype(np.float32) / 255.0, np.full(20, 9)) for s in SIZES}
     examples = write_examples_artifact(str(tmp_path / "examples"), splits, normalized=True)
     outputs = output_artifacts("export", tmp_path)
-    with pytest.raises(DataError, match=r"split 'validation' in .* has no examples left after "
-                                        r"leaving out classes \[9\] \(data.holdout_labels\)"):
-        run_executor("export", params("export", "data.holdout_labels=[9]"),
-                     {"examples": examples, "model": exported["model"]}, outputs)
+    with pytest.raises(
+        DataError,
+        match=r"split 'validation' in .* has no examples left after "
+        r"leaving out classes \[9\] \(data.holdout_labels\)",
+    ):
+        run_executor(
+            "export",
+            params("export", "data.holdout_labels=[9]"),
+            {"examples": examples, "model": exported["model"]},
+            outputs,
+        )
     assert not os.listdir(outputs["saved_model"].uri)  # failed before writing anything
 
 
@@ -354,22 +408,33 @@ def test_in_process_embeddings_equal_the_beam_pipelines(exported, tmp_path):
     dirs = {k: str(tmp_path / k) for k in ("parquet", "scores", "projector")}
     for d in ("parquet", "scores"):
         os.makedirs(dirs[d])
-    layout = executor.Layout(splits, dirs["parquet"], dirs["scores"], dirs["projector"],
-                             scored_split="test", projector_split="test")
-    executor.embed_with_beam(examples, layout, _saved_model_dir(exported), 100,
-                             ["--runner=DirectRunner"])
+    layout = executor.Layout(
+        splits,
+        dirs["parquet"],
+        dirs["scores"],
+        dirs["projector"],
+        scored_split="test",
+        projector_split="test",
+    )
+    executor.embed_with_beam(
+        examples, layout, _saved_model_dir(exported), 100, ["--runner=DirectRunner"]
+    )
     beam = executor.summarize_beam_output(layout)
     assert beam.counts == {s: n for s, (n, _) in SIZES.items()} and beam.dims == {8}
     emb = exported["embeddings"]
-    for prop, mine, keys in (("parquet_dir", "parquet", ["split", "id"]),
-                             ("scores_dir", "scores", ["id"])):
+    for prop, mine, keys in (
+        ("parquet_dir", "parquet", ["split", "id"]),
+        ("scores_dir", "scores", ["id"]),
+    ):
         order = [(k, "ascending") for k in keys]
         ours = executor.read_parquet(os.path.join(emb.uri, emb.properties[prop])).sort_by(order)
         theirs = executor.read_parquet(dirs[mine]).sort_by(order)
         assert ours.num_rows == theirs.num_rows > 0 and ours.equals(theirs), prop
     for name in ("vectors.tsv", "metadata.tsv", "projector_config.pbtxt"):
-        with open(os.path.join(emb.uri, emb.properties["projector_dir"], name)) as f, \
-                open(os.path.join(dirs["projector"], name)) as g:
+        with (
+            open(os.path.join(emb.uri, emb.properties["projector_dir"], name)) as f,
+            open(os.path.join(dirs["projector"], name)) as g,
+        ):
             assert f.read() == g.read(), name
 
 
@@ -380,12 +445,16 @@ def test_streamed_calibration_equals_the_whole_split_quantile(exported, model):
     keep = examples_io.kept_mask(val["label"], HOLDOUT)
     whole = scoring.threshold(scoring.scores(model, val["image"][keep]), 0.99, "here")
     streamed = scoring.calibrate(
-        scoring.forward(model), examples_io.iter_split(exported["examples"], "validation",
-                                                       batch_size=7),
-        0.99, HOLDOUT, "here")
+        scoring.forward(model),
+        examples_io.iter_split(exported["examples"], "validation", batch_size=7),
+        0.99,
+        HOLDOUT,
+        "here",
+    )
     assert streamed.examples == int(keep.sum()) and streamed.left_out == int((~keep).sum())
-    np.testing.assert_allclose(streamed.scores, scoring.scores(model, val["image"][keep]),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        streamed.scores, scoring.scores(model, val["image"][keep]), rtol=1e-5, atol=1e-6
+    )
     np.testing.assert_allclose(streamed.threshold, whole, rtol=1e-5)
     assert exported["saved_model"].properties["threshold"] == streamed.threshold
 
@@ -399,12 +468,18 @@ FLOAT_IMAGE_SIGNATURES = ("images_float32", "encode", "reconstruct")
 def test_contract_is_enforced_by_plain_tensorflow_in_a_fresh_process(served):
     errors = served["errors"]
     assert errors["uint8_shape"].startswith("InvalidArgumentError: "), errors
-    assert ("images_uint8: input images must have shape [N,28,28], got [1,14,56]"
-            in errors["uint8_shape"])
-    assert ("serving_default: input examples: pixel values must be in 0..255, got min 1000, "
-            "max 1000" in errors["serving_range"]), errors
-    assert ("images_float32: input images: values must be in [0, 1], got min 255, max 255"
-            in errors["float_range"]), errors
+    assert (
+        "images_uint8: input images must have shape [N,28,28], got [1,14,56]"
+        in errors["uint8_shape"]
+    )
+    assert (
+        "serving_default: input examples: pixel values must be in 0..255, got min 1000, "
+        "max 1000" in errors["serving_range"]
+    ), errors
+    assert (
+        "images_float32: input images: values must be in [0, 1], got min 255, max 255"
+        in errors["float_range"]
+    ), errors
 
 
 @pytest.mark.parametrize("signature", ["serving_default", "score"])
@@ -414,9 +489,13 @@ def test_example_signatures_reject_pixels_outside_0_255(loaded, signature, value
     pixels = np.full(F.PIXELS, 7)
     pixels[300] = value
     batch = tf.constant([_raw_example(np.full(F.PIXELS, 7)), _raw_example(pixels)])
-    with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(
+    with pytest.raises(
+        tf.errors.InvalidArgumentError,
+        match=re.escape(
             f"{signature}: input examples: pixel values must be in 0..255, got min "
-            f"{min(value, 7)}, max {max(value, 7)}")):
+            f"{min(value, 7)}, max {max(value, 7)}"
+        ),
+    ):
         loaded.signatures[signature](examples=batch)
 
 
@@ -424,27 +503,40 @@ def test_example_signatures_reject_pixels_outside_0_255(loaded, signature, value
 def test_example_signatures_reject_a_wrong_pixel_count(loaded, pixels):
     batch = tf.constant([_raw_example(np.zeros(F.PIXELS)), _raw_example(np.zeros(pixels))])
     for signature in ("serving_default", "score"):
-        with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(
+        with pytest.raises(
+            tf.errors.InvalidArgumentError,
+            match=re.escape(
                 f"{signature}: input examples: feature image must have 784 int64 values "
-                f"per example, got {pixels} in example 1")):
+                f"per example, got {pixels} in example 1"
+            ),
+        ):
             loaded.signatures[signature](examples=batch)
 
 
 @pytest.mark.parametrize("shape", [(2, 1), ()])
 def test_example_signatures_reject_examples_not_a_vector(loaded, shape):
-    examples = tf.reshape(tf.constant([_raw_example(np.zeros(F.PIXELS))] * int(np.prod(shape))),
-                          shape)
+    examples = tf.reshape(
+        tf.constant([_raw_example(np.zeros(F.PIXELS))] * int(np.prod(shape))), shape
+    )
     for signature in ("serving_default", "score"):
-        with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(
-                f"{signature}: input examples must have shape [N], got {_shape_text(shape)}")):
+        with pytest.raises(
+            tf.errors.InvalidArgumentError,
+            match=re.escape(
+                f"{signature}: input examples must have shape [N], got {_shape_text(shape)}"
+            ),
+        ):
             loaded.signatures[signature](examples=examples)
 
 
 @pytest.mark.parametrize("shape", [(1, 14, 56), (2, 28, 14), (1, 28, 28, 1), (28, 28), (784,)])
 def test_images_uint8_rejects_every_shape_but_n_28_28(loaded, shape):
     """(was: [1,14,56] and [2,28,14] silently reshaped: only 784 values per image counted)"""
-    with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(
-            f"images_uint8: input images must have shape [N,28,28], got {_shape_text(shape)}")):
+    with pytest.raises(
+        tf.errors.InvalidArgumentError,
+        match=re.escape(
+            f"images_uint8: input images must have shape [N,28,28], got {_shape_text(shape)}"
+        ),
+    ):
         loaded.signatures["images_uint8"](images=tf.zeros(shape, tf.uint8))
 
 
@@ -454,9 +546,13 @@ def test_float_signatures_reject_values_outside_0_1(loaded, signature, value):
     """(was: 255.0 accepted) normalized inputs only: a raw pixel would be off by 255x."""
     x = np.full((2, 28, 28, 1), 0.5, np.float32)
     x[1, 3, 4, 0] = value
-    with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(
+    with pytest.raises(
+        tf.errors.InvalidArgumentError,
+        match=re.escape(
             f"{signature}: input images: values must be in [0, 1], got min {min(value, 0.5):g}, "
-            f"max {max(value, 0.5):g}")):
+            f"max {max(value, 0.5):g}"
+        ),
+    ):
         loaded.signatures[signature](images=tf.constant(x))
 
 
@@ -465,31 +561,40 @@ def test_float_signatures_reject_nan(loaded, signature):
     arg, shape = ("code", (2, 8)) if signature == "decode" else ("images", (2, 28, 28, 1))
     x = np.full(shape, 0.5, np.float32)
     x.reshape(-1)[-1] = np.nan
-    with pytest.raises(tf.errors.InvalidArgumentError,
-                       match=re.escape(f"{signature}: input {arg}: values must not be NaN")):
+    with pytest.raises(
+        tf.errors.InvalidArgumentError,
+        match=re.escape(f"{signature}: input {arg}: values must not be NaN"),
+    ):
         loaded.signatures[signature](**{arg: tf.constant(x)})
 
 
 @pytest.mark.parametrize("signature", FLOAT_IMAGE_SIGNATURES)
-@pytest.mark.parametrize("shape", [(1, 28, 28), (1, 14, 56, 1), (1, 28, 28, 3), (28, 28, 1),
-                                   (1, 28, 28, 1, 1)])
+@pytest.mark.parametrize(
+    "shape", [(1, 28, 28), (1, 14, 56, 1), (1, 28, 28, 3), (28, 28, 1), (1, 28, 28, 1, 1)]
+)
 def test_float_signatures_reject_every_shape_but_n_28_28_1(loaded, signature, shape):
-    with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(
-            f"{signature}: input images must have shape [N,28,28,1], got "
-            f"{_shape_text(shape)}")):
+    with pytest.raises(
+        tf.errors.InvalidArgumentError,
+        match=re.escape(
+            f"{signature}: input images must have shape [N,28,28,1], got {_shape_text(shape)}"
+        ),
+    ):
         loaded.signatures[signature](images=tf.zeros(shape))
 
 
 @pytest.mark.parametrize("shape", [(1, 3), (8,), (1, 8, 1), (2, 9)])
 def test_decode_rejects_every_shape_but_n_latent(loaded, shape):
-    with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(
-            f"decode: input code must have shape [N,8], got {_shape_text(shape)}")):
+    with pytest.raises(
+        tf.errors.InvalidArgumentError,
+        match=re.escape(f"decode: input code must have shape [N,8], got {_shape_text(shape)}"),
+    ):
         loaded.signatures["decode"](code=tf.zeros(shape))
 
 
 def test_decode_rejects_infinite_codes(loaded):
-    with pytest.raises(tf.errors.InvalidArgumentError,
-                       match=re.escape("decode: input code: values must be finite")):
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match=re.escape("decode: input code: values must be finite")
+    ):
         loaded.signatures["decode"](code=tf.constant([[0.0] * 7 + [np.inf]]))
 
 
@@ -504,16 +609,22 @@ def test_the_contract_accepts_every_documented_input(loaded):
     assert sigs["images_uint8"](images=tf.constant(uint8))["code"].shape == (2, 8)
     floats = tf.constant(uint8[..., None] / np.float32(255.0))
     for name in FLOAT_IMAGE_SIGNATURES:
-        assert all(np.all(np.isfinite(v)) for v in sigs[name](images=floats).values()
-                   if v.dtype != tf.bool)
+        assert all(
+            np.all(np.isfinite(v)) for v in sigs[name](images=floats).values() if v.dtype != tf.bool
+        )
     assert sigs["decode"](code=tf.constant([[-1e30] * 8, [1e30] * 8]))["images"].shape == (
-        2, 28, 28, 1)
+        2,
+        28,
+        28,
+        1,
+    )
     for name, arg, value in (
-            ("serving_default", "examples", tf.zeros([0], tf.string)),
-            ("score", "examples", tf.zeros([0], tf.string)),
-            ("images_uint8", "images", tf.zeros([0, 28, 28], tf.uint8)),
-            ("images_float32", "images", tf.zeros([0, 28, 28, 1])),
-            ("encode", "images", tf.zeros([0, 28, 28, 1])),
-            ("reconstruct", "images", tf.zeros([0, 28, 28, 1])),
-            ("decode", "code", tf.zeros([0, 8]))):
+        ("serving_default", "examples", tf.zeros([0], tf.string)),
+        ("score", "examples", tf.zeros([0], tf.string)),
+        ("images_uint8", "images", tf.zeros([0, 28, 28], tf.uint8)),
+        ("images_float32", "images", tf.zeros([0, 28, 28, 1])),
+        ("encode", "images", tf.zeros([0, 28, 28, 1])),
+        ("reconstruct", "images", tf.zeros([0, 28, 28, 1])),
+        ("decode", "code", tf.zeros([0, 8])),
+    ):
         assert all(v.shape[0] == 0 for v in sigs[name](**{arg: value}).values()), name

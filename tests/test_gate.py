@@ -15,15 +15,20 @@ THRESHOLDS = params("evaluate").thresholds  # the config's defaults
 
 
 def _decide(candidate: float, baseline: float | None, metric: str = "bce_excess", **extra):
-    cand = {metric: candidate, "bce_excess": extra.get("bce_excess", candidate
-                                                       if metric == "bce_excess" else 0.05)}
+    cand = {
+        metric: candidate,
+        "bce_excess": extra.get("bce_excess", candidate if metric == "bce_excess" else 0.05),
+    }
     base = None if baseline is None else {metric: baseline}
     return gate.decide(metric, cand, base, extra.get("thresholds", THRESHOLDS))
 
 
 def test_defaults_come_from_the_config():
-    assert (THRESHOLDS.relative_tolerance, THRESHOLDS.max_bce_excess,
-            THRESHOLDS.max_neg_elbo) == (0.01, 0.15, 330.0)
+    assert (THRESHOLDS.relative_tolerance, THRESHOLDS.max_bce_excess, THRESHOLDS.max_neg_elbo) == (
+        0.01,
+        0.15,
+        330.0,
+    )
     p = params("evaluate", "gate.relative_tolerance=0.05", "gate.max_bce_excess=0.2")
     assert p.thresholds.relative_tolerance == 0.05 and p.thresholds.max_bce_excess == 0.2
 
@@ -83,7 +88,7 @@ def test_non_finite_metrics_are_never_blessed(value):
 
 
 def test_exactly_at_the_allowed_limit_is_blessed():
-    """"At most the baseline plus the tolerance": the limit itself passes (exact in binary)."""
+    """ "At most the baseline plus the tolerance": the limit itself passes (exact in binary)."""
     t = params("evaluate", "gate.relative_tolerance=0.25").thresholds
     d = gate.decide("neg_elbo", {"neg_elbo": 250.0, "bce_excess": 0.05}, {"neg_elbo": 200.0}, t)
     assert d["blessed"] is True and d["reason"].startswith("no worse within tolerance")
@@ -95,15 +100,20 @@ def test_a_model_trained_without_some_classes_is_a_lineage_of_its_own():
     # Normal models keep their lineage strings (blessed models recorded under them stay
     # baselines); held-out classes add a part, in one order whatever the config's order.
     assert params("evaluate").lineage() == "fashion_mnist/conv_pool/clean"
-    assert params("evaluate", "data.holdout_labels=[]").lineage() == \
-        "fashion_mnist/conv_pool/clean"
-    assert params("evaluate", "noise.kind=gaussian", "model.variant=dense").lineage() == \
-        "fashion_mnist/dense/gaussian:0.5"
-    assert params("evaluate", "data.holdout_labels=[9]").lineage() == \
-        "fashion_mnist/conv_pool/clean/holdout:9"
-    assert params("evaluate", "data.holdout_labels=[9, 3]", "noise.kind=gaussian").lineage() \
-        == params("evaluate", "data.holdout_labels=[3, 9]", "noise.kind=gaussian").lineage() \
+    assert params("evaluate", "data.holdout_labels=[]").lineage() == "fashion_mnist/conv_pool/clean"
+    assert (
+        params("evaluate", "noise.kind=gaussian", "model.variant=dense").lineage()
+        == "fashion_mnist/dense/gaussian:0.5"
+    )
+    assert (
+        params("evaluate", "data.holdout_labels=[9]").lineage()
+        == "fashion_mnist/conv_pool/clean/holdout:9"
+    )
+    assert (
+        params("evaluate", "data.holdout_labels=[9, 3]", "noise.kind=gaussian").lineage()
+        == params("evaluate", "data.holdout_labels=[3, 9]", "noise.kind=gaussian").lineage()
         == "fashion_mnist/conv_pool/gaussian:0.5/holdout:3,9"
+    )
     # the baseline is looked up in that lineage, by evaluate and again by push
     held_out = params("evaluate", "data.holdout_labels=[9]").baseline_lineage()
     assert held_out == params("push", "data.holdout_labels=[9]").baseline_lineage()

@@ -28,6 +28,7 @@ VIEWS = Views.of(run_pipeline.create_pipeline())  # what the pages of collected 
 
 # -- roots built through the real MetadataStore ----------------------------------------------
 
+
 def _fingerprint(*parts: str) -> str:
     return hashlib.sha256("/".join(parts).encode()).hexdigest()
 
@@ -39,27 +40,52 @@ def _commit(root: str, stage: str, run_id: str, key: str, type_: str, props: dic
     tmp = artifacts.begin(uri)
     with open(os.path.join(tmp, "payload.bin"), "wb") as f:
         f.write(os.urandom(1000 + 100 * len(key)))
-    props = {"fingerprint": _fingerprint(stage, run_id, key), "producer": stage,
-             "run_id": run_id, **props}
+    props = {
+        "fingerprint": _fingerprint(stage, run_id, key),
+        "producer": stage,
+        "run_id": run_id,
+        **props,
+    }
     artifacts.commit(tmp, uri, {**props, "type": type_})
     return Artifact(type_, uri, properties=props)
 
 
-def _stage(store: MetadataStore, run_id: str, stage: str, inputs: dict, outputs: dict,
-           state: str = "complete", fingerprint: str | None = None) -> dict[str, Artifact]:
+def _stage(
+    store: MetadataStore,
+    run_id: str,
+    stage: str,
+    inputs: dict,
+    outputs: dict,
+    state: str = "complete",
+    fingerprint: str | None = None,
+) -> dict[str, Artifact]:
     """One execution as the launcher records it. `outputs`: key -> (type, properties)
     committed now, or key -> an existing Artifact (a cache hit reuses it)."""
-    made = {k: v if isinstance(v, Artifact) else _commit(store.root, stage, run_id, k, *v)
-            for k, v in outputs.items()}
-    store.put_execution(run_id, stage, state,
-                        {"fingerprint": fingerprint or _fingerprint(stage, run_id)},
-                        inputs=inputs, outputs=made)
+    made = {
+        k: v if isinstance(v, Artifact) else _commit(store.root, stage, run_id, k, *v)
+        for k, v in outputs.items()
+    }
+    store.put_execution(
+        run_id,
+        stage,
+        state,
+        {"fingerprint": fingerprint or _fingerprint(stage, run_id)},
+        inputs=inputs,
+        outputs=made,
+    )
     return made
 
 
 def _start(store: MetadataStore, run_id: str, age_days: float, **props) -> None:
-    store.start_run(run_id, {"status": "succeeded", "started": time.time() - age_days * DAY,
-                             "stages": ["ingest", "train", "evaluate"], **props})
+    store.start_run(
+        run_id,
+        {
+            "status": "succeeded",
+            "started": time.time() - age_days * DAY,
+            "stages": ["ingest", "train", "evaluate"],
+            **props,
+        },
+    )
 
 
 def _pipeline_run(store, run_id, age_days, blessed: bool | None = None) -> dict[str, Artifact]:
@@ -67,13 +93,23 @@ def _pipeline_run(store, run_id, age_days, blessed: bool | None = None) -> dict[
     evaluate also writes a ModelBlessing."""
     _start(store, run_id, age_days)
     out = _stage(store, run_id, "ingest", {}, {"examples": (artifacts.EXAMPLES, {})})
-    out |= _stage(store, run_id, "train", {"examples": out["examples"]},
-                  {"model": (artifacts.MODEL, {}), "model_run": (artifacts.MODEL_RUN, {})})
+    out |= _stage(
+        store,
+        run_id,
+        "train",
+        {"examples": out["examples"]},
+        {"model": (artifacts.MODEL, {}), "model_run": (artifacts.MODEL_RUN, {})},
+    )
     evaluated = {"evaluation": (artifacts.EVALUATION, {})}
     if blessed is not None:
         evaluated["blessing"] = (artifacts.BLESSING, {"blessed": blessed})
-    out |= _stage(store, run_id, "evaluate",
-                  {k: out[k] for k in ("model", "model_run", "examples")}, evaluated)
+    out |= _stage(
+        store,
+        run_id,
+        "evaluate",
+        {k: out[k] for k in ("model", "model_run", "examples")},
+        evaluated,
+    )
     return out
 
 
@@ -92,8 +128,9 @@ def _size(path) -> int:
 def _digest(root) -> str:
     """Every file under the root (ML Metadata's database included) but the lock files."""
     h = hashlib.sha256()
-    paths = sorted(os.path.relpath(os.path.join(d, f), root) for d, _, files in os.walk(root)
-                   for f in files)
+    paths = sorted(
+        os.path.relpath(os.path.join(d, f), root) for d, _, files in os.walk(root) for f in files
+    )
     for rel in paths:
         if rel.split(os.sep)[0] != "locks":
             h.update(rel.encode())
@@ -108,6 +145,7 @@ def store(tmp_path) -> MetadataStore:
 
 
 # -- policy -------------------------------------------------------------------------------
+
 
 def test_keep_last_deletes_the_older_runs_own_artifacts_and_marks_them_deleted(store):
     old = _pipeline_run(store, "r1", 3)
@@ -139,13 +177,16 @@ def test_keep_last_deletes_the_older_runs_own_artifacts_and_marks_them_deleted(s
     assert again["deleted"] == [] and again["freed_bytes"] == 0
 
 
-@pytest.mark.parametrize("keep_last, keep_days, kept", [
-    (2, None, ["r3", "r2"]),          # the skipped run takes no slot
-    (None, 2, ["skipped", "r3"]),     # started within 2 days
-    (1, 4, ["skipped", "r3", "r2"]),  # union: the days rule reaches further
-    (3, 0.5, ["skipped", "r3", "r2", "r1"]),  # union: the count reaches further
-    (0, 0, []),
-])
+@pytest.mark.parametrize(
+    "keep_last, keep_days, kept",
+    [
+        (2, None, ["r3", "r2"]),  # the skipped run takes no slot
+        (None, 2, ["skipped", "r3"]),  # started within 2 days
+        (1, 4, ["skipped", "r3", "r2"]),  # union: the days rule reaches further
+        (3, 0.5, ["skipped", "r3", "r2", "r1"]),  # union: the count reaches further
+        (0, 0, []),
+    ],
+)
 def test_runs_kept_are_the_newest_n_and_those_within_d_days(store, keep_last, keep_days, kept):
     for run_id, age in (("r1", 5), ("r2", 3), ("r3", 1)):
         _pipeline_run(store, run_id, age)
@@ -161,12 +202,15 @@ def test_runs_kept_are_the_newest_n_and_those_within_d_days(store, keep_last, ke
         assert (own in collected_uris) == (run_id not in kept)
 
 
-@pytest.mark.parametrize("keep_last, keep_days, flag", [
-    (None, None, "--keep-last and/or --keep-days"),
-    (-1, None, "--keep-last"),
-    (None, -0.5, "--keep-days"),
-    (None, math.nan, "--keep-days"),
-])
+@pytest.mark.parametrize(
+    "keep_last, keep_days, flag",
+    [
+        (None, None, "--keep-last and/or --keep-days"),
+        (-1, None, "--keep-last"),
+        (None, -0.5, "--keep-days"),
+        (None, math.nan, "--keep-days"),
+    ],
+)
 def test_a_bad_policy_is_a_config_error_naming_the_flag(store, keep_last, keep_days, flag):
     _pipeline_run(store, "r1", 3)
     before = _digest(store.root)
@@ -178,12 +222,14 @@ def test_a_bad_policy_is_a_config_error_naming_the_flag(store, keep_last, keep_d
 
 def test_a_directory_without_ml_metadata_is_refused_and_left_alone(tmp_path):
     with pytest.raises(ConfigError, match="not a pipeline root"):
-        gc.collect(str(tmp_path / "nothing"), keep_last=1, keep_days=None, dry_run=False,
-                   views=VIEWS)
+        gc.collect(
+            str(tmp_path / "nothing"), keep_last=1, keep_days=None, dry_run=False, views=VIEWS
+        )
     assert not (tmp_path / "nothing").exists()
 
 
 # -- what is protected --------------------------------------------------------------------
+
 
 def test_a_blessed_model_of_a_collected_run_is_kept_with_why(store):
     unblessed = _pipeline_run(store, "r0", 3, blessed=False)
@@ -191,10 +237,21 @@ def test_a_blessed_model_of_a_collected_run_is_kept_with_why(store):
     # r1b retrained the same model (`--only train`), then hit the cache on r1's evaluate:
     # the blessing is r1's verdict on r1's model, not on r1b's copy
     _start(store, "r1b", 1.5)
-    retrained = _stage(store, "r1b", "train", {"examples": blessed["examples"]},
-                       {"model": (artifacts.MODEL, {}), "model_run": (artifacts.MODEL_RUN, {})})
-    _stage(store, "r1b", "evaluate", {**retrained, "examples": blessed["examples"]},
-           {k: blessed[k] for k in ("evaluation", "blessing")}, state="cached")
+    retrained = _stage(
+        store,
+        "r1b",
+        "train",
+        {"examples": blessed["examples"]},
+        {"model": (artifacts.MODEL, {}), "model_run": (artifacts.MODEL_RUN, {})},
+    )
+    _stage(
+        store,
+        "r1b",
+        "evaluate",
+        {**retrained, "examples": blessed["examples"]},
+        {k: blessed[k] for k in ("evaluation", "blessing")},
+        state="cached",
+    )
     _pipeline_run(store, "r2", 1)
 
     result = gc.collect(store.root, keep_last=1, keep_days=None, dry_run=False, views=VIEWS)
@@ -202,29 +259,45 @@ def test_a_blessed_model_of_a_collected_run_is_kept_with_why(store):
     backing = [blessed[k] for k in ("model", "model_run", "evaluation", "blessing")]
     assert {p["uri"] for p in result["protected"]} == _rel(store, *backing)
     assert {p["why"] for p in result["protected"]} == {
-        "backs the model blessed by evaluate in run r1"}
+        "backs the model blessed by evaluate in run r1"
+    }
     for a in backing:
         assert artifacts.is_committed(a.uri) and _state(store, a) == pb.Artifact.LIVE
     # data is not part of a release: it can be regenerated
     assert _rel(store, blessed["examples"]) <= {d["uri"] for d in result["deleted"]}
     # a blessing that said no protects nothing, nor does a cache hit on a blessing
     assert _rel(store, *unblessed.values(), *retrained.values()) <= {
-        d["uri"] for d in result["deleted"]}
+        d["uri"] for d in result["deleted"]
+    }
     text = gc.render_text(result)
-    assert ("keep Model artifacts/train/r1/model: backs the model blessed by evaluate in run r1"
-            in text)
+    assert (
+        "keep Model artifacts/train/r1/model: backs the model blessed by evaluate in run r1" in text
+    )
 
 
 def test_a_pushed_model_of_a_collected_run_is_kept_with_why(store):
     released = {}
     for run_id, age, pushed in (("r0", 3, False), ("r1", 2, True)):
         out = _pipeline_run(store, run_id, age, blessed=False)
-        out |= _stage(store, run_id, "export", {k: out[k] for k in ("model", "examples")},
-                      {"saved_model": (artifacts.SAVED_MODEL, {}),
-                       "embeddings": (artifacts.EMBEDDINGS, {})})
-        out |= _stage(store, run_id, "push", {k: out[k] for k in ("saved_model", "blessing")},
-                      {"pushed_model": (artifacts.PUSHED_MODEL,
-                                        {"pushed": pushed, "version": 1 if pushed else None})})
+        out |= _stage(
+            store,
+            run_id,
+            "export",
+            {k: out[k] for k in ("model", "examples")},
+            {"saved_model": (artifacts.SAVED_MODEL, {}), "embeddings": (artifacts.EMBEDDINGS, {})},
+        )
+        out |= _stage(
+            store,
+            run_id,
+            "push",
+            {k: out[k] for k in ("saved_model", "blessing")},
+            {
+                "pushed_model": (
+                    artifacts.PUSHED_MODEL,
+                    {"pushed": pushed, "version": 1 if pushed else None},
+                )
+            },
+        )
         released[run_id] = out
     _pipeline_run(store, "r2", 1)
 
@@ -245,18 +318,39 @@ def test_what_a_kept_run_reuses_from_the_cache_is_kept(store):
     """r2 changed only evaluate: ingest, train and export are cache hits on r1's outputs,
     attached to r2 by the OUTPUT events of its cached executions."""
     old = _pipeline_run(store, "r1", 3)
-    old |= _stage(store, "r1", "export", {k: old[k] for k in ("model", "examples")},
-                  {"saved_model": (artifacts.SAVED_MODEL, {}),
-                   "embeddings": (artifacts.EMBEDDINGS, {})})
+    old |= _stage(
+        store,
+        "r1",
+        "export",
+        {k: old[k] for k in ("model", "examples")},
+        {"saved_model": (artifacts.SAVED_MODEL, {}), "embeddings": (artifacts.EMBEDDINGS, {})},
+    )
     _start(store, "r2", 1)
     reused = {k: old[k] for k in ("examples", "model", "model_run", "saved_model", "embeddings")}
     _stage(store, "r2", "ingest", {}, {"examples": old["examples"]}, state="cached")
-    _stage(store, "r2", "train", {"examples": old["examples"]},
-           {k: old[k] for k in ("model", "model_run")}, state="cached")
-    _stage(store, "r2", "export", {k: old[k] for k in ("model", "examples")},
-           {k: old[k] for k in ("saved_model", "embeddings")}, state="cached")
-    _stage(store, "r2", "evaluate", {k: old[k] for k in ("model", "model_run", "examples")},
-           {"evaluation": (artifacts.EVALUATION, {})})
+    _stage(
+        store,
+        "r2",
+        "train",
+        {"examples": old["examples"]},
+        {k: old[k] for k in ("model", "model_run")},
+        state="cached",
+    )
+    _stage(
+        store,
+        "r2",
+        "export",
+        {k: old[k] for k in ("model", "examples")},
+        {k: old[k] for k in ("saved_model", "embeddings")},
+        state="cached",
+    )
+    _stage(
+        store,
+        "r2",
+        "evaluate",
+        {k: old[k] for k in ("model", "model_run", "examples")},
+        {"evaluation": (artifacts.EVALUATION, {})},
+    )
 
     result = gc.collect(store.root, keep_last=1, keep_days=None, dry_run=False, views=VIEWS)
 
@@ -269,8 +363,10 @@ def test_what_a_kept_run_reuses_from_the_cache_is_kept(store):
 
 # -- safety and side effects -----------------------------------------------------------------
 
+
 def test_a_gc_that_fails_half_way_leaves_nothing_reusable_and_the_next_one_finishes(
-        store, monkeypatch):
+    store, monkeypatch
+):
     old = _pipeline_run(store, "r1", 2)
     _pipeline_run(store, "r2", 1)
     first = min(old.values(), key=lambda a: a.id)  # deleted first
@@ -293,10 +389,18 @@ def test_a_gc_that_fails_half_way_leaves_nothing_reusable_and_the_next_one_finis
 def test_a_live_run_makes_gc_refuse_and_a_dead_one_does_not(store):
     old = _pipeline_run(store, "r1", 3)
     _pipeline_run(store, "r2", 2)
-    _start(store, "live", 0, status="running", heartbeat=time.time(), owner_pid=os.getpid(),
-           owner_host=socket.gethostname())
-    staging = os.path.join(store.root, "artifacts", "train", "live",
-                           artifacts.TMP_PREFIX + "model-0123abcd")
+    _start(
+        store,
+        "live",
+        0,
+        status="running",
+        heartbeat=time.time(),
+        owner_pid=os.getpid(),
+        owner_host=socket.gethostname(),
+    )
+    staging = os.path.join(
+        store.root, "artifacts", "train", "live", artifacts.TMP_PREFIX + "model-0123abcd"
+    )
     os.makedirs(staging)
     before = _digest(store.root)
     lock = runner.run_lock(store.root, "live")
@@ -351,8 +455,9 @@ def test_staging_and_finished_work_dirs_are_removed_resumable_and_locked_ones_ke
         held.release()
 
     rel = {k: os.path.relpath(p, store.root) for k, p in work.items()}
-    assert result["staging_removed"] == [{"path": os.path.relpath(p, store.root), "bytes": sizes[p]}
-                                         for p in (staging, scratch)]
+    assert result["staging_removed"] == [
+        {"path": os.path.relpath(p, store.root), "bytes": sizes[p]} for p in (staging, scratch)
+    ]
     assert [w["path"] for w in result["work_removed"]] == [rel["done"]]
     assert result["freed_bytes"] == sizes[staging] + sizes[scratch] + sizes[work["done"]]
     assert [w["path"] for w in aged["work_removed"]] == [rel["stale"]]
@@ -385,18 +490,36 @@ def test_dry_run_changes_nothing_and_reports_what_gc_then_does(store):
 
 # -- a real root ------------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_gc_of_a_real_root_deletes_only_the_collected_runs_own_work_and_it_is_recomputed(
-        tmp_path, idx_dir):
+    tmp_path, idx_dir
+):
     root = tmp_path / "root"
 
     def run(run_id: str, epochs: int) -> dict:
-        code = run_pipeline.main([
-            "run", "--root", str(root), "--run-id", run_id, "--config", "dense",
-            "--set", f"data.source=idx:{idx_dir}", "--set", "data.num_shards=2",
-            "--set", "train.batch_size=64", "--set", f"train.epochs={epochs}",
-            # nothing blessed, nothing pushed: every unshared artifact of r1 is collectable
-            "--set", "gate.max_bce_excess=1e-9"])
+        code = run_pipeline.main(
+            [
+                "run",
+                "--root",
+                str(root),
+                "--run-id",
+                run_id,
+                "--config",
+                "dense",
+                "--set",
+                f"data.source=idx:{idx_dir}",
+                "--set",
+                "data.num_shards=2",
+                "--set",
+                "train.batch_size=64",
+                "--set",
+                f"train.epochs={epochs}",
+                # nothing blessed, nothing pushed: every unshared artifact of r1 is collectable
+                "--set",
+                "gate.max_bce_excess=1e-9",
+            ]
+        )
         assert code == EXIT_OK
         with open(root / "runs" / run_id / "summary.json") as f:
             return json.load(f)
@@ -420,5 +543,7 @@ def test_gc_of_a_real_root_deletes_only_the_collected_runs_own_work_and_it_is_re
     # computed again (same fingerprint as r1's: only the deletion makes them run)
     third = run("r3", 1)
     assert {n: third["stages"][n]["status"] for n in third["stages"]} == {
-        **{n: "cached" for n in shared}, **{n: "ran" for n in own}}
+        **{n: "cached" for n in shared},
+        **{n: "ran" for n in own},
+    }
     assert third["stages"]["train"]["fingerprint"] == first["stages"]["train"]["fingerprint"]

@@ -150,25 +150,39 @@ def test_empty_validation_split_is_a_data_error(idx_dir, tmp_path):
     assert not isinstance(e.value, ConfigError)
 
 
-@pytest.mark.parametrize("override, key", [
-    ("data.source=s3://bucket/mnist", "data.source"),
-    ("data.source=idx:", "data.source"),
-    ("data.dataset=cifar10", "data.dataset"),
-    ("data.max_examples=-5", "data.max_examples"),
-    ("data.validation_fraction=0.0", "data.validation_fraction"),
-    ("data.validation_fraction=1.0", "data.validation_fraction"),
-    ("data.num_shards=0", "data.num_shards"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("data.source=s3://bucket/mnist", "data.source"),
+        ("data.source=idx:", "data.source"),
+        ("data.dataset=cifar10", "data.dataset"),
+        ("data.max_examples=-5", "data.max_examples"),
+        ("data.validation_fraction=0.0", "data.validation_fraction"),
+        ("data.validation_fraction=1.0", "data.validation_fraction"),
+        ("data.num_shards=0", "data.num_shards"),
+    ],
+)
 def test_bad_values_are_rejected_naming_the_key(override, key):
     with pytest.raises(ConfigError, match=re.escape(key)):
         params("ingest", override)
 
 
 def test_params_come_from_the_data_keys(idx_dir):
-    p = params("ingest", f"data.source=idx:{idx_dir}", "data.dataset=mnist",
-               "data.max_examples=50", "data.validation_fraction=0.25", "data.num_shards=2")
+    p = params(
+        "ingest",
+        f"data.source=idx:{idx_dir}",
+        "data.dataset=mnist",
+        "data.max_examples=50",
+        "data.validation_fraction=0.25",
+        "data.num_shards=2",
+    )
     assert (p.dataset, p.source, p.max_examples, p.validation_fraction, p.num_shards) == (
-        "mnist", f"idx:{idx_dir}", 50, 0.25, 2)
+        "mnist",
+        f"idx:{idx_dir}",
+        50,
+        0.25,
+        2,
+    )
 
 
 def test_auto_prefers_debian_files_when_present(monkeypatch, idx_dir):
@@ -241,11 +255,18 @@ def _corrupt_trailing_bytes(d):
     return r"found 156802 bytes of pixel data \(trailing bytes\)"
 
 
-@pytest.mark.parametrize("corrupt", [_corrupt_truncated_pixels, _corrupt_gzip_stream,
-                                     _corrupt_magic, _corrupt_label_count, _corrupt_label_value,
-                                     _corrupt_trailing_bytes])
-def test_streamed_staging_names_each_corruption_of_the_train_files(idx_dir, tmp_path,
-                                                                     corrupt):
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        _corrupt_truncated_pixels,
+        _corrupt_gzip_stream,
+        _corrupt_magic,
+        _corrupt_label_count,
+        _corrupt_label_value,
+        _corrupt_trailing_bytes,
+    ],
+)
+def test_streamed_staging_names_each_corruption_of_the_train_files(idx_dir, tmp_path, corrupt):
     """ingest stages the source streamed (sources.stage_idx): each corruption of the
     train IDX files, gzipped or plain, is one DataError naming the file."""
     message = corrupt(idx_dir)
@@ -262,16 +283,22 @@ def test_shards_hold_the_records_of_the_whole_array_encoding(idx_dir, tmp_path, 
     out, _ = _run(f"idx:{idx_dir}", tmp_path, "data.max_examples=150")
     whole = {s: _load_idx(idx_dir, s, 150) for s in ("train", "test")}
     val = np.array([ingest.in_validation(f"train-{i:05d}", 0.1) for i in range(150)])
-    rows = {"train": ("train", np.flatnonzero(~val)), "validation": ("train", np.flatnonzero(val)),
-            "test": ("test", np.arange(60))}
+    rows = {
+        "train": ("train", np.flatnonzero(~val)),
+        "validation": ("train", np.flatnonzero(val)),
+        "test": ("test", np.arange(60)),
+    }
     for split, (source, idx) in rows.items():
         files = out.split_files(split, F.SHARD_PATTERN)
         assert len(files) == 3
         for f, part in zip(files, np.array_split(idx, 3)):
             expected = records.encode(
-                [f"{source}-{i:05d}" for i in part], whole[source].labels[part],
-                {F.IMAGE: whole[source].images[part].reshape(len(part), -1)})
+                [f"{source}-{i:05d}" for i in part],
+                whole[source].labels[part],
+                {F.IMAGE: whole[source].images[part].reshape(len(part), -1)},
+            )
             got = [r.numpy() for r in tf.data.TFRecordDataset(f, compression_type="GZIP")]
             # as parsed protos: the encoder's byte order of the feature map varies run to run
-            assert ([tf.train.Example.FromString(r) for r in got]
-                    == [tf.train.Example.FromString(r) for r in expected]), f
+            assert [tf.train.Example.FromString(r) for r in got] == [
+                tf.train.Example.FromString(r) for r in expected
+            ], f

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-
-
 import keras
 import numpy as np
 import pytest
@@ -22,7 +20,7 @@ def images(n=8, seed=0):
     x = 0.1 * rng.random((n, 28, 28, 1))
     for i in range(n):
         top, left = rng.integers(2, 14, size=2)
-        x[i, top:top + 12, left:left + 10] = rng.uniform(0.6, 1.0)
+        x[i, top : top + 12, left : left + 10] = rng.uniform(0.6, 1.0)
     return x.astype("float32")
 
 
@@ -50,7 +48,7 @@ def test_shapes_and_inference_paths(variant):
 def test_weights_round_trip(variant, tmp_path):
     x = images(4)
     model = models.build(variant, beta=2.0)
-    model(x, training=True)    # moves any BatchNorm statistics away from their initial values
+    model(x, training=True)  # moves any BatchNorm statistics away from their initial values
     expected = model(x).numpy()
     path = str(tmp_path / "model.weights.h5")
     model.save_weights(path)
@@ -67,20 +65,24 @@ def test_latent_dim_and_decoder_options():
     assert models.build("vae_tril", latent_dim=3).encode(images(2)).shape == (2, 3)
     assert models.build("conv_pool", latent_dim=256).latent_dim == 256
     upsample = models.build("conv_small", decoder="upsample")
-    assert not any(isinstance(layer, keras.layers.Conv2DTranspose)
-                   for layer in upsample.decoder.layers)
+    assert not any(
+        isinstance(layer, keras.layers.Conv2DTranspose) for layer in upsample.decoder.layers
+    )
     assert upsample(images(2)).shape == (2, 28, 28, 1)
 
 
-@pytest.mark.parametrize("kwargs, key", [
-    (dict(variant="resnet"), "model.variant"),
-    (dict(variant="conv_pool", latent_dim=32), "model.latent_dim"),
-    (dict(variant="denoise", latent_dim=256), "model.latent_dim"),
-    (dict(variant="best", latent_dim=100), "model.latent_dim"),
-    (dict(variant="dense", latent_dim=-1), "model.latent_dim"),
-    (dict(variant="dense", latent_dim=5000), "model.latent_dim"),
-    (dict(variant="conv_small", decoder="pixelshuffle"), "model.decoder"),
-])
+@pytest.mark.parametrize(
+    "kwargs, key",
+    [
+        (dict(variant="resnet"), "model.variant"),
+        (dict(variant="conv_pool", latent_dim=32), "model.latent_dim"),
+        (dict(variant="denoise", latent_dim=256), "model.latent_dim"),
+        (dict(variant="best", latent_dim=100), "model.latent_dim"),
+        (dict(variant="dense", latent_dim=-1), "model.latent_dim"),
+        (dict(variant="dense", latent_dim=5000), "model.latent_dim"),
+        (dict(variant="conv_small", decoder="pixelshuffle"), "model.decoder"),
+    ],
+)
 def test_bad_arguments_name_the_key(kwargs, key):
     # The zoo's rules live in check_args (the config check calls it); build applies them.
     with pytest.raises(ValueError, match=key) as checked:
@@ -101,11 +103,17 @@ def test_check_args_accepts_what_build_builds():
 
 def test_architecture_details():
     deep = models.build("deep")
-    assert [layer.units for layer in deep.encoder.layers + deep.decoder.layers
-            if isinstance(layer, keras.layers.Dense)] == [128, 64, 32, 64, 128, 784]
+    assert [
+        layer.units
+        for layer in deep.encoder.layers + deep.decoder.layers
+        if isinstance(layer, keras.layers.Dense)
+    ] == [128, 64, 32, 64, 128, 784]
     conv_pool = models.build("conv_pool")
-    assert [layer.filters for layer in conv_pool.encoder.layers
-            if isinstance(layer, keras.layers.Conv2D)] == [32, 16, 16]
+    assert [
+        layer.filters
+        for layer in conv_pool.encoder.layers
+        if isinstance(layer, keras.layers.Conv2D)
+    ] == [32, 16, 16]
     assert not any(getattr(layer, "use_bias", False) for layer in conv_pool.encoder.layers)
     assert models.build("vae_bn").count_params() == pytest.approx(23e6, rel=0.05)
 
@@ -113,11 +121,15 @@ def test_architecture_details():
 def test_best_is_residual_with_a_7x7_code():
     model = models.build("best")
     assert model.latent_dim == 7 * 7 * 8 > models.DEFAULT_LATENT["conv_pool"]
-    adds = [layer for layer in model.encoder.layers + model.decoder.layers
-            if isinstance(layer, keras.layers.Add)]
+    adds = [
+        layer
+        for layer in model.encoder.layers + model.decoder.layers
+        if isinstance(layer, keras.layers.Add)
+    ]
     assert len(adds) == 3  # at 7x7: one in the encoder, two in the decoder
-    code_conv = [layer for layer in model.encoder.layers
-                 if isinstance(layer, keras.layers.Conv2D)][-1]
+    code_conv = [layer for layer in model.encoder.layers if isinstance(layer, keras.layers.Conv2D)][
+        -1
+    ]
     assert code_conv.kernel_size == (1, 1) and code_conv.output.shape[1:] == (7, 7, 8)
     narrower = models.build("best", latent_dim=7 * 7 * 4)
     assert narrower.encode(images(2)).shape == (2, 196)
@@ -144,8 +156,11 @@ def test_sparse_adds_an_l1_activity_penalty():
 def test_batchnorm_follows_the_training_flag():
     x = images(8)
     model = models.build("conv_pool")
-    bn = next(layer for layer in model.encoder.layers
-              if isinstance(layer, keras.layers.BatchNormalization))
+    bn = next(
+        layer
+        for layer in model.encoder.layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    )
     model(x, training=False)
     assert np.all(bn.moving_mean.numpy() == 0.0)
     model(x, training=True)
@@ -174,7 +189,7 @@ def test_plain_autoencoder_fits_a_dataset_with_validation():
 def test_gaussian_kl_matches_numpy():
     mean = np.array([[0.0, 0.0], [1.0, -2.0], [0.5, 0.3]], "float32")
     log_var = np.array([[0.0, 0.0], [0.2, -1.0], [-3.0, 1.5]], "float32")
-    expected = -0.5 * np.sum(1 + log_var - mean ** 2 - np.exp(log_var), axis=-1)
+    expected = -0.5 * np.sum(1 + log_var - mean**2 - np.exp(log_var), axis=-1)
     np.testing.assert_allclose(gaussian_kl(mean, log_var), expected, rtol=1e-6)
     assert expected[0] == 0.0
 
@@ -206,8 +221,12 @@ def test_full_covariance_kl_matches_closed_form():
     _, kl = model.posterior_sample(x)
     mu, tril = q.loc.numpy(), q.scale_tril.numpy()
     cov = tril @ np.transpose(tril, (0, 2, 1))
-    expected = 0.5 * (np.trace(cov, axis1=1, axis2=2) + np.sum(mu ** 2, axis=1) - 4
-                      - 2 * np.sum(np.log(np.diagonal(tril, axis1=1, axis2=2)), axis=1))
+    expected = 0.5 * (
+        np.trace(cov, axis1=1, axis2=2)
+        + np.sum(mu**2, axis=1)
+        - 4
+        - 2 * np.sum(np.log(np.diagonal(tril, axis1=1, axis2=2)), axis=1)
+    )
     np.testing.assert_allclose(kl, expected, rtol=1e-4)
     assert np.all(np.diagonal(tril, axis1=1, axis2=2) > 0)
     np.testing.assert_allclose(model.encode(x), mu, rtol=1e-6)
@@ -215,8 +234,9 @@ def test_full_covariance_kl_matches_closed_form():
 
 def _train_vae(model, x, epochs=2):
     model.compile_for_training(keras.optimizers.Adam(1e-3))
-    return model.fit(x, x, batch_size=len(x), epochs=epochs, validation_data=(x, x),
-                     verbose=0).history
+    return model.fit(
+        x, x, batch_size=len(x), epochs=epochs, validation_data=(x, x), verbose=0
+    ).history
 
 
 @pytest.mark.parametrize("variant", FAST_VAES)
@@ -224,12 +244,19 @@ def test_vae_trains_and_validates(variant):
     x = images(8)
     model = models.build(variant)
     history = _train_vae(model, x)
-    assert set(history) >= {"loss", "reconstruction", "kl", "val_loss", "val_reconstruction",
-                            "val_kl"}
+    assert set(history) >= {
+        "loss",
+        "reconstruction",
+        "kl",
+        "val_loss",
+        "val_reconstruction",
+        "val_kl",
+    }
     assert all(np.isfinite(v).all() for v in history.values())
     assert history["kl"][-1] > 0 and history["val_kl"][-1] > 0
-    np.testing.assert_allclose(history["loss"][0],
-                               history["reconstruction"][0] + history["kl"][0], rtol=1e-5)
+    np.testing.assert_allclose(
+        history["loss"][0], history["reconstruction"][0] + history["kl"][0], rtol=1e-5
+    )
     assert model.sample(5).shape == (5, 28, 28, 1)
     np.testing.assert_array_equal(model.sample(3, seed=7), model.sample(3, seed=7))
 
@@ -239,8 +266,9 @@ def test_vae_beta_weights_the_kl():
     model = models.build("vae_mlp", beta=4.0)
     assert model.beta == 4.0
     history = _train_vae(model, x, epochs=1)
-    np.testing.assert_allclose(history["loss"][0],
-                               history["reconstruction"][0] + 4.0 * history["kl"][0], rtol=1e-5)
+    np.testing.assert_allclose(
+        history["loss"][0], history["reconstruction"][0] + 4.0 * history["kl"][0], rtol=1e-5
+    )
 
 
 def test_vae_elbo_terms_and_dataset_input():
@@ -267,7 +295,7 @@ def test_mixed_precision_keeps_outputs_and_vae_loss_in_float32(mixed_float16):
     dense = models.build("dense")
     assert dense(x).dtype == tf.float32
     vae = models.build("vae_mlp")
-    assert vae.posterior(x)[0].dtype == tf.float16   # i.e. the policy really is in force
+    assert vae.posterior(x)[0].dtype == tf.float16  # i.e. the policy really is in force
     history = _train_vae(vae, x, epochs=1)
     assert isinstance(vae.optimizer, keras.optimizers.LossScaleOptimizer)
     assert np.isfinite(history["loss"][0]) and history["kl"][0] > 0
@@ -287,21 +315,25 @@ def test_full_covariance_pieces_match_tensorflow_probability():
     # same KL within float tolerance.
     tfp = pytest.importorskip("tensorflow_probability")
     from models.vae import fill_scale_tril, tril_gaussian_kl
+
     k = 5
     params = np.random.default_rng(3).normal(size=(6, k + k * (k + 1) // 2)).astype("float32")
     loc, tril_params = params[:, :k], params[:, k:]
     expected_tril = tfp.bijectors.FillScaleTriL(
-        diag_bijector=tfp.bijectors.Softplus(), diag_shift=1e-5).forward(tril_params)
+        diag_bijector=tfp.bijectors.Softplus(), diag_shift=1e-5
+    ).forward(tril_params)
     tril = fill_scale_tril(tril_params, k)
     np.testing.assert_allclose(tril, expected_tril, rtol=1e-6, atol=0)
     q = tfp.distributions.MultivariateNormalTriL(loc=loc, scale_tril=expected_tril)
     prior = tfp.distributions.MultivariateNormalDiag(loc=tf.zeros_like(loc))
-    np.testing.assert_allclose(tril_gaussian_kl(loc, tril),
-                               tfp.distributions.kl_divergence(q, prior), rtol=1e-5)
+    np.testing.assert_allclose(
+        tril_gaussian_kl(loc, tril), tfp.distributions.kl_divergence(q, prior), rtol=1e-5
+    )
 
 
 def _imported_modules(path):
     import ast
+
     tree = ast.parse(path.read_text())
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -320,13 +352,15 @@ BACKEND_IMPORT_EXCEPTIONS: dict[str, set[str]] = {}
 
 def test_models_import_no_backend_specific_module():
     import pathlib
+
     files = sorted((pathlib.Path(models.__file__).parent).glob("*.py"))
     assert {f.name for f in files} >= {"__init__.py", "base.py", "dense.py", "conv.py", "vae.py"}
     found = {f.name: set(_imported_modules(f)) & BACKEND_MODULES for f in files}
-    offending = {name: mods - BACKEND_IMPORT_EXCEPTIONS.get(name, set())
-                 for name, mods in found.items()}
+    offending = {
+        name: mods - BACKEND_IMPORT_EXCEPTIONS.get(name, set()) for name, mods in found.items()
+    }
     assert not {name: mods for name, mods in offending.items() if mods}
-    assert set(_imported_modules(files[0].parent / "vae.py")) >= {"keras"}   # the scan sees imports
+    assert set(_imported_modules(files[0].parent / "vae.py")) >= {"keras"}  # the scan sees imports
 
 
 def test_sparse_trains_under_mixed_precision(mixed_float16):

@@ -33,8 +33,13 @@ RUN_ID = "mw"
 # A small fit: the dense variant, 2 epochs of the 320-image fixture at the default global
 # batch (64: 32 per worker), the default train.distribute=auto (TF_CONFIG decides).
 # The recipe the tolerance below was measured with (the defaults may move with the presets).
-OVERRIDES = ("model.variant=dense", "train.epochs=2", "train.early_stopping_patience=0",
-             "train.batch_size=64", "train.learning_rate=1e-3")
+OVERRIDES = (
+    "model.variant=dense",
+    "train.epochs=2",
+    "train.early_stopping_patience=0",
+    "train.batch_size=64",
+    "train.learning_rate=1e-3",
+)
 # Both fits see the same global batches (element-sharded) from the same initial weights;
 # they differ only by float rounding in the all-reduce, which Adam (the default optimizer)
 # amplifies where a gradient is near zero (its first steps are ~lr * sign(g)). Measured
@@ -56,8 +61,12 @@ def _free_ports(n: int) -> list[int]:
 
 
 def tf_config(ports: list[int], index: int) -> str:
-    return json.dumps({"cluster": {"worker": [f"localhost:{p}" for p in ports]},
-                       "task": {"type": "worker", "index": index}})
+    return json.dumps(
+        {
+            "cluster": {"worker": [f"localhost:{p}" for p in ports]},
+            "task": {"type": "worker", "index": index},
+        }
+    )
 
 
 def launch_train(root: str, examples_uri: str) -> dict:
@@ -66,11 +75,23 @@ def launch_train(root: str, examples_uri: str) -> dict:
     with open(os.path.join(examples_uri, "_artifact.json")) as f:
         examples = Artifact(EXAMPLES, examples_uri, properties=json.load(f))
     store = MetadataStore(root)
-    store.start_run(RUN_ID, {"status": "running", "started": time.time(),
-                             "heartbeat": time.time(), "owner_pid": os.getpid(),
-                             "owner_host": socket.gethostname(), "stages": ["train"]})
-    launch(COMPONENTS["train"], params("train", *OVERRIDES), {"examples": examples},
-           RunContext(root=root, run_id=RUN_ID, beam_args=()))
+    store.start_run(
+        RUN_ID,
+        {
+            "status": "running",
+            "started": time.time(),
+            "heartbeat": time.time(),
+            "owner_pid": os.getpid(),
+            "owner_host": socket.gethostname(),
+            "stages": ["train"],
+        },
+    )
+    launch(
+        COMPONENTS["train"],
+        params("train", *OVERRIDES),
+        {"examples": examples},
+        RunContext(root=root, run_id=RUN_ID, beam_args=()),
+    )
     store.update_run(RUN_ID, status="succeeded", finished=time.time())
     [train] = [e for e in store.run_executions(RUN_ID) if e["stage"] == "train"]
     assert train["state"] == "complete", train
@@ -101,7 +122,8 @@ def _files(root: str) -> set[str]:
 
 @pytest.mark.slow
 def test_two_workers_reach_the_single_worker_loss_and_only_the_chief_commits(
-        normalized_examples, tmp_path):
+    normalized_examples, tmp_path
+):
     single_root, multi_root = str(tmp_path / "single"), str(tmp_path / "multi")
     scratch = tmp_path / "worker-tmp"  # the non-chief worker's TMPDIR
     scratch.mkdir()
@@ -112,22 +134,45 @@ def test_two_workers_reach_the_single_worker_loss_and_only_the_chief_commits(
     ports = _free_ports(2)
     logs = {name: open(tmp_path / f"{name}.log", "w+") for name in ("chief", "worker")}
     commands = {
-        "chief": [sys.executable, "-c", "import sys; from tests.test_multi_worker import "
-                  "_chief_main; sys.exit(_chief_main(*sys.argv[1:]))", multi_root,
-                  normalized_examples.uri, str(tmp_path / "chief-metrics.json")],
-        "worker": [sys.executable, os.path.join(PROJECT, "run_pipeline.py"), "train-worker",
-                   "--root", multi_root, "--run-id", RUN_ID, "--wait-s", "60",
-                   *[a for o in OVERRIDES for a in ("--set", o)]],
+        "chief": [
+            sys.executable,
+            "-c",
+            "import sys; from tests.test_multi_worker import "
+            "_chief_main; sys.exit(_chief_main(*sys.argv[1:]))",
+            multi_root,
+            normalized_examples.uri,
+            str(tmp_path / "chief-metrics.json"),
+        ],
+        "worker": [
+            sys.executable,
+            os.path.join(PROJECT, "run_pipeline.py"),
+            "train-worker",
+            "--root",
+            multi_root,
+            "--run-id",
+            RUN_ID,
+            "--wait-s",
+            "60",
+            *[a for o in OVERRIDES for a in ("--set", o)],
+        ],
     }
     procs: dict[str, subprocess.Popen] = {}
     t0 = time.perf_counter()
     try:
         for index, name in enumerate(("chief", "worker")):
-            env = user_env(TF_CONFIG=tf_config(ports, index), PYTHONPATH=PROJECT,
-                           **({"TMPDIR": str(scratch)} if name == "worker" else {}))
-            procs[name] = subprocess.Popen(commands[name], cwd=PROJECT, env=env,
-                                           stdout=logs[name], stderr=subprocess.STDOUT,
-                                           start_new_session=True)
+            env = user_env(
+                TF_CONFIG=tf_config(ports, index),
+                PYTHONPATH=PROJECT,
+                **({"TMPDIR": str(scratch)} if name == "worker" else {}),
+            )
+            procs[name] = subprocess.Popen(
+                commands[name],
+                cwd=PROJECT,
+                env=env,
+                stdout=logs[name],
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         codes = {name: p.wait(timeout=150) for name, p in procs.items()}
     finally:
         for p in procs.values():  # the fit processes they started are in their groups
@@ -147,19 +192,23 @@ def test_two_workers_reach_the_single_worker_loss_and_only_the_chief_commits(
     assert multi["distribute"] == "multi_worker" and multi["workers"] == 2
     assert "2 replica(s) in sync" in out["chief"] and "2 replica(s) in sync" in out["worker"]
     assert "distribute" not in single
-    print(f"final loss: single worker {single['final_loss']:.6f} ({t_single:.1f}s), "
-          f"two workers {multi['final_loss']:.6f} ({t_multi:.1f}s wall, both processes)")
+    print(
+        f"final loss: single worker {single['final_loss']:.6f} ({t_single:.1f}s), "
+        f"two workers {multi['final_loss']:.6f} ({t_multi:.1f}s wall, both processes)"
+    )
     assert multi["final_loss"] == pytest.approx(single["final_loss"], abs=LOSS_TOLERANCE)
     assert multi["best_val_loss"] == pytest.approx(single["best_val_loss"], abs=LOSS_TOLERANCE)
     assert multi["epochs_run"] == single["epochs_run"] == 2
     for root in (single_root, multi_root):  # both learned
-        with open(os.path.join(root, "artifacts", "train", RUN_ID, "model_run",
-                               "history.json")) as f:
+        with open(
+            os.path.join(root, "artifacts", "train", RUN_ID, "model_run", "history.json")
+        ) as f:
             loss = json.load(f)["loss"]
         assert loss[-1] < loss[0] - 5 * LOSS_TOLERANCE, (root, loss)
     worker_loss = re.search(r"final loss ([0-9.]+) \(nothing committed", out["worker"])
-    assert worker_loss and float(worker_loss.group(1)) == pytest.approx(multi["final_loss"],
-                                                                         abs=1e-6)
+    assert worker_loss and float(worker_loss.group(1)) == pytest.approx(
+        multi["final_loss"], abs=1e-6
+    )
 
     # Only the chief committed: the root holds exactly what the single-process run left
     # (one committed model and model_run, one train execution), the worker's scratch is gone.
@@ -167,8 +216,10 @@ def test_two_workers_reach_the_single_worker_loss_and_only_the_chief_commits(
     store = MetadataStore(multi_root)
     [train] = [e for e in store.run_executions(RUN_ID) if e["stage"] == "train"]
     assert train["state"] == "complete" and set(train["outputs"]) == {"model", "model_run"}
-    assert all(artifacts.is_committed(a.uri) and a.uri.startswith(multi_root)
-               for a in train["outputs"].values())
+    assert all(
+        artifacts.is_committed(a.uri) and a.uri.startswith(multi_root)
+        for a in train["outputs"].values()
+    )
     assert list(scratch.iterdir()) == []
 
 

@@ -16,11 +16,10 @@ import pyarrow.parquet as pq
 import pytest
 
 import run_pipeline
-from pipeline import artifacts, fingerprint, summary
+from pipeline import artifacts, fingerprint, runner, summary
 from pipeline.errors import EXIT_CONFIG, EXIT_DATA, EXIT_OK, EXIT_STAGE
-from pipeline.metadata import MetadataStore
-from pipeline import runner
 from pipeline.launcher import usable
+from pipeline.metadata import MetadataStore
 from pipeline.views import Views
 from tests.helpers import COMPONENTS, load_config, synthetic_images, user_env, write_idx
 
@@ -29,11 +28,25 @@ PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _args(root, run_id, source, *extra):
-    return ["run", "--root", str(root), "--run-id", run_id,
-            "--set", f"data.source=idx:{source}", "--set", "data.num_shards=2",
-            "--set", "train.epochs=1", "--set", "train.batch_size=64",
-            # synthetic images are far from Fashion-MNIST's ceiling: bless on comparison only
-            "--set", "gate.max_bce_excess=1.0", *extra]
+    return [
+        "run",
+        "--root",
+        str(root),
+        "--run-id",
+        run_id,
+        "--set",
+        f"data.source=idx:{source}",
+        "--set",
+        "data.num_shards=2",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "train.batch_size=64",
+        # synthetic images are far from Fashion-MNIST's ceiling: bless on comparison only
+        "--set",
+        "gate.max_bce_excess=1.0",
+        *extra,
+    ]
 
 
 def _summary(root, run_id):
@@ -95,7 +108,10 @@ def test_summary_json_is_a_view_of_ml_metadata(first_run):
     assert run["config"]["train"]["epochs"] == 1
     # no per-stage JSON or other run state is written beside it: the log and two views
     assert sorted(os.listdir(os.path.join(root, "runs", "r1"))) == [
-        "pipeline.log", "report.html", "summary.json"]
+        "pipeline.log",
+        "report.html",
+        "summary.json",
+    ]
 
 
 @pytest.mark.slow
@@ -131,13 +147,28 @@ def test_saved_model_reloads_in_fresh_process_with_same_outputs(first_run, tmp_p
         f"x = np.load({str(tmp_path / 'x.npy')!r})\n"
         "out = m.signatures['reconstruct'](tf.constant(x))\n"
         "np.save(sys.argv[1], list(out.values())[0].numpy())\n"
-        "print(sorted(m.signatures.keys()))\n")
-    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "y.npy")],
-                          capture_output=True, text=True, timeout=300)
+        "print(sorted(m.signatures.keys()))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "y.npy")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip().splitlines()[-1] == str(sorted(
-        ["decode", "encode", "images_float32", "images_uint8", "reconstruct", "score",
-         "serving_default"]))
+    assert proc.stdout.strip().splitlines()[-1] == str(
+        sorted(
+            [
+                "decode",
+                "encode",
+                "images_float32",
+                "images_uint8",
+                "reconstruct",
+                "score",
+                "serving_default",
+            ]
+        )
+    )
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, atol=1e-5)
 
 
@@ -158,7 +189,8 @@ def test_lineage_in_ml_metadata(first_run):
     transform = next(r for r in rows if r["stage"] == "transform")
     assert {k: a.uri for k, a in transform["inputs"].items()} == {
         "examples": s["stages"]["ingest"]["artifacts"]["examples"],
-        "raw_anomalies": s["stages"]["validate"]["artifacts"]["anomalies"]}
+        "raw_anomalies": s["stages"]["validate"]["artifacts"]["anomalies"],
+    }
     # URIs are stored relative to the root (a moved root keeps its lineage)
     raw = store.store.get_artifacts()
     assert raw and all(not a.uri.startswith("/") for a in raw)
@@ -179,7 +211,8 @@ def test_second_run_is_cached_and_only_reruns_one_stage(first_run, idx_dir):
     assert [s3["stages"][n]["status"] for n in STAGES[:5]] == ["cached"] * 4 + ["ran"]
     assert "export" not in s3["stages"]
     assert s3["stages"]["evaluate"]["metrics"]["bce"] == pytest.approx(
-        s2["stages"]["evaluate"]["metrics"]["bce"], abs=1e-6)
+        s2["stages"]["evaluate"]["metrics"]["bce"], abs=1e-6
+    )
 
 
 @pytest.mark.slow
@@ -212,7 +245,8 @@ def test_a_moved_root_hits_the_cache(first_run, idx_dir, tmp_path):
 
 @pytest.mark.slow
 def test_a_stage_inserted_between_transform_and_train_is_one_edit_of_the_wiring(
-        first_run, idx_dir, tmp_path):
+    first_run, idx_dir, tmp_path
+):
     """A pass-through stage wired in as create_pipeline() would wire it: the data stages
     stay cached, train reads the new stage's output, and the run ends as before."""
     from pipeline import cli
@@ -232,10 +266,15 @@ def test_a_stage_inserted_between_transform_and_train_is_one_edit_of_the_wiring(
     assert [s["stages"][n]["status"] for n in order] == ["cached"] * 3 + ["ran"] * 5
     store = MetadataStore(str(root))
     runs = {e["stage"]: e for e in store.run_executions("inserted")}
-    assert runs["train"]["inputs"]["examples"].uri == s["stages"]["passthrough"]["artifacts"]["passed_examples"]
+    assert (
+        runs["train"]["inputs"]["examples"].uri
+        == s["stages"]["passthrough"]["artifacts"]["passed_examples"]
+    )
     # the copy is faithful: train saw the same examples, so the same number of them
-    assert (s["stages"]["train"]["metrics"]["train_examples"]
-            == _summary(first_run[0], "r1")["stages"]["train"]["metrics"]["train_examples"])
+    assert (
+        s["stages"]["train"]["metrics"]["train_examples"]
+        == _summary(first_run[0], "r1")["stages"]["train"]["metrics"]["train_examples"]
+    )
 
 
 def test_an_input_left_unwired_or_mistyped_is_refused_at_planning():
@@ -247,10 +286,14 @@ def test_an_input_left_unwired_or_mistyped_is_refused_at_planning():
     with pytest.raises(TypeError, match="declares no input 'exemples'"):
         stages["train"].wire(exemples=stages["transform"].output("transformed_examples"))
     with pytest.raises(TypeError, match=r"train: inputs \['examples'\] are not wired"):
-        runner.plan([stages["ingest"], stages["validate"], stages["transform"], TRAIN],
-                    load_config())
-    with pytest.raises(TypeError, match=r"consumes \['transform.transformed_examples'\], not "
-                                        "produced by an earlier component"):
+        runner.plan(
+            [stages["ingest"], stages["validate"], stages["transform"], TRAIN], load_config()
+        )
+    with pytest.raises(
+        TypeError,
+        match=r"consumes \['transform.transformed_examples'\], not "
+        "produced by an earlier component",
+    ):
         runner.plan([stages["ingest"], stages["validate"], stages["train"]], load_config())
 
 
@@ -259,15 +302,25 @@ def test_a_relocated_checkout_hits_the_cache(first_run, idx_dir, tmp_path):
     """The same code at another path (git ls-files copied there) reuses every stage."""
     root, _ = first_run
     clone = tmp_path / "elsewhere" / "checkout"
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-                           cwd=PROJECT, capture_output=True, text=True, check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     for f in files:
         if os.path.isfile(os.path.join(PROJECT, f)):
             os.makedirs(os.path.dirname(clone / f), exist_ok=True)
             shutil.copy2(os.path.join(PROJECT, f), clone / f)
-    proc = subprocess.run([sys.executable, str(clone / "run_pipeline.py"),
-                           *_args(root, "c1", idx_dir)], cwd=clone, capture_output=True,
-                          text=True, timeout=300, env=user_env(PYTHONPATH=str(clone)))
+    proc = subprocess.run(
+        [sys.executable, str(clone / "run_pipeline.py"), *_args(root, "c1", idx_dir)],
+        cwd=clone,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=user_env(PYTHONPATH=str(clone)),
+    )
     assert proc.returncode == EXIT_OK, proc.stderr[-3000:]
     s = _summary(root, "c1")
     assert {st["status"] for st in s["stages"].values()} == {"cached"}, s["stages"]
@@ -276,7 +329,9 @@ def test_a_relocated_checkout_hits_the_cache(first_run, idx_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_corrupt_input_exits_3_naming_the_file_and_keeps_earlier_artifacts(first_run, idx_dir, tmp_path, capsys):
+def test_corrupt_input_exits_3_naming_the_file_and_keeps_earlier_artifacts(
+    first_run, idx_dir, tmp_path, capsys
+):
     root, _ = first_run
     before = _tree_digest(os.path.join(root, "artifacts"))
     bad = tmp_path / "bad"
@@ -295,18 +350,21 @@ def test_corrupt_input_exits_3_naming_the_file_and_keeps_earlier_artifacts(first
     assert "Traceback" in open(os.path.join(root, "runs", "bad1", "pipeline.log")).read()
 
 
-@pytest.mark.parametrize("overrides", [
-    ["--set", "train.epochs=0"],
-    ["--config", "conv_pool", "--set", "model.latent_dim=32"],
-    ["--set", 'beam.args=["--runner=NoSuchRunner"]'],
-    ["--set", "noise.kind=blur"],
-    ["--set", "gate.baseline=previous"],
-    ["--set", "push.serving_dir=gs://bucket/serving"],
-    ["--config", "no_such_preset"],
-    ["--only", "no_such_stage"],
-    ["--run-id", "bad/id"],
-    ["--bogus"],
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["--set", "train.epochs=0"],
+        ["--config", "conv_pool", "--set", "model.latent_dim=32"],
+        ["--set", 'beam.args=["--runner=NoSuchRunner"]'],
+        ["--set", "noise.kind=blur"],
+        ["--set", "gate.baseline=previous"],
+        ["--set", "push.serving_dir=gs://bucket/serving"],
+        ["--config", "no_such_preset"],
+        ["--only", "no_such_stage"],
+        ["--run-id", "bad/id"],
+        ["--bogus"],
+    ],
+)
 def test_bad_config_exits_2_before_anything_is_created(tmp_path, overrides, capsys):
     root = tmp_path / "root"
     assert run_pipeline.main(["run", "--root", str(root), *overrides]) == EXIT_CONFIG
@@ -333,21 +391,33 @@ def test_code_fingerprint_covers_what_a_stage_runs_and_no_more():
     assert {"models.conv", "models.vae", "components.examples_io", "pipeline.errors"} <= set(names)
     # the spec and config machinery are named for type checkers only; the multi-worker
     # fit's child process (components/train/fit_process.py) runs the same fit, so is in
-    assert not {"components.train.component", "pipeline.config", "pipeline.runner",
-                "pipeline.launcher", "pipeline.component", "components.train.worker"} & set(names)
-    assert {"components.train.distribute", "components.train.fit",
-            "components.train.fit_process"} <= set(names)
+    assert not {
+        "components.train.component",
+        "pipeline.config",
+        "pipeline.runner",
+        "pipeline.launcher",
+        "pipeline.component",
+        "components.train.worker",
+    } & set(names)
+    assert {
+        "components.train.distribute",
+        "components.train.fit",
+        "components.train.fit_process",
+    } <= set(names)
     ingest = dict(fingerprint.code_closure("components.ingest.executor"))
     assert "models" not in ingest and "components.train.executor" not in ingest
 
 
 def test_code_fingerprint_ignores_docstrings_comments_and_formatting(tmp_path):
     mod = tmp_path / "mod.py"
-    mod.write_text('"""A module."""\nimport os\n\n\ndef f(x):\n    """Doc."""\n'
-                   '    return x + 1  # one\n')
+    mod.write_text(
+        '"""A module."""\nimport os\n\n\ndef f(x):\n    """Doc."""\n    return x + 1  # one\n'
+    )
     before = fingerprint.normalized_syntax(mod)
-    mod.write_text('"""A module, its docstring fixed."""\nimport os\n# a new comment\n'
-                   'def f( x ):\n    """Another doc."""\n\n    return (x + 1)\n')
+    mod.write_text(
+        '"""A module, its docstring fixed."""\nimport os\n# a new comment\n'
+        'def f( x ):\n    """Another doc."""\n\n    return (x + 1)\n'
+    )
     assert fingerprint.normalized_syntax(mod) == before
     for changed in ("return x + 2", "return x + 1; os.sep"):
         mod.write_text(f"import os\ndef f(x):\n    {changed}\n")
@@ -358,10 +428,12 @@ def test_code_fingerprint_ignores_docstrings_comments_and_formatting(tmp_path):
 
 def test_fingerprint_closure_skips_type_checking_imports(tmp_path):
     mod = tmp_path / "mod.py"
-    mod.write_text("from typing import TYPE_CHECKING\nimport components.fake.used\n"
-                   "if TYPE_CHECKING:\n    import components.fake.unused\n"
-                   "else:\n    import components.fake.other\n"
-                   "def f():\n    from components.fake import lazy\n")
+    mod.write_text(
+        "from typing import TYPE_CHECKING\nimport components.fake.used\n"
+        "if TYPE_CHECKING:\n    import components.fake.unused\n"
+        "else:\n    import components.fake.other\n"
+        "def f():\n    from components.fake import lazy\n"
+    )
     found = fingerprint._imports("components.fake.mod", mod)
     assert {"components.fake.used", "components.fake.other", "components.fake.lazy"} <= found
     assert "components.fake.unused" not in found
@@ -370,9 +442,22 @@ def test_fingerprint_closure_skips_type_checking_imports(tmp_path):
 def test_missing_idx_file_exits_3_with_one_line_and_no_traceback(tmp_path):
     d = tmp_path / "idx"
     write_idx(d, "train", *synthetic_images(50, 1))  # no t10k files
-    proc = subprocess.run([sys.executable, "run_pipeline.py", "run", "--root", str(tmp_path / "root"),
-                           "--set", f"data.source=idx:{d}"], capture_output=True, text=True,
-                          cwd=PROJECT, timeout=300, env=user_env())
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "run_pipeline.py",
+            "run",
+            "--root",
+            str(tmp_path / "root"),
+            "--set",
+            f"data.source=idx:{d}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT,
+        timeout=300,
+        env=user_env(),
+    )
     assert proc.returncode == EXIT_DATA
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -381,13 +466,27 @@ def test_missing_idx_file_exits_3_with_one_line_and_no_traceback(tmp_path):
 
 
 def test_cli_exit_code_in_subprocess_and_a_clean_console(tmp_path):
-    proc = subprocess.run([sys.executable, "run_pipeline.py", "run", "--root", str(tmp_path),
-                           "--set", "noise.kind=blur"], capture_output=True, text=True,
-                          cwd=PROJECT, timeout=300, env=user_env())
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "run_pipeline.py",
+            "run",
+            "--root",
+            str(tmp_path),
+            "--set",
+            "noise.kind=blur",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT,
+        timeout=300,
+        env=user_env(),
+    )
     assert proc.returncode == EXIT_CONFIG
     # nothing but our one line: no TF/CUDA, FutureWarning or IPython start-up noise
     assert proc.stderr.strip().splitlines() == [
-        line for line in proc.stderr.strip().splitlines() if "ERROR noise.kind:" in line]
+        line for line in proc.stderr.strip().splitlines() if "ERROR noise.kind:" in line
+    ]
     assert proc.stdout == ""
 
 
@@ -436,8 +535,10 @@ def test_new_data_is_compared_with_the_data_behind_the_blessed_model(first_run, 
     capsys.readouterr()
     assert run_pipeline.main(_args(copy, "d1", new)) == EXIT_DATA
     err = capsys.readouterr().err
-    assert ("train/image (vs the train data of the last blessed model, validated in run r1): "
-            "Pixel mean map shift") in err
+    assert (
+        "train/image (vs the train data of the last blessed model, validated in run r1): "
+        "Pixel mean map shift"
+    ) in err
     assert "test/" not in err  # test agrees with its own train split
     validate = _summary(copy, "d1")["stages"]["validate"]
     assert validate["status"] == "failed" and validate["error"]["exit_code"] == EXIT_DATA
@@ -445,13 +546,25 @@ def test_new_data_is_compared_with_the_data_behind_the_blessed_model(first_run, 
         for uri in stage["artifacts"].values():
             assert artifacts.is_committed(uri.replace(str(root), str(copy))), uri
 
-    assert run_pipeline.main(_args(copy, "d2", new, "--only", "validate",
-                                   "--set", "validate.reference=none")) == EXIT_OK
-    config = load_config(None, f"data.source=idx:{new}", "data.num_shards=2", "train.epochs=1",
-                         "train.batch_size=64", "gate.max_bce_excess=1.0")
+    assert (
+        run_pipeline.main(
+            _args(copy, "d2", new, "--only", "validate", "--set", "validate.reference=none")
+        )
+        == EXIT_OK
+    )
+    config = load_config(
+        None,
+        f"data.source=idx:{new}",
+        "data.num_shards=2",
+        "train.epochs=1",
+        "train.batch_size=64",
+        "gate.max_bce_excess=1.0",
+    )
     plan = runner.plan(list(COMPONENTS.values()), config, str(copy))
-    assert MetadataStore(str(copy)).find_cached(
-        "validate", plan.fingerprints["validate"], usable) is not None
+    assert (
+        MetadataStore(str(copy)).find_cached("validate", plan.fingerprints["validate"], usable)
+        is not None
+    )
 
 
 @pytest.mark.slow
@@ -489,8 +602,12 @@ def test_lineage_goes_back_to_the_source_files(first_run, idx_dir, capsys):
     blessing = s["stages"]["evaluate"]["artifacts"]["blessing"]
     capsys.readouterr()
     # a file inside an artifact names the artifact
-    assert run_pipeline.main(["lineage", os.path.join(blessing, "blessing.json"), "--root",
-                              str(root), "--json"]) == EXIT_OK
+    assert (
+        run_pipeline.main(
+            ["lineage", os.path.join(blessing, "blessing.json"), "--root", str(root), "--json"]
+        )
+        == EXIT_OK
+    )
     node = json.loads(capsys.readouterr().out)
     assert node["type"] == "ModelBlessing" and node["made_by"]["stage"] == "evaluate"
     model = node["inputs"]["model"]
@@ -509,11 +626,19 @@ def test_lineage_goes_back_to_the_source_files(first_run, idx_dir, capsys):
 @pytest.mark.slow
 def test_a_fully_cached_rerun_imports_neither_tensorflow_nor_beam(first_run, idx_dir):
     root, _ = first_run
-    code = ("import json, sys, run_pipeline; rc = run_pipeline.main(sys.argv[1:]); "
-            "print(json.dumps([rc, sorted(m for m in ('tensorflow', 'keras', 'apache_beam', "
-            "'tensorflow_data_validation', 'pipeline.beam_dag') if m in sys.modules)]))")
-    proc = subprocess.run([sys.executable, "-c", code, *_args(root, "n1", idx_dir)], cwd=PROJECT,
-                          capture_output=True, text=True, timeout=300, env=user_env())
+    code = (
+        "import json, sys, run_pipeline; rc = run_pipeline.main(sys.argv[1:]); "
+        "print(json.dumps([rc, sorted(m for m in ('tensorflow', 'keras', 'apache_beam', "
+        "'tensorflow_data_validation', 'pipeline.beam_dag') if m in sys.modules)]))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *_args(root, "n1", idx_dir)],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=user_env(),
+    )
     rc, loaded = json.loads(proc.stdout.strip().splitlines()[-1])
     assert rc == EXIT_OK, proc.stderr
     assert loaded == []
@@ -527,8 +652,9 @@ def test_new_source_data_changes_every_stage_fingerprint(idx_dir, tmp_path):
     from tests.helpers import load_config
 
     def fingerprints(source):
-        return runner.plan(list(COMPONENTS.values()),
-                           load_config(None, f"data.source=idx:{source}")).fingerprints
+        return runner.plan(
+            list(COMPONENTS.values()), load_config(None, f"data.source=idx:{source}")
+        ).fingerprints
 
     before = fingerprints(idx_dir)
     moved = tmp_path / "moved"
@@ -546,11 +672,16 @@ def test_every_executor_loads_and_takes_exactly_its_components_keys():
 
     for component in COMPONENTS.values():
         assert callable(component.executor), component.name
-    wrong = Component(name="push2", inputs={"blessing": Input("ModelBlessing")},
-                      outputs={"pushed_model": "PushedModel"}, params=object,
-                      executor_module="components.push.executor", description="")
+    wrong = Component(
+        name="push2",
+        inputs={"blessing": Input("ModelBlessing")},
+        outputs={"pushed_model": "PushedModel"},
+        params=object,
+        executor_module="components.push.executor",
+        description="",
+    )
     with pytest.raises(TypeError, match="saved_model"):
-        wrong.executor
+        _ = wrong.executor
 
 
 @pytest.mark.slow
@@ -558,15 +689,23 @@ def test_gc_through_the_cli_on_a_real_root(first_run, capsys):
     root, _ = first_run
     before = _tree_digest(os.path.join(root, "artifacts"))
     capsys.readouterr()
-    assert run_pipeline.main(["gc", "--root", str(root), "--keep-last", "1", "--dry-run",
-                              "--json"]) == EXIT_OK
+    assert (
+        run_pipeline.main(["gc", "--root", str(root), "--keep-last", "1", "--dry-run", "--json"])
+        == EXIT_OK
+    )
     result = json.loads(capsys.readouterr().out)
     assert result["dry_run"] is True and result["kept_runs"]
     # r1's model is blessed and pushed: whatever else goes, it stays (kept or protected)
     s1 = _summary(root, "r1")
-    released = {os.path.relpath(s1["stages"][stage]["artifacts"][key], root)
-                for stage, key in (("train", "model"), ("evaluate", "blessing"),
-                                   ("export", "saved_model"), ("push", "pushed_model"))}
+    released = {
+        os.path.relpath(s1["stages"][stage]["artifacts"][key], root)
+        for stage, key in (
+            ("train", "model"),
+            ("evaluate", "blessing"),
+            ("export", "saved_model"),
+            ("push", "pushed_model"),
+        )
+    }
     assert not released & {d["uri"] for d in result["deleted"]}
     assert all("blessed" in p["why"] or "pushed" in p["why"] for p in result["protected"])
     assert run_pipeline.main(["gc", "--root", str(root), "--keep-days", "1", "--dry-run"]) == 0
@@ -576,8 +715,9 @@ def test_gc_through_the_cli_on_a_real_root(first_run, capsys):
 
 
 @pytest.mark.slow
-def test_a_rollback_is_respected_and_a_wiped_serving_directory_is_pushed_to_again(first_run,
-                                                                                  idx_dir):
+def test_a_rollback_is_respected_and_a_wiped_serving_directory_is_pushed_to_again(
+    first_run, idx_dir
+):
     """The cache never claims a push that Serving no longer has, and never undoes a rollback."""
     root, _ = first_run
     s1 = _summary(root, "r1")

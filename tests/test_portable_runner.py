@@ -50,6 +50,7 @@ if _path:
 
 # -- the services ----------------------------------------------------------------------
 
+
 @dataclass
 class BeamServices:
     job_endpoint: str
@@ -62,8 +63,12 @@ class BeamServices:
 
     @property
     def beam_args(self) -> list[str]:
-        return ["--runner=PortableRunner", f"--job_endpoint={self.job_endpoint}",
-                "--environment_type=EXTERNAL", f"--environment_config={self.worker_pool}"]
+        return [
+            "--runner=PortableRunner",
+            f"--job_endpoint={self.job_endpoint}",
+            "--environment_type=EXTERNAL",
+            f"--environment_config={self.worker_pool}",
+        ]
 
 
 def _free_port() -> int:
@@ -96,8 +101,13 @@ def _launch(module: str, port_flag: str, log: str, env: dict) -> tuple[subproces
     """`python -m module port_flag PORT` on a free port, in a process group of its own."""
     port = _free_port()
     with open(log, "a") as out:
-        proc = subprocess.Popen([os.path.join(VENV_BIN, "python"), "-m", module, port_flag, str(port)],
-                                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        proc = subprocess.Popen(
+            [os.path.join(VENV_BIN, "python"), "-m", module, port_flag, str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
     return proc, f"localhost:{port}"
 
 
@@ -115,8 +125,10 @@ def _answers(proc: subprocess.Popen, address: str, log: str, timeout_s: float = 
                 return True
             except grpc.FutureTimeoutError:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"nothing answers on {address} after {timeout_s:.0f} s; "
-                                       f"the service's log:\n{_tail(log)}") from None
+                    raise TimeoutError(
+                        f"nothing answers on {address} after {timeout_s:.0f} s; "
+                        f"the service's log:\n{_tail(log)}"
+                    ) from None
         return False
     finally:
         channel.close()
@@ -131,12 +143,16 @@ def beam_services(tmp_path_factory):
     site.mkdir()
     (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
     worker_log = str(d / "workers.log")
-    env = {**os.environ,
-           "PATH": os.pathsep.join([VENV_BIN, os.environ.get("PATH", "")]),
-           "PYTHONPATH": os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH")) if p),
-           WORKER_LOG_ENV: worker_log}
-    services = {"job_service": ("apache_beam.runners.portability.local_job_service_main", "--port"),
-                "worker_pool": ("apache_beam.runners.worker.worker_pool_main", "--service_port")}
+    env = {
+        **os.environ,
+        "PATH": os.pathsep.join([VENV_BIN, os.environ.get("PATH", "")]),
+        "PYTHONPATH": os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH")) if p),
+        WORKER_LOG_ENV: worker_log,
+    }
+    services = {
+        "job_service": ("apache_beam.runners.portability.local_job_service_main", "--port"),
+        "worker_pool": ("apache_beam.runners.worker.worker_pool_main", "--service_port"),
+    }
     logs = {name: str(d / f"{name}.log") for name in services}
     procs: list[subprocess.Popen] = []
     try:
@@ -151,11 +167,23 @@ def beam_services(tmp_path_factory):
                 started[name] = _launch(module, flag, logs[name], env)
                 procs.append(started[name][0])
             else:
-                raise RuntimeError(f"{module} exited with {started[name][0].returncode}; "
-                                   f"its log:\n{_tail(logs[name])}")
-        (job_service, job_endpoint), (pool, worker_pool) = started["job_service"], started["worker_pool"]
-        yield BeamServices(job_endpoint, worker_pool, job_service, pool, logs["job_service"],
-                           logs["worker_pool"], worker_log)
+                raise RuntimeError(
+                    f"{module} exited with {started[name][0].returncode}; "
+                    f"its log:\n{_tail(logs[name])}"
+                )
+        (job_service, job_endpoint), (pool, worker_pool) = (
+            started["job_service"],
+            started["worker_pool"],
+        )
+        yield BeamServices(
+            job_endpoint,
+            worker_pool,
+            job_service,
+            pool,
+            logs["job_service"],
+            logs["worker_pool"],
+            worker_log,
+        )
     finally:
         for proc in reversed(procs):
             _stop(proc)
@@ -163,15 +191,32 @@ def beam_services(tmp_path_factory):
 
 # -- the two runs ----------------------------------------------------------------------
 
+
 def _args(root, source, *extra):
-    return ["run", "--root", str(root), "--run-id", RUN_ID,
-            "--set", f"data.source=idx:{source}", "--set", "data.num_shards=2",
-            # noisy copies drawn per example id: the same on any runner and worker count
-            "--set", "noise.kind=mask",
-            # the model is no part of this comparison: the smallest, quickest to export
-            "--set", "model.variant=dense",
-            "--set", "train.epochs=1", "--set", "train.batch_size=64",
-            "--set", "gate.max_bce_excess=1.0", *extra]
+    return [
+        "run",
+        "--root",
+        str(root),
+        "--run-id",
+        RUN_ID,
+        "--set",
+        f"data.source=idx:{source}",
+        "--set",
+        "data.num_shards=2",
+        # noisy copies drawn per example id: the same on any runner and worker count
+        "--set",
+        "noise.kind=mask",
+        # the model is no part of this comparison: the smallest, quickest to export
+        "--set",
+        "model.variant=dense",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "train.batch_size=64",
+        "--set",
+        "gate.max_bce_excess=1.0",
+        *extra,
+    ]
 
 
 @dataclass
@@ -193,19 +238,24 @@ def runs(tmp_path_factory, idx_dir, beam_services):
     """The same run twice, on two roots: Beam's default in-process runner, then the
     PortableRunner against the job service and the external worker pool."""
     out = {}
-    for name, extra in (("in_process", ()),
-                        ("portable", ("--set", "beam.args=" + json.dumps(beam_services.beam_args)))):
+    for name, extra in (
+        ("in_process", ()),
+        ("portable", ("--set", "beam.args=" + json.dumps(beam_services.beam_args))),
+    ):
         root = str(tmp_path_factory.mktemp(name))
         started = time.monotonic()
         code = run_pipeline.main(_args(root, idx_dir, *extra))
         out[name] = Run(root, time.monotonic() - started)
         assert code == EXIT_OK, f"{name} run failed: {out[name].summary().get('error')}"
-    print(f"\nwhole pipeline: in-process {out['in_process'].seconds:.1f} s, "
-          f"portable with external workers {out['portable'].seconds:.1f} s")
+    print(
+        f"\nwhole pipeline: in-process {out['in_process'].seconds:.1f} s, "
+        f"portable with external workers {out['portable'].seconds:.1f} s"
+    )
     return out
 
 
 # -- comparing artifacts ---------------------------------------------------------------
+
 
 def _files(base: str) -> set[str]:
     return {os.path.relpath(os.path.join(d, f), base) for d, _, fs in os.walk(base) for f in fs}
@@ -223,8 +273,10 @@ def _same_examples(a: str, b: str) -> bool:
     import tensorflow as tf
 
     def examples(path):
-        return [tf.train.Example.FromString(r.numpy())
-                for r in tf.data.TFRecordDataset(path, compression_type="GZIP")]
+        return [
+            tf.train.Example.FromString(r.numpy())
+            for r in tf.data.TFRecordDataset(path, compression_type="GZIP")
+        ]
 
     ea, eb = examples(a), examples(b)
     return len(ea) > 0 and ea == eb
@@ -234,6 +286,7 @@ def _same_proto(cls):
     def same(a: str, b: str) -> bool:
         with open(a, "rb") as fa, open(b, "rb") as fb:
             return cls.FromString(fa.read()) == cls.FromString(fb.read())
+
     return same
 
 
@@ -252,7 +305,9 @@ def _same_weights(a: str, b: str) -> bool:
     def weights(path):
         out = {}
         with h5py.File(path, "r") as h:
-            h.visititems(lambda n, o: out.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None)
+            h.visititems(
+                lambda n, o: out.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None
+            )
         return out
 
     wa, wb = weights(a), weights(b)
@@ -262,8 +317,11 @@ def _same_weights(a: str, b: str) -> bool:
 def _without_timings(d):
     """A metrics dict less wall times and speeds, and the TFLite sizes (see below)."""
     if isinstance(d, dict):
-        return {k: _without_timings(v) for k, v in d.items()
-                if not ("seconds" in k or k.endswith("_per_second") or re.match(r"tflite_.*_bytes$", k))}
+        return {
+            k: _without_timings(v)
+            for k, v in d.items()
+            if not ("seconds" in k or k.endswith("_per_second") or re.match(r"tflite_.*_bytes$", k))
+        }
     return d
 
 
@@ -274,15 +332,18 @@ def _same_json_without_timings(a: str, b: str) -> bool:
 
 def _same_text_but_the_root(a: str, b: str) -> bool:
     """push names the serving directory under its own root."""
+
     def text(path):
         root = path[: path.index(os.sep + "artifacts" + os.sep)]
         with open(path) as f:
             return f.read().replace(root, "<root>")
+
     return text(a) == text(b)
 
 
 def _same_artifact_record(a: str, b: str) -> bool:
     """_artifact.json: equal but for the execution's wall times (and push's root)."""
+
     def record(path):
         root = path[: path.index(os.sep + "artifacts" + os.sep)]
         with open(path) as f:
@@ -290,6 +351,7 @@ def _same_artifact_record(a: str, b: str) -> bool:
         for k in ("started", "duration_s"):
             (data.get("execution") or {}).pop(k, None)
         return _without_timings(data)
+
     return record(a) == record(b)
 
 
@@ -322,9 +384,12 @@ def _comparator(path: str):
 # which the SavedModel, its TFLite conversions and their sizes carry. What they compute is
 # compared instead: export's Beam job loads the SavedModel in the workers to compute the
 # embeddings and test scores, compared value for value above.
-NOT_COMPARED_BYTEWISE = ("export/{run}/saved_model/model/", "export/{run}/saved_model/tflite/",
-                         "export/{run}/saved_model/_artifact.json",
-                         "train/{run}/model_run/tensorboard/")  # event files: wall times, pid
+NOT_COMPARED_BYTEWISE = (
+    "export/{run}/saved_model/model/",
+    "export/{run}/saved_model/tflite/",
+    "export/{run}/saved_model/_artifact.json",
+    "train/{run}/model_run/tensorboard/",
+)  # event files: wall times, pid
 
 
 @pytest.mark.slow

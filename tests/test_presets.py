@@ -43,17 +43,36 @@ def setup(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("preset", [pytest.param(p, marks=pytest.mark.heavy) if p in HEAVY else p
-                                    for p in PRESETS])
+@pytest.mark.parametrize(
+    "preset", [pytest.param(p, marks=pytest.mark.heavy) if p in HEAVY else p for p in PRESETS]
+)
 def test_preset_trains_end_to_end(setup, preset):
     idx, root, majority = setup
     run_id = f"p-{preset}"
-    code = run_pipeline.main([
-        "run", "--config", preset, "--root", str(root), "--run-id", run_id,
-        "--set", f"data.source=idx:{idx}", "--set", "data.num_shards=1",
-        "--set", "train.epochs=2", "--set", "train.batch_size=32",
-        "--set", "train.early_stopping_patience=0", "--set", "data.validation_fraction=0.15",
-        *EXTRA.get(preset, [])])
+    code = run_pipeline.main(
+        [
+            "run",
+            "--config",
+            preset,
+            "--root",
+            str(root),
+            "--run-id",
+            run_id,
+            "--set",
+            f"data.source=idx:{idx}",
+            "--set",
+            "data.num_shards=1",
+            "--set",
+            "train.epochs=2",
+            "--set",
+            "train.batch_size=32",
+            "--set",
+            "train.early_stopping_patience=0",
+            "--set",
+            "data.validation_fraction=0.15",
+            *EXTRA.get(preset, []),
+        ]
+    )
     assert code == EXIT_OK
     with open(os.path.join(root, "runs", run_id, "summary.json")) as f:
         s = json.load(f)

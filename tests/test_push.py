@@ -32,21 +32,39 @@ BASELINE = Artifact(MODEL, "/unused/baseline", properties={"run_id": "r1"}, id=3
 
 
 def _blessing(blessed: bool, against: Artifact | None = None) -> Artifact:
-    return Artifact(BLESSING, "/unused", properties={
-        "blessed": blessed, "reason": "better: bce_excess 0.03 vs 0.04" if blessed else
-        "worse than the blessed baseline: bce_excess 0.05 vs 0.04",
-        "baseline_artifact_id": against.id if against else None,
-        "baseline_run_id": against.properties["run_id"] if against else None})
+    return Artifact(
+        BLESSING,
+        "/unused",
+        properties={
+            "blessed": blessed,
+            "reason": "better: bce_excess 0.03 vs 0.04"
+            if blessed
+            else "worse than the blessed baseline: bce_excess 0.05 vs 0.04",
+            "baseline_artifact_id": against.id if against else None,
+            "baseline_run_id": against.properties["run_id"] if against else None,
+        },
+    )
 
 
-def _push(tmp_path, saved_model, blessed: bool, *overrides: str, name: str = "p",
-          against: Artifact | None = None, current: Artifact | None = None) -> dict:
+def _push(
+    tmp_path,
+    saved_model,
+    blessed: bool,
+    *overrides: str,
+    name: str = "p",
+    against: Artifact | None = None,
+    current: Artifact | None = None,
+) -> dict:
     """Push with the blessing decided against `against`; `current`: the lineage's blessed
     model when push starts (what the launcher resolves)."""
     out = output_artifacts("push", tmp_path / name)
     ctx = ExecutionContext(root=str(tmp_path / "root"))
-    inputs = {"model": CANDIDATE, "saved_model": saved_model,
-              "blessing": _blessing(blessed, against), "current_baseline": current}
+    inputs = {
+        "model": CANDIDATE,
+        "saved_model": saved_model,
+        "blessing": _blessing(blessed, against),
+        "current_baseline": current,
+    }
     metrics = run_executor("push", params("push", *overrides), inputs, out, ctx)
     record = json.load(open(os.path.join(out["pushed_model"].uri, push_executor.PUSH_JSON)))
     assert out["pushed_model"].properties["pushed"] == record["pushed"] == metrics["pushed"]
@@ -71,6 +89,7 @@ def test_deleting_the_newest_version_never_reissues_its_number(tmp_path, saved_m
     _push(tmp_path, saved_model, True, name="b")
     model_dir = tmp_path / "root" / "serving" / "fashion_mnist_conv_pool"
     import shutil
+
     shutil.rmtree(model_dir / "2")
     assert _push(tmp_path, saved_model, True, name="c")["version"] == 3
 
@@ -90,8 +109,9 @@ def test_force_push_pushes_an_unblessed_model_and_records_it(tmp_path, saved_mod
 
 def test_model_name_and_absolute_serving_dir_from_the_config(tmp_path, saved_model):
     target = tmp_path / "elsewhere"
-    record = _push(tmp_path, saved_model, True, f"push.serving_dir={target}",
-                   "push.model_name=garments")
+    record = _push(
+        tmp_path, saved_model, True, f"push.serving_dir={target}", "push.model_name=garments"
+    )
     assert record["destination"] == str(target / "garments" / "1")
     denoise = params("push", "noise.kind=gaussian", "model.variant=denoise")
     assert denoise.name == "fashion_mnist_denoise_gaussian"
@@ -121,10 +141,13 @@ def test_overlapping_pushes_get_distinct_versions(tmp_path, saved_model):
     assert sorted(versions) == [1, 2, 3, 4]
 
 
-@pytest.mark.parametrize("override", ["push.serving_dir=gs://bucket/serving",
-                                      "push.model_name=-bad", "push.model_name=a/b"])
+@pytest.mark.parametrize(
+    "override",
+    ["push.serving_dir=gs://bucket/serving", "push.model_name=-bad", "push.model_name=a/b"],
+)
 def test_bad_push_config_is_rejected_naming_the_key(override):
     from pipeline.errors import ConfigError
+
     with pytest.raises(ConfigError, match=override.split("=")[0]):
         params("push", override)
 
@@ -138,11 +161,14 @@ def test_a_blessing_superseded_by_an_overlapping_run_is_not_pushed(tmp_path, sav
     assert "run r3 has blessed another model" in record["reason"]
     assert not (tmp_path / "root" / "serving").exists()
     # still the model it was decided against: pushed
-    assert _push(tmp_path, saved_model, True, name="q", against=BASELINE,
-                 current=BASELINE)["pushed"] is True
+    assert (
+        _push(tmp_path, saved_model, True, name="q", against=BASELINE, current=BASELINE)["pushed"]
+        is True
+    )
     # forced anyway, and recorded so
-    forced = _push(tmp_path, saved_model, True, "push.force=true", name="f", against=BASELINE,
-                   current=newer)
+    forced = _push(
+        tmp_path, saved_model, True, "push.force=true", name="f", against=BASELINE, current=newer
+    )
     assert forced["pushed"] and forced["forced"]
     assert forced["reason"].startswith("forced (--force-push) although superseded")
     # the baseline it was decided against is gone and nothing replaced it: not pushed either
@@ -156,14 +182,21 @@ def test_the_push_record_stands_for_the_model_directory_not_one_version(tmp_path
     """A rollback (deleting the newest version) keeps the record reusable, so the schedule
     does not push the same model back; a wiped model directory makes it unusable."""
     from pipeline.artifacts import EXTERNAL_PATHS
+
     out = output_artifacts("push", tmp_path / "p")
     ctx = ExecutionContext(root=str(tmp_path / "root"))
-    run_executor("push", params("push"), {"model": CANDIDATE, "saved_model": saved_model,
-                                          "blessing": _blessing(True)}, out, ctx)
+    run_executor(
+        "push",
+        params("push"),
+        {"model": CANDIDATE, "saved_model": saved_model, "blessing": _blessing(True)},
+        out,
+        ctx,
+    )
     [path] = out["pushed_model"].properties[EXTERNAL_PATHS]
     model_dir = tmp_path / "root" / "serving" / "fashion_mnist_conv_pool"
     assert path == str(model_dir / push_executor.LAST_VERSION) and os.path.exists(path)
     import shutil
+
     shutil.rmtree(model_dir / "1")  # rollback
     assert os.path.exists(path)
     shutil.rmtree(model_dir)  # wiped
@@ -180,7 +213,9 @@ def test_gate_baseline_none_disables_the_supersession_check():
 def test_a_model_trained_without_some_classes_is_served_under_its_own_name():
     assert params("push").name == "fashion_mnist_conv_pool"
     assert params("push", "data.holdout_labels=[9, 3]").name == "fashion_mnist_conv_pool_holdout3-9"
-    assert params("push", "data.holdout_labels=[9]", "noise.kind=mask").name == \
-        "fashion_mnist_conv_pool_mask_holdout9"
+    assert (
+        params("push", "data.holdout_labels=[9]", "noise.kind=mask").name
+        == "fashion_mnist_conv_pool_mask_holdout9"
+    )
     # an explicit push.model_name is the user's choice
     assert params("push", "data.holdout_labels=[9]", "push.model_name=novelty").name == "novelty"

@@ -30,18 +30,38 @@ from tests.helpers import synthetic_images, user_env, write_idx
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHROMIUM = "/usr/bin/chromium"
 # Headless and offline: no first-run UI, no background fetches the pages did not ask for.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 HEAVY = ("tensorflow", "keras", "apache_beam", "tensorflow_data_validation", "matplotlib")
 VIEWS = Views.of(run_pipeline.create_pipeline())
 
 
 def _run(root, run_id, source, *extra):
     return run_pipeline.main(
-        ["run", "--root", str(root), "--run-id", run_id, "--set", f"data.source=idx:{source}",
-         "--set", "data.num_shards=2", "--set", "train.epochs=1", "--set", "train.batch_size=64",
-         *extra])
+        [
+            "run",
+            "--root",
+            str(root),
+            "--run-id",
+            run_id,
+            "--set",
+            f"data.source=idx:{source}",
+            "--set",
+            "data.num_shards=2",
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "train.batch_size=64",
+            *extra,
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +109,8 @@ def _urls(path):
 
 def _pages(root):
     return [os.path.join(root, "index.html")] + [
-        os.path.join(root, "runs", r, "report.html") for r in ("r1", "r2", "r3")]
+        os.path.join(root, "runs", r, "report.html") for r in ("r1", "r2", "r3")
+    ]
 
 
 def _resolve(page, url):
@@ -106,11 +127,11 @@ def test_run_page_shows_status_metrics_plots_data_and_lineage(root):
     # nothing half-written left beside the page
     assert not [f for f in os.listdir(os.path.dirname(page)) if ".tmp" in f]
     ev = view["stages"]["evaluate"]["metrics"]
-    assert (f"{ev['bce']:.4f} = {ev['bce_floor']:.4f} (floor) + {ev['bce_excess']:.4f} (excess)"
-            in text)
+    assert (
+        f"{ev['bce']:.4f} = {ev['bce_floor']:.4f} (floor) + {ev['bce_excess']:.4f} (excess)" in text
+    )
     assert f"{ev['psnr']:.2f} dB" in text
-    assert (f"{ev['probe_accuracy']:.3f} (raw pixels {ev['probe_accuracy_raw_pixels']:.3f})"
-            in text)
+    assert f"{ev['probe_accuracy']:.3f} (raw pixels {ev['probe_accuracy_raw_pixels']:.3f})" in text
     # the synthetic IDX data is labelled as the configured data set, Fashion-MNIST
     for name in CLASS_NAMES["fashion_mnist"]:
         assert f"<th>{name}</th>" in text, name
@@ -128,7 +149,7 @@ def test_run_page_shows_status_metrics_plots_data_and_lineage(root):
     for e in store.run_executions("r1"):
         for a in [*e["inputs"].values(), *e["outputs"].values()]:
             assert a.uri in urls, (e["stage"], a.uri)
-            assert f"<td>{a.type}</td><td class=\"n\">{a.id}</td>" in text
+            assert f'<td>{a.type}</td><td class="n">{a.id}</td>' in text
     assert view["blessing"]["blessed"] and view["push"]["pushed"]
     assert view["push"]["destination"] in urls  # the served copy, inside the root
 
@@ -141,8 +162,9 @@ def test_cached_run_names_the_run_it_reused(root):
     assert {"ingest", "validate", "transform", "train"} <= set(cached)
     assert text.count('run <a href="../r1/report.html">r1</a> (execution') == len(cached)
     # lineage: the reused artifacts were made by r1
-    assert ('<td><a href="../r1/report.html">r1</a></td>'
-            '<td><a href="../../artifacts/train/r1/model/">') in text
+    assert (
+        '<td><a href="../r1/report.html">r1</a></td><td><a href="../../artifacts/train/r1/model/">'
+    ) in text
 
 
 @pytest.mark.slow
@@ -164,7 +186,7 @@ def test_index_lists_runs_newest_first_with_the_main_metric_chart(root):
     links = [f'<a href="runs/{r}/report.html">{r}</a>' for r in ("r3", "r2", "r1")]
     assert all(link in text for link in links)
     assert text.index(links[0]) < text.index(links[1]) < text.index(links[2])
-    svg = text[text.index("<svg"):text.index("</svg>")]
+    svg = text[text.index("<svg") : text.index("</svg>")]
     assert svg.count("<circle") == 2  # r1 and r2; r3 has no main metric
     assert "fashion_mnist / conv_pool" in svg and "run (in start order)" in svg
     assert "bce_excess" in svg
@@ -189,26 +211,48 @@ def test_links_are_relative_and_resolve_also_in_a_copy_of_the_root(root, tmp_pat
 @pytest.mark.slow
 def test_writing_the_pages_imports_no_heavy_module(root):
     """A fully cached rerun writes the pages: they must not cost a TensorFlow import."""
-    script = ("import json, sys\n"
-              "from pipeline.metadata import MetadataStore\n"
-              "from pipeline import report\n"
-              "from pipeline.views import Views\n"
-              "import run_pipeline\n"
-              f"store = MetadataStore({str(root)!r})\n"
-              "views = Views.of(run_pipeline.create_pipeline())\n"
-              "report.write_run(store, 'r1', views); report.write_index(store, views)\n"
-              f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))\n")
-    proc = subprocess.run([sys.executable, "-c", script], cwd=PROJECT, env=user_env(),
-                          capture_output=True, text=True, timeout=120)
+    script = (
+        "import json, sys\n"
+        "from pipeline.metadata import MetadataStore\n"
+        "from pipeline import report\n"
+        "from pipeline.views import Views\n"
+        "import run_pipeline\n"
+        f"store = MetadataStore({str(root)!r})\n"
+        "views = Views.of(run_pipeline.create_pipeline())\n"
+        "report.write_run(store, 'r1', views); report.write_index(store, views)\n"
+        f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=PROJECT,
+        env=user_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout.splitlines()[-1]) == []
 
 
 def test_vae_and_denoising_metrics_are_shown_when_present():
-    rows = dict(report.metric_rows(EVALUATE.view.metrics, {
-        "bce": 0.3, "bce_floor": 0.25, "bce_excess": 0.05, "neg_elbo": 251.26, "kl": 12.345,
-        "beta": 4.0, "noisy_input_bce": 1.4751, "noisy_input_bce_excess": 1.2329,
-        "noisy_input_mse": 0.0812, "noisy_input_psnr": 11.02, "denoise_mse_reduction": 0.81}))
+    rows = dict(
+        report.metric_rows(
+            EVALUATE.view.metrics,
+            {
+                "bce": 0.3,
+                "bce_floor": 0.25,
+                "bce_excess": 0.05,
+                "neg_elbo": 251.26,
+                "kl": 12.345,
+                "beta": 4.0,
+                "noisy_input_bce": 1.4751,
+                "noisy_input_bce_excess": 1.2329,
+                "noisy_input_mse": 0.0812,
+                "noisy_input_psnr": 11.02,
+                "denoise_mse_reduction": 0.81,
+            },
+        )
+    )
     assert rows["bce = bce_floor + bce_excess"] == "0.3000 = 0.2500 (floor) + 0.0500 (excess)"
     assert rows["neg_elbo"] == "251.3 nats/image" and rows["kl"] == "12.35 nats"
     assert rows["beta"] == "4"
@@ -218,14 +262,23 @@ def test_vae_and_denoising_metrics_are_shown_when_present():
 
 def test_chart_per_main_metric_with_a_series_per_dataset_and_variant():
     def view(run_id, dataset, variant, name, value):
-        return {"run_id": run_id, "dataset": dataset, "variant": variant,
-                "main_metric": {"name": name, "value": value}}
+        return {
+            "run_id": run_id,
+            "dataset": dataset,
+            "variant": variant,
+            "main_metric": {"name": name, "value": value},
+        }
 
-    html = report.charts_html([view("a", "mnist", "dense", "bce_excess", 0.05),
-                               view("b", "mnist", "vae_mlp", "neg_elbo", 160.0),
-                               view("c", "mnist", "dense", "bce_excess", None),  # failed: skipped
-                               view("d", "fashion_mnist", "dense", "bce_excess", 0.03),
-                               view("e", "mnist", "dense", "bce_excess", 0.04)], VIEWS)
+    html = report.charts_html(
+        [
+            view("a", "mnist", "dense", "bce_excess", 0.05),
+            view("b", "mnist", "vae_mlp", "neg_elbo", 160.0),
+            view("c", "mnist", "dense", "bce_excess", None),  # failed: skipped
+            view("d", "fashion_mnist", "dense", "bce_excess", 0.03),
+            view("e", "mnist", "dense", "bce_excess", 0.04),
+        ],
+        VIEWS,
+    )
     bce, elbo = html.split("<h3>neg_elbo</h3>")  # one chart each: their units differ
     assert "<h3>bce_excess</h3>" in bce
     assert bce.count("<circle") == 3 and bce.count("<polyline") == 2
@@ -237,15 +290,18 @@ def test_chart_per_main_metric_with_a_series_per_dataset_and_variant():
 @pytest.mark.slow
 def test_pages_render_in_headless_chromium(root, tmp_path):
     if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is absent (Debian's chromium; `make test` installs it "
-                    "where apt is usable)")
+        pytest.skip(
+            f"{CHROMIUM} is absent (Debian's chromium; `make test` installs it where apt is usable)"
+        )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            shown = {os.path.relpath(page, root): _check_in_browser(browser, page, tmp_path)
-                     for page in _pages(root)}
+            shown = {
+                os.path.relpath(page, root): _check_in_browser(browser, page, tmp_path)
+                for page in _pages(root)
+            }
         finally:
             browser.close()
     assert shown[os.path.join("runs", "r1", "report.html")] >= 3  # the evaluation's PNGs
@@ -265,8 +321,9 @@ def _check_in_browser(browser, page_path, shots) -> int:
     page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
     page.on("requestfailed", lambda r: problems.append(f"failed request: {r.url}"))
     page.goto(pathlib.Path(page_path).as_uri(), wait_until="load")
-    images = page.evaluate("Array.from(document.images).map("
-                           "i => [i.getAttribute('src'), i.complete, i.naturalWidth])")
+    images = page.evaluate(
+        "Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])"
+    )
     assert problems == [], (page_path, problems)
     assert all(complete and width > 0 for _, complete, width in images), (page_path, images)
     assert len(images) == len([u for u in _urls(page_path) if u.endswith(".png")]), page_path
@@ -285,22 +342,49 @@ def _scored_root(tmp_path, message: str):
     """A root with one run of a stage no component of this project has: `score`, whose
     `verdict` output records an approval, and an error message holding markup."""
     store = MetadataStore(str(tmp_path))
-    store.start_run("s1", {"status": "failed", "started": 1.0, "finished": 2.0, "exit_code": 4,
-                           "stages": ["score"], "error": {"kind": "stage", "message": message}})
+    store.start_run(
+        "s1",
+        {
+            "status": "failed",
+            "started": 1.0,
+            "finished": 2.0,
+            "exit_code": 4,
+            "stages": ["score"],
+            "error": {"kind": "stage", "message": message},
+        },
+    )
     uri = tmp_path / "artifacts" / "score" / "s1" / "verdict"
     uri.mkdir(parents=True)
-    verdict = Artifact(type="Verdict", uri=str(uri),
-                       properties={"approved": True, "reason": "<b>fine</b>", "run_id": "s1"})
-    store.put_execution("s1", "score", "complete", {"metrics": {"auc": 0.91, "n": 3}},
-                        outputs={"verdict": verdict})
+    verdict = Artifact(
+        type="Verdict",
+        uri=str(uri),
+        properties={"approved": True, "reason": "<b>fine</b>", "run_id": "s1"},
+    )
+    store.put_execution(
+        "s1", "score", "complete", {"metrics": {"auc": 0.91, "n": 3}}, outputs={"verdict": verdict}
+    )
     return store
 
 
-SCORE_VIEWS = Views((("score", View(
-    main_metric=MainMetric(("auc",), lower_is_better=False), headline=("auc",),
-    decision=Decision(key="approval", output="verdict", fields=("approved", "reason"),
-                      flag="approved", title="Approval"),
-    metrics=MetricTable("Scores", rows=(Row("area under the curve", "{auc:.2f}"),)))),))
+SCORE_VIEWS = Views(
+    (
+        (
+            "score",
+            View(
+                main_metric=MainMetric(("auc",), lower_is_better=False),
+                headline=("auc",),
+                decision=Decision(
+                    key="approval",
+                    output="verdict",
+                    fields=("approved", "reason"),
+                    flag="approved",
+                    title="Approval",
+                ),
+                metrics=MetricTable("Scores", rows=(Row("area under the curve", "{auc:.2f}"),)),
+            ),
+        ),
+    )
+)
 
 
 def test_a_new_stage_is_shown_by_what_it_declares(tmp_path):

@@ -27,8 +27,18 @@ CONSOLE_LINE = re.compile(r"^\d\d:\d\d:\d\d (DEBUG|INFO|WARNING|ERROR) ")
 
 
 def _cli(root, idx, *extra):
-    return [sys.executable, "run_pipeline.py", "run", "--root", str(root),
-            "--set", f"data.source=idx:{idx}", "--set", "data.num_shards=2", *extra]
+    return [
+        sys.executable,
+        "run_pipeline.py",
+        "run",
+        "--root",
+        str(root),
+        "--set",
+        f"data.source=idx:{idx}",
+        "--set",
+        "data.num_shards=2",
+        *extra,
+    ]
 
 
 def _summaries(root) -> dict[str, dict]:
@@ -44,8 +54,17 @@ def _summaries(root) -> dict[str, dict]:
 def test_two_identical_runs_started_together_both_succeed(tmp_path, idx_dir):
     """The second waits for the stage the first is running and reuses its output."""
     args = _cli(tmp_path, idx_dir, "--config", "dense", "--set", "train.epochs=2")
-    procs = [subprocess.Popen(args, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env=user_env()) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            args,
+            cwd=PROJECT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=user_env(),
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=400) for p in procs]
     for p, (_, err) in zip(procs, outs):
         assert p.returncode == EXIT_OK, err[-3000:]
@@ -76,50 +95,98 @@ def test_sigkill_during_train_then_the_same_command_resumes(tmp_path_factory, tm
     idx = tmp_path_factory.mktemp("idx-big")
     write_idx(idx, "train", *synthetic_images(1500, 7))
     write_idx(idx, "t10k", *synthetic_images(100, 8))
-    args = _cli(tmp_path, idx, "--config", "dense", "--set", "train.epochs=12",
-                "--set", "train.batch_size=32", "--set", "train.early_stopping_patience=0")
-    victim = subprocess.Popen([*args, "--run-id", "killed"], cwd=PROJECT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    backups = os.path.join(tmp_path, "work", "train", "*", "backup", "epoch-*",
-                           "training_metadata.json")
+    args = _cli(
+        tmp_path,
+        idx,
+        "--config",
+        "dense",
+        "--set",
+        "train.epochs=12",
+        "--set",
+        "train.batch_size=32",
+        "--set",
+        "train.early_stopping_patience=0",
+    )
+    victim = subprocess.Popen(
+        [*args, "--run-id", "killed"],
+        cwd=PROJECT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    backups = os.path.join(
+        tmp_path, "work", "train", "*", "backup", "epoch-*", "training_metadata.json"
+    )
     try:
         _wait_for(lambda: glob.glob(backups), 300, "the first finished epoch's backup")
         victim.send_signal(signal.SIGSTOP)  # alive but frozen mid-training, whatever the speed
         # while it lives, a scheduler that prefers to skip overlapping runs is told so
-        skipped = subprocess.run([*args, "--run-id", "skipper", "--skip-if-running"], cwd=PROJECT,
-                                 capture_output=True, text=True, timeout=300)
+        skipped = subprocess.run(
+            [*args, "--run-id", "skipper", "--skip-if-running"],
+            cwd=PROJECT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert skipped.returncode == EXIT_SKIPPED, skipped.stderr
         assert "killed" in skipped.stderr and "Traceback" not in skipped.stderr
         assert _summaries(tmp_path)["skipper"]["status"] == "skipped"
         assert _summaries(tmp_path)["killed"]["status"] == "running"
-        # under cron (docs/operations.md, "Schedules"): a skip at --log-level error prints nothing, so
-        # no mail; gc beside the live run refuses with the same code, also silently
-        quiet = subprocess.run([*args, "--run-id", "skipper2", "--skip-if-running",
-                                "--log-level", "error"], cwd=PROJECT, capture_output=True,
-                               text=True, timeout=300, env=user_env())
+        # under cron (docs/operations.md, "Schedules"): a skip at --log-level error prints
+        # nothing, so no mail; gc beside the live run refuses with the same code, also silently
+        quiet = subprocess.run(
+            [*args, "--run-id", "skipper2", "--skip-if-running", "--log-level", "error"],
+            cwd=PROJECT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=user_env(),
+        )
         assert (quiet.returncode, quiet.stderr) == (EXIT_SKIPPED, "")
-        gc = subprocess.run([sys.executable, "run_pipeline.py", "gc", "--root", str(tmp_path),
-                             "--keep-last", "1", "--log-level", "error"], cwd=PROJECT,
-                            capture_output=True, text=True, timeout=300, env=user_env())
+        gc = subprocess.run(
+            [
+                sys.executable,
+                "run_pipeline.py",
+                "gc",
+                "--root",
+                str(tmp_path),
+                "--keep-last",
+                "1",
+                "--log-level",
+                "error",
+            ],
+            cwd=PROJECT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=user_env(),
+        )
         assert (gc.returncode, gc.stderr, gc.stdout) == (EXIT_SKIPPED, "", "")
     finally:
         victim.send_signal(signal.SIGKILL)
         victim.wait()
-    assert glob.glob(os.path.join(tmp_path, "artifacts", "train", "killed",
-                                  artifacts.TMP_PREFIX + "*"))
+    assert glob.glob(
+        os.path.join(tmp_path, "artifacts", "train", "killed", artifacts.TMP_PREFIX + "*")
+    )
 
     # `runs` sees that the owner is gone, records it, and removes its staging dirs
-    shown = subprocess.run([sys.executable, "run_pipeline.py", "runs", "--root", str(tmp_path),
-                            "--json"], cwd=PROJECT, capture_output=True, text=True, timeout=300)
+    shown = subprocess.run(
+        [sys.executable, "run_pipeline.py", "runs", "--root", str(tmp_path), "--json"],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     listed = {r["run_id"]: r for r in json.loads(shown.stdout)}
     assert listed["killed"]["status"] == "abandoned"
     assert listed["killed"]["stages"]["train"] == "abandoned"
     assert _summaries(tmp_path)["killed"]["status"] == "abandoned"
-    assert not glob.glob(os.path.join(tmp_path, "artifacts", "*", "killed",
-                                      artifacts.TMP_PREFIX + "*"))
+    assert not glob.glob(
+        os.path.join(tmp_path, "artifacts", "*", "killed", artifacts.TMP_PREFIX + "*")
+    )
 
-    again = subprocess.run([*args, "--run-id", "again"], cwd=PROJECT, capture_output=True,
-                           text=True, timeout=400)
+    again = subprocess.run(
+        [*args, "--run-id", "again"], cwd=PROJECT, capture_output=True, text=True, timeout=400
+    )
     assert again.returncode == EXIT_OK, again.stderr[-3000:]
     s = _summaries(tmp_path)["again"]
     assert [s["stages"][n]["status"] for n in ("ingest", "validate", "transform")] == ["cached"] * 3
@@ -128,13 +195,21 @@ def test_sigkill_during_train_then_the_same_command_resumes(tmp_path_factory, tm
     assert train["metrics"]["epochs_run"] == 12
     with open(os.path.join(train["artifacts"]["model_run"], "history.json")) as f:
         assert json.load(f)["epoch"] == list(range(12))
-    assert "resuming from the backup" in open(os.path.join(tmp_path, "runs", "again",
-                                                           "pipeline.log")).read()
+    assert (
+        "resuming from the backup"
+        in open(os.path.join(tmp_path, "runs", "again", "pipeline.log")).read()
+    )
 
 
 def _register(store: MetadataStore, run_id: str, **props) -> None:
-    base = {"status": "running", "started": time.time(), "heartbeat": time.time(),
-            "owner_pid": 0, "owner_host": socket.gethostname(), "stages": ["ingest"]}
+    base = {
+        "status": "running",
+        "started": time.time(),
+        "heartbeat": time.time(),
+        "owner_pid": 0,
+        "owner_host": socket.gethostname(),
+        "stages": ["ingest"],
+    }
     store.start_run(run_id, {**base, **props})
 
 
@@ -144,8 +219,12 @@ def test_dead_owner_is_abandoned_live_owner_is_not(tmp_path):
     _register(store, "dead")
     _register(store, "alive")
     _register(store, "remote-fresh", owner_host="elsewhere")
-    _register(store, "remote-stale", owner_host="elsewhere",
-              heartbeat=time.time() - 2 * runner.STALE_AFTER_S)
+    _register(
+        store,
+        "remote-stale",
+        owner_host="elsewhere",
+        heartbeat=time.time() - 2 * runner.STALE_AFTER_S,
+    )
     staging = os.path.join(root, "artifacts", "ingest", "dead", artifacts.TMP_PREFIX + "examples-1")
     os.makedirs(staging)
     held = runner.run_lock(root, "alive")

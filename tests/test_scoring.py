@@ -36,8 +36,9 @@ def test_score_is_the_per_image_bce_excess_of_the_metrics(variant):
     # defect this guards against) costs 30.
     np.testing.assert_allclose(scoring.scores(model, images), expected, rtol=0.02)
     # The serving path passes the reconstruction it already has: the same numbers.
-    np.testing.assert_allclose(np.asarray(scoring.score(model, images, recon.astype(np.float32))),
-                               expected, rtol=0.02)
+    np.testing.assert_allclose(
+        np.asarray(scoring.score(model, images, recon.astype(np.float32))), expected, rtol=0.02
+    )
 
 
 def test_a_perfect_reconstruction_scores_zero_whatever_the_image():

@@ -30,24 +30,40 @@ from pipeline import console
 from tests.helpers import output_artifacts, params, run_executor
 
 FLOAT_SIGNATURES = ("images_float32", "encode", "decode", "reconstruct")
-UPSAMPLING_VARIANTS = (("conv_pool", {}), ("denoise", {}),
-                       ("conv_small", {"decoder": "upsample"}), ("vae_conv", {}))
+UPSAMPLING_VARIANTS = (
+    ("conv_pool", {}),
+    ("denoise", {}),
+    ("conv_small", {"decoder": "upsample"}),
+    ("vae_conv", {}),
+)
 
 
 @pytest.fixture(scope="module")
 def exported(normalized_examples, tmp_path_factory):
     root = tmp_path_factory.mktemp("contract")
     trained = output_artifacts("train", root)
-    run_executor("train", params("train", "model.variant=conv_pool", "train.epochs=1",
-                                 "train.early_stopping_patience=0"),
-                 {"examples": normalized_examples}, trained)
+    run_executor(
+        "train",
+        params(
+            "train", "model.variant=conv_pool", "train.epochs=1", "train.early_stopping_patience=0"
+        ),
+        {"examples": normalized_examples},
+        trained,
+    )
     outputs = output_artifacts("export", root)
-    run_executor("export", params("export"),
-                 {"examples": normalized_examples, "model": trained["model"]}, outputs)
+    run_executor(
+        "export",
+        params("export"),
+        {"examples": normalized_examples, "model": trained["model"]},
+        outputs,
+    )
     saved = outputs["saved_model"]
     images = examples_io.load_split(normalized_examples, "test")["image"][:5]
-    return {"dir": os.path.join(saved.uri, saved.properties["path"]), "images": images,
-            "latent": saved.properties["latent_dim"]}
+    return {
+        "dir": os.path.join(saved.uri, saved.properties["path"]),
+        "images": images,
+        "latent": saved.properties["latent_dim"],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -56,22 +72,25 @@ def loaded(exported):
 
 
 def _convert(saved_model_dir: str, signature: str) -> tf.lite.Interpreter:
-    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir,
-                                                         signature_keys=[signature])
+    converter = tf.lite.TFLiteConverter.from_saved_model(
+        saved_model_dir, signature_keys=[signature]
+    )
     with console.native_stderr_to_log():  # the converter's absl warnings
         return tf.lite.Interpreter(model_content=converter.convert())
 
 
 def _inputs(exported, loaded, signature):
     if signature == "decode":
-        return {"code": loaded.signatures["encode"](
-            images=tf.constant(exported["images"]))["code"].numpy()}
+        return {
+            "code": loaded.signatures["encode"](images=tf.constant(exported["images"]))[
+                "code"
+            ].numpy()
+        }
     return {"images": exported["images"]}
 
 
 @pytest.mark.parametrize("variant, kwargs", UPSAMPLING_VARIANTS)
-def test_upsampling_decoders_convert_to_tflite_with_a_free_batch_axis(variant, kwargs,
-                                                                       tmp_path):
+def test_upsampling_decoders_convert_to_tflite_with_a_free_batch_axis(variant, kwargs, tmp_path):
     """(was: keras.layers.UpSampling2D is tf.repeat, a reshape by a shape computed at run
     time from the batch size, after which the converter lost height, width and channels and
     left the next Conv2D unconvertible: "'tf.Conv2D' op is neither a custom op nor a flex
@@ -89,7 +108,8 @@ def test_upsampling_decoders_convert_to_tflite_with_a_free_batch_axis(variant, k
 
 @pytest.mark.parametrize("variant, kwargs", UPSAMPLING_VARIANTS)
 def test_decoders_compute_what_keras_upsampling2d_computes_and_load_its_weights(
-        variant, kwargs, tmp_path, monkeypatch):
+    variant, kwargs, tmp_path, monkeypatch
+):
     """A checkpoint of the model built with keras.layers.UpSampling2D (every model trained
     before) loads into today's model, which computes the same numbers, bit for bit, and the
     same gradients. (A guard: it passes with either layer.)"""
@@ -106,30 +126,35 @@ def test_decoders_compute_what_keras_upsampling2d_computes_and_load_its_weights(
     x = np.random.default_rng(0).random((3, 28, 28, 1), np.float32)
     code = np.asarray(stock.encode(x))
     np.testing.assert_array_equal(np.asarray(model.decode(code)), np.asarray(stock.decode(code)))
-    np.testing.assert_array_equal(np.asarray(model.reconstruct(x)),
-                                  np.asarray(stock.reconstruct(x)))
+    np.testing.assert_array_equal(
+        np.asarray(model.reconstruct(x)), np.asarray(stock.reconstruct(x))
+    )
     # A training step's gradients too: the copies are summed in the same order.
     grads = []
     for m in (stock, model):
         with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(keras.losses.binary_crossentropy(
-                x, m.decoder(code, training=True)))
+            loss = tf.reduce_mean(
+                keras.losses.binary_crossentropy(x, m.decoder(code, training=True))
+            )
         grads.append(tape.gradient(loss, m.decoder.trainable_variables))
     for got, want in zip(grads[1], grads[0]):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
 
 @pytest.mark.parametrize("signature", FLOAT_SIGNATURES)
-def test_standard_converter_converts_each_float_signature_and_matches(exported, loaded,
-                                                                      signature):
+def test_standard_converter_converts_each_float_signature_and_matches(exported, loaded, signature):
     """(was: "Could not translate MLIR to FlatBuffer": tf.Conv2D after UpSampling2D)
     from_saved_model on the exported SavedModel, a batch of 5 in one call."""
     interpreter = _convert(exported["dir"], signature)
     runner = interpreter.get_signature_runner(signature)
     inputs = _inputs(exported, loaded, signature)
     got = runner(**inputs)
-    expected = {k: v.numpy() for k, v in loaded.signatures[signature](
-        **{k: tf.constant(v) for k, v in inputs.items()}).items()}
+    expected = {
+        k: v.numpy()
+        for k, v in loaded.signatures[signature](
+            **{k: tf.constant(v) for k, v in inputs.items()}
+        ).items()
+    }
     assert sorted(got) == sorted(expected)
     for key, value in expected.items():
         assert got[key].shape == value.shape, key
@@ -159,7 +184,7 @@ def test_a_badly_shaped_batch_is_an_error_not_a_crash(exported, loaded):
     "Check failed: index >= 0 && index < num_total_dims")"""
     script = textwrap.dedent(f"""
         import tensorflow as tf
-        sigs = tf.saved_model.load({exported['dir']!r}).signatures
+        sigs = tf.saved_model.load({exported["dir"]!r}).signatures
         for name in ("images_float32", "encode", "reconstruct"):
             try:
                 sigs[name](images=tf.zeros([1, 28, 28]))
@@ -168,13 +193,17 @@ def test_a_badly_shaped_batch_is_an_error_not_a_crash(exported, loaded):
                 print(name, [l for l in str(e).splitlines() if "must have shape" in l][0])
     """)
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     for name in ("images_float32", "encode", "reconstruct"):
-        assert (f"{name}: input images must have shape [N,28,28,1], got [1,28,28]"
-                in proc.stdout), proc.stdout
+        assert f"{name}: input images must have shape [N,28,28,1], got [1,28,28]" in proc.stdout, (
+            proc.stdout
+        )
     # decode's code of another size: an error naming the expected [N,latent]
-    with pytest.raises(tf.errors.InvalidArgumentError,
-                       match=rf"decode: input code must have shape \[N,{exported['latent']}\]"):
+    with pytest.raises(
+        tf.errors.InvalidArgumentError,
+        match=rf"decode: input code must have shape \[N,{exported['latent']}\]",
+    ):
         loaded.signatures["decode"](code=tf.zeros([2, 10]))

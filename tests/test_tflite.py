@@ -44,15 +44,25 @@ def test_conv_pool_converts_with_every_output_and_matches(normalized_examples, t
 
 
 @pytest.mark.slow
-def test_a_variant_whose_score_does_not_convert_is_reported_not_fatal(normalized_examples,
-                                                                      tmp_path):
+def test_a_variant_whose_score_does_not_convert_is_reported_not_fatal(
+    normalized_examples, tmp_path
+):
     trained = output_artifacts("train", tmp_path)
-    run_executor("train", params("train", "model.variant=vae_tril", "train.epochs=1",
-                                 "train.early_stopping_patience=0"),
-                 {"examples": normalized_examples}, trained)
+    run_executor(
+        "train",
+        params(
+            "train", "model.variant=vae_tril", "train.epochs=1", "train.early_stopping_patience=0"
+        ),
+        {"examples": normalized_examples},
+        trained,
+    )
     outputs = output_artifacts("export", tmp_path)
-    metrics = run_executor("export", params("export"), {"examples": normalized_examples,
-                                                        "model": trained["model"]}, outputs)
+    metrics = run_executor(
+        "export",
+        params("export"),
+        {"examples": normalized_examples, "model": trained["model"]},
+        outputs,
+    )
     props = outputs["saved_model"].properties
     assert "elbo" in props["score_name"] and metrics["score_name"] == props["score_name"]
     assert list(props["tflite_not_converted"]) == ["score"]
@@ -62,8 +72,9 @@ def test_a_variant_whose_score_does_not_convert_is_reported_not_fatal(normalized
     assert set(props["tflite_files"]) == {"float32", "int8"}
     assert props["tflite_max_diff"]["float32"] <= tflite.FLOAT32_TOL
     for name in props["tflite_files"].values():
-        assert os.path.getsize(os.path.join(outputs["saved_model"].uri, props["tflite_dir"],
-                                            name)) > 0
+        assert (
+            os.path.getsize(os.path.join(outputs["saved_model"].uri, props["tflite_dir"], name)) > 0
+        )
     # The SavedModel itself has the score.
     assert "score" in props["signatures"] and metrics["scored_examples"] == 128
 
@@ -90,5 +101,6 @@ def test_edge_models_do_not_check_their_inputs(normalized_examples, tmp_path):
     interpreter = tf.lite.Interpreter(model_path=path)
     interpreter.allocate_tensors()
     with pytest.raises(ValueError, match="Dimension mismatch"):
-        interpreter.set_tensor(interpreter.get_input_details()[0]["index"],
-                               np.zeros((1, 14, 56, 1), np.float32))
+        interpreter.set_tensor(
+            interpreter.get_input_details()[0]["index"], np.zeros((1, 14, 56, 1), np.float32)
+        )

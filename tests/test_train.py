@@ -22,8 +22,14 @@ from components.train import model_io
 from pipeline.artifacts import MODEL, Artifact
 from pipeline.component import ExecutionContext
 from pipeline.errors import ConfigError, StageError
-from tests.helpers import (output_artifacts, params, run_executor, synthetic_images,
-                           without_labels, write_examples_artifact)
+from tests.helpers import (
+    output_artifacts,
+    params,
+    run_executor,
+    synthetic_images,
+    without_labels,
+    write_examples_artifact,
+)
 
 # What evaluate and export need to rebuild the model; train writes every one of them.
 MODEL_JSON_KEYS = ("variant", "latent_dim", "beta", "activity_l1", "decoder", "input_feature")
@@ -32,8 +38,13 @@ MODEL_JSON_KEYS = ("variant", "latent_dim", "beta", "activity_l1", "decoder", "i
 def dense(epochs: int, *overrides: str):
     """Train parameters from the real config: the dense variant for a short run, without
     early stopping (so exactly `epochs` epochs run)."""
-    return params("train", "model.variant=dense", f"train.epochs={epochs}",
-                  "train.early_stopping_patience=0", *overrides)
+    return params(
+        "train",
+        "model.variant=dense",
+        f"train.epochs={epochs}",
+        "train.early_stopping_patience=0",
+        *overrides,
+    )
 
 
 def history_rows(model_run: Artifact) -> list[dict]:
@@ -53,8 +64,13 @@ def test_dense_learns_and_writes_its_artifacts(normalized_examples, tmp_path, ca
     info = json.load(open(os.path.join(model_dir, "model.json")))
     # Everything model_io.build_model needs is written (it fills in no defaults).
     assert {k: info[k] for k in MODEL_JSON_KEYS} == {
-        "variant": "dense", "latent_dim": 32, "beta": p.beta, "activity_l1": p.activity_l1,
-        "decoder": p.decoder, "input_feature": "image"}
+        "variant": "dense",
+        "latent_dim": 32,
+        "beta": p.beta,
+        "activity_l1": p.activity_l1,
+        "decoder": p.decoder,
+        "input_feature": "image",
+    }
     assert info["denoising"] is False and info["is_variational"] is False
 
     rows = history_rows(outputs["model_run"])
@@ -85,19 +101,25 @@ def test_dense_learns_and_writes_its_artifacts(normalized_examples, tmp_path, ca
 
     # The artifact holds the best epoch's weights: rebuilt, it scores best_val_loss again.
     from components import examples_io
+
     model = model_io.load_model(outputs["model"])
     model.compile_for_training(keras.optimizers.Adam())
     val = examples_io.dataset(normalized_examples, "validation", 64)
     assert model.evaluate(val, verbose=0, return_dict=True)["loss"] == pytest.approx(
-        metrics["best_val_loss"], rel=1e-4)
+        metrics["best_val_loss"], rel=1e-4
+    )
 
 
 def test_mixed_precision_is_used_on_a_gpu_only(normalized_examples, tmp_path, caplog):
     _, gpus = train_fit.device_name()
     outputs = output_artifacts("train", tmp_path)
     with caplog.at_level(logging.INFO, logger="pipeline"):
-        metrics = run_executor("train", dense(1, "train.mixed_precision=true"),
-                               {"examples": normalized_examples}, outputs)
+        metrics = run_executor(
+            "train",
+            dense(1, "train.mixed_precision=true"),
+            {"examples": normalized_examples},
+            outputs,
+        )
     if gpus:
         assert metrics["precision"] == "mixed_float16"
         assert "needs a GPU" not in caplog.text
@@ -124,14 +146,19 @@ def clean_only_examples(tmp_path_factory):
     for split, n, seed in (("train", 64, 1), ("validation", 16, 2), ("test", 16, 3)):
         images, labels = synthetic_images(n, seed)
         splits[split] = (images.astype(np.float32) / 255.0, labels)
-    return write_examples_artifact(str(tmp_path_factory.mktemp("clean") / "examples"), splits,
-                                   normalized=True, noisy=None)
+    return write_examples_artifact(
+        str(tmp_path_factory.mktemp("clean") / "examples"), splits, normalized=True, noisy=None
+    )
 
 
 def test_denoising_requires_noisy_image(clean_only_examples, tmp_path):
     with pytest.raises(StageError, match="noisy_image"):
-        run_executor("train", dense(1, "noise.kind=gaussian"),
-                     {"examples": clean_only_examples}, output_artifacts("train", tmp_path))
+        run_executor(
+            "train",
+            dense(1, "noise.kind=gaussian"),
+            {"examples": clean_only_examples},
+            output_artifacts("train", tmp_path),
+        )
 
 
 def test_nan_loss_fails_the_stage(tmp_path):
@@ -139,11 +166,14 @@ def test_nan_loss_fails_the_stage(tmp_path):
     x = images.astype(np.float32) / 255.0
     x[5, 3, 3] = np.nan  # one poisoned pixel
     examples = write_examples_artifact(
-        str(tmp_path / "examples"), {"train": (x, labels), "validation": (x[:16], labels[:16])},
-        normalized=True)
+        str(tmp_path / "examples"),
+        {"train": (x, labels), "validation": (x[:16], labels[:16])},
+        normalized=True,
+    )
     with pytest.raises(StageError, match="non-finite loss"):
-        run_executor("train", dense(3), {"examples": examples},
-                     output_artifacts("train", tmp_path / "out"))
+        run_executor(
+            "train", dense(3), {"examples": examples}, output_artifacts("train", tmp_path / "out")
+        )
 
 
 def test_several_steps_per_execution_train_exactly_as_one(normalized_examples, tmp_path):
@@ -151,12 +181,20 @@ def test_several_steps_per_execution_train_exactly_as_one(normalized_examples, t
     batches in the same order make the same updates, so the per-epoch history, the best
     epoch (checkpoint, early stopping) and the weights match one step per call. Batch 48
     over 320 examples is 7 steps per epoch, run as 3 + 3 + 1 (a short last call) at 3."""
+
     def fit(steps: int, name: str):
         outputs = output_artifacts("train", tmp_path / name)
-        metrics = run_executor("train", dense(6, "train.batch_size=48",
-                                               "train.early_stopping_patience=2",
-                                               f"train.steps_per_execution={steps}"),
-                               {"examples": normalized_examples}, outputs)
+        metrics = run_executor(
+            "train",
+            dense(
+                6,
+                "train.batch_size=48",
+                "train.early_stopping_patience=2",
+                f"train.steps_per_execution={steps}",
+            ),
+            {"examples": normalized_examples},
+            outputs,
+        )
         weights = model_io.load_model(outputs["model"]).get_weights()
         return metrics, history_rows(outputs["model_run"]), weights
 
@@ -165,14 +203,14 @@ def test_several_steps_per_execution_train_exactly_as_one(normalized_examples, t
     assert [r["epoch"] for r in three_rows] == [r["epoch"] for r in one_rows]
     for key in ("loss", "val_loss", "mse", "val_mse"):
         assert [float(r[key]) for r in three_rows] == pytest.approx(
-            [float(r[key]) for r in one_rows], rel=1e-4), key
+            [float(r[key]) for r in one_rows], rel=1e-4
+        ), key
     assert (three["best_epoch"], three["epochs_run"]) == (one["best_epoch"], one["epochs_run"])
     for a, b in zip(three_weights, one_weights):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
-def test_interrupted_training_resumes_from_the_backup(normalized_examples, tmp_path,
-                                                      monkeypatch):
+def test_interrupted_training_resumes_from_the_backup(normalized_examples, tmp_path, monkeypatch):
     epochs, crash_at = 4, 2  # crash after 0-based epoch 2 was logged but before its backup
     work_dir = str(tmp_path / "work")
     original = train_fit.EpochLogger.on_epoch_end
@@ -184,33 +222,48 @@ def test_interrupted_training_resumes_from_the_backup(normalized_examples, tmp_p
 
     monkeypatch.setattr(train_fit.EpochLogger, "on_epoch_end", crashing)
     with pytest.raises(KeyboardInterrupt):
-        run_executor("train", dense(epochs), {"examples": normalized_examples},
-                     output_artifacts("train", tmp_path / "a"), ExecutionContext(work_dir=work_dir))
+        run_executor(
+            "train",
+            dense(epochs),
+            {"examples": normalized_examples},
+            output_artifacts("train", tmp_path / "a"),
+            ExecutionContext(work_dir=work_dir),
+        )
     newest = sorted(glob.glob(os.path.join(work_dir, "backup", "epoch-*")))[-1]
     meta = json.load(open(os.path.join(newest, "training_metadata.json")))
     assert meta["epoch"] == crash_at  # epochs 0 .. crash_at-1 are backed up
 
     monkeypatch.setattr(train_fit.EpochLogger, "on_epoch_end", original)
     outputs = output_artifacts("train", tmp_path / "b")
-    metrics = run_executor("train", dense(epochs), {"examples": normalized_examples}, outputs,
-                           ExecutionContext(work_dir=work_dir))
+    metrics = run_executor(
+        "train",
+        dense(epochs),
+        {"examples": normalized_examples},
+        outputs,
+        ExecutionContext(work_dir=work_dir),
+    )
     assert metrics["resumed"] is True
     assert metrics["epochs_run"] == epochs
     # One row per epoch over both attempts (epoch 2 ran twice; the resumed run's row is kept).
     rows = history_rows(outputs["model_run"])
     assert [int(r["epoch"]) for r in rows] == list(range(epochs))
-    assert metrics["best_val_loss"] == pytest.approx(min(float(r["val_loss"]) for r in rows),
-                                                     rel=1e-5)
+    assert metrics["best_val_loss"] == pytest.approx(
+        min(float(r["val_loss"]) for r in rows), rel=1e-5
+    )
     assert not os.path.exists(os.path.join(work_dir, "backup"))
     assert not os.path.exists(os.path.join(work_dir, train_fit.STATE_DIR))
 
 
 # --- components/examples_io.py: the input pipeline train / evaluate / export share -------------
 
+
 def _epoch_ids(ds) -> list[list[float]]:
     """Per batch element, a fingerprint of x and of y (pixel sums) to follow examples."""
-    return [(round(float(x.sum()), 3), round(float(y.sum()), 3))
-            for xb, yb in ds for x, y in zip(xb.numpy(), yb.numpy())]
+    return [
+        (round(float(x.sum()), 3), round(float(y.sum()), 3))
+        for xb, yb in ds
+        for x, y in zip(xb.numpy(), yb.numpy())
+    ]
 
 
 def test_dataset_epochs_are_reproducible_shuffles_of_every_example(normalized_examples):
@@ -218,26 +271,40 @@ def test_dataset_epochs_are_reproducible_shuffles_of_every_example(normalized_ex
 
     split = examples_io.load_split(normalized_examples, "train")
     assert split["image"].shape == (320, 28, 28, 1) and split["noisy_image"].shape == (
-        320, 28, 28, 1)
+        320,
+        28,
+        28,
+        1,
+    )
     assert split["label"].dtype == np.int64 and split["id"][0].startswith("train-")
-    pairs = sorted((round(float(n.sum()), 3), round(float(c.sum()), 3))
-                   for n, c in zip(split["noisy_image"], split["image"]))
+    pairs = sorted(
+        (round(float(n.sum()), 3), round(float(c.sum()), 3))
+        for n, c in zip(split["noisy_image"], split["image"])
+    )
 
-    ds = examples_io.dataset(normalized_examples, "train", 64, "noisy_image", shuffle=True,
-                             seed=3)
+    ds = examples_io.dataset(normalized_examples, "train", 64, "noisy_image", shuffle=True, seed=3)
     epoch1, epoch2 = _epoch_ids(ds), _epoch_ids(ds)
     # Every example once per epoch, x = noisy input paired with y = its clean target.
     assert sorted(epoch1) == pairs and sorted(epoch2) == pairs
     assert epoch1 != epoch2  # reshuffled each epoch ...
-    again = examples_io.dataset(normalized_examples, "train", 64, "noisy_image", shuffle=True,
-                                seed=3)
+    again = examples_io.dataset(
+        normalized_examples, "train", 64, "noisy_image", shuffle=True, seed=3
+    )
     assert _epoch_ids(again) == epoch1  # ... reproducibly from the seed
     shapes = [tuple(x.shape) for x, _ in ds]
     assert shapes == [(64, 28, 28, 1)] * 5
 
     # The streaming (uncached) path yields the same examples.
-    streamed = examples_io.dataset(normalized_examples, "train", 50, "noisy_image",
-                                   shuffle=True, seed=3, shuffle_buffer=100, cache=False)
+    streamed = examples_io.dataset(
+        normalized_examples,
+        "train",
+        50,
+        "noisy_image",
+        shuffle=True,
+        seed=3,
+        shuffle_buffer=100,
+        cache=False,
+    )
     assert sorted(_epoch_ids(streamed)) == pairs
 
 
@@ -248,18 +315,30 @@ def test_dataset_leaves_out_the_held_out_classes(normalized_examples):
 
     split = without_labels(examples_io.load_split(normalized_examples, "train"), (9, 3))
     assert len(split["label"]) < 320 and not np.isin(split["label"], (3, 9)).any()
-    pairs = sorted((round(float(n.sum()), 3), round(float(c.sum()), 3))
-                   for n, c in zip(split["noisy_image"], split["image"]))
+    pairs = sorted(
+        (round(float(n.sum()), 3), round(float(c.sum()), 3))
+        for n, c in zip(split["noisy_image"], split["image"])
+    )
     for cache in (True, False):
-        ds = examples_io.dataset(normalized_examples, "train", 64, "noisy_image", shuffle=True,
-                                 seed=3, shuffle_buffer=100, cache=cache, exclude_labels=(9, 3))
+        ds = examples_io.dataset(
+            normalized_examples,
+            "train",
+            64,
+            "noisy_image",
+            shuffle=True,
+            seed=3,
+            shuffle_buffer=100,
+            cache=cache,
+            exclude_labels=(9, 3),
+        )
         assert sorted(_epoch_ids(ds)) == pairs, cache
     per_class = examples_io.label_counts(normalized_examples, "train")
     assert per_class.sum() == 320 and len(split["label"]) == 320 - per_class[[3, 9]].sum()
 
 
-def test_training_with_held_out_classes_never_fits_on_them(normalized_examples, tmp_path,
-                                                           caplog, monkeypatch):
+def test_training_with_held_out_classes_never_fits_on_them(
+    normalized_examples, tmp_path, caplog, monkeypatch
+):
     from components import examples_io
 
     train_counts = examples_io.label_counts(normalized_examples, "train")
@@ -275,13 +354,15 @@ def test_training_with_held_out_classes_never_fits_on_them(normalized_examples, 
     monkeypatch.setattr(examples_io, "dataset", recording_dataset)
     outputs = output_artifacts("train", tmp_path)
     with caplog.at_level(logging.INFO, logger="pipeline"):
-        metrics = run_executor("train", dense(1, "data.holdout_labels=[9]"),
-                               {"examples": normalized_examples}, outputs)
+        metrics = run_executor(
+            "train", dense(1, "data.holdout_labels=[9]"), {"examples": normalized_examples}, outputs
+        )
     monkeypatch.undo()
     for split in ("train", "validation"):
         kept = without_labels(examples_io.load_split(normalized_examples, split), (9,))
         assert sorted(round(float(x.sum()), 3) for x, _ in _unbatched(built[split])) == sorted(
-            round(float(x.sum()), 3) for x in kept["image"]), split
+            round(float(x.sum()), 3) for x in kept["image"]
+        ), split
     assert metrics["train_examples"] == 320 - train_counts[9]
     assert metrics["train_examples_held_out"] == train_counts[9]
     assert metrics["validation_examples_held_out"] == val_counts[9]
@@ -306,12 +387,21 @@ def test_held_out_classes_that_leave_a_split_empty_are_a_data_error(tmp_path):
     x = images.astype(np.float32) / 255.0
     labels[32:] = 9  # the validation split: class 9 only
     examples = write_examples_artifact(
-        str(tmp_path / "examples"), {"train": (x[:32], labels[:32]),
-                                     "validation": (x[32:], labels[32:])}, normalized=True)
-    with pytest.raises(DataError, match=r"split 'validation' .* no examples left after leaving "
-                                        r"out classes \[9\] \(data.holdout_labels\)"):
-        run_executor("train", dense(1, "data.holdout_labels=[9]"), {"examples": examples},
-                     output_artifacts("train", tmp_path / "out"))
+        str(tmp_path / "examples"),
+        {"train": (x[:32], labels[:32]), "validation": (x[32:], labels[32:])},
+        normalized=True,
+    )
+    with pytest.raises(
+        DataError,
+        match=r"split 'validation' .* no examples left after leaving "
+        r"out classes \[9\] \(data.holdout_labels\)",
+    ):
+        run_executor(
+            "train",
+            dense(1, "data.holdout_labels=[9]"),
+            {"examples": examples},
+            output_artifacts("train", tmp_path / "out"),
+        )
 
 
 def test_corrupt_shard_is_a_data_error_naming_the_file(normalized_examples, tmp_path):
@@ -323,7 +413,7 @@ def test_corrupt_shard_is_a_data_error_naming_the_file(normalized_examples, tmp_
     copy = tmp_path / "examples"
     shutil.copytree(normalized_examples.uri, copy)
     bad = sorted((copy / "Split-test").glob("data-*"))[1]
-    bad.write_bytes(bad.read_bytes()[: 300])  # truncated gzip
+    bad.write_bytes(bad.read_bytes()[:300])  # truncated gzip
     broken = Artifact(normalized_examples.type, str(copy), dict(normalized_examples.properties))
     with pytest.raises(DataError, match=bad.name):
         examples_io.load_split(broken, "test")
@@ -353,25 +443,28 @@ def test_every_optimizer_and_schedule_the_config_accepts_is_built():
             assert isinstance(opt, keras.optimizers.Optimizer)
 
 
-@pytest.mark.parametrize("overrides, preset, key", [
-    (["model.latent_dim=32"], "conv_pool", "model.latent_dim"),  # fixed at 256
-    (["model.latent_dim=256"], "denoise", "model.latent_dim"),  # fixed at 512
-    (["model.latent_dim=5000"], None, "model.latent_dim"),
-    (["model.variant=resnet"], None, "model.variant"),
-    (["model.decoder=pixelshuffle"], "conv_small", "model.decoder"),
-    (["model.beta=-1"], "vae_mlp", "model.beta"),
-    (["model.activity_l1=-0.1"], "sparse", "model.activity_l1"),
-    (["train.optimizer=lbfgs"], None, "train.optimizer"),
-    (["train.lr_schedule=step"], None, "train.lr_schedule"),
-    (["train.learning_rate=0"], None, "train.learning_rate"),
-    (["train.epochs=0"], None, "train.epochs"),
-    (["train.batch_size=0"], None, "train.batch_size"),
-    (["train.early_stopping_patience=-1"], None, "train.early_stopping_patience"),
-    (["train.steps_per_execution=0"], None, "train.steps_per_execution"),
-    (["data.holdout_labels=[10]"], None, "data.holdout_labels"),
-    (["data.holdout_labels=[9, 9]"], None, "data.holdout_labels"),
-    (["data.holdout_labels=[0, 1, 2, 3, 4, 5, 6, 7, 8]"], None, "data.holdout_labels"),
-])
+@pytest.mark.parametrize(
+    "overrides, preset, key",
+    [
+        (["model.latent_dim=32"], "conv_pool", "model.latent_dim"),  # fixed at 256
+        (["model.latent_dim=256"], "denoise", "model.latent_dim"),  # fixed at 512
+        (["model.latent_dim=5000"], None, "model.latent_dim"),
+        (["model.variant=resnet"], None, "model.variant"),
+        (["model.decoder=pixelshuffle"], "conv_small", "model.decoder"),
+        (["model.beta=-1"], "vae_mlp", "model.beta"),
+        (["model.activity_l1=-0.1"], "sparse", "model.activity_l1"),
+        (["train.optimizer=lbfgs"], None, "train.optimizer"),
+        (["train.lr_schedule=step"], None, "train.lr_schedule"),
+        (["train.learning_rate=0"], None, "train.learning_rate"),
+        (["train.epochs=0"], None, "train.epochs"),
+        (["train.batch_size=0"], None, "train.batch_size"),
+        (["train.early_stopping_patience=-1"], None, "train.early_stopping_patience"),
+        (["train.steps_per_execution=0"], None, "train.steps_per_execution"),
+        (["data.holdout_labels=[10]"], None, "data.holdout_labels"),
+        (["data.holdout_labels=[9, 9]"], None, "data.holdout_labels"),
+        (["data.holdout_labels=[0, 1, 2, 3, 4, 5, 6, 7, 8]"], None, "data.holdout_labels"),
+    ],
+)
 def test_bad_values_are_rejected_naming_the_key(overrides, preset, key):
     with pytest.raises(ConfigError, match=re.escape(key)):
         params("train", *overrides, preset=preset)
@@ -380,8 +473,11 @@ def test_bad_values_are_rejected_naming_the_key(overrides, preset, key):
 def test_model_checks_are_the_zoos():
     # TrainParams.check defers to models.check_args: what the zoo builds, the config accepts.
     for variant in models.VARIANTS:
-        p = params("train", f"model.variant={variant}",
-                   f"model.latent_dim={models.DEFAULT_LATENT[variant]}")
+        p = params(
+            "train",
+            f"model.variant={variant}",
+            f"model.latent_dim={models.DEFAULT_LATENT[variant]}",
+        )
         assert (p.variant, p.latent_dim) == (variant, models.DEFAULT_LATENT[variant])
     with pytest.raises(ValueError) as zoo:
         models.check_args("conv_pool", 32)
@@ -391,8 +487,14 @@ def test_model_checks_are_the_zoos():
 
 
 def _model_json(**drop) -> dict:
-    info = {"variant": "dense", "latent_dim": 8, "beta": 1.0, "activity_l1": 1e-5,
-            "decoder": "transpose", "input_feature": "image"}
+    info = {
+        "variant": "dense",
+        "latent_dim": 8,
+        "beta": 1.0,
+        "activity_l1": 1e-5,
+        "decoder": "transpose",
+        "input_feature": "image",
+    }
     return {k: v for k, v in info.items() if k not in drop}
 
 

@@ -33,23 +33,31 @@ def _raw(tmp_path, num_shards=2, mutate=None, name="raw"):
         if mutate:
             images = mutate(split, images)
         splits[split] = (images, labels)
-    return write_examples_artifact(str(tmp_path / name), splits, normalized=False,
-                                   num_shards=num_shards)
+    return write_examples_artifact(
+        str(tmp_path / name), splits, normalized=False, num_shards=num_shards
+    )
 
 
 def _raw_anomalies(tmp_path, anomalous_splits=(), name="raw_anomalies"):
     """validate's anomalies output, as its properties describe it (what transform reads)."""
     uri = tmp_path / name
     os.makedirs(uri, exist_ok=True)
-    return artifacts.Artifact(artifacts.ANOMALIES, str(uri), {
-        "splits": list(SPLITS), "anomalous_splits": list(anomalous_splits)})
+    return artifacts.Artifact(
+        artifacts.ANOMALIES,
+        str(uri),
+        {"splits": list(SPLITS), "anomalous_splits": list(anomalous_splits)},
+    )
 
 
 def _transform(tmp_path, raw, *overrides, name="out", raw_anomalies=None):
     outs = output_artifacts("transform", tmp_path / name)
     raw_anomalies = raw_anomalies or _raw_anomalies(tmp_path, name=f"{name}_raw_anomalies")
-    metrics = run_executor("transform", params("transform", *overrides),
-                           {"examples": raw, "raw_anomalies": raw_anomalies}, outs)
+    metrics = run_executor(
+        "transform",
+        params("transform", *overrides),
+        {"examples": raw, "raw_anomalies": raw_anomalies},
+        outs,
+    )
     return metrics, outs["transformed_examples"]
 
 
@@ -61,8 +69,10 @@ def _read(examples, split):
 def _read_noisy(examples, split):
     import tensorflow as tf
 
-    spec = {F.ID: tf.io.FixedLenFeature([], tf.string),
-            F.NOISY_IMAGE: tf.io.FixedLenFeature([F.PIXELS], tf.float32)}
+    spec = {
+        F.ID: tf.io.FixedLenFeature([], tf.string),
+        F.NOISY_IMAGE: tf.io.FixedLenFeature([F.PIXELS], tf.float32),
+    }
     files = examples.split_files(split, F.SHARD_PATTERN)
     out = {}
     for batch in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(1000):
@@ -84,7 +94,8 @@ def test_normalize_is_float32_division_by_255_bit_for_bit_everywhere():
     np.testing.assert_array_equal(normalize(pixels.astype(np.uint8)).view(np.int32), expected)
     graph = tf.function(normalize, input_signature=[tf.TensorSpec([None], tf.uint8)])
     np.testing.assert_array_equal(
-        graph(tf.constant(pixels.astype(np.uint8))).numpy().view(np.int32), expected)
+        graph(tf.constant(pixels.astype(np.uint8))).numpy().view(np.int32), expected
+    )
 
 
 def test_normalizes_to_unit_interval_exactly(tmp_path):
@@ -99,8 +110,9 @@ def test_normalizes_to_unit_interval_exactly(tmp_path):
     written = np.stack([by_id[f"train-{i:05d}"] for i in range(90)])
     raw_pixels = images.reshape(90, -1).astype(np.int64)
     np.testing.assert_array_equal(written.view(np.int32), normalize(raw_pixels).view(np.int32))
-    np.testing.assert_array_equal(written.view(np.int32),
-                                  (raw_pixels.astype(np.float32) / 255.0).view(np.int32))
+    np.testing.assert_array_equal(
+        written.view(np.int32), (raw_pixels.astype(np.float32) / 255.0).view(np.int32)
+    )
     assert data[F.IMAGE].min() >= 0.0 and data[F.IMAGE].max() <= 1.0
     assert out.properties["noisy"] is False
     test_images, _ = synthetic_images(40, 3)
@@ -109,10 +121,16 @@ def test_normalizes_to_unit_interval_exactly(tmp_path):
 
 
 def test_gaussian_noise_is_deterministic_and_independent_of_sharding(tmp_path):
-    _, a = _transform(tmp_path, _raw(tmp_path, 2), "noise.kind=gaussian", "noise.factor=0.5",
-                      name="a")
-    _, b = _transform(tmp_path, _raw(tmp_path, 3, name="raw3"), "noise.kind=gaussian",
-                      "noise.factor=0.5", name="b")
+    _, a = _transform(
+        tmp_path, _raw(tmp_path, 2), "noise.kind=gaussian", "noise.factor=0.5", name="a"
+    )
+    _, b = _transform(
+        tmp_path,
+        _raw(tmp_path, 3, name="raw3"),
+        "noise.kind=gaussian",
+        "noise.factor=0.5",
+        name="b",
+    )
     na, nb = (_read_noisy(x, "train") for x in (a, b))
     assert na.keys() == nb.keys()
     for k in na:
@@ -122,9 +140,12 @@ def test_gaussian_noise_is_deterministic_and_independent_of_sharding(tmp_path):
     images = np.stack([clean[k] for k in ids])
     seed = params("transform", "noise.kind=gaussian").seed
     np.testing.assert_array_equal(  # the executor's noise is noise.corrupt's, for this seed
-        np.stack([na[k] for k in ids]), noise.corrupt(images, ids, "gaussian", 0.5, seed))
-    assert not np.array_equal(noise.corrupt(images, ids, "gaussian", 0.5, seed),
-                              noise.corrupt(images, ids, "gaussian", 0.5, seed + 1))
+        np.stack([na[k] for k in ids]), noise.corrupt(images, ids, "gaussian", 0.5, seed)
+    )
+    assert not np.array_equal(
+        noise.corrupt(images, ids, "gaussian", 0.5, seed),
+        noise.corrupt(images, ids, "gaussian", 0.5, seed + 1),
+    )
     diff = np.stack([na[k] - clean[k] for k in na])
     assert 0.15 < diff.std() < 0.5  # clipped N(0, 0.5)
     assert all(0.0 <= v.min() and v.max() <= 1.0 for v in na.values())
@@ -169,8 +190,9 @@ def test_refuses_raw_examples_that_failed_validation(tmp_path):
     rejected = _raw_anomalies(tmp_path, ["validation"])
     outs = output_artifacts("transform", tmp_path / "out")
     with pytest.raises(DataError, match=r"failed validation.*validation") as e:
-        run_executor("transform", params("transform"),
-                     {"examples": raw, "raw_anomalies": rejected}, outs)
+        run_executor(
+            "transform", params("transform"), {"examples": raw, "raw_anomalies": rejected}, outs
+        )
     assert not isinstance(e.value, DataAnomalyError)  # refused before any TFDV check of its own
     assert rejected.uri in str(e.value)
     # Nothing was written: no shards, no statistics, no anomalies of its own.
@@ -181,14 +203,17 @@ def test_refuses_raw_examples_that_failed_validation(tmp_path):
     assert metrics["num_examples"] == 150
 
 
-@pytest.mark.parametrize("overrides, key", [
-    (["noise.kind=blur"], "noise.kind"),
-    (["noise.kind=gaussian", "noise.factor=0.0"], "noise.factor"),
-    (["noise.kind=gaussian", "noise.factor=10.5"], "noise.factor"),
-    (["noise.kind=salt_pepper", "noise.factor=1.0"], "noise.factor"),
-    (["noise.kind=mask", "noise.factor=1.5"], "noise.factor"),
-    (["noise.kind=mask", "noise.factor=-0.1"], "noise.factor"),
-])
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["noise.kind=blur"], "noise.kind"),
+        (["noise.kind=gaussian", "noise.factor=0.0"], "noise.factor"),
+        (["noise.kind=gaussian", "noise.factor=10.5"], "noise.factor"),
+        (["noise.kind=salt_pepper", "noise.factor=1.0"], "noise.factor"),
+        (["noise.kind=mask", "noise.factor=1.5"], "noise.factor"),
+        (["noise.kind=mask", "noise.factor=-0.1"], "noise.factor"),
+    ],
+)
 def test_bad_values_are_rejected_naming_the_key(overrides, key):
     with pytest.raises(ConfigError, match=re.escape(key)):
         params("transform", *overrides)
@@ -213,8 +238,7 @@ def _full_tfdv_statistics(examples, split, schema):
 def _by_path(stats):
     from google.protobuf import json_format
 
-    return {"/".join(f.path.step): json_format.MessageToDict(f)
-            for f in stats.datasets[0].features}
+    return {"/".join(f.path.step): json_format.MessageToDict(f) for f in stats.datasets[0].features}
 
 
 def _assert_close(a, b, where=""):
@@ -274,9 +298,11 @@ def test_statistics_and_anomalies_are_tfdvs_without_pixel_histograms(tmp_path, o
         _assert_close(got, expected, split)
         anomalies = tfdv.validate_statistics(full, schema)
         saved = tfdv.load_anomalies_text(
-            str(out / "anomalies" / f"Split-{split}" / "anomalies.pbtxt"))
-        assert {k: v.description for k, v in saved.anomaly_info.items()} == \
-               {k: v.description for k, v in anomalies.anomaly_info.items()}
+            str(out / "anomalies" / f"Split-{split}" / "anomalies.pbtxt")
+        )
+        assert {k: v.description for k, v in saved.anomaly_info.items()} == {
+            k: v.description for k, v in anomalies.anomaly_info.items()
+        }
         assert bool(saved.anomaly_info) == (split == "test")
 
 
@@ -297,8 +323,9 @@ def test_pixel_checks_without_histograms_still_catch_nan_inf_and_domain(bad, mes
     batch = records.record_batch([f"i{i}" for i in range(20)], np.arange(20) % 10, {F.IMAGE: x})
     options = dv.stats_options(schema, PIXEL_FEATURES)
     # in memory: the combiners only (TFDV's top-k for Beam is a PTransform; the label's)
-    options.generators = [g for g in options.generators
-                          if isinstance(g, stats_generator.CombinerStatsGenerator)]
+    options.generators = [
+        g for g in options.generators if isinstance(g, stats_generator.CombinerStatsGenerator)
+    ]
     stats = stats_impl.generate_statistics_in_memory(batch, options)
     image = [f for f in stats.datasets[0].features if f.path.step == [F.IMAGE]][0]
     assert not [h for h in image.num_stats.histograms if h.buckets]  # no histograms computed

@@ -48,11 +48,19 @@ def test_clean_data_passes_and_writes_tfdv_artifacts(tmp_path):
     assert metrics["splits"]["test"]["pixel_max"] == float(test_images.max()) <= 255
     assert metrics["splits"]["test"]["pixel_min"] == float(test_images.min())
     stats = tfdv.load_stats_binary(
-        os.path.join(outs["statistics"].uri, "Split-test", "FeatureStats.pb"))
+        os.path.join(outs["statistics"].uri, "Split-test", "FeatureStats.pb")
+    )
     names = {"/".join(f.path.step) for f in stats.datasets[0].features}
     # The per-image content features sit beside the example features, computed by TFDV.
-    assert names == {"id", "label", "image", "image_mean", "image_std", "ink_fraction",
-                     "saturated_fraction"}
+    assert names == {
+        "id",
+        "label",
+        "image",
+        "image_mean",
+        "image_std",
+        "ink_fraction",
+        "saturated_fraction",
+    }
     maps = np.load(os.path.join(outs["statistics"].uri, "Split-test", "pixel_moments.npz"))
     test_x = test_images.reshape(60, -1) / 255.0
     np.testing.assert_allclose(maps["mean"], test_x.mean(axis=0), atol=1e-12)
@@ -60,8 +68,10 @@ def test_clean_data_passes_and_writes_tfdv_artifacts(tmp_path):
     assert int(maps["count"]) == 60
     assert os.path.getsize(os.path.join(outs["statistics"].uri, "pixel_maps.png")) > 1000
     assert set(metrics["pixel_map_rms"]) == {"test"}  # test vs train; no reference here
-    assert os.path.getsize(
-        os.path.join(outs["statistics"].uri, "Split-train", "statistics.html")) > 1000
+    assert (
+        os.path.getsize(os.path.join(outs["statistics"].uri, "Split-train", "statistics.html"))
+        > 1000
+    )
     assert os.path.exists(os.path.join(outs["anomalies"].uri, "Split-train", "SchemaDiff.pb"))
     assert set(metrics["drift"]["test"]) == {"label", "image"}  # the schema's comparators
     # The example features' statistics (read by validate's shard reader, quantiles from
@@ -69,9 +79,12 @@ def test_clean_data_passes_and_writes_tfdv_artifacts(tmp_path):
     # value; the content features come on top.
     tfdvs = tfdv.generate_statistics_from_tfrecord(
         os.path.join(examples.split_uri("test"), "data-*.tfrecord.gz"),
-        stats_options=tfdv.StatsOptions(schema=load_schema(params("validate").schema),
-                                        num_top_values=dv.NUM_TOP_VALUES,
-                                        num_rank_histogram_buckets=dv.NUM_RANK_HISTOGRAM_BUCKETS))
+        stats_options=tfdv.StatsOptions(
+            schema=load_schema(params("validate").schema),
+            num_top_values=dv.NUM_TOP_VALUES,
+            num_rank_histogram_buckets=dv.NUM_RANK_HISTOGRAM_BUCKETS,
+        ),
+    )
     by_name = {f.path.step[0]: f for f in stats.datasets[0].features}
     assert stats.datasets[0].num_examples == tfdvs.datasets[0].num_examples == 60
     for feature in tfdvs.datasets[0].features:
@@ -93,7 +106,8 @@ def test_out_of_range_pixels_stop_the_run(tmp_path):
     # The published anomalies artifact names the split, so transform refuses these examples.
     assert outs["anomalies"].properties["anomalous_splits"] == ["validation"]
     anomalies = tfdv.load_anomalies_text(
-        os.path.join(tmp_path, "anomalies", "Split-validation", "anomalies.pbtxt"))
+        os.path.join(tmp_path, "anomalies", "Split-validation", "anomalies.pbtxt")
+    )
     assert "image" in anomalies.anomaly_info
 
 
@@ -139,6 +153,7 @@ def test_wrong_image_size_is_an_anomaly(tmp_path):
 
 # -- content: well-formed but wrong images ----------------------------------------------
 
+
 def _content_anomaly(tmp_path, mutate, sizes=None):
     """The DataAnomalyError message for data whose test split `mutate` changes."""
     splits = {}
@@ -172,9 +187,12 @@ def test_constant_images_are_anomalies(tmp_path):
 def test_inverted_images_are_anomalies(tmp_path):
     message = _content_anomaly(tmp_path, lambda x, y: (255 - x, y))
     assert re.search(r"test/image_mean.*Unexpectedly high values?: 0.88\d*>0.85", message)
-    assert re.search(r"test/image \(vs train\):.*Jensen-Shannon divergence .* above the "
-                     r"threshold 0.02.*Pixel mean map shift: the per-pixel mean map differs by "
-                     r"RMS 0.6\d+ \(expected <= 0.1\d+", message)
+    assert re.search(
+        r"test/image \(vs train\):.*Jensen-Shannon divergence .* above the "
+        r"threshold 0.02.*Pixel mean map shift: the per-pixel mean map differs by "
+        r"RMS 0.6\d+ \(expected <= 0.1\d+",
+        message,
+    )
 
 
 def test_shifted_intensities_are_anomalies(tmp_path):
@@ -196,10 +214,14 @@ def test_a_class_missing_from_test_is_an_anomaly(tmp_path):
         keep = y != 3
         return x[keep], y[keep]
 
-    message = _content_anomaly(tmp_path, drop_class_3,
-                               (("train", 400, 1), ("validation", 30, 2), ("test", 200, 3)))
-    assert re.search(r"test/label \(vs train\): .*Class missing: classes \[3\] are absent from "
-                     r"182 examples", message)
+    message = _content_anomaly(
+        tmp_path, drop_class_3, (("train", 400, 1), ("validation", 30, 2), ("test", 200, 3))
+    )
+    assert re.search(
+        r"test/label \(vs train\): .*Class missing: classes \[3\] are absent from "
+        r"182 examples",
+        message,
+    )
 
 
 def test_a_class_absent_by_chance_from_a_small_split_is_not_an_anomaly(tmp_path):
@@ -235,13 +257,16 @@ def test_map_comparison_allows_for_sampling_and_catches_real_shifts():
 
 # -- exact integer quantiles: TFDV's statistics, computed cheaper --------------------------
 
+
 def _sketch_pair(eps=0.01):
     from tfx_bsl import sketches
 
     from components.data_validation import ExactIntegerQuantiles
 
-    return (ExactIntegerQuantiles(eps, 1 << 32),
-            sketches.QuantilesSketch(eps=eps, max_num_elements=1 << 32, num_streams=1))
+    return (
+        ExactIntegerQuantiles(eps, 1 << 32),
+        sketches.QuantilesSketch(eps=eps, max_num_elements=1 << 32, num_streams=1),
+    )
 
 
 def _quantiles(sketch, buckets):
@@ -303,7 +328,7 @@ def test_an_unreadable_shard_is_a_data_error_naming_it(tmp_path):
     with open(path, "rb") as f:
         data = f.read()
     with open(path, "wb") as f:
-        f.write(data[:len(data) // 2])
+        f.write(data[: len(data) // 2])
     with pytest.raises(DataError, match=re.escape(path) + r": unreadable TFRecord shard"):
         _validate(tmp_path, examples)
 

@@ -17,8 +17,10 @@ def flagged(scores, threshold: float) -> dict:
     components/scoring.py defines it), and what fraction."""
     scores = np.asarray(scores, np.float64)
     n_flagged = int(np.sum(scores > threshold))
-    return {"anomaly_flagged": n_flagged,
-            "anomaly_flagged_fraction": n_flagged / len(scores) if len(scores) else None}
+    return {
+        "anomaly_flagged": n_flagged,
+        "anomaly_flagged_fraction": n_flagged / len(scores) if len(scores) else None,
+    }
 
 
 def held_out_detection(scores, held_out, threshold: float) -> dict:
@@ -34,8 +36,10 @@ def held_out_detection(scores, held_out, threshold: float) -> dict:
     scores = np.asarray(scores, np.float64)
     held_out = np.asarray(held_out, bool)
     if scores.ndim != 1 or scores.shape != held_out.shape:
-        raise ValueError(f"scores {scores.shape} and held_out {held_out.shape}: expected two "
-                         "vectors of the same length")
+        raise ValueError(
+            f"scores {scores.shape} and held_out {held_out.shape}: expected two "
+            "vectors of the same length"
+        )
     flag = scores > threshold
     positives, negatives = int(held_out.sum()), int((~held_out).sum())
     tp, fp = int(np.sum(flag & held_out)), int(np.sum(flag & ~held_out))

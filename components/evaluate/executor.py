@@ -63,23 +63,26 @@ CODE_SWEEP = "code_sweep.png"
 PROPERTY_METRICS = ("bce", "bce_excess", "psnr", "anomaly_threshold", "anomaly_auroc")
 NOTES = {
     "bce": "mean per-pixel binary cross-entropy vs the clean target, predictions clipped "
-           f"to [{M.EPS}, 1-{M.EPS}]",
+    f"to [{M.EPS}, 1-{M.EPS}]",
     "bce_floor": "mean per-pixel entropy of the targets (the BCE of a perfect model)",
     "psnr": f"per image with MAX=1, averaged; capped at {M.PSNR_CAP_DB:g} dB",
 }
 VAE_NOTES = {
     "reconstruction": "VAE: reconstruct() decodes the posterior mean",
-    "neg_elbo": ("nats/image = 784-pixel BCE sum of the clean target under the decoding of ONE "
-                 "posterior sample z ~ q(z|x) (the training estimator) + ANALYTIC "
-                 "KL(q(z|x) || N(0, I)); beta not applied (beta_weighted_loss applies it)"),
+    "neg_elbo": (
+        "nats/image = 784-pixel BCE sum of the clean target under the decoding of ONE "
+        "posterior sample z ~ q(z|x) (the training estimator) + ANALYTIC "
+        "KL(q(z|x) || N(0, I)); beta not applied (beta_weighted_loss applies it)"
+    ),
 }
 
 
 def predict(fn, x: np.ndarray, batch: int = BATCH) -> np.ndarray:
     """fn over x in batches, as one float32 numpy array (eager: a few dozen batches at most,
     not worth tracing a graph for)."""
-    out = [np.asarray(fn(tf.constant(x[i:i + batch])), np.float32)
-           for i in range(0, len(x), batch)]
+    out = [
+        np.asarray(fn(tf.constant(x[i : i + batch])), np.float32) for i in range(0, len(x), batch)
+    ]
     return np.concatenate(out)
 
 
@@ -97,9 +100,17 @@ def read_history(model_run: Artifact) -> dict[str, list]:
     return {k: [float(r[k]) for r in rows] for k in (rows[0] if rows else {})}
 
 
-def run(params: EvaluateParams, ctx: ExecutionContext, *, model: Artifact, model_run: Artifact,
-        examples: Artifact, baseline_model: Artifact | None, evaluation: Artifact,
-        blessing: Artifact) -> dict:
+def run(
+    params: EvaluateParams,
+    ctx: ExecutionContext,
+    *,
+    model: Artifact,
+    model_run: Artifact,
+    examples: Artifact,
+    baseline_model: Artifact | None,
+    evaluation: Artifact,
+    blessing: Artifact,
+) -> dict:
     t_start, log, out_uri = time.perf_counter(), ctx.log, evaluation.uri
     candidate = _load_candidate(model, params, log)
     baseline = _load_baseline(baseline_model, log)
@@ -108,7 +119,8 @@ def run(params: EvaluateParams, ctx: ExecutionContext, *, model: Artifact, model
     # test split passes once, a batch at a time; only per-example numbers are kept.
     probes = _fit_probes(candidate, examples, params, log)
     calibration = scoring.calibrate_on_validation(
-        candidate.forward, examples, params.threshold_quantile, params.holdout_labels)
+        candidate.forward, examples, params.threshold_quantile, params.holdout_labels
+    )
     test = _test_pass(candidate, baseline, probes, examples, params)
 
     report = _reconstruction_report(candidate, test, params)
@@ -133,6 +145,7 @@ def run(params: EvaluateParams, ctx: ExecutionContext, *, model: Artifact, model
 
 
 # --- The models ------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class _Candidate:
@@ -181,11 +194,16 @@ def _load_candidate(model: Artifact, params: EvaluateParams, log) -> _Candidate:
         raise StageError(
             f"the model at {model.uri} was trained without classes {trained_without} (its "
             f"model.json), but data.holdout_labels is {sorted(holdout)}; expected the same "
-            "classes")
+            "classes"
+        )
     candidate = _Candidate(info, net, scoring.forward(net))
-    log.info("evaluate: %s (latent_dim %d%s) on the test split%s", info["variant"],
-             net.latent_dim, ", denoising" if candidate.denoising else "",
-             f", classes {list(holdout)} held out of training" if holdout else "")
+    log.info(
+        "evaluate: %s (latent_dim %d%s) on the test split%s",
+        info["variant"],
+        net.latent_dim,
+        ", denoising" if candidate.denoising else "",
+        f", classes {list(holdout)} held out of training" if holdout else "",
+    )
     return candidate
 
 
@@ -194,15 +212,21 @@ def _load_baseline(baseline_model: Artifact | None, log) -> _Baseline | None:
     if baseline_model is None:
         return None
     try:
-        return _Baseline(baseline_model, model_io.load_model(baseline_model),
-                         model_io.read_model_json(baseline_model))
+        return _Baseline(
+            baseline_model,
+            model_io.load_model(baseline_model),
+            model_io.read_model_json(baseline_model),
+        )
     except Exception as e:  # noqa: BLE001 - e.g. models/ changed since it was trained
         log.debug("baseline model %s does not load", baseline_model.uri, exc_info=True)
-        return _Baseline(baseline_model, unusable=(
-            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"))
+        return _Baseline(
+            baseline_model,
+            unusable=(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"),
+        )
 
 
 # --- The linear probes, fitted on train --------------------------------------------------
+
 
 @dataclass(frozen=True)
 class _Probes:
@@ -214,8 +238,9 @@ class _Probes:
     seconds: float
 
 
-def _fit_probes(candidate: _Candidate, examples: Artifact, params: EvaluateParams,
-                log) -> _Probes | None:
+def _fit_probes(
+    candidate: _Candidate, examples: Artifact, params: EvaluateParams, log
+) -> _Probes | None:
     """Fitted on evaluate.probe_max_train train examples picked while the split streams
     by; None when the sample has a single class."""
     t0 = time.perf_counter()
@@ -233,13 +258,18 @@ def _fit_probes(candidate: _Candidate, examples: Artifact, params: EvaluateParam
         log.warning("evaluate: train split has a single class, skipping the linear probe")
         return None
     encode = scoring.encoder(candidate.net)
-    train_z = np.concatenate([encode(train_x[i:i + BATCH]) for i in range(0, len(train_x), BATCH)])
-    code, raw = probe.side_by_side(lambda: probe.fit(train_z, train_y, params.seed),
-                                   lambda: probe.fit(train_x, train_y, params.seed))
+    train_z = np.concatenate(
+        [encode(train_x[i : i + BATCH]) for i in range(0, len(train_x), BATCH)]
+    )
+    code, raw = probe.side_by_side(
+        lambda: probe.fit(train_z, train_y, params.seed),
+        lambda: probe.fit(train_x, train_y, params.seed),
+    )
     return _Probes(code, raw, int(len(idx)), time.perf_counter() - t0)
 
 
 # --- The test pass: one stream of batches, a set of accumulators -------------------------
+
 
 @dataclass(frozen=True)
 class _TestBatch:
@@ -278,36 +308,49 @@ class _TestResults:
     sample: tuple[np.ndarray, np.ndarray, np.ndarray]  # (images, codes, labels), for t-SNE
 
 
-def _test_pass(candidate: _Candidate, baseline: _Baseline | None, probes: _Probes | None,
-               examples: Artifact, params: EvaluateParams) -> _TestResults:
+def _test_pass(
+    candidate: _Candidate,
+    baseline: _Baseline | None,
+    probes: _Probes | None,
+    examples: Artifact,
+    params: EvaluateParams,
+) -> _TestResults:
     """Everything evaluate needs from the test split, in one streamed pass: each batch is
     handed to every accumulator, each accumulator gives its result at the end. Memory: one
     batch plus a few numbers per example."""
     n_test = examples_io.split_count(examples, "test")
     measured = _Measured(candidate.net, candidate.info)
-    against = None if baseline is None or baseline.net is None else _Measured(
-        baseline.net, baseline.info, reconstructs=True)
+    against = (
+        None
+        if baseline is None or baseline.net is None
+        else _Measured(baseline.net, baseline.info, reconstructs=True)
+    )
     held_out = _PerImage(lambda b: (b.clean[b.held], b.recon[b.held]) if b.held.any() else None)
-    noisy = _PerImage(lambda b: (b.clean[b.seen], b.x_in[b.seen])) if candidate.denoising \
-        else None
+    noisy = _PerImage(lambda b: (b.clean[b.seen], b.x_in[b.seen])) if candidate.denoising else None
     scores, held = _Column("score"), _Column("held")
     hits = None if probes is None else _ProbeHits(probes)
     grid = _Grid(params.grid_images, candidate.denoising)
     sample = _Sample(probe.subsample(n_test, params.tsne_points, params.seed))
     accumulators: list[_Accumulator] = [
-        a for a in (measured, against, held_out, noisy, scores, held, hits, grid, sample)
-        if a is not None]
+        a
+        for a in (measured, against, held_out, noisy, scores, held, hits, grid, sample)
+        if a is not None
+    ]
     keras.utils.set_random_seed(params.seed)  # one posterior sample per image: the same draws
     for batch in _test_batches(candidate, examples, params.holdout_labels):
         for accumulator in accumulators:
             accumulator.add(batch)
     return _TestResults(
-        candidate=measured.result(), baseline=None if against is None else against.result(),
+        candidate=measured.result(),
+        baseline=None if against is None else against.result(),
         held_out=held_out.result("held_out_"),
         noisy_input=None if noisy is None else noisy.result("noisy_input_"),
-        scores=scores.result(), held=held.result(),
+        scores=scores.result(),
+        held=held.result(),
         probe=None if hits is None else hits.result(),
-        grid=grid.result(), sample=sample.result())
+        grid=grid.result(),
+        sample=sample.result(),
+    )
 
 
 class _Accumulator(Protocol):
@@ -323,10 +366,21 @@ def _test_batches(candidate: _Candidate, examples: Artifact, holdout):
         clean, labels = batch[F.IMAGE], batch[F.LABEL]
         x_in = batch[F.NOISY_IMAGE] if candidate.denoising else clean
         out = candidate.forward(clean)  # code and score of the clean image
-        recon = candidate.forward(x_in)["reconstruction"] if candidate.denoising \
+        recon = (
+            candidate.forward(x_in)["reconstruction"]
+            if candidate.denoising
             else out["reconstruction"]
-        yield _TestBatch(start, clean, x_in, labels, out["code"], out["score"], recon,
-                         ~examples_io.kept_mask(labels, holdout))
+        )
+        yield _TestBatch(
+            start,
+            clean,
+            x_in,
+            labels,
+            out["code"],
+            out["score"],
+            recon,
+            ~examples_io.kept_mask(labels, holdout),
+        )
         start += len(labels)
 
 
@@ -347,7 +401,7 @@ class _Chunks:
         joined = [np.concatenate(cols) for cols in zip(*self.pending)]
         cut = held - held % self.size
         for i in range(0, cut, self.size):
-            self.fn(*(a[i:i + self.size] for a in joined))
+            self.fn(*(a[i : i + self.size] for a in joined))
         self.pending = [tuple(a[cut:] for a in joined)] if cut < held else []
 
     def close(self) -> None:
@@ -393,12 +447,14 @@ class _Measured:
             return result
         recon_nats, kl = np.concatenate(self.recon_nats), np.concatenate(self.kl)
         beta = float(self.info["beta"])
-        return {**result,
-                "neg_elbo": float((recon_nats + kl).mean()),
-                "neg_elbo_reconstruction": float(recon_nats.mean()),
-                "kl": float(kl.mean()),
-                "beta": beta,
-                "beta_weighted_loss": float((recon_nats + beta * kl).mean())}
+        return {
+            **result,
+            "neg_elbo": float((recon_nats + kl).mean()),
+            "neg_elbo_reconstruction": float(recon_nats.mean()),
+            "kl": float(kl.mean()),
+            "beta": beta,
+            "beta_weighted_loss": float((recon_nats + beta * kl).mean()),
+        }
 
 
 class _PerImage:
@@ -448,8 +504,11 @@ class _ProbeAccuracy:
     seconds: float  # fitting and classifying
 
     def metrics(self) -> dict:
-        return {"probe_accuracy": self.code, "probe_accuracy_raw_pixels": self.raw,
-                "probe_train_examples": self.train_examples}
+        return {
+            "probe_accuracy": self.code,
+            "probe_accuracy_raw_pixels": self.raw,
+            "probe_train_examples": self.train_examples,
+        }
 
 
 class _ProbeHits:
@@ -467,8 +526,12 @@ class _ProbeHits:
         self.examples += len(batch.labels)
 
     def result(self) -> _ProbeAccuracy:
-        return _ProbeAccuracy(self.correct / self.examples, self.correct_raw / self.examples,
-                              self.probes.examples, self.seconds)
+        return _ProbeAccuracy(
+            self.correct / self.examples,
+            self.correct_raw / self.examples,
+            self.probes.examples,
+            self.seconds,
+        )
 
 
 class _Grid:
@@ -511,6 +574,7 @@ class _Sample:
 
 # --- The metrics, the gate and the blessing ------------------------------------------------
 
+
 @dataclass
 class _Report:
     """What metrics.json holds: the metrics, notes on how they were computed, the plots."""
@@ -524,13 +588,16 @@ class _Report:
         self.notes.update(notes or {})
 
 
-def _reconstruction_report(candidate: _Candidate, test: _TestResults,
-                           params: EvaluateParams) -> _Report:
+def _reconstruction_report(
+    candidate: _Candidate, test: _TestResults, params: EvaluateParams
+) -> _Report:
     """The reconstruction metrics: on the seen classes, of the held-out ones, of the noisy
     input for denoising models."""
     holdout = params.holdout_labels
-    report = _Report({"test_examples": int(len(test.held)),
-                      "latent_dim": int(candidate.net.latent_dim)}, dict(NOTES))
+    report = _Report(
+        {"test_examples": int(len(test.held)), "latent_dim": int(candidate.net.latent_dim)},
+        dict(NOTES),
+    )
     report.add(test.candidate)
     if holdout:
         report.add({"reconstruction_test_examples": int((~test.held).sum())})
@@ -538,17 +605,26 @@ def _reconstruction_report(candidate: _Candidate, test: _TestResults,
             report.add({k: v for k, v in test.held_out.items() if k != "held_out_bce_floor"})
         report.notes["reconstruction_test_examples"] = (
             f"reconstruction metrics and the gate: the test examples of the classes seen in "
-            f"training only (classes {list(holdout)} held out); held_out_*: the others")
+            f"training only (classes {list(holdout)} held out); held_out_*: the others"
+        )
     if test.noisy_input is not None:  # denoising models
-        report.add(M.denoising_summary(test.noisy_input, test.candidate),
-                   {"denoise_mse_reduction": "1 - mse(model) / mse(noisy input)"})
+        report.add(
+            M.denoising_summary(test.noisy_input, test.candidate),
+            {"denoise_mse_reduction": "1 - mse(model) / mse(noisy input)"},
+        )
     if candidate.variational:
         report.notes.update(VAE_NOTES)
     return report
 
 
-def _gate(params: EvaluateParams, metrics: dict, variational: bool,
-          baseline: _Baseline | None, measured: dict | None, log) -> dict:
+def _gate(
+    params: EvaluateParams,
+    metrics: dict,
+    variational: bool,
+    baseline: _Baseline | None,
+    measured: dict | None,
+    log,
+) -> dict:
     """Decide against the blessed baseline's numbers `measured` on this same test split
     (None: no usable baseline)."""
     metric = gate.main_metric(variational)
@@ -556,15 +632,23 @@ def _gate(params: EvaluateParams, metrics: dict, variational: bool,
     decision = gate.decide(metric, M.rounded(metrics), numbers, params.thresholds)
     # Fail closed: never bless what could not be compared.
     if baseline is not None and baseline.unusable:
-        decision.update(blessed=False, reason=(
-            f"the blessed baseline (run {baseline.run_id}) could not be loaded "
-            f"({baseline.unusable}); not blessed. After a deliberate model change, start the "
-            "lineage afresh with --set gate.baseline=none"))
+        decision.update(
+            blessed=False,
+            reason=(
+                f"the blessed baseline (run {baseline.run_id}) could not be loaded "
+                f"({baseline.unusable}); not blessed. After a deliberate model change, start the "
+                "lineage afresh with --set gate.baseline=none"
+            ),
+        )
     decision["lineage"] = params.lineage()
-    decision["baseline_model"] = None if baseline is None else {
-        "run_id": baseline.run_id, "artifact_id": baseline.artifact.id, "metrics": numbers}
-    log.info("evaluate: %s: %s", "BLESSED" if decision["blessed"] else "not blessed",
-             decision["reason"])
+    decision["baseline_model"] = (
+        None
+        if baseline is None
+        else {"run_id": baseline.run_id, "artifact_id": baseline.artifact.id, "metrics": numbers}
+    )
+    log.info(
+        "evaluate: %s: %s", "BLESSED" if decision["blessed"] else "not blessed", decision["reason"]
+    )
     return decision
 
 
@@ -576,59 +660,92 @@ def _write_blessing(blessing: Artifact, decision: dict) -> None:
         f.write("")
     with gfile.GFile(posixpath.join(blessing.uri, BLESSING_JSON), "w") as f:
         json.dump(decision, f, indent=2, sort_keys=True)
-    blessing.properties.update({
-        "blessed": decision["blessed"], "reason": decision["reason"],
-        "lineage": decision["lineage"], "metric": decision["metric"],
-        "candidate_value": decision["candidate"], "baseline_value": decision["baseline"],
-        "baseline_run_id": (decision["baseline_model"] or {}).get("run_id"),
-        "baseline_artifact_id": (decision["baseline_model"] or {}).get("artifact_id"),
-        "thresholds": decision["thresholds"]})
+    blessing.properties.update(
+        {
+            "blessed": decision["blessed"],
+            "reason": decision["reason"],
+            "lineage": decision["lineage"],
+            "metric": decision["metric"],
+            "candidate_value": decision["candidate"],
+            "baseline_value": decision["baseline"],
+            "baseline_run_id": (decision["baseline_model"] or {}).get("run_id"),
+            "baseline_artifact_id": (decision["baseline_model"] or {}).get("artifact_id"),
+            "thresholds": decision["thresholds"],
+        }
+    )
 
 
 # --- Anomaly detection, probes, fine-tuning ----------------------------------------------
 
-def _detection(candidate: _Candidate, calibration: scoring.Calibration, test: _TestResults,
-               params: EvaluateParams, log) -> tuple[dict, dict]:
+
+def _detection(
+    candidate: _Candidate,
+    calibration: scoring.Calibration,
+    test: _TestResults,
+    params: EvaluateParams,
+    log,
+) -> tuple[dict, dict]:
     """The anomaly score on test, its threshold calibrated on validation without the
     held-out classes (as export does), and with held-out classes how well it finds them.
     Returns (metrics, notes)."""
     holdout, threshold = params.holdout_labels, calibration.threshold
-    out = {"anomaly_score": candidate.score_name, "anomaly_threshold": threshold,
-           "anomaly_threshold_quantile": params.threshold_quantile,
-           "anomaly_validation_examples": calibration.examples,
-           **detection.flagged(test.scores, threshold)}
+    out = {
+        "anomaly_score": candidate.score_name,
+        "anomaly_threshold": threshold,
+        "anomaly_threshold_quantile": params.threshold_quantile,
+        "anomaly_validation_examples": calibration.examples,
+        **detection.flagged(test.scores, threshold),
+    }
     if holdout:
         out.update(detection.held_out_detection(test.scores, test.held, threshold))
         if out["anomaly_auroc"] is None:
-            log.warning("evaluate: no AUROC: the test split has %d examples of the held-out "
-                        "classes %s and %d of the others; both are needed",
-                        out["anomaly_held_out_examples"], list(holdout),
-                        out["anomaly_seen_examples"])
-    log.info("evaluate: anomaly score %s, threshold %.4g (validation quantile %g) flags "
-             "%.1f%% of test%s", candidate.score_name, threshold, params.threshold_quantile,
-             100 * (out["anomaly_flagged_fraction"] or 0.0),
-             f"; held-out classes: precision {_opt(out['anomaly_precision'])}, recall "
-             f"{_opt(out['anomaly_recall'])}" if holdout else "")
+            log.warning(
+                "evaluate: no AUROC: the test split has %d examples of the held-out "
+                "classes %s and %d of the others; both are needed",
+                out["anomaly_held_out_examples"],
+                list(holdout),
+                out["anomaly_seen_examples"],
+            )
+    log.info(
+        "evaluate: anomaly score %s, threshold %.4g (validation quantile %g) flags "
+        "%.1f%% of test%s",
+        candidate.score_name,
+        threshold,
+        params.threshold_quantile,
+        100 * (out["anomaly_flagged_fraction"] or 0.0),
+        f"; held-out classes: precision {_opt(out['anomaly_precision'])}, recall "
+        f"{_opt(out['anomaly_recall'])}"
+        if holdout
+        else "",
+    )
     return out, _detection_notes(candidate, calibration, params)
 
 
-def _detection_notes(candidate: _Candidate, calibration: scoring.Calibration,
-                     params: EvaluateParams) -> dict:
+def _detection_notes(
+    candidate: _Candidate, calibration: scoring.Calibration, params: EvaluateParams
+) -> dict:
     holdout = params.holdout_labels
     notes = {
-        "anomaly_score": "per test example, of its clean image (components/scoring.py): " + (
+        "anomaly_score": "per test example, of its clean image (components/scoring.py): "
+        + (
             "the deterministic negative ELBO in nats (decoding of the posterior mean + "
-            "analytic KL) minus 784 x the image's mean pixel entropy" if candidate.variational
-            else "its mean per-pixel BCE minus its mean pixel entropy (its bce_excess)"),
+            "analytic KL) minus 784 x the image's mean pixel entropy"
+            if candidate.variational
+            else "its mean per-pixel BCE minus its mean pixel entropy (its bce_excess)"
+        ),
         "anomaly_threshold": (
             f"the {params.threshold_quantile:g} quantile of the scores of the "
             f"{calibration.examples} validation examples"
             + (f" not of classes {list(holdout)}" if holdout else "")
-            + "; flagged: score > threshold")}
+            + "; flagged: score > threshold"
+        ),
+    }
     if holdout:
-        notes["anomaly_auroc"] = (f"AUROC of the score for test examples of classes "
-                                  f"{list(holdout)} (held out of training; positive) vs the "
-                                  "other test examples; precision / recall: of the flag")
+        notes["anomaly_auroc"] = (
+            f"AUROC of the score for test examples of classes "
+            f"{list(holdout)} (held out of training; positive) vs the "
+            "other test examples; precision / recall: of the flag"
+        )
     return notes
 
 
@@ -638,9 +755,13 @@ def _opt(v) -> str:
 
 def _probe_accuracy(accuracy: _ProbeAccuracy, log) -> dict:
     """Embedding quality: a linear probe on the code of clean images vs on raw pixels."""
-    log.info("evaluate: linear probe on %d train codes: %.4f test accuracy (raw pixels "
-             "%.4f) in %.1fs", accuracy.train_examples, accuracy.code, accuracy.raw,
-             accuracy.seconds)
+    log.info(
+        "evaluate: linear probe on %d train codes: %.4f test accuracy (raw pixels %.4f) in %.1fs",
+        accuracy.train_examples,
+        accuracy.code,
+        accuracy.raw,
+        accuracy.seconds,
+    )
     return accuracy.metrics()
 
 
@@ -653,15 +774,25 @@ def _finetune(model: Artifact, examples: Artifact, params: EvaluateParams, log) 
     fresh = model_io.load_model(model)  # fine-tuning must not touch the evaluated model
     val = examples_io.load_split(examples, "validation", noisy=False)
     out = classifier.finetune_accuracy(
-        fresh.encoder, (train[F.IMAGE], train[F.LABEL]), (val[F.IMAGE], val[F.LABEL]),
-        (test[F.IMAGE], test[F.LABEL]), params.finetune_epochs, seed=params.seed)
-    log.info("evaluate: encoder + softmax head fine-tuned for up to %d epochs: %.4f test "
-             "accuracy in %.1fs", out["finetune_epochs"], out["finetune_accuracy"],
-             time.perf_counter() - t0)
+        fresh.encoder,
+        (train[F.IMAGE], train[F.LABEL]),
+        (val[F.IMAGE], val[F.LABEL]),
+        (test[F.IMAGE], test[F.LABEL]),
+        params.finetune_epochs,
+        seed=params.seed,
+    )
+    log.info(
+        "evaluate: encoder + softmax head fine-tuned for up to %d epochs: %.4f test "
+        "accuracy in %.1fs",
+        out["finetune_epochs"],
+        out["finetune_accuracy"],
+        time.perf_counter() - t0,
+    )
     return out
 
 
 # --- Plots and metrics.json ----------------------------------------------------------------
+
 
 def _reconstruction_grid(test: _TestResults, out_uri: str) -> str:
     plots.reconstruction_grid(test.grid, posixpath.join(out_uri, RECONSTRUCTIONS))
@@ -674,8 +805,9 @@ def _loss_curves(model_run: Artifact, candidate: _Candidate, out_uri: str, log) 
     if not history.get("loss"):
         log.warning("evaluate: no history in %s, skipping loss curves", model_run.uri)
         return []
-    plots.loss_curves(history, posixpath.join(out_uri, LOSS_CURVES),
-                      title=candidate.info["variant"])
+    plots.loss_curves(
+        history, posixpath.join(out_uri, LOSS_CURVES), title=candidate.info["variant"]
+    )
     return [LOSS_CURVES]
 
 
@@ -687,32 +819,47 @@ def _latent_scatter(sample, params: EvaluateParams, out_uri: str, log) -> str:
         panels = [("code (2-D), test split", z)]
     else:
         t0 = time.perf_counter()
-        of_code, of_pixels = probe.side_by_side(lambda: probe.tsne_2d(z, seed),
-                                                lambda: probe.tsne_2d(images, seed))
-        panels = [(f"t-SNE of the {z.shape[1]}-D code", of_code),
-                  ("t-SNE of raw pixels", of_pixels)]
-        log.info("evaluate: t-SNE of %d test points in %.1fs", len(labels),
-                 time.perf_counter() - t0)
-    plots.scatter_panels(panels, labels, posixpath.join(out_uri, LATENT_SCATTER),
-                         F.CLASS_NAMES[params.dataset])
+        of_code, of_pixels = probe.side_by_side(
+            lambda: probe.tsne_2d(z, seed), lambda: probe.tsne_2d(images, seed)
+        )
+        panels = [
+            (f"t-SNE of the {z.shape[1]}-D code", of_code),
+            ("t-SNE of raw pixels", of_pixels),
+        ]
+        log.info(
+            "evaluate: t-SNE of %d test points in %.1fs", len(labels), time.perf_counter() - t0
+        )
+    plots.scatter_panels(
+        panels, labels, posixpath.join(out_uri, LATENT_SCATTER), F.CLASS_NAMES[params.dataset]
+    )
     return LATENT_SCATTER
 
 
-def _score_histogram(candidate: _Candidate, calibration: scoring.Calibration,
-                     test: _TestResults, params: EvaluateParams, out_uri: str) -> str:
+def _score_histogram(
+    candidate: _Candidate,
+    calibration: scoring.Calibration,
+    test: _TestResults,
+    params: EvaluateParams,
+    out_uri: str,
+) -> str:
     """Held-out vs seen test classes (without held-out classes: test vs the validation
     scores the threshold was calibrated on), and the threshold."""
     if params.holdout_labels:
         names = F.CLASS_NAMES[params.dataset]
         held_names = ", ".join(f"{c} {names[c]}" for c in sorted(params.holdout_labels))
-        groups = [("test, seen classes", test.scores[~test.held]),
-                  (f"test, held-out classes ({held_names})", test.scores[test.held])]
+        groups = [
+            ("test, seen classes", test.scores[~test.held]),
+            (f"test, held-out classes ({held_names})", test.scores[test.held]),
+        ]
     else:
         groups = [("validation", calibration.scores), ("test", test.scores)]
     plots.score_histogram(
-        groups, calibration.threshold, posixpath.join(out_uri, SCORE_HISTOGRAM),
+        groups,
+        calibration.threshold,
+        posixpath.join(out_uri, SCORE_HISTOGRAM),
         candidate.score_name,
-        threshold_label=f"threshold (validation quantile {params.threshold_quantile:g})")
+        threshold_label=f"threshold (validation quantile {params.threshold_quantile:g})",
+    )
     return SCORE_HISTOGRAM
 
 
@@ -721,49 +868,89 @@ def _vae_plots(candidate: _Candidate, params: EvaluateParams, out_uri: str) -> l
     code dimensions (vae_tril)."""
     net, k, latent = candidate.net, params.grid_images, int(candidate.net.latent_dim)
     samples = np.asarray(net.sample(k * k, seed=params.seed), np.float32)
-    plots.image_tiles(samples, k, k, posixpath.join(out_uri, PRIOR_SAMPLES),
-                      title=f"{k * k} decodings of z ~ N(0, I)")
+    plots.image_tiles(
+        samples,
+        k,
+        k,
+        posixpath.join(out_uri, PRIOR_SAMPLES),
+        title=f"{k * k} decodings of z ~ N(0, I)",
+    )
     pngs = [PRIOR_SAMPLES]
     if latent == 2:
         # Gaussian quantiles, so the grid covers the prior's mass evenly; top row = high z1.
         q = [statistics.NormalDist().inv_cdf(p) for p in np.linspace(0.005, 0.995, 15)]
         grid = np.array([[x, y] for y in reversed(q) for x in q], np.float32)
-        plots.image_tiles(predict(net.decode, grid), 15, 15,
-                          posixpath.join(out_uri, LATENT_MANIFOLD),
-                          title="decoded 2-D latent manifold (Gaussian quantiles 0.005..0.995)",
-                          xlabel="z[0]", ylabel="z[1]", extent=(q[0], q[-1], q[0], q[-1]))
+        plots.image_tiles(
+            predict(net.decode, grid),
+            15,
+            15,
+            posixpath.join(out_uri, LATENT_MANIFOLD),
+            title="decoded 2-D latent manifold (Gaussian quantiles 0.005..0.995)",
+            xlabel="z[0]",
+            ylabel="z[1]",
+            extent=(q[0], q[-1], q[0], q[-1]),
+        )
         pngs.append(LATENT_MANIFOLD)
     if candidate.info["variant"] == "vae_tril" and latent >= 2:
         steps = np.linspace(-2.5, 2.5, 25)
         grid = np.zeros((25 * 25, latent), np.float32)
         grid[:, :2] = [[x, y] for y in reversed(steps) for x in steps]
-        plots.image_tiles(predict(net.decode, grid), 25, 25, posixpath.join(out_uri, CODE_SWEEP),
-                          title="sweep of code dims 0 and 1 over [-2.5, 2.5] (others 0)",
-                          xlabel="z[0]", ylabel="z[1]", extent=(-2.5, 2.5, -2.5, 2.5))
+        plots.image_tiles(
+            predict(net.decode, grid),
+            25,
+            25,
+            posixpath.join(out_uri, CODE_SWEEP),
+            title="sweep of code dims 0 and 1 over [-2.5, 2.5] (others 0)",
+            xlabel="z[0]",
+            ylabel="z[1]",
+            extent=(-2.5, 2.5, -2.5, 2.5),
+        )
         pngs.append(CODE_SWEEP)
     return pngs
 
 
-def _write_evaluation(evaluation: Artifact, report: _Report, candidate: _Candidate,
-                      params: EvaluateParams, log) -> dict:
+def _write_evaluation(
+    evaluation: Artifact, report: _Report, candidate: _Candidate, params: EvaluateParams, log
+) -> dict:
     """metrics.json and the artifact's properties; returns the metrics, rounded."""
     metrics = M.rounded(report.metrics)
     with gfile.GFile(posixpath.join(evaluation.uri, METRICS_JSON), "w") as f:
-        json.dump({"metrics": metrics, "notes": report.notes, "plots": report.plots,
-                   "model": candidate.info}, f, indent=2, sort_keys=True)
+        json.dump(
+            {
+                "metrics": metrics,
+                "notes": report.notes,
+                "plots": report.plots,
+                "model": candidate.info,
+            },
+            f,
+            indent=2,
+            sort_keys=True,
+        )
     evaluation.properties.update(
-        {"plots": report.plots, "holdout_labels": list(params.holdout_labels),
-         **{k: metrics[k] for k in PROPERTY_METRICS if metrics.get(k) is not None}})
+        {
+            "plots": report.plots,
+            "holdout_labels": list(params.holdout_labels),
+            **{k: metrics[k] for k in PROPERTY_METRICS if metrics.get(k) is not None},
+        }
+    )
     holdout = params.holdout_labels
-    log.info("evaluate: bce %.4f (floor %.4f, excess %.4f), mse %.5f, psnr %.2f dB%s%s%s",
-             metrics["bce"], metrics["bce_floor"], metrics["bce_excess"], metrics["mse"],
-             metrics["psnr"],
-             f", neg_elbo {metrics['neg_elbo']:.1f} nats (kl {metrics['kl']:.2f})"
-             if candidate.variational else "",
-             f", probe {metrics['probe_accuracy']:.3f} vs raw pixels "
-             f"{metrics['probe_accuracy_raw_pixels']:.3f}" if "probe_accuracy" in metrics
-             else "",
-             f", anomaly auroc {metrics['anomaly_auroc']:.3f} (held-out classes "
-             f"{list(holdout)} vs the rest of test)" if metrics.get("anomaly_auroc") is not None
-             else "")
+    log.info(
+        "evaluate: bce %.4f (floor %.4f, excess %.4f), mse %.5f, psnr %.2f dB%s%s%s",
+        metrics["bce"],
+        metrics["bce_floor"],
+        metrics["bce_excess"],
+        metrics["mse"],
+        metrics["psnr"],
+        f", neg_elbo {metrics['neg_elbo']:.1f} nats (kl {metrics['kl']:.2f})"
+        if candidate.variational
+        else "",
+        f", probe {metrics['probe_accuracy']:.3f} vs raw pixels "
+        f"{metrics['probe_accuracy_raw_pixels']:.3f}"
+        if "probe_accuracy" in metrics
+        else "",
+        f", anomaly auroc {metrics['anomaly_auroc']:.3f} (held-out classes "
+        f"{list(holdout)} vs the rest of test)"
+        if metrics.get("anomaly_auroc") is not None
+        else "",
+    )
     return metrics

@@ -24,14 +24,20 @@ from dataclasses import dataclass
 BASELINES = ("latest_blessed", "none")
 
 
-def lineage(dataset: str, variant: str, noise_kind: str, noise_factor: float,
-            holdout_labels: tuple[int, ...]) -> str:
+def lineage(
+    dataset: str,
+    variant: str,
+    noise_kind: str,
+    noise_factor: float,
+    holdout_labels: tuple[int, ...],
+) -> str:
     """Models are compared with, and replace, only blessed models of their own lineage.
     A model trained without some classes (data.holdout_labels) is a lineage of its own,
     "<dataset>/<variant>/<noise>/holdout:<classes>", never mixed with normal models."""
     noise = "clean" if noise_kind == "none" else f"{noise_kind}:{noise_factor:g}"
-    held_out = f"/holdout:{','.join(str(c) for c in sorted(holdout_labels))}" \
-        if holdout_labels else ""
+    held_out = (
+        f"/holdout:{','.join(str(c) for c in sorted(holdout_labels))}" if holdout_labels else ""
+    )
     return f"{dataset}/{variant}/{noise}{held_out}"
 
 
@@ -49,11 +55,16 @@ class Thresholds:
 def decide(metric: str, candidate: dict, baseline: dict | None, t: Thresholds) -> dict:
     """candidate / baseline: metric name -> value (baseline None: first of its lineage)."""
     value = candidate.get(metric)
-    decision = {"metric": metric, "candidate": value,
-                "baseline": None if baseline is None else baseline.get(metric),
-                "thresholds": {"relative_tolerance": t.relative_tolerance,
-                               "max_bce_excess": t.max_bce_excess,
-                               "max_neg_elbo": t.max_neg_elbo}}
+    decision = {
+        "metric": metric,
+        "candidate": value,
+        "baseline": None if baseline is None else baseline.get(metric),
+        "thresholds": {
+            "relative_tolerance": t.relative_tolerance,
+            "max_bce_excess": t.max_bce_excess,
+            "max_neg_elbo": t.max_neg_elbo,
+        },
+    }
 
     def verdict(blessed: bool, reason: str) -> dict:
         return {"blessed": blessed, "reason": reason, **decision}
@@ -68,20 +79,27 @@ def decide(metric: str, candidate: dict, baseline: dict | None, t: Thresholds) -
         if v is None or not math.isfinite(v) or v > ceiling:
             return verdict(False, f"{name} {_fmt(v)} is above the ceiling {_fmt(ceiling)} ({key})")
     if baseline is None:
-        return verdict(True, f"first model of its lineage; {metric} {_fmt(value)} is under the "
-                             "ceilings")
+        return verdict(
+            True, f"first model of its lineage; {metric} {_fmt(value)} is under the ceilings"
+        )
     base = baseline.get(metric)
     if base is None or not math.isfinite(base):
-        return verdict(True, f"the blessed baseline's {metric} is {base}; {metric} "
-                             f"{_fmt(value)} is under the ceilings")
+        return verdict(
+            True,
+            f"the blessed baseline's {metric} is {base}; {metric} "
+            f"{_fmt(value)} is under the ceilings",
+        )
     limit = base + t.relative_tolerance * abs(base)
     change = (value - base) / abs(base) if base else 0.0
-    compared = (f"{metric} {_fmt(value)} vs the blessed baseline's {_fmt(base)} "
-                f"({change:+.2%}; allowed up to {_fmt(limit)}, gate.relative_tolerance "
-                f"{t.relative_tolerance:g})")
+    compared = (
+        f"{metric} {_fmt(value)} vs the blessed baseline's {_fmt(base)} "
+        f"({change:+.2%}; allowed up to {_fmt(limit)}, gate.relative_tolerance "
+        f"{t.relative_tolerance:g})"
+    )
     if value <= limit:
-        return verdict(True, ("better: " if value < base else "no worse within tolerance: ")
-                       + compared)
+        return verdict(
+            True, ("better: " if value < base else "no worse within tolerance: ") + compared
+        )
     return verdict(False, "worse than the blessed baseline: " + compared)
 
 

@@ -48,8 +48,12 @@ def psnr_per_image(target, pred) -> np.ndarray:
 def per_image(target, pred) -> dict[str, np.ndarray]:
     """The per-image numbers `reconstruction` averages (bce, bce_floor, mse, psnr), for
     callers that see the images a batch at a time: concatenate, then `summarize`."""
-    return {"bce": bce_per_image(target, pred), "bce_floor": entropy_per_image(target),
-            "mse": mse_per_image(target, pred), "psnr": psnr_per_image(target, pred)}
+    return {
+        "bce": bce_per_image(target, pred),
+        "bce_floor": entropy_per_image(target),
+        "mse": mse_per_image(target, pred),
+        "psnr": psnr_per_image(target, pred),
+    }
 
 
 def summarize(per: dict[str, np.ndarray], prefix: str = "") -> dict[str, float]:
@@ -79,8 +83,9 @@ def reconstruction(target, pred, prefix: str = "") -> dict[str, float]:
 
 def denoising(target, noisy, pred) -> dict[str, float]:
     """The noisy input's own error against the clean target, and how much the model removed."""
-    return denoising_summary(reconstruction(target, noisy, prefix="noisy_input_"),
-                             reconstruction(target, pred))
+    return denoising_summary(
+        reconstruction(target, noisy, prefix="noisy_input_"), reconstruction(target, pred)
+    )
 
 
 def denoising_summary(noisy_m: dict, model_m: dict) -> dict[str, float]:

@@ -49,12 +49,21 @@ def tile(images, n_rows: int, n_cols: int) -> np.ndarray:
     out = np.zeros((n_rows * 28, n_cols * 28), np.float32)
     for i, img in enumerate(images):
         r, c = divmod(i, n_cols)
-        out[r * 28:(r + 1) * 28, c * 28:(c + 1) * 28] = img
+        out[r * 28 : (r + 1) * 28, c * 28 : (c + 1) * 28] = img
     return out
 
 
-def image_tiles(images, n_rows: int, n_cols: int, path: str, *, title: str = "",
-                xlabel: str = "", ylabel: str = "", extent=None) -> None:
+def image_tiles(
+    images,
+    n_rows: int,
+    n_cols: int,
+    path: str,
+    *,
+    title: str = "",
+    xlabel: str = "",
+    ylabel: str = "",
+    extent=None,
+) -> None:
     """A tiled grid of decoded images (prior samples, latent manifolds, code sweeps)."""
     fig, ax = plt.subplots(figsize=(max(4.0, 0.35 * n_cols), max(4.0, 0.35 * n_rows)))
     ax.imshow(tile(images, n_rows, n_cols), cmap="gray", vmin=0.0, vmax=1.0, extent=extent)
@@ -77,13 +86,19 @@ def loss_curves(history: dict[str, list], path: str, title: str = "") -> None:
         for key, style in ((name, "-o"), (f"val_{name}", "-s")):
             values = history.get(key)
             if values:
-                ax.plot(epochs[:len(values)], values, style, markersize=3,
-                        label="train" if key == name else "validation")
+                ax.plot(
+                    epochs[: len(values)],
+                    values,
+                    style,
+                    markersize=3,
+                    label="train" if key == name else "validation",
+                )
         val = history.get(f"val_{name}")
         if name == "loss" and val:
             best = int(np.nanargmin(np.asarray(val, np.float64)))
-            ax.axvline(epochs[best], color="grey", linestyle=":",
-                       label=f"best (epoch {epochs[best]})")
+            ax.axvline(
+                epochs[best], color="grey", linestyle=":", label=f"best (epoch {epochs[best]})"
+            )
         ax.set_xlabel("epoch")
         # Whole-epoch ticks, also for a run of one or two epochs.
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True, min_n_ticks=1))
@@ -95,8 +110,9 @@ def loss_curves(history: dict[str, list], path: str, title: str = "") -> None:
     _save(fig, path)
 
 
-def scatter_panels(panels: list[tuple[str, np.ndarray]], labels, path: str,
-                   class_names: Sequence[str]) -> None:
+def scatter_panels(
+    panels: list[tuple[str, np.ndarray]], labels, path: str, class_names: Sequence[str]
+) -> None:
     """Side-by-side 2-D scatters coloured by class, e.g. the code and t-SNE of raw pixels,
     with a legend naming each class present (class_names[label])."""
     labels = np.asarray(labels)
@@ -106,17 +122,34 @@ def scatter_panels(panels: list[tuple[str, np.ndarray]], labels, path: str,
     for ax, (title, points) in zip(axes[0], panels):
         for c in present:
             at = labels == c
-            ax.scatter(points[at, 0], points[at, 1], color=colors(int(c)), s=4, alpha=0.8,
-                       label=class_names[int(c)])
+            ax.scatter(
+                points[at, 0],
+                points[at, 1],
+                color=colors(int(c)),
+                s=4,
+                alpha=0.8,
+                label=class_names[int(c)],
+            )
         ax.set_title(title, fontsize=10)
     # One legend, beside the last panel: every panel colours the same classes the same way.
-    axes[0, -1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), title="class",
-                       markerscale=3, frameon=False, fontsize=9)
+    axes[0, -1].legend(
+        loc="center left",
+        bbox_to_anchor=(1.02, 0.5),
+        title="class",
+        markerscale=3,
+        frameon=False,
+        fontsize=9,
+    )
     _save(fig, path)
 
 
-def score_histogram(groups: list[tuple[str, np.ndarray]], threshold: float, path: str,
-                    score_name: str, threshold_label: str = "threshold") -> None:
+def score_histogram(
+    groups: list[tuple[str, np.ndarray]],
+    threshold: float,
+    path: str,
+    score_name: str,
+    threshold_label: str = "threshold",
+) -> None:
     """Anomaly scores as overlaid histograms on shared bins, one per (label, scores) group
     (e.g. held-out vs seen classes), each normalized to its own area so groups of very
     different sizes compare, with the threshold as a vertical line."""
@@ -126,10 +159,19 @@ def score_histogram(groups: list[tuple[str, np.ndarray]], threshold: float, path
     colors = plt.get_cmap("tab10")
     fig, ax = plt.subplots(figsize=(7.5, 4.0))
     for i, (label, scores) in enumerate(groups):
-        ax.hist(scores, bins=bins, density=True, histtype="stepfilled", alpha=0.35,
-                color=colors(i), edgecolor=colors(i), label=f"{label} (n={len(scores)})")
-    ax.axvline(threshold, color="black", linestyle="--",
-               label=f"{threshold_label} = {threshold:.4g}")
+        ax.hist(
+            scores,
+            bins=bins,
+            density=True,
+            histtype="stepfilled",
+            alpha=0.35,
+            color=colors(i),
+            edgecolor=colors(i),
+            label=f"{label} (n={len(scores)})",
+        )
+    ax.axvline(
+        threshold, color="black", linestyle="--", label=f"{threshold_label} = {threshold:.4g}"
+    )
     ax.set_xlabel(f"anomaly score ({score_name}; higher = more unusual)")
     ax.set_ylabel("density")
     ax.legend(fontsize=8)

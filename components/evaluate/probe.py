@@ -49,8 +49,7 @@ def fit(train_x, train_y, seed: int = 0):
     from sklearn.preprocessing import StandardScaler
 
     train_x = np.asarray(train_x, np.float64).reshape(len(train_x), -1)
-    clf = make_pipeline(StandardScaler(),
-                        LogisticRegression(max_iter=MAX_ITER, random_state=seed))
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=MAX_ITER, random_state=seed))
     with warnings.catch_warnings(), threadpool_limits(SKLEARN_THREADS):
         warnings.simplefilter("ignore", ConvergenceWarning)
         return clf.fit(train_x, train_y)
@@ -68,8 +67,14 @@ def tsne_2d(features, seed: int = 0) -> np.ndarray:
             x = PCA(n_components=50, random_state=seed).fit_transform(x)
     perplexity = float(min(30.0, max(2.0, (len(x) - 1) / 3.0)))
     with threadpool_limits(SKLEARN_THREADS):
-        return TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto",
-                    max_iter=500, random_state=seed).fit_transform(x)
+        return TSNE(
+            n_components=2,
+            perplexity=perplexity,
+            init="pca",
+            learning_rate="auto",
+            max_iter=500,
+            random_state=seed,
+        ).fit_transform(x)
 
 
 def subsample(n: int, k: int, seed: int) -> np.ndarray:

@@ -21,19 +21,24 @@ EMBEDDINGS_KEY = "embeddings"
 class ExportParams(Params):
     batch_size: int = 512  # examples per embedding inference call
     threshold_quantile: float = key(
-        "export.threshold_quantile", 0.99,
-        "anomaly threshold: this quantile of the validation split's scores")
+        "export.threshold_quantile",
+        0.99,
+        "anomaly threshold: this quantile of the validation split's scores",
+    )
     holdout_labels: tuple[int, ...] = key("data.holdout_labels")  # left out of the calibration
 
     def check(self) -> None:
-        require(0.5 <= self.threshold_quantile < 1.0, "export.threshold_quantile",
-                "a quantile in [0.5, 1)", self.threshold_quantile)
+        require(
+            0.5 <= self.threshold_quantile < 1.0,
+            "export.threshold_quantile",
+            "a quantile in [0.5, 1)",
+            self.threshold_quantile,
+        )
 
 
 EXPORT = Component(
     name="export",
-    inputs={MODEL_KEY: Input(artifacts.MODEL),
-            EXAMPLES_KEY: Input(artifacts.EXAMPLES)},
+    inputs={MODEL_KEY: Input(artifacts.MODEL), EXAMPLES_KEY: Input(artifacts.EXAMPLES)},
     outputs={SAVED_MODEL_KEY: artifacts.SAVED_MODEL, EMBEDDINGS_KEY: artifacts.EMBEDDINGS},
     params=ExportParams,
     executor_module="components.export.executor",

@@ -75,18 +75,22 @@ SCORES_SUBDIR = "scores"
 SCORED_SPLIT = "test"  # the split scored (else the last one)
 PROJECTED_SPLIT = "test"  # the split of the projector files (else the last one)
 SCORES_TAG = "scores"
-SCHEMA = pa.schema([
-    ("id", pa.string()),
-    ("split", pa.string()),
-    ("label", pa.int64()),
-    ("embedding", pa.list_(pa.float32())),
-])
-SCORES_SCHEMA = pa.schema([
-    ("id", pa.string()),
-    ("label", pa.int64()),
-    ("score", pa.float32()),
-    ("is_anomaly", pa.bool_()),
-])
+SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("split", pa.string()),
+        ("label", pa.int64()),
+        ("embedding", pa.list_(pa.float32())),
+    ]
+)
+SCORES_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("label", pa.int64()),
+        ("score", pa.float32()),
+        ("is_anomaly", pa.bool_()),
+    ]
+)
 # Largest allowed saved_model.max_diff(SavedModel, in-memory model) on the round-trip check.
 ROUNDTRIP_ATOL = 1e-5
 # Test images (of the round-trip check's batch of 64) the TFLite parity check runs on.
@@ -100,16 +104,24 @@ def tables(split: str, ids, labels, out: dict) -> tuple[pa.Table, pa.Table | Non
     n, dim = code.shape
     embedding = pa.ListArray.from_arrays(
         pa.array(np.arange(0, (n + 1) * dim, dim, dtype=np.int32)),
-        pa.array(code.reshape(-1), pa.float32()))
+        pa.array(code.reshape(-1), pa.float32()),
+    )
     ids = pa.array(list(ids), pa.string())
     labels = pa.array(np.asarray(labels), pa.int64())
-    rows = pa.Table.from_arrays([ids, pa.array([split] * n, pa.string()), labels, embedding],
-                                schema=SCHEMA)
+    rows = pa.Table.from_arrays(
+        [ids, pa.array([split] * n, pa.string()), labels, embedding], schema=SCHEMA
+    )
     if "score" not in out:
         return rows, None
     return rows, pa.Table.from_arrays(
-        [ids, labels, pa.array(np.asarray(out["score"]), pa.float32()),
-         pa.array(np.asarray(out["is_anomaly"]), pa.bool_())], schema=SCORES_SCHEMA)
+        [
+            ids,
+            labels,
+            pa.array(np.asarray(out["score"]), pa.float32()),
+            pa.array(np.asarray(out["is_anomaly"]), pa.bool_()),
+        ],
+        schema=SCORES_SCHEMA,
+    )
 
 
 def _signature(loaded, score: bool):
@@ -134,8 +146,9 @@ class EncodeBatches(beam.DoFn):
         parsed = tf.io.parse_example(tf.constant(batch), self._spec)
         images = tf.reshape(parsed[F.IMAGE], [-1, F.HEIGHT, F.WIDTH, 1])
         out = {k: v.numpy() for k, v in self._fn(images=images).items()}
-        rows, scored = tables(self.split, [s.decode() for s in parsed[F.ID].numpy()],
-                              parsed[F.LABEL].numpy(), out)
+        rows, scored = tables(
+            self.split, [s.decode() for s in parsed[F.ID].numpy()], parsed[F.LABEL].numpy(), out
+        )
         self.examples.inc(rows.num_rows)
         yield rows
         if scored is not None:
@@ -175,11 +188,14 @@ class Layout:
     @classmethod
     def of(cls, embeddings_uri: str, splits: list[str]) -> Layout:
         """The Embeddings artifact's layout (the module docstring's "Outputs")."""
-        return cls(splits, posixpath.join(embeddings_uri, PARQUET_SUBDIR),
-                   posixpath.join(embeddings_uri, SCORES_SUBDIR),
-                   posixpath.join(embeddings_uri, PROJECTOR_SUBDIR),
-                   scored_split=SCORED_SPLIT if SCORED_SPLIT in splits else splits[-1],
-                   projector_split=PROJECTED_SPLIT if PROJECTED_SPLIT in splits else splits[-1])
+        return cls(
+            splits,
+            posixpath.join(embeddings_uri, PARQUET_SUBDIR),
+            posixpath.join(embeddings_uri, SCORES_SUBDIR),
+            posixpath.join(embeddings_uri, PROJECTOR_SUBDIR),
+            scored_split=SCORED_SPLIT if SCORED_SPLIT in splits else splits[-1],
+            projector_split=PROJECTED_SPLIT if PROJECTED_SPLIT in splits else splits[-1],
+        )
 
 
 @dataclass(frozen=True)
@@ -192,8 +208,13 @@ class Written:
     projected: int
 
 
-def embed_with_beam(examples: Artifact, layout: Layout, saved_model_dir: str, batch_size: int,
-                    beam_args: Sequence[str]) -> None:
+def embed_with_beam(
+    examples: Artifact,
+    layout: Layout,
+    saved_model_dir: str,
+    batch_size: int,
+    beam_args: Sequence[str],
+) -> None:
     """Embeddings of every split to the layout's parquet_dir; scores of its scored_split to
     its scores_dir."""
     with beam_jobs.pipeline(beam_args) as p:
@@ -204,23 +225,36 @@ def embed_with_beam(examples: Artifact, layout: Layout, saved_model_dir: str, ba
             score = split == layout.scored_split
             encoded = (
                 p
-                | f"Read[{split}]" >> beam.io.ReadFromTFRecord(
-                    pattern, compression_type=beam.io.filesystem.CompressionTypes.GZIP)
-                | f"Batch[{split}]" >> beam.BatchElements(min_batch_size=batch_size,
-                                                          max_batch_size=batch_size)
-                | f"Encode[{split}]" >> beam.ParDo(
-                    EncodeBatches(saved_model_dir, split, score)).with_outputs(
-                        SCORES_TAG, main="embeddings"))
+                | f"Read[{split}]"
+                >> beam.io.ReadFromTFRecord(
+                    pattern, compression_type=beam.io.filesystem.CompressionTypes.GZIP
+                )
+                | f"Batch[{split}]"
+                >> beam.BatchElements(min_batch_size=batch_size, max_batch_size=batch_size)
+                | f"Encode[{split}]"
+                >> beam.ParDo(EncodeBatches(saved_model_dir, split, score)).with_outputs(
+                    SCORES_TAG, main="embeddings"
+                )
+            )
             embedded.append(encoded.embeddings)
             if score:
                 _ = encoded[SCORES_TAG] | "WriteScores" >> beam.io.WriteToParquetBatched(
-                    posixpath.join(layout.scores_dir, "scores"), schema=SCORES_SCHEMA,
-                    codec="snappy", file_name_suffix=".parquet")
-        _ = (embedded
-             | "Flatten" >> beam.Flatten()
-             | "WriteParquet" >> beam.io.WriteToParquetBatched(
-                 posixpath.join(layout.parquet_dir, "embeddings"), schema=SCHEMA, codec="snappy",
-                 file_name_suffix=".parquet"))
+                    posixpath.join(layout.scores_dir, "scores"),
+                    schema=SCORES_SCHEMA,
+                    codec="snappy",
+                    file_name_suffix=".parquet",
+                )
+        _ = (
+            embedded
+            | "Flatten" >> beam.Flatten()
+            | "WriteParquet"
+            >> beam.io.WriteToParquetBatched(
+                posixpath.join(layout.parquet_dir, "embeddings"),
+                schema=SCHEMA,
+                codec="snappy",
+                file_name_suffix=".parquet",
+            )
+        )
 
 
 def embed_in_process(examples: Artifact, layout: Layout, loaded, batch_size: int) -> Written:
@@ -233,14 +267,17 @@ def embed_in_process(examples: Artifact, layout: Layout, loaded, batch_size: int
     counts, dims = {}, set()
     emb_path = posixpath.join(layout.parquet_dir, "embeddings-00000-of-00001.parquet")
     scores_path = posixpath.join(layout.scores_dir, "scores-00000-of-00001.parquet")
-    with _ParquetOut(emb_path, SCHEMA) as emb_out, \
-            _ParquetOut(scores_path, SCORES_SCHEMA) as scores_out, \
-            _Projector(layout.projector_dir, layout.projector_split) as projector:
+    with (
+        _ParquetOut(emb_path, SCHEMA) as emb_out,
+        _ParquetOut(scores_path, SCORES_SCHEMA) as scores_out,
+        _Projector(layout.projector_dir, layout.projector_split) as projector,
+    ):
         for split in layout.splits:
             fn = _signature(loaded, split == layout.scored_split)
             counts[split] = 0
-            for batch in examples_io.iter_split(examples, split, batch_size=batch_size,
-                                                file_order=True):
+            for batch in examples_io.iter_split(
+                examples, split, batch_size=batch_size, file_order=True
+            ):
                 out = {k: v.numpy() for k, v in fn(images=tf.constant(batch[F.IMAGE])).items()}
                 rows, scored = tables(split, batch[F.ID], batch[F.LABEL], out)
                 emb_out.write(rows)
@@ -264,8 +301,9 @@ class _ParquetOut:
     def write(self, table: pa.Table) -> None:
         if self._writer is None:
             self._file = _GFile(self.path, "wb")
-            self._writer = pq.ParquetWriter(pa.PythonFile(self._file, mode="w"), self.schema,
-                                            compression="snappy")
+            self._writer = pq.ParquetWriter(
+                pa.PythonFile(self._file, mode="w"), self.schema, compression="snappy"
+            )
         self._writer.write_table(table)
 
     def __enter__(self):
@@ -313,8 +351,12 @@ class _Projector:
             # More than one column, so a header line (TensorBoard's metadata format).
             self._metadata.write("label\tid\n")
         buf = io.StringIO()
-        np.savetxt(buf, np.asarray(vectors, np.float32).reshape(len(vectors), -1), fmt="%.6g",
-                   delimiter="\t")
+        np.savetxt(
+            buf,
+            np.asarray(vectors, np.float32).reshape(len(vectors), -1),
+            fmt="%.6g",
+            delimiter="\t",
+        )
         self._vectors.write(buf.getvalue())
         self._metadata.write("".join(f"{label}\t{id_}\n" for label, id_ in zip(labels, ids)))
         self.rows += len(labels)
@@ -328,11 +370,13 @@ class _Projector:
         self._vectors.close()
         self._metadata.close()
         with gfile.GFile(posixpath.join(self.dir, "projector_config.pbtxt"), "w") as f:
-            f.write('embeddings {\n'
-                    f'  tensor_name: "{self.split}_embeddings"\n'
-                    '  tensor_path: "vectors.tsv"\n'
-                    '  metadata_path: "metadata.tsv"\n'
-                    '}\n')
+            f.write(
+                "embeddings {\n"
+                f'  tensor_name: "{self.split}_embeddings"\n'
+                '  tensor_path: "vectors.tsv"\n'
+                '  metadata_path: "metadata.tsv"\n'
+                "}\n"
+            )
 
 
 def parquet_files(parquet_dir: str) -> list[str]:
@@ -349,7 +393,8 @@ def iter_parquet(parquet_dir: str, columns=None, batch_rows: int = 8192):
         f = _GFile(path, "rb")
         try:
             yield from pq.ParquetFile(pa.PythonFile(f, mode="r")).iter_batches(
-                batch_size=batch_rows, columns=columns)
+                batch_size=batch_rows, columns=columns
+            )
         finally:
             f.close()
 
@@ -370,8 +415,9 @@ def summarize_beam_output(layout: Layout) -> Written:
     for batch in iter_parquet(layout.parquet_dir):
         table = pa.Table.from_batches([batch])
         per_split = pc.value_counts(table["split"])
-        for split, n in zip(per_split.field("values").to_pylist(),
-                            per_split.field("counts").to_pylist()):
+        for split, n in zip(
+            per_split.field("values").to_pylist(), per_split.field("counts").to_pylist()
+        ):
             counts[split] = counts.get(split, 0) + n
         dims.update(pc.unique(pc.list_value_length(table["embedding"])).to_pylist())
         picked.append(table.filter(pc.equal(table["split"], projector_split)))
@@ -379,23 +425,33 @@ def summarize_beam_output(layout: Layout) -> Written:
     projected = 0
     if rows is not None and rows.num_rows:
         with _Projector(layout.projector_dir, projector_split) as projector:
-            projector.write(np.asarray(rows["embedding"].combine_chunks().flatten(),
-                                       np.float32).reshape(rows.num_rows, -1),
-                            rows["label"].to_pylist(), rows["id"].to_pylist())
+            projector.write(
+                np.asarray(rows["embedding"].combine_chunks().flatten(), np.float32).reshape(
+                    rows.num_rows, -1
+                ),
+                rows["label"].to_pylist(),
+                rows["id"].to_pylist(),
+            )
         projected = projector.rows
     return Written(counts, dims, projected)
 
 
-def run(params: ExportParams, ctx: ExecutionContext, *, model: Artifact, examples: Artifact,
-        saved_model: Artifact, embeddings: Artifact) -> dict:
+def run(
+    params: ExportParams,
+    ctx: ExecutionContext,
+    *,
+    model: Artifact,
+    examples: Artifact,
+    saved_model: Artifact,
+    embeddings: Artifact,
+) -> dict:
     log = ctx.log
     info = model_io.read_model_json(model)
     net = model_io.load_model(model)
     layout = Layout.of(embeddings.uri, _splits(examples))
     t0 = time.perf_counter()
     calibration = _calibrate(net, examples, layout.splits, params, log)
-    served = _write_saved_model(net, saved_model, calibration.threshold, examples, log,
-                                started=t0)
+    served = _write_saved_model(net, saved_model, calibration.threshold, examples, log, started=t0)
     lite = _write_tflite(net, calibration.threshold, saved_model, served, log)
     _record_saved_model(saved_model, info, calibration, params, served, lite)
     embedded = _embed_and_score(examples, layout, served, params.batch_size, ctx)
@@ -431,34 +487,50 @@ class _Embedded:
         return sum(self.counts.values())
 
 
-def _calibrate(net, examples: Artifact, splits: list[str], params: ExportParams,
-               log) -> scoring.Calibration:
+def _calibrate(
+    net, examples: Artifact, splits: list[str], params: ExportParams, log
+) -> scoring.Calibration:
     """The anomaly threshold (scoring.calibrate_on_validation), before anything is written."""
     if "validation" not in splits:
-        raise StageError(f"no validation split in the examples at {examples.uri} to calibrate "
-                         "the anomaly threshold on")
+        raise StageError(
+            f"no validation split in the examples at {examples.uri} to calibrate "
+            "the anomaly threshold on"
+        )
     calibration = scoring.calibrate_on_validation(
-        scoring.forward(net), examples, params.threshold_quantile, params.holdout_labels)
-    log.info("export: anomaly threshold %.6g = the %g quantile of %d validation %s scores%s",
-             calibration.threshold, params.threshold_quantile, calibration.examples,
-             scoring.score_name(net),
-             f" (classes {list(params.holdout_labels)} left out: {calibration.left_out} "
-             "examples)" if params.holdout_labels else "")
+        scoring.forward(net), examples, params.threshold_quantile, params.holdout_labels
+    )
+    log.info(
+        "export: anomaly threshold %.6g = the %g quantile of %d validation %s scores%s",
+        calibration.threshold,
+        params.threshold_quantile,
+        calibration.examples,
+        scoring.score_name(net),
+        f" (classes {list(params.holdout_labels)} left out: {calibration.left_out} examples)"
+        if params.holdout_labels
+        else "",
+    )
     return calibration
 
 
-def _write_saved_model(net, saved_model: Artifact, threshold: float, examples: Artifact, log,
-                       *, started: float) -> _Served:
+def _write_saved_model(
+    net, saved_model: Artifact, threshold: float, examples: Artifact, log, *, started: float
+) -> _Served:
     """The SavedModel with the threshold baked in, loaded back once and checked against the
     model (saved_model.max_diff)."""
     sm_dir = posixpath.join(saved_model.uri, SAVED_MODEL_SUBDIR)
     signatures.export(net, sm_dir, threshold)
     loaded = tf.saved_model.load(sm_dir)
     diff, images, outputs = _roundtrip_check(net, sm_dir, loaded, examples)
-    log.info("export: SavedModel (%s) written to %s in %.1fs; reload max diff %.2g",
-             ", ".join(signatures.SIGNATURES), sm_dir, time.perf_counter() - started, diff)
-    return _Served(sm_dir, loaded, int(net.latent_dim), scoring.score_name(net), diff, images,
-                   outputs)
+    log.info(
+        "export: SavedModel (%s) written to %s in %.1fs; reload max diff %.2g",
+        ", ".join(signatures.SIGNATURES),
+        sm_dir,
+        time.perf_counter() - started,
+        diff,
+    )
+    return _Served(
+        sm_dir, loaded, int(net.latent_dim), scoring.score_name(net), diff, images, outputs
+    )
 
 
 def _roundtrip_check(net, saved_model_dir: str, loaded, examples: Artifact):
@@ -468,12 +540,16 @@ def _roundtrip_check(net, saved_model_dir: str, loaded, examples: Artifact):
     split = "test" if "test" in _splits(examples) else _splits(examples)[0]
     x = next(iter(examples_io.dataset(examples, split, 64, cache=False)))[0]
     exported = {k: v.numpy() for k, v in loaded.signatures["images_float32"](images=x).items()}
-    diff = max(signatures.max_diff(exported["reconstruction"], net.reconstruct(x)),
-               signatures.max_diff(exported["code"], net.encode(x)),
-               signatures.max_diff(exported["score"], scoring.score(net, x)))
+    diff = max(
+        signatures.max_diff(exported["reconstruction"], net.reconstruct(x)),
+        signatures.max_diff(exported["code"], net.encode(x)),
+        signatures.max_diff(exported["score"], scoring.score(net, x)),
+    )
     if not diff <= ROUNDTRIP_ATOL:
-        raise StageError(f"the SavedModel at {saved_model_dir} does not reproduce the model: "
-                         f"max difference {diff:g} > {ROUNDTRIP_ATOL:g} (saved_model.max_diff)")
+        raise StageError(
+            f"the SavedModel at {saved_model_dir} does not reproduce the model: "
+            f"max difference {diff:g} > {ROUNDTRIP_ATOL:g} (saved_model.max_diff)"
+        )
     return diff, x.numpy(), exported
 
 
@@ -481,47 +557,77 @@ def _write_tflite(net, threshold: float, saved_model: Artifact, served: _Served,
     """The TFLite models (tflite.export), checked on CHECK_IMAGES of the round trip's images
     against the SavedModel's outputs on them."""
     t0 = time.perf_counter()
-    lite = tflite.export(net, threshold, posixpath.join(saved_model.uri, tflite.TFLITE_SUBDIR),
-                         served.images[:CHECK_IMAGES],
-                         {k: v[:CHECK_IMAGES] for k, v in served.outputs.items()})
-    log.info("export: TFLite %s in %.1fs; outputs %s; max diff vs SavedModel %s%s",
-             ", ".join(f"{v} {n:,} bytes" for v, n in lite["bytes"].items()) or "not written",
-             time.perf_counter() - t0, ", ".join(lite["outputs"]) or "none",
-             ", ".join(f"{v} {d:.2g}" for v, d in lite["max_diff"].items()) or "-",
-             "".join(f"; not converted: {what}: {why}"
-                     for what, why in lite["not_converted"].items()))
+    lite = tflite.export(
+        net,
+        threshold,
+        posixpath.join(saved_model.uri, tflite.TFLITE_SUBDIR),
+        served.images[:CHECK_IMAGES],
+        {k: v[:CHECK_IMAGES] for k, v in served.outputs.items()},
+    )
+    log.info(
+        "export: TFLite %s in %.1fs; outputs %s; max diff vs SavedModel %s%s",
+        ", ".join(f"{v} {n:,} bytes" for v, n in lite["bytes"].items()) or "not written",
+        time.perf_counter() - t0,
+        ", ".join(lite["outputs"]) or "none",
+        ", ".join(f"{v} {d:.2g}" for v, d in lite["max_diff"].items()) or "-",
+        "".join(f"; not converted: {what}: {why}" for what, why in lite["not_converted"].items()),
+    )
     return lite
 
 
-def _record_saved_model(saved_model: Artifact, info: dict, calibration: scoring.Calibration,
-                        params: ExportParams, served: _Served, lite: dict) -> None:
-    saved_model.properties.update({
-        "path": SAVED_MODEL_SUBDIR, "signatures": list(signatures.SIGNATURES),
-        "latent_dim": served.latent_dim, "variant": info["variant"],
-        "serving_input": (f"serialized tf.Example as ingest writes it: feature {F.IMAGE!r} "
-                          f"int64[{F.PIXELS}], raw pixels 0..255 ({F.ID!r}, {F.LABEL!r} "
-                          "ignored)"),
-        "threshold": calibration.threshold, "threshold_quantile": params.threshold_quantile,
-        "score_name": served.score_name, "threshold_examples": calibration.examples,
-        "threshold_holdout_labels": list(params.holdout_labels),
-        "tflite_dir": tflite.TFLITE_SUBDIR, "tflite_files": lite["files"],
-        "tflite_bytes": lite["bytes"], "tflite_max_diff": lite["max_diff"],
-        "tflite_outputs": lite["outputs"], "tflite_input": lite["input"],
-        "tflite_signature": lite["signature"], "tflite_not_converted": lite["not_converted"]})
+def _record_saved_model(
+    saved_model: Artifact,
+    info: dict,
+    calibration: scoring.Calibration,
+    params: ExportParams,
+    served: _Served,
+    lite: dict,
+) -> None:
+    saved_model.properties.update(
+        {
+            "path": SAVED_MODEL_SUBDIR,
+            "signatures": list(signatures.SIGNATURES),
+            "latent_dim": served.latent_dim,
+            "variant": info["variant"],
+            "serving_input": (
+                f"serialized tf.Example as ingest writes it: feature {F.IMAGE!r} "
+                f"int64[{F.PIXELS}], raw pixels 0..255 ({F.ID!r}, {F.LABEL!r} "
+                "ignored)"
+            ),
+            "threshold": calibration.threshold,
+            "threshold_quantile": params.threshold_quantile,
+            "score_name": served.score_name,
+            "threshold_examples": calibration.examples,
+            "threshold_holdout_labels": list(params.holdout_labels),
+            "tflite_dir": tflite.TFLITE_SUBDIR,
+            "tflite_files": lite["files"],
+            "tflite_bytes": lite["bytes"],
+            "tflite_max_diff": lite["max_diff"],
+            "tflite_outputs": lite["outputs"],
+            "tflite_input": lite["input"],
+            "tflite_signature": lite["signature"],
+            "tflite_not_converted": lite["not_converted"],
+        }
+    )
 
 
-def _embed_and_score(examples: Artifact, layout: Layout, served: _Served, batch_size: int,
-                     ctx: ExecutionContext) -> _Embedded:
+def _embed_and_score(
+    examples: Artifact, layout: Layout, served: _Served, batch_size: int, ctx: ExecutionContext
+) -> _Embedded:
     """Every split's embeddings and the scored split's scores, in-process or with Beam (the
     module docstring), then checked against the examples' counts."""
     t0 = time.perf_counter()
     gfile.makedirs(layout.parquet_dir)
     gfile.makedirs(layout.scores_dir)
     in_process = local_in_memory(ctx.beam_args)
-    ctx.log.info("export: embedding splits %s and scoring %s %s", ", ".join(layout.splits),
-                 layout.scored_split,
-                 "in-process (Beam's local in-memory runner would run it here too)"
-                 if in_process else f"with Beam ({' '.join(ctx.beam_args)})")
+    ctx.log.info(
+        "export: embedding splits %s and scoring %s %s",
+        ", ".join(layout.splits),
+        layout.scored_split,
+        "in-process (Beam's local in-memory runner would run it here too)"
+        if in_process
+        else f"with Beam ({' '.join(ctx.beam_args)})",
+    )
     if in_process:
         written = embed_in_process(examples, layout, served.loaded, batch_size)
     else:
@@ -529,25 +635,39 @@ def _embed_and_score(examples: Artifact, layout: Layout, served: _Served, batch_
         written = summarize_beam_output(layout)
     counts = _checked_counts(written, examples, layout, served.latent_dim)
     embedded = _Embedded(counts, written.projected, *_count_scores(layout, counts))
-    ctx.log.info("export: %d embeddings (%s) of dim %d, %d %s scores (%d above the threshold) "
-                 "in %.1fs; projector: %d %s rows", embedded.total,
-                 ", ".join(f"{s} {n}" for s, n in counts.items()), served.latent_dim,
-                 embedded.scored, layout.scored_split, embedded.flagged,
-                 time.perf_counter() - t0, embedded.projected, layout.projector_split)
+    ctx.log.info(
+        "export: %d embeddings (%s) of dim %d, %d %s scores (%d above the threshold) "
+        "in %.1fs; projector: %d %s rows",
+        embedded.total,
+        ", ".join(f"{s} {n}" for s, n in counts.items()),
+        served.latent_dim,
+        embedded.scored,
+        layout.scored_split,
+        embedded.flagged,
+        time.perf_counter() - t0,
+        embedded.projected,
+        layout.projector_split,
+    )
     return embedded
 
 
-def _checked_counts(written: Written, examples: Artifact, layout: Layout,
-                    latent_dim: int) -> dict[str, int]:
+def _checked_counts(
+    written: Written, examples: Artifact, layout: Layout, latent_dim: int
+) -> dict[str, int]:
     """Rows per split, refused unless they match the examples' counts and every embedding
     has latent_dim values."""
     counts = {s: written.counts.get(s, 0) for s in layout.splits}
     expected = examples.properties.get("counts") or {}
-    wrong = {s: (counts[s], expected[s]) for s in layout.splits
-             if s in expected and counts[s] != int(expected[s])}
+    wrong = {
+        s: (counts[s], expected[s])
+        for s in layout.splits
+        if s in expected and counts[s] != int(expected[s])
+    }
     if wrong:
-        raise StageError(f"embedding count mismatch (written, examples) per split: {wrong} "
-                         f"in {layout.parquet_dir}")
+        raise StageError(
+            f"embedding count mismatch (written, examples) per split: {wrong} "
+            f"in {layout.parquet_dir}"
+        )
     if written.dims != {latent_dim}:
         raise StageError(f"embedding lengths {sorted(written.dims)} != latent_dim {latent_dim}")
     return counts
@@ -560,23 +680,46 @@ def _count_scores(layout: Layout, counts: dict[str, int]) -> tuple[int, int]:
         scored += batch.num_rows
         flagged += int(pc.sum(batch.column(0).cast(pa.int64())).as_py() or 0)
     if scored != counts[layout.scored_split]:
-        raise StageError(f"{scored} scores in {layout.scores_dir} for the "
-                         f"{counts[layout.scored_split]} {layout.scored_split} examples")
+        raise StageError(
+            f"{scored} scores in {layout.scores_dir} for the "
+            f"{counts[layout.scored_split]} {layout.scored_split} examples"
+        )
     return scored, flagged
 
 
-def _record_embeddings(embeddings: Artifact, layout: Layout, embedded: _Embedded,
-                       served: _Served, calibration: scoring.Calibration) -> None:
-    embeddings.properties.update({
-        "parquet_dir": PARQUET_SUBDIR, "projector_dir": PROJECTOR_SUBDIR,
-        "projector_split": layout.projector_split, "counts": embedded.counts,
-        "latent_dim": served.latent_dim, "columns": SCHEMA.names, "scores_dir": SCORES_SUBDIR,
-        "scores_split": layout.scored_split, "scores_columns": SCORES_SCHEMA.names,
-        "score_name": served.score_name, "threshold": calibration.threshold})
+def _record_embeddings(
+    embeddings: Artifact,
+    layout: Layout,
+    embedded: _Embedded,
+    served: _Served,
+    calibration: scoring.Calibration,
+) -> None:
+    embeddings.properties.update(
+        {
+            "parquet_dir": PARQUET_SUBDIR,
+            "projector_dir": PROJECTOR_SUBDIR,
+            "projector_split": layout.projector_split,
+            "counts": embedded.counts,
+            "latent_dim": served.latent_dim,
+            "columns": SCHEMA.names,
+            "scores_dir": SCORES_SUBDIR,
+            "scores_split": layout.scored_split,
+            "scores_columns": SCORES_SCHEMA.names,
+            "score_name": served.score_name,
+            "threshold": calibration.threshold,
+        }
+    )
 
 
-def _metrics(params: ExportParams, calibration: scoring.Calibration, served: _Served, lite: dict,
-             embedded: _Embedded, *, started: float) -> dict:
+def _metrics(
+    params: ExportParams,
+    calibration: scoring.Calibration,
+    served: _Served,
+    lite: dict,
+    embedded: _Embedded,
+    *,
+    started: float,
+) -> dict:
     return {
         "embedding_counts": embedded.counts,
         "embeddings": embedded.total,  # all splits together

@@ -134,8 +134,10 @@ def float_outputs(model, threshold: float, with_score: bool = True):
     def compute(images):
         code = model.encode(images)
         reconstruction = model.decode(code)
-        out = {"reconstruction": tf.cast(reconstruction, tf.float32),
-               "code": tf.cast(code, tf.float32)}
+        out = {
+            "reconstruction": tf.cast(reconstruction, tf.float32),
+            "code": tf.cast(code, tf.float32),
+        }
         if with_score:  # from the reconstruction just computed: the decoder runs once
             out.update(scores(images, reconstruction))
         return out
@@ -145,10 +147,12 @@ def float_outputs(model, threshold: float, with_score: bool = True):
 
 # --- The contract, checked in the graph -------------------------------------------------
 
+
 def _shape_text(shape):
     """An int32 shape vector -> the string "[1,14,56]" (a graph op)."""
-    return tf.strings.join(["[", tf.strings.reduce_join(tf.strings.as_string(shape),
-                                                        separator=","), "]"])
+    return tf.strings.join(
+        ["[", tf.strings.reduce_join(tf.strings.as_string(shape), separator=","), "]"]
+    )
 
 
 def _number_text(x):
@@ -172,8 +176,14 @@ def check_shape(signature: str, name: str, expected):
         for i, d in enumerate(expected):
             if d is not None:
                 ok = tf.logical_and(ok, tf.equal(dims[i], d))
-        return tf.debugging.Assert(ok, [tf.strings.join(
-            [f"{signature}: input {name} must have shape {shown}, got ", _shape_text(shape)])])
+        return tf.debugging.Assert(
+            ok,
+            [
+                tf.strings.join(
+                    [f"{signature}: input {name} must have shape {shown}, got ", _shape_text(shape)]
+                )
+            ],
+        )
 
     return check
 
@@ -182,16 +192,27 @@ def check_not_nan(signature: str, name: str):
     def check(x):
         return tf.debugging.Assert(
             tf.logical_not(tf.reduce_any(tf.math.is_nan(x))),
-            [tf.constant(f"{signature}: input {name}: values must not be NaN")])
+            [tf.constant(f"{signature}: input {name}: values must not be NaN")],
+        )
 
     return check
 
 
 def check_finite(signature: str, name: str):
     def check(x):
-        return tf.debugging.Assert(tf.reduce_all(tf.math.is_finite(x)), [tf.strings.join(
-            [f"{signature}: input {name}: values must be finite, got min ",
-             _number_text(tf.reduce_min(x)), ", max ", _number_text(tf.reduce_max(x))])])
+        return tf.debugging.Assert(
+            tf.reduce_all(tf.math.is_finite(x)),
+            [
+                tf.strings.join(
+                    [
+                        f"{signature}: input {name}: values must be finite, got min ",
+                        _number_text(tf.reduce_min(x)),
+                        ", max ",
+                        _number_text(tf.reduce_max(x)),
+                    ]
+                )
+            ],
+        )
 
     return check
 
@@ -199,12 +220,22 @@ def check_finite(signature: str, name: str):
 def check_range(signature: str, name: str, low, high, what: str, shown: str):
     """A check: every value in [low, high] (`shown` says so in the message, with the batch's
     min and max). An empty batch passes."""
+
     def check(x):
-        ok = tf.reduce_all(tf.logical_and(x >= tf.cast(low, x.dtype),
-                                          x <= tf.cast(high, x.dtype)))
-        return tf.debugging.Assert(ok, [tf.strings.join(
-            [f"{signature}: input {name}: {what} must be {shown}, got min ",
-             _number_text(tf.reduce_min(x)), ", max ", _number_text(tf.reduce_max(x))])])
+        ok = tf.reduce_all(tf.logical_and(x >= tf.cast(low, x.dtype), x <= tf.cast(high, x.dtype)))
+        return tf.debugging.Assert(
+            ok,
+            [
+                tf.strings.join(
+                    [
+                        f"{signature}: input {name}: {what} must be {shown}, got min ",
+                        _number_text(tf.reduce_min(x)),
+                        ", max ",
+                        _number_text(tf.reduce_max(x)),
+                    ]
+                )
+            ],
+        )
 
     return check
 
@@ -221,9 +252,12 @@ def checked(x, *checks):
 def float_images(signature: str, images):
     """The contract of the normalized-image signatures: float32 [N,28,28,1], no NaN, values
     in [0, 1] (which also rules out +-Inf) -> images with that static shape."""
-    images = checked(images, check_shape(signature, "images", [None, F.HEIGHT, F.WIDTH, 1]),
-                     check_not_nan(signature, "images"),
-                     check_range(signature, "images", 0.0, 1.0, "values", "in [0, 1]"))
+    images = checked(
+        images,
+        check_shape(signature, "images", [None, F.HEIGHT, F.WIDTH, 1]),
+        check_not_nan(signature, "images"),
+        check_range(signature, "images", 0.0, 1.0, "values", "in [0, 1]"),
+    )
     return tf.reshape(images, [-1, F.HEIGHT, F.WIDTH, 1])
 
 
@@ -239,14 +273,25 @@ def raw_images(examples, signature: str = "serving_default"):
     # The first offending example (an index one past the end, of length 784, when none is).
     first = tf.argmax(tf.cast(tf.concat([bad, [True]], 0), tf.int32), output_type=tf.int64)
     length = tf.gather(tf.concat([lengths, [F.PIXELS]], 0), first)
-    counted = tf.debugging.Assert(tf.logical_not(tf.reduce_any(bad)), [tf.strings.join([
-        f"{signature}: input examples: feature {F.IMAGE} must have {F.PIXELS} int64 values "
-        "per example, got ", tf.strings.as_string(length), " in example ",
-        tf.strings.as_string(first)])])
+    counted = tf.debugging.Assert(
+        tf.logical_not(tf.reduce_any(bad)),
+        [
+            tf.strings.join(
+                [
+                    f"{signature}: input examples: feature {F.IMAGE} must have {F.PIXELS} "
+                    "int64 values per example, got ",
+                    tf.strings.as_string(length),
+                    " in example ",
+                    tf.strings.as_string(first),
+                ]
+            )
+        ],
+    )
     with tf.control_dependencies([counted]):
         pixels = tf.reshape(ragged.values, [-1, F.PIXELS])
-    pixels = checked(pixels, check_range(signature, "examples", 0, 255, "pixel values",
-                                         "in 0..255"))
+    pixels = checked(
+        pixels, check_range(signature, "examples", 0, 255, "pixel values", "in 0..255")
+    )
     return tf.reshape(normalize(pixels), [-1, F.HEIGHT, F.WIDTH, 1])
 
 
@@ -303,17 +348,28 @@ def _endpoints(model, threshold: float) -> dict:
         return {"code": tf.cast(model.encode(float_images("encode", images)), tf.float32)}
 
     def decode(code):
-        code = checked(code, check_shape("decode", "code", [None, latent]),
-                       check_not_nan("decode", "code"),
-                       check_finite("decode", "code"))
+        code = checked(
+            code,
+            check_shape("decode", "code", [None, latent]),
+            check_not_nan("decode", "code"),
+            check_finite("decode", "code"),
+        )
         code = tf.reshape(code, [-1, latent])
         return {"images": tf.cast(model.decode(code), tf.float32)}
 
     def reconstruct(images):
-        return {"reconstruction": tf.cast(model.reconstruct(float_images("reconstruct", images)),
-                                          tf.float32)}
+        return {
+            "reconstruction": tf.cast(
+                model.reconstruct(float_images("reconstruct", images)), tf.float32
+            )
+        }
 
-    return {"serving_default": (serve, examples_spec), "images_uint8": (images_uint8, uint8_spec),
-            "images_float32": (images_float32, images_spec), "score": (score, examples_spec),
-            "encode": (encode, images_spec), "decode": (decode, code_spec),
-            "reconstruct": (reconstruct, images_spec)}
+    return {
+        "serving_default": (serve, examples_spec),
+        "images_uint8": (images_uint8, uint8_spec),
+        "images_float32": (images_float32, images_spec),
+        "score": (score, examples_spec),
+        "encode": (encode, images_spec),
+        "decode": (decode, code_spec),
+        "reconstruct": (reconstruct, images_spec),
+    }

@@ -75,8 +75,10 @@ def _reason(error: Exception) -> str:
     text = str(error)
     select = re.search(r"TF Select ops: ([^\n]+)", text)
     if select:
-        return ("needs TensorFlow ops that TFLite's builtin op set lacks (convertible only "
-                f"as flex/Select TF ops, not used): {select.group(1).strip()}")
+        return (
+            "needs TensorFlow ops that TFLite's builtin op set lacks (convertible only "
+            f"as flex/Select TF ops, not used): {select.group(1).strip()}"
+        )
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return f"{type(error).__name__}: {lines[0] if lines else 'conversion failed'}"[:500]
 
@@ -85,8 +87,10 @@ def _write_edge_saved_model(model, threshold: float, path: str, with_score: bool
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(
-        SIGNATURE, sm.float_outputs(model, threshold, with_score),
-        input_signature=[tf.TensorSpec([1, F.HEIGHT, F.WIDTH, 1], tf.float32, name=INPUT)])
+        SIGNATURE,
+        sm.float_outputs(model, threshold, with_score),
+        input_signature=[tf.TensorSpec([1, F.HEIGHT, F.WIDTH, 1], tf.float32, name=INPUT)],
+    )
     archive.write_out(path, verbose=False)
 
 
@@ -102,7 +106,7 @@ def run_tflite(flatbuffer: bytes, images: np.ndarray) -> dict[str, np.ndarray]:
     """The model's outputs for images [n,28,28,1], one image per call, stacked."""
     interpreter = tf.lite.Interpreter(model_content=flatbuffer)
     runner = interpreter.get_signature_runner(SIGNATURE)
-    rows = [runner(**{INPUT: images[i:i + 1].astype(np.float32)}) for i in range(len(images))]
+    rows = [runner(**{INPUT: images[i : i + 1].astype(np.float32)}) for i in range(len(images))]
     return {k: np.concatenate([r[k] for r in rows]) for k in rows[0]} if rows else {}
 
 
@@ -110,8 +114,9 @@ def _max_diff(got: dict, expected: dict) -> float:
     return max(sm.max_diff(got[k], expected[k]) for k in got if got[k].dtype != np.bool_)
 
 
-def export(model, threshold: float, out_dir: str, images: np.ndarray,
-           expected: dict[str, np.ndarray]) -> dict:
+def export(
+    model, threshold: float, out_dir: str, images: np.ndarray, expected: dict[str, np.ndarray]
+) -> dict:
     """Convert, check and write the TFLite models to `out_dir`.
 
     images: a few normalized test images [n,28,28,1]; expected: the SavedModel's
@@ -120,9 +125,14 @@ def export(model, threshold: float, out_dir: str, images: np.ndarray,
     outputs (the outputs the models have), input, not_converted (what is missing -> why).
     """
     result: dict[str, Any] = {
-        "files": {}, "bytes": {}, "max_diff": {}, "outputs": [], "not_converted": {},
+        "files": {},
+        "bytes": {},
+        "max_diff": {},
+        "outputs": [],
+        "not_converted": {},
         "input": f"{INPUT} float32 [1,{F.HEIGHT},{F.WIDTH},1] in [0,1], one image per call",
-        "signature": SIGNATURE}
+        "signature": SIGNATURE,
+    }
     with tempfile.TemporaryDirectory(prefix="tflite-") as tmp:
         flatbuffers = {}
         for with_score in (True, False):
@@ -145,7 +155,8 @@ def export(model, threshold: float, out_dir: str, images: np.ndarray,
         if variant == "float32" and not diff <= FLOAT32_TOL:
             result["not_converted"]["model"] = (
                 f"the float32 model differs from the SavedModel by {diff:.3g} > "
-                f"{FLOAT32_TOL:g} on {len(images)} test images: nothing written")
+                f"{FLOAT32_TOL:g} on {len(images)} test images: nothing written"
+            )
             break
         gfile.makedirs(out_dir)
         with gfile.GFile(posixpath.join(out_dir, FILES[variant]), "wb") as f:

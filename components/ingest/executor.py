@@ -60,7 +60,7 @@ class _WriteShard(beam.DoFn):
         n = 0
         with records.shard_writer(path) as writer:
             for at in range(0, len(rows), CHUNK):
-                part = np.asarray(rows[at:at + CHUNK])
+                part = np.asarray(rows[at : at + CHUNK])
                 first = int(part[0])
                 images, labels = source.read(first, int(part[-1]) + 1)  # a contiguous span
                 images, labels = images[part - first], labels[part - first]
@@ -71,8 +71,9 @@ class _WriteShard(beam.DoFn):
         yield split, n
 
 
-def plan_shards(counts: dict[str, int], validation_fraction: float, num_shards: int,
-                rows_dir: str) -> tuple[list[tuple], dict[str, int]]:
+def plan_shards(
+    counts: dict[str, int], validation_fraction: float, num_shards: int, rows_dir: str
+) -> tuple[list[tuple], dict[str, int]]:
     """(split, source split, shard, num_shards, lo, hi) tasks, the rows of each split saved
     as <rows_dir>/<split>.npy (source row indices, increasing; a task writes rows lo..hi-1
     of them), and the count per split."""
@@ -80,8 +81,9 @@ def plan_shards(counts: dict[str, int], validation_fraction: float, num_shards: 
     rows_by_split = {}
     for source_split, n in counts.items():
         if source_split == "train":
-            val = np.fromiter((in_validation(f"train-{i:05d}", validation_fraction)
-                               for i in range(n)), bool, n)
+            val = np.fromiter(
+                (in_validation(f"train-{i:05d}", validation_fraction) for i in range(n)), bool, n
+            )
             rows_by_split["train"] = ("train", np.flatnonzero(~val))
             rows_by_split["validation"] = ("train", np.flatnonzero(val))
         else:
@@ -89,15 +91,18 @@ def plan_shards(counts: dict[str, int], validation_fraction: float, num_shards: 
     for split in SPLITS:
         source_split, rows = rows_by_split[split]
         if len(rows) == 0:
-            raise DataError(f"data.max_examples / data.validation_fraction leave the {split} split "
-                            f"empty ({counts[source_split]} source examples)")
+            raise DataError(
+                f"data.max_examples / data.validation_fraction leave the {split} split "
+                f"empty ({counts[source_split]} source examples)"
+            )
         np.save(posixpath.join(rows_dir, f"{split}.npy"), rows)
         shards = min(num_shards, len(rows))
         q, r = divmod(len(rows), shards)  # np.array_split's sizes: the first r one larger
         bounds = np.cumsum([0] + [q + 1] * r + [q] * (shards - r))
         for shard in range(shards):
-            tasks.append((split, source_split, shard, shards, int(bounds[shard]),
-                          int(bounds[shard + 1])))
+            tasks.append(
+                (split, source_split, shard, shards, int(bounds[shard]), int(bounds[shard + 1]))
+            )
         out[split] = int(len(rows))
     return tasks, out
 
@@ -106,8 +111,12 @@ def run(params: IngestParams, ctx: ExecutionContext, *, examples: Artifact) -> d
     scratch = _scratch_dir(ctx.work_dir)
     try:
         staged = _stage_sources(params, scratch, ctx.log)
-        tasks, counts = plan_shards({s: v.count for s, v in staged.items()},
-                                    params.validation_fraction, params.num_shards, scratch)
+        tasks, counts = plan_shards(
+            {s: v.count for s, v in staged.items()},
+            params.validation_fraction,
+            params.num_shards,
+            scratch,
+        )
         _write_shards(examples, tasks, staged, scratch, ctx.beam_args)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -128,32 +137,42 @@ def _stage_sources(params: IngestParams, scratch: str, log) -> dict[str, sources
     """The source train and test splits, checked and staged as flat files under `scratch`."""
     staged = {}
     for split in ("train", "test"):
-        staged[split] = sources.stage(params.dataset, params.source, split, scratch,
-                                      params.max_examples)
-        log.info("read %d %s examples from %s", staged[split].count, split,
-                 staged[split].origin)
+        staged[split] = sources.stage(
+            params.dataset, params.source, split, scratch, params.max_examples
+        )
+        log.info("read %d %s examples from %s", staged[split].count, split, staged[split].origin)
     return staged
 
 
-def _write_shards(out: Artifact, tasks: list[tuple], staged: dict[str, sources.Staged],
-                  rows_dir: str, beam_args) -> None:
+def _write_shards(
+    out: Artifact, tasks: list[tuple], staged: dict[str, sources.Staged], rows_dir: str, beam_args
+) -> None:
     """Encode and write every shard of `tasks`, one Beam element each."""
     for split in {task[0] for task in tasks}:
         gfile.makedirs(out.split_uri(split))
     with beam_jobs.pipeline(beam_args) as p:
-        _ = (p
-             | "Shards" >> beam.Create(tasks, reshuffle=False)
-             | "EncodeAndWrite" >> beam.ParDo(_WriteShard(out.uri, staged, rows_dir)))
+        _ = (
+            p
+            | "Shards" >> beam.Create(tasks, reshuffle=False)
+            | "EncodeAndWrite" >> beam.ParDo(_WriteShard(out.uri, staged, rows_dir))
+        )
 
 
 def _record_properties(out: Artifact, params: IngestParams, counts: dict[str, int]) -> None:
     written = {s: sum(1 for _ in out.split_files(s, F.SHARD_PATTERN)) for s in counts}
     kind, directory = sources.resolve(params.dataset, params.source)
-    out.properties.update({
-        "splits": list(counts), "counts": counts, "normalized": False, "noisy": False,
-        "dataset": params.dataset, "source": f"idx:{directory}" if kind == "idx" else "tfds",
-        "shards": written,
-        # for views that know no component (the HTML report): the layout and class names
-        "class_names": list(F.CLASS_NAMES[params.dataset]), "label_feature": F.LABEL,
-        "image_feature": F.IMAGE,
-    })
+    out.properties.update(
+        {
+            "splits": list(counts),
+            "counts": counts,
+            "normalized": False,
+            "noisy": False,
+            "dataset": params.dataset,
+            "source": f"idx:{directory}" if kind == "idx" else "tfds",
+            "shards": written,
+            # for views that know no component (the HTML report): the layout and class names
+            "class_names": list(F.CLASS_NAMES[params.dataset]),
+            "label_feature": F.LABEL,
+            "image_feature": F.IMAGE,
+        }
+    )

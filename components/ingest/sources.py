@@ -42,8 +42,9 @@ def resolve(dataset: str, source: str) -> tuple[str, str | None]:
     if source == "tfds":
         return "tfds", None
     debian = DEBIAN_DIRS.get(dataset)
-    if debian and all(_find_idx(debian, s, kind)
-                      for s in IDX_PREFIX for kind in ("images", "labels")):
+    if debian and all(
+        _find_idx(debian, s, kind) for s in IDX_PREFIX for kind in ("images", "labels")
+    ):
         return "idx", debian
     return "tfds", None
 
@@ -51,8 +52,12 @@ def resolve(dataset: str, source: str) -> tuple[str, str | None]:
 def _find_idx(directory: str, split: str, kind: str) -> str | None:
     prefix = IDX_PREFIX[split]
     idx = "idx3" if kind == "images" else "idx1"
-    for name in (f"{prefix}-{kind}-{idx}-ubyte.gz", f"{prefix}-{kind}-{idx}-ubyte",
-                 f"{prefix}-{kind}.{idx}-ubyte.gz", f"{prefix}-{kind}.{idx}-ubyte"):
+    for name in (
+        f"{prefix}-{kind}-{idx}-ubyte.gz",
+        f"{prefix}-{kind}-{idx}-ubyte",
+        f"{prefix}-{kind}.{idx}-ubyte.gz",
+        f"{prefix}-{kind}.{idx}-ubyte",
+    ):
         path = os.path.join(directory, name)
         if os.path.isfile(path):
             return path
@@ -61,8 +66,10 @@ def _find_idx(directory: str, split: str, kind: str) -> str | None:
 
 def idx_paths(directory: str, split: str) -> tuple[str, str]:
     if not os.path.isdir(directory):
-        raise DataError(f"data.source idx:{directory}: no such directory (expected the four "
-                        "MNIST-format IDX files there)")
+        raise DataError(
+            f"data.source idx:{directory}: no such directory (expected the four "
+            "MNIST-format IDX files there)"
+        )
     images, labels = _find_idx(directory, split, "images"), _find_idx(directory, split, "labels")
     prefix = IDX_PREFIX[split]
     if images is None:
@@ -79,14 +86,20 @@ def _images_header(path: str, head: bytes, data_len: int) -> int:
         raise DataError(f"{path}: truncated IDX header ({len(head)} bytes, expected 16)")
     magic, n, rows, cols = struct.unpack(">IIII", head[:16])
     if magic != IMAGES_MAGIC:
-        raise DataError(f"{path}: bad magic number 0x{magic:08x}, expected 0x{IMAGES_MAGIC:08x} "
-                        "(IDX uint8 images, 3 dimensions)")
+        raise DataError(
+            f"{path}: bad magic number 0x{magic:08x}, expected 0x{IMAGES_MAGIC:08x} "
+            "(IDX uint8 images, 3 dimensions)"
+        )
     if (rows, cols) != (F.HEIGHT, F.WIDTH):
         raise DataError(f"{path}: images are {rows}x{cols}, expected {F.HEIGHT}x{F.WIDTH}")
     if data_len >= 0:
-        _check_length(path, data_len, n * rows * cols,
-                      f"{n} images of {rows}x{cols} ({n * rows * cols} bytes)",
-                      "bytes of pixel data")
+        _check_length(
+            path,
+            data_len,
+            n * rows * cols,
+            f"{n} images of {rows}x{cols} ({n * rows * cols} bytes)",
+            "bytes of pixel data",
+        )
     return n
 
 
@@ -95,8 +108,10 @@ def _labels_header(path: str, head: bytes, data_len: int) -> int:
         raise DataError(f"{path}: truncated IDX header ({len(head)} bytes, expected 8)")
     magic, n = struct.unpack(">II", head[:8])
     if magic != LABELS_MAGIC:
-        raise DataError(f"{path}: bad magic number 0x{magic:08x}, expected 0x{LABELS_MAGIC:08x} "
-                        "(IDX uint8 labels, 1 dimension)")
+        raise DataError(
+            f"{path}: bad magic number 0x{magic:08x}, expected 0x{LABELS_MAGIC:08x} "
+            "(IDX uint8 labels, 1 dimension)"
+        )
     if data_len >= 0:
         _check_length(path, data_len, n, f"{n} labels", "bytes")
     return n
@@ -104,8 +119,10 @@ def _labels_header(path: str, head: bytes, data_len: int) -> int:
 
 def _check_length(path: str, found: int, expected: int, says: str, unit: str) -> None:
     if found != expected:
-        raise DataError(f"{path}: header says {says}, found {found} {unit}"
-                        + (" (truncated)" if found < expected else " (trailing bytes)"))
+        raise DataError(
+            f"{path}: header says {says}, found {found} {unit}"
+            + (" (truncated)" if found < expected else " (trailing bytes)")
+        )
 
 
 class _BadLabels:
@@ -123,8 +140,10 @@ class _BadLabels:
 
     def check(self) -> None:
         if self.first:
-            raise DataError(f"{self.path}: label {self.first[0]} at index {self.first[1]} is "
-                            f"outside 0..9 ({self.count} bad labels)")
+            raise DataError(
+                f"{self.path}: label {self.first[0]} at index {self.first[1]} is "
+                f"outside 0..9 ({self.count} bad labels)"
+            )
 
 
 def load_tfds(dataset: str, split: str, max_examples: int = 0) -> SplitArrays:
@@ -139,9 +158,11 @@ def load_tfds(dataset: str, split: str, max_examples: int = 0) -> SplitArrays:
         # Batched iteration, not batch_size=-1: the latter aborts under tfds' mock_data.
         parts = list(tfds.as_numpy(ds.batch(8192)))
     except Exception as e:  # noqa: BLE001 - tfds raises many kinds; name the source
-        raise DataError(f"tensorflow_datasets {dataset}/{split}: cannot load "
-                        f"({type(e).__name__}: {e}). Offline? Use data.source=idx:DIR with "
-                        "the original IDX files.") from None
+        raise DataError(
+            f"tensorflow_datasets {dataset}/{split}: cannot load "
+            f"({type(e).__name__}: {e}). Offline? Use data.source=idx:DIR with "
+            "the original IDX files."
+        ) from None
     if not parts:
         raise DataError(f"tensorflow_datasets {dataset}/{split}: no examples")
     images = np.concatenate([p[0] for p in parts])
@@ -172,8 +193,9 @@ class Staged:
 
     def read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         """uint8 images [stop - start, 784] and int64 labels of rows start..stop-1."""
-        images = _read_range(self.images, self.images_offset + start * F.PIXELS,
-                             (stop - start) * F.PIXELS).reshape(-1, F.PIXELS)
+        images = _read_range(
+            self.images, self.images_offset + start * F.PIXELS, (stop - start) * F.PIXELS
+        ).reshape(-1, F.PIXELS)
         labels = _read_range(self.labels, self.labels_offset + start, stop - start)
         return images, labels.astype(np.int64)
 
@@ -188,13 +210,16 @@ def _read_range(path: str, offset: int, size: int) -> np.ndarray:
         f.seek(offset)
         data = f.read(size)
     if len(data) != size:
-        raise DataError(f"{path}: {len(data)} bytes at offset {offset}, expected {size} "
-                        "(changed while being read?)")
+        raise DataError(
+            f"{path}: {len(data)} bytes at offset {offset}, expected {size} "
+            "(changed while being read?)"
+        )
     return np.frombuffer(data, np.uint8)
 
 
-def _stream(path: str, header: int, dest: str, check_head,
-            on_chunk=None) -> tuple[bytes, int, str, int]:
+def _stream(
+    path: str, header: int, dest: str, check_head, on_chunk=None
+) -> tuple[bytes, int, str, int]:
     """Reads an IDX file once, in chunks: (header bytes, data length, file holding the
     data, its offset there). A gzipped file is decompressed into `dest`; a plain one is
     used where it lies. `check_head(head)` runs before the data is read;
@@ -233,18 +258,26 @@ def stage_idx(directory: str, split: str, dest: str, max_examples: int = 0) -> S
     ones read in place."""
     images_path, labels_path = idx_paths(directory, split)
     head, length, images, images_offset = _stream(
-        images_path, 16, os.path.join(dest, f"{split}-images"),
-        lambda h: _images_header(images_path, h, -1))
+        images_path,
+        16,
+        os.path.join(dest, f"{split}-images"),
+        lambda h: _images_header(images_path, h, -1),
+    )
     n = _images_header(images_path, head, length)
     bad = _BadLabels(labels_path)
     head, length, labels, labels_offset = _stream(
-        labels_path, 8, os.path.join(dest, f"{split}-labels"),
-        lambda h: _labels_header(labels_path, h, -1), bad.add)
+        labels_path,
+        8,
+        os.path.join(dest, f"{split}-labels"),
+        lambda h: _labels_header(labels_path, h, -1),
+        bad.add,
+    )
     n_labels = _labels_header(labels_path, head, length)
     bad.check()
     if n != n_labels:
-        raise DataError(f"{images_path} has {n} images but {labels_path} has "
-                        f"{n_labels} labels; they must agree")
+        raise DataError(
+            f"{images_path} has {n} images but {labels_path} has {n_labels} labels; they must agree"
+        )
     count = min(n, max_examples) if max_examples else n
     return Staged(images, images_offset, labels, labels_offset, count, images_path)
 
@@ -275,5 +308,8 @@ def source_identity(dataset: str, source: str) -> dict:
                     files[os.path.basename(path)] = hashlib.file_digest(f, "sha256").hexdigest()
         return {"kind": "idx", "files": files}
     # the installed version, read without importing tfds (and TensorFlow with it)
-    return {"kind": "tfds", "dataset": dataset,
-            "tfds": importlib.metadata.version("tensorflow-datasets")}
+    return {
+        "kind": "tfds",
+        "dataset": dataset,
+        "tfds": importlib.metadata.version("tensorflow-datasets"),
+    }

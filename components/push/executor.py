@@ -36,16 +36,31 @@ LAST_VERSION = ".last_version"
 LOCK = ".push.lock"
 
 
-def run(params: PushParams, ctx: ExecutionContext, *, model: Artifact, saved_model: Artifact,
-        blessing: Artifact, current_baseline: Artifact | None, pushed_model: Artifact) -> dict:
+def run(
+    params: PushParams,
+    ctx: ExecutionContext,
+    *,
+    model: Artifact,
+    saved_model: Artifact,
+    blessing: Artifact,
+    current_baseline: Artifact | None,
+    pushed_model: Artifact,
+) -> dict:
     blessed = blessing.properties.get("blessed") is True
     stale = _superseded(blessing, current_baseline) if blessed else ""
-    record = {"pushed": False, "version": None, "destination": None, "model_name": params.name,
-              "blessed": blessed, "forced": False,
-              "reason": _reason(blessing, blessed, stale, params.force)}
+    record = {
+        "pushed": False,
+        "version": None,
+        "destination": None,
+        "model_name": params.name,
+        "blessed": blessed,
+        "forced": False,
+        "reason": _reason(blessing, blessed, stale, params.force),
+    }
     if (blessed and not stale) or params.force:
-        record.update(_push_model(params, ctx, saved_model, pushed_model),
-                      forced=not blessed or bool(stale))
+        record.update(
+            _push_model(params, ctx, saved_model, pushed_model), forced=not blessed or bool(stale)
+        )
     else:
         ctx.log.info("push: not pushed (%s)", "superseded" if stale else "not blessed")
     with open(os.path.join(pushed_model.uri, PUSH_JSON), "w") as f:
@@ -63,13 +78,15 @@ def _reason(blessing: Artifact, blessed: bool, stale: str, force: bool) -> str:
     return f"forced (--force-push) although {not_pushed}" if force else not_pushed
 
 
-def _push_model(params: PushParams, ctx: ExecutionContext, saved_model: Artifact,
-                pushed_model: Artifact) -> dict:
+def _push_model(
+    params: PushParams, ctx: ExecutionContext, saved_model: Artifact, pushed_model: Artifact
+) -> dict:
     """Copy the SavedModel into a new version directory; the record's fields for it."""
     base = os.path.join(ctx.root, params.serving_dir)  # an absolute serving_dir wins
     model_dir = os.path.join(base, params.name)
-    version, destination = _push(os.path.join(saved_model.uri, saved_model.properties["path"]),
-                                 model_dir)
+    version, destination = _push(
+        os.path.join(saved_model.uri, saved_model.properties["path"]), model_dir
+    )
     # Reused from the cache while the model directory is there: deleting a version by
     # hand (a rollback) is respected; a wiped serving directory is pushed to again.
     pushed_model.properties[EXTERNAL_PATHS] = [os.path.join(model_dir, LAST_VERSION)]
@@ -86,11 +103,15 @@ def _superseded(blessing: Artifact, current_baseline: Artifact | None) -> str:
     if decided_against == now:
         return ""
     if current_baseline is None:  # the baseline is gone (deleted by hand) and none replaced it
-        return (f"blessed against {_model(decided_against, blessing.properties)}, which is no "
-                "longer a usable blessed model; the next run decides against the ceilings")
-    return (f"blessed against {_model(decided_against, blessing.properties)}, but "
-            f"run {current_baseline.properties.get('run_id')} has blessed another model of this "
-            "lineage since; the next run compares with that one")
+        return (
+            f"blessed against {_model(decided_against, blessing.properties)}, which is no "
+            "longer a usable blessed model; the next run decides against the ceilings"
+        )
+    return (
+        f"blessed against {_model(decided_against, blessing.properties)}, but "
+        f"run {current_baseline.properties.get('run_id')} has blessed another model of this "
+        "lineage since; the next run compares with that one"
+    )
 
 
 def _model(artifact_id, props) -> str:

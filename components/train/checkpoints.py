@@ -52,8 +52,9 @@ def weights_bytes(model) -> bytes:
     crashes the process at exit (SIGSEGV), so only plain file writes meet the disk."""
     buffer = io.BytesIO()
     store = saving_lib.H5IOStore(buffer, mode="w")
-    saving_lib._save_state(model, weights_store=store, assets_store=None, inner_path="",
-                           visited_saveables=set())
+    saving_lib._save_state(
+        model, weights_store=store, assets_store=None, inner_path="", visited_saveables=set()
+    )
     store.close()
     return buffer.getvalue()
 
@@ -112,7 +113,8 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         """Backup directories, newest first; an older version's in-place backup last."""
         found = sorted(glob.glob(os.path.join(self.backup_dir, EPOCH_PREFIX + "*")), reverse=True)
         if os.path.exists(os.path.join(self.backup_dir, WEIGHTS)) or os.path.exists(
-                os.path.join(self.backup_dir, METADATA)):
+            os.path.join(self.backup_dir, METADATA)
+        ):
             found.append(self.backup_dir)
         return found
 
@@ -148,8 +150,12 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         else:
             os.replace(candidate, target)
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        self.log.warning("train: backup %s cannot be restored (%s); moved aside to %s",
-                         candidate, reason[:200], target)
+        self.log.warning(
+            "train: backup %s cannot be restored (%s); moved aside to %s",
+            candidate,
+            reason[:200],
+            target,
+        )
         self.set_aside.append(target)
 
     def on_train_begin(self, logs=None):
@@ -162,8 +168,15 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         final = os.path.join(self.backup_dir, f"{EPOCH_PREFIX}{self._current_epoch:06d}")
         os.makedirs(tmp)
         try:
-            for name, data in ((WEIGHTS, weights_bytes(self.model)), (METADATA, json.dumps(
-                    {"epoch": self._current_epoch, "batch": self._last_batch_seen}).encode())):
+            for name, data in (
+                (WEIGHTS, weights_bytes(self.model)),
+                (
+                    METADATA,
+                    json.dumps(
+                        {"epoch": self._current_epoch, "batch": self._last_batch_seen}
+                    ).encode(),
+                ),
+            ):
                 _write(os.path.join(tmp, name), data)
             if os.path.exists(final):  # the same epoch again (a resumed run): replace it
                 shutil.rmtree(final)

@@ -53,8 +53,10 @@ def cluster(environ=None) -> Cluster | None:
     text = (os.environ if environ is None else environ).get(TF_CONFIG, "").strip()
     if not text:
         return None
-    expected = ('expected JSON like {"cluster": {"worker": ["host1:port", "host2:port"]}, '
-                '"task": {"type": "worker", "index": 0}} (an optional "chief" job of one)')
+    expected = (
+        'expected JSON like {"cluster": {"worker": ["host1:port", "host2:port"]}, '
+        '"task": {"type": "worker", "index": 0}} (an optional "chief" job of one)'
+    )
     try:
         conf = json.loads(text)
         jobs = conf["cluster"]
@@ -63,12 +65,16 @@ def cluster(environ=None) -> Cluster | None:
     except (ValueError, KeyError, TypeError, AttributeError):
         raise ConfigError(f"{TF_CONFIG}: {expected}, got {text[:200]!r}") from None
     if set(jobs) - {"worker", "chief"} or len(chief) > 1:
-        raise ConfigError(f"{TF_CONFIG}: {expected}; other jobs ({sorted(set(jobs))}) are for "
-                          "parameter-server training, which train does not do")
+        raise ConfigError(
+            f"{TF_CONFIG}: {expected}; other jobs ({sorted(set(jobs))}) are for "
+            "parameter-server training, which train does not do"
+        )
     size = {"worker": len(workers), "chief": len(chief)}.get(task_type, 0)
     if not 0 <= index < size:
-        raise ConfigError(f"{TF_CONFIG}: {expected}; task {task_type} {index} is not in the "
-                          f"cluster ({len(chief)} chief, {len(workers)} workers)")
+        raise ConfigError(
+            f"{TF_CONFIG}: {expected}; task {task_type} {index} is not in the "
+            f"cluster ({len(chief)} chief, {len(workers)} workers)"
+        )
     return Cluster(len(workers) + len(chief), task_type, index, bool(chief))
 
 
@@ -82,7 +88,8 @@ def multi_worker_cluster(mode: str, environ=None) -> Cluster | None:
             f"train.distribute: multi_worker needs the environment variable {TF_CONFIG} naming "
             "a cluster of at least two workers and this process's task, e.g. "
             '{"cluster": {"worker": ["host1:port", "host2:port"]}, "task": {"type": "worker", '
-            f'"index": 0}}; got {"none" if found is None else f"{found.workers} worker"}')
+            f'"index": 0}}; got {"none" if found is None else f"{found.workers} worker"}'
+        )
     return found if found is not None and found.workers >= 2 else None
 
 
@@ -93,12 +100,14 @@ def require_chief(found: Cluster) -> None:
         raise ConfigError(
             f"{TF_CONFIG} names this process {found.name}, not the chief: run "
             "`run_pipeline.py train-worker --root ROOT --run-id ID` on it (only the chief runs "
-            "the pipeline and commits)")
+            "the pipeline and commits)"
+        )
 
 
 # -- the strategies -----------------------------------------------------------------------
 # TensorFlow is imported in the functions below, not at the top: the train spec imports
 # this module for its checks, and a cached run or `config` must not load TensorFlow.
+
 
 def local_strategy(mode: str):
     """The strategy of a fit in this process alone: MirroredStrategy for `mirrored`, or for
@@ -123,10 +132,13 @@ def multi_worker_strategy():
     class _KerasMultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
         def reduce(self, reduce_op, value, axis):
             def one(v):
-                scalar = all(getattr(t, "shape", None) is not None and t.shape.rank == 0
-                             for t in self.experimental_local_results(v))
+                scalar = all(
+                    getattr(t, "shape", None) is not None and t.shape.rank == 0
+                    for t in self.experimental_local_results(v)
+                )
                 return super(_KerasMultiWorkerStrategy, self).reduce(
-                    reduce_op, v, None if scalar else axis)
+                    reduce_op, v, None if scalar else axis
+                )
 
             return tf.nest.map_structure(one, value)
 

@@ -19,8 +19,14 @@ if TYPE_CHECKING:
     from pipeline.component import ExecutionContext
 
 
-def run(params: TrainParams, ctx: ExecutionContext, *, examples: Artifact, model: Artifact,
-        model_run: Artifact) -> dict:
+def run(
+    params: TrainParams,
+    ctx: ExecutionContext,
+    *,
+    examples: Artifact,
+    model: Artifact,
+    model_run: Artifact,
+) -> dict:
     job = FitJob(params, examples, model, model_run, work_dir=ctx.work_dir)
     cluster = distribute.multi_worker_cluster(params.distribute)  # TF_CONFIG, read once
     if cluster is None:
@@ -32,8 +38,11 @@ def _fit_as_chief(job: FitJob, cluster: distribute.Cluster, log: logging.Logger)
     """The multi-worker fit, this process the chief: in a child process that makes MWMS
     first and writes into this launcher's staging directories."""
     distribute.require_chief(cluster)
-    log.info("train: multi-worker fit, %d workers (this process: %s, the chief)",
-             cluster.workers, cluster.name)
+    log.info(
+        "train: multi-worker fit, %d workers (this process: %s, the chief)",
+        cluster.workers,
+        cluster.name,
+    )
     # Not resumable: every worker would have to resume the same epoch.
     metrics = fit_in_child(dataclasses.replace(job, work_dir=""))
     return {**metrics, "distribute": "multi_worker", "workers": cluster.workers}

@@ -46,6 +46,7 @@ class FitJob:
 
 # -- the parent ---------------------------------------------------------------------------
 
+
 def fit_in_child(job: FitJob) -> dict:
     """Fit `job` in a fresh child process; its log lines come back to this process's
     loggers, its metrics are returned and its artifacts' properties set, its error raised."""
@@ -56,8 +57,10 @@ def fit_in_child(job: FitJob) -> dict:
         code = _run_child(job_dir)
         result_path = os.path.join(job_dir, _RESULT)
         if not os.path.exists(result_path):
-            raise StageError(f"the training process exited with code {code} before it "
-                             "reported a result (see the run's log)")
+            raise StageError(
+                f"the training process exited with code {code} before it "
+                "reported a result (see the run's log)"
+            )
         with open(result_path) as f:
             result = json.load(f)
     finally:
@@ -73,11 +76,20 @@ def fit_in_child(job: FitJob) -> dict:
 
 def _run_child(job_dir: str) -> int:
     """Run the child to its end, relaying its stderr; an interrupt takes the child along."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (_PROJECT_ROOT, os.environ.get("PYTHONPATH")) if p)}
-    child = subprocess.Popen([sys.executable, "-m", __name__, job_dir],  # main() below
-                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True, env=env)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            p for p in (_PROJECT_ROOT, os.environ.get("PYTHONPATH")) if p
+        ),
+    }
+    child = subprocess.Popen(
+        [sys.executable, "-m", __name__, job_dir],  # main() below
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     assert child.stderr is not None  # stderr=PIPE
     try:
         for line in child.stderr:
@@ -97,13 +109,14 @@ def _relay(line: str) -> None:
     """One line of the child's stderr into this process's log: its own log records at
     their level, anything else (TensorFlow's native logging) to the run's log file only."""
     if line.startswith(_LOG_MARK):
-        level, name, message = (line[len(_LOG_MARK):].split(" ", 2) + ["", ""])[:3]
+        level, name, message = (line[len(_LOG_MARK) :].split(" ", 2) + ["", ""])[:3]
         logging.getLogger(name).log(logging.getLevelName(level), "%s", message)
     elif line.strip():
         logging.getLogger("train.worker_process").info("%s", line)
 
 
 # -- the child ----------------------------------------------------------------------------
+
 
 def main(job_dir: str) -> int:
     """The child: make MWMS before anything else touches TensorFlow's runtime, fit the
@@ -118,13 +131,17 @@ def main(job_dir: str) -> int:
         with open(os.path.join(job_dir, _JOB), "rb") as f:
             job = pickle.load(f)
         metrics = fit.train(job, strategy, logging.getLogger("pipeline.train"))
-        result = {"metrics": metrics, "model_properties": job.model.properties,
-                  "model_run_properties": job.model_run.properties}
+        result = {
+            "metrics": metrics,
+            "model_properties": job.model.properties,
+            "model_run_properties": job.model_run.properties,
+        }
     except BaseException as e:  # noqa: BLE001 - reported to the parent as one line
         traceback.print_exc()
         error = describe(e, where=job.model.uri if job is not None else job_dir)
-        result = {"error": {"kind": error["kind"],
-                            "message": (error["message"].splitlines() or [""])[0]}}
+        result = {
+            "error": {"kind": error["kind"], "message": (error["message"].splitlines() or [""])[0]}
+        }
     with open(os.path.join(job_dir, _RESULT), "w") as f:
         json.dump(result, f, default=str)
     sys.stderr.flush()

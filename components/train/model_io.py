@@ -75,9 +75,13 @@ def holdout_labels(info: dict) -> tuple[int, ...]:
 def build_model(info: dict):
     """A fresh (untrained, built) network as described by a model.json dict."""
     try:
-        model = models.build(info["variant"], latent_dim=int(info["latent_dim"]),
-                             beta=float(info["beta"]), activity_l1=float(info["activity_l1"]),
-                             decoder=info["decoder"])
+        model = models.build(
+            info["variant"],
+            latent_dim=int(info["latent_dim"]),
+            beta=float(info["beta"]),
+            activity_l1=float(info["activity_l1"]),
+            decoder=info["decoder"],
+        )
     except (KeyError, ValueError) as e:
         raise StageError(f"cannot build model: {e}") from None
     model(np.zeros((1, 28, 28, 1), np.float32))  # create the variables
@@ -94,7 +98,8 @@ def load_model(model_artifact: Artifact):
     try:
         model.load_weights(weights)
     except Exception as e:  # h5 / layout mismatch: name the file
-        raise StageError(f"cannot load weights {weights} into a {info['variant']} model "
-                         f"(latent_dim {info['latent_dim']}): {e}") from None
+        raise StageError(
+            f"cannot load weights {weights} into a {info['variant']} model "
+            f"(latent_dim {info['latent_dim']}): {e}"
+        ) from None
     return model
-

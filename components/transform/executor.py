@@ -62,32 +62,58 @@ class _TransformShard(beam.DoFn):
         return records.record_batch([i.decode() for i in data[F.ID]], data[F.LABEL], images)
 
 
-def run(params: TransformParams, ctx: ExecutionContext, *, examples: Artifact,
-        raw_anomalies: Artifact, transformed_examples: Artifact, statistics: Artifact,
-        anomalies: Artifact) -> dict:
+def run(
+    params: TransformParams,
+    ctx: ExecutionContext,
+    *,
+    examples: Artifact,
+    raw_anomalies: Artifact,
+    transformed_examples: Artifact,
+    statistics: Artifact,
+    anomalies: Artifact,
+) -> dict:
     _require_validated(examples, raw_anomalies)
     splits = examples.splits or list(SPLITS)
     schema = load_schema(params.schema)
-    _transform_pass(params, examples, transformed_examples, statistics, splits=splits,
-                    schema=schema, beam_args=ctx.beam_args)
+    _transform_pass(
+        params,
+        examples,
+        transformed_examples,
+        statistics,
+        splits=splits,
+        schema=schema,
+        beam_args=ctx.beam_args,
+    )
     stats = dv.load_statistics(splits, statistics)
     found = dv.check(stats, schema, anomalies)
     summary = dv.summarize(stats)
     _record_properties(transformed_examples, params, splits, summary)
-    dv.raise_on_anomalies(found, anomalies,
-                          f"{transformed_examples.uri} (schema {params.schema})")
-    return {"splits": summary, "noise_kind": params.noise_kind,
-            "num_examples": sum(v["num_examples"] for v in summary.values())}
+    dv.raise_on_anomalies(found, anomalies, f"{transformed_examples.uri} (schema {params.schema})")
+    return {
+        "splits": summary,
+        "noise_kind": params.noise_kind,
+        "num_examples": sum(v["num_examples"] for v in summary.values()),
+    }
 
 
 def _require_validated(raw: Artifact, raw_anomalies: Artifact) -> None:
     if raw_anomalies.properties.get("anomalous_splits"):
-        raise DataError(f"the raw examples at {raw.uri} failed validation (anomalies in "
-                        f"{raw_anomalies.properties['anomalous_splits']}, see {raw_anomalies.uri})")
+        raise DataError(
+            f"the raw examples at {raw.uri} failed validation (anomalies in "
+            f"{raw_anomalies.properties['anomalous_splits']}, see {raw_anomalies.uri})"
+        )
 
 
-def _transform_pass(params: TransformParams, raw: Artifact, out: Artifact, statistics: Artifact,
-                    *, splits: list[str], schema, beam_args) -> None:
+def _transform_pass(
+    params: TransformParams,
+    raw: Artifact,
+    out: Artifact,
+    statistics: Artifact,
+    *,
+    splits: list[str],
+    schema,
+    beam_args,
+) -> None:
     """Every split's shards normalized (and corrupted) and written, and TFDV's statistics
     of what was written, in one Beam pipeline."""
     shard_fn = _TransformShard(out.uri, params.noise_kind, params.noise_factor, params.seed)
@@ -95,17 +121,26 @@ def _transform_pass(params: TransformParams, raw: Artifact, out: Artifact, stati
         for split in splits:
             files = examples_io.shard_files(raw, split)
             gfile.makedirs(out.split_uri(split))
-            batches = (p
-                       | f"Shards[{split}]" >> beam.Create([(split, f) for f in files],
-                                                           reshuffle=False)
-                       | f"Normalize[{split}]" >> beam.ParDo(shard_fn))
+            batches = (
+                p
+                | f"Shards[{split}]" >> beam.Create([(split, f) for f in files], reshuffle=False)
+                | f"Normalize[{split}]" >> beam.ParDo(shard_fn)
+            )
             dv.write_statistics(batches, split, schema, statistics, PIXEL_FEATURES)
 
 
-def _record_properties(out: Artifact, params: TransformParams, splits: list[str],
-                       summary: dict) -> None:
+def _record_properties(
+    out: Artifact, params: TransformParams, splits: list[str], summary: dict
+) -> None:
     noisy = params.noise_kind != "none"
-    out.properties.update({
-        "splits": splits, "counts": {s: v["num_examples"] for s, v in summary.items()},
-        "normalized": True, "noisy": noisy, "noise_kind": params.noise_kind,
-        "noise_factor": params.noise_factor if noisy else 0.0, "seed": params.seed})
+    out.properties.update(
+        {
+            "splits": splits,
+            "counts": {s: v["num_examples"] for s, v in summary.items()},
+            "normalized": True,
+            "noisy": noisy,
+            "noise_kind": params.noise_kind,
+            "noise_factor": params.noise_factor if noisy else 0.0,
+            "seed": params.seed,
+        }
+    )

@@ -25,17 +25,21 @@ REFERENCES = ("latest_blessed", "none")
 class ValidateParams(Params):
     dataset: str = key("data.dataset")
     reference: str = key(
-        "validate.reference", "latest_blessed",
+        "validate.reference",
+        "latest_blessed",
         "latest_blessed: also compare new data with the data behind the dataset's newest "
         "blessed model (drift between scheduled batches); none: splits only (to accept a "
-        "deliberate change of the data)")
+        "deliberate change of the data)",
+    )
     max_pixel_mean_rms: float = key(
-        "validate.max_pixel_mean_rms", 0.03,
+        "validate.max_pixel_mean_rms",
+        0.03,
         "largest RMS over pixels of the difference of two per-pixel mean maps (plus the "
-        "sampling allowance); docs/stages.md, \"Data validation\", has the real data's figure")
+        'sampling allowance); docs/stages.md, "Data validation", has the real data\'s figure',
+    )
     max_pixel_std_rms: float = key(
-        "validate.max_pixel_std_rms", 0.03,
-        "the same for the per-pixel standard-deviation maps")
+        "validate.max_pixel_std_rms", 0.03, "the same for the per-pixel standard-deviation maps"
+    )
     schema: str = RAW_SCHEMA  # project-relative path of the curated schema
 
     def reference_scope(self) -> str | None:
@@ -44,10 +48,16 @@ class ValidateParams(Params):
         return f"{self.dataset}/" if self.reference == "latest_blessed" else None
 
     def check(self) -> None:
-        require(self.reference in REFERENCES, "validate.reference", f"one of {REFERENCES}",
-                self.reference)
-        for name, value in (("validate.max_pixel_mean_rms", self.max_pixel_mean_rms),
-                            ("validate.max_pixel_std_rms", self.max_pixel_std_rms)):
+        require(
+            self.reference in REFERENCES,
+            "validate.reference",
+            f"one of {REFERENCES}",
+            self.reference,
+        )
+        for name, value in (
+            ("validate.max_pixel_mean_rms", self.max_pixel_mean_rms),
+            ("validate.max_pixel_std_rms", self.max_pixel_std_rms),
+        ):
             require(0.0 < value <= 1.0, name, "an RMS in (0, 1]", value)
 
     def cache_key(self) -> dict:
@@ -60,17 +70,28 @@ class ValidateParams(Params):
 
 VALIDATE = Component(
     name="validate",
-    inputs={EXAMPLES_KEY: Input(artifacts.EXAMPLES),
-            REFERENCE_STATISTICS_KEY: Resolved(artifacts.STATISTICS, candidate=EXAMPLES_KEY,
-                                               strategy=BLESSED_MODEL_DATA,
-                                               output=STATISTICS_KEY, in_fingerprint=False)},
+    inputs={
+        EXAMPLES_KEY: Input(artifacts.EXAMPLES),
+        REFERENCE_STATISTICS_KEY: Resolved(
+            artifacts.STATISTICS,
+            candidate=EXAMPLES_KEY,
+            strategy=BLESSED_MODEL_DATA,
+            output=STATISTICS_KEY,
+            in_fingerprint=False,
+        ),
+    },
     outputs={STATISTICS_KEY: artifacts.STATISTICS, ANOMALIES_KEY: artifacts.ANOMALIES},
     params=ValidateParams,
     executor_module="components.validate.executor",
     description="TFDV statistics, content checks and drift against schemas/raw",
     published_on_rejection=(STATISTICS_KEY, ANOMALIES_KEY),
-    view=View(headline=("anomalous_splits",),
-              data=DataOutputs(STATISTICS_KEY, ANOMALIES_KEY, class_counts=True),  # raw labels
-              pictures=Pictures(STATISTICS_KEY, {"pixel_maps.png": "per-pixel mean and standard "
-                                                 "deviation of each split (validate)"}, rank=1)),
+    view=View(
+        headline=("anomalous_splits",),
+        data=DataOutputs(STATISTICS_KEY, ANOMALIES_KEY, class_counts=True),  # raw labels
+        pictures=Pictures(
+            STATISTICS_KEY,
+            {"pixel_maps.png": "per-pixel mean and standard deviation of each split (validate)"},
+            rank=1,
+        ),
+    ),
 )

@@ -51,8 +51,11 @@ def _image_matrix(batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
     if len(good) == len(lengths):
         values = column.flatten().to_numpy(zero_copy_only=False)
     else:
-        values = np.concatenate([np.asarray(column[int(i)].as_py(), np.float64) for i in good]
-                                ) if len(good) else np.zeros(0)
+        values = (
+            np.concatenate([np.asarray(column[int(i)].as_py(), np.float64) for i in good])
+            if len(good)
+            else np.zeros(0)
+        )
     return np.asarray(values, np.float64).reshape(-1, F.PIXELS) / PIXEL_MAX, good
 
 
@@ -76,8 +79,12 @@ def _moments(x: np.ndarray):
 def _with_features(batch: pa.RecordBatch, x: np.ndarray, good: np.ndarray) -> pa.RecordBatch:
     """The batch with the four per-image features appended (one float per row; missing
     for rows that are not 784 pixels long)."""
-    per_image = {MEAN: x.mean(axis=1), STD: x.std(axis=1), INK: (x > INK_LEVEL).mean(axis=1),
-                 SATURATED: (x >= 1.0).mean(axis=1)}
+    per_image = {
+        MEAN: x.mean(axis=1),
+        STD: x.std(axis=1),
+        INK: (x > INK_LEVEL).mean(axis=1),
+        SATURATED: (x >= 1.0).mean(axis=1),
+    }
     n = batch.num_rows
     # One value per good row; a null list for the others (offsets repeat, validity off).
     offsets = np.zeros(n + 1, np.int32)
@@ -87,8 +94,11 @@ def _with_features(batch: pa.RecordBatch, x: np.ndarray, good: np.ndarray) -> pa
     valid[good] = True
     columns, names = list(batch.columns), list(batch.schema.names)
     for name, values in per_image.items():
-        column = pa.ListArray.from_arrays(offsets, pa.array(values.astype(np.float32)),
-                                          mask=None if len(good) == n else pa.array(~valid))
+        column = pa.ListArray.from_arrays(
+            offsets,
+            pa.array(values.astype(np.float32)),
+            mask=None if len(good) == n else pa.array(~valid),
+        )
         columns.append(column)
         names.append(name)
     return pa.RecordBatch.from_arrays(columns, names)
@@ -129,7 +139,7 @@ class Maps:
         if n == 0:
             return cls(0, np.zeros(F.PIXELS), np.zeros(F.PIXELS))
         mean = s / n
-        return cls(int(n), mean, np.sqrt(np.maximum(ss / n - mean ** 2, 0.0)))
+        return cls(int(n), mean, np.sqrt(np.maximum(ss / n - mean**2, 0.0)))
 
 
 def write_maps(moments, split: str, stats_uri: str) -> None:
@@ -167,28 +177,38 @@ def compare_maps(current: Maps, reference: Maps, limits: MapLimits) -> list[tupl
     over pixels of var * (1/n1 + 1/n2); the std map's sampling error is taken as the same)."""
     if current.count == 0 or reference.count == 0:
         return []
-    pooled_var = (current.std ** 2 + reference.std ** 2) / 2.0
+    pooled_var = (current.std**2 + reference.std**2) / 2.0
     sampling = float(np.sqrt(np.mean(pooled_var) * (1 / current.count + 1 / reference.count)))
     found = []
-    for what, a, b, limit in (("mean", current.mean, reference.mean, limits.mean_rms),
-                              ("standard deviation", current.std, reference.std, limits.std_rms)):
+    for what, a, b, limit in (
+        ("mean", current.mean, reference.mean, limits.mean_rms),
+        ("standard deviation", current.std, reference.std, limits.std_rms),
+    ):
         diff = a - b
         shift = rms(diff)
         allowed = limit + SAMPLING_SIGMAS * sampling
         if not shift <= allowed:
             worst = int(np.argmax(np.abs(diff)))
             row, col = divmod(worst, F.WIDTH)
-            found.append((
-                f"Pixel {what} map shift",
-                f"the per-pixel {what} map differs by RMS {shift:.4f} (expected <= {allowed:.4f}: "
-                f"limit {limit:g} + {SAMPLING_SIGMAS:g} x sampling RMS {sampling:.4f} at "
-                f"{current.count} vs {reference.count} images); largest at pixel "
-                f"(row {row}, col {col}): {a[worst]:.3f} vs {b[worst]:.3f}"))
+            found.append(
+                (
+                    f"Pixel {what} map shift",
+                    f"the per-pixel {what} map differs by RMS {shift:.4f} "
+                    f"(expected <= {allowed:.4f}: "
+                    f"limit {limit:g} + {SAMPLING_SIGMAS:g} x sampling RMS {sampling:.4f} at "
+                    f"{current.count} vs {reference.count} images); largest at pixel "
+                    f"(row {row}, col {col}): {a[worst]:.3f} vs {b[worst]:.3f}",
+                )
+            )
     return found
 
 
-def draw_maps(maps: dict[str, Maps], path: str, reference: Maps | None = None,
-              reference_label: str = "reference") -> None:
+def draw_maps(
+    maps: dict[str, Maps],
+    path: str,
+    reference: Maps | None = None,
+    reference_label: str = "reference",
+) -> None:
     """One column per split (and the reference data): the mean map over the std map."""
     import matplotlib  # the headless backend is chosen before pyplot first loads
 
@@ -207,8 +227,7 @@ def draw_maps(maps: dict[str, Maps], path: str, reference: Maps | None = None,
             im = ax.imshow(values.reshape(F.HEIGHT, F.WIDTH), cmap="viridis", vmin=0.0, vmax=vmax)
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_title(f"{name}: {what}" + (f"\n{m.count} images" if r == 0 else ""),
-                         fontsize=8)
+            ax.set_title(f"{name}: {what}" + (f"\n{m.count} images" if r == 0 else ""), fontsize=8)
             fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")

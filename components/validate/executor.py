@@ -55,30 +55,35 @@ class ReadShard(beam.DoFn):
                 yield self._decoder.DecodeBatch(batch.numpy().tolist())
 
 
-def statistics_pass(examples: Artifact, splits: list[str], schema, out: Artifact,
-                    beam_args) -> None:
+def statistics_pass(
+    examples: Artifact, splits: list[str], schema, out: Artifact, beam_args
+) -> None:
     """TFDV statistics and pixel moments of every split, in one Beam pipeline."""
     with beam_jobs.pipeline(beam_args) as p:
         for split in splits:
             batches, moments = (
                 p
-                | f"Shards[{split}]" >> beam.Create(examples_io.shard_files(examples, split),
-                                                    reshuffle=False)
+                | f"Shards[{split}]"
+                >> beam.Create(examples_io.shard_files(examples, split), reshuffle=False)
                 | f"Read[{split}]" >> beam.ParDo(ReadShard())
-                | f"Content[{split}]" >> beam.ParDo(content.ContentFeatures()).with_outputs(
-                    content.ContentFeatures.MOMENTS, main="batches"))
+                | f"Content[{split}]"
+                >> beam.ParDo(content.ContentFeatures()).with_outputs(
+                    content.ContentFeatures.MOMENTS, main="batches"
+                )
+            )
             dv.write_statistics(batches, split, schema, out)
-            _ = (moments
-                 | f"Moments[{split}]" >> beam.CombineGlobally(content.PixelMoments())
-                 | f"WriteMoments[{split}]" >> beam.Map(content.write_maps, split, out.uri))
+            _ = (
+                moments
+                | f"Moments[{split}]" >> beam.CombineGlobally(content.PixelMoments())
+                | f"WriteMoments[{split}]" >> beam.Map(content.write_maps, split, out.uri)
+            )
 
 
 def label_counts(stats) -> dict[int, int]:
     """Examples per label, from TFDV's top values of the (categorical) label."""
     for feature in stats.datasets[0].features:
         if "/".join(feature.path.step) == F.LABEL:
-            return {int(float(v.value)): int(v.frequency)
-                    for v in feature.string_stats.top_values}
+            return {int(float(v.value)): int(v.frequency) for v in feature.string_stats.top_values}
     return {}
 
 
@@ -88,12 +93,17 @@ def missing_classes(split_stats, reference_stats) -> str | None:
     ref, here = label_counts(reference_stats), label_counts(split_stats)
     total_ref = sum(ref.values())
     n = split_stats.datasets[0].num_examples
-    missing = sorted(c for c, k in ref.items() if here.get(c, 0) == 0 and total_ref
-                     and n * k / total_ref >= MIN_EXPECTED_COUNT)
+    missing = sorted(
+        c
+        for c, k in ref.items()
+        if here.get(c, 0) == 0 and total_ref and n * k / total_ref >= MIN_EXPECTED_COUNT
+    )
     if not missing:
         return None
-    return (f"classes {missing} are absent from {n} examples although the compared data has "
-            f"them (expected >= {MIN_EXPECTED_COUNT:g} examples each at its class shares)")
+    return (
+        f"classes {missing} are absent from {n} examples although the compared data has "
+        f"them (expected >= {MIN_EXPECTED_COUNT:g} examples each at its class shares)"
+    )
 
 
 @dataclass(frozen=True)
@@ -105,9 +115,15 @@ class Comparison:
     maps: content.Maps | None
 
 
-def run(params: ValidateParams, ctx: ExecutionContext, *, examples: Artifact,
-        reference_statistics: Artifact | None, statistics: Artifact,
-        anomalies: Artifact) -> dict:
+def run(
+    params: ValidateParams,
+    ctx: ExecutionContext,
+    *,
+    examples: Artifact,
+    reference_statistics: Artifact | None,
+    statistics: Artifact,
+    anomalies: Artifact,
+) -> dict:
     schema = load_schema(params.schema)
     splits = examples.splits or list(SPLITS)
     statistics_pass(examples, splits, schema, statistics, ctx.beam_args)
@@ -117,25 +133,36 @@ def run(params: ValidateParams, ctx: ExecutionContext, *, examples: Artifact,
     limits = content.MapLimits(params.max_pixel_mean_rms, params.max_pixel_std_rms)
     extra = _content_findings(against, stats, maps, limits)
     _draw_maps(maps, against, statistics)
-    found = dv.check(stats, schema, anomalies,
-                     previous={s: c.stats for s, c in against.items()}, extra=extra)
+    found = dv.check(
+        stats, schema, anomalies, previous={s: c.stats for s, c in against.items()}, extra=extra
+    )
     compared = {s: c.label for s, c in against.items()}
     anomalies.properties["compared"] = compared
     dv.raise_on_anomalies(found, anomalies, f"{examples.uri} (schema {params.schema})", compared)
     ctx.log.info("validate: no anomalies in %s", ", ".join(splits))
-    return {"splits": dv.summarize(stats), "drift": dv.drift(found),
-            "pixel_map_rms": {s: map_rms(maps[s], c.maps) for s, c in against.items() if c.maps},
-            # The reference is outside the cache key (component.py): the record says which
-            # setting and which data this data was accepted against.
-            "reference": params.reference,
-            "reference_run_id": (reference_statistics.properties.get("run_id")
-                                 if reference_statistics is not None else None),
-            "anomalous_splits": anomalies.properties["anomalous_splits"]}
+    return {
+        "splits": dv.summarize(stats),
+        "drift": dv.drift(found),
+        "pixel_map_rms": {s: map_rms(maps[s], c.maps) for s, c in against.items() if c.maps},
+        # The reference is outside the cache key (component.py): the record says which
+        # setting and which data this data was accepted against.
+        "reference": params.reference,
+        "reference_run_id": (
+            reference_statistics.properties.get("run_id")
+            if reference_statistics is not None
+            else None
+        ),
+        "anomalous_splits": anomalies.properties["anomalous_splits"],
+    }
 
 
-def _comparisons(splits: list[str], stats: dict, maps: dict[str, content.Maps | None],
-                 reference_statistics: Artifact | None,
-                 log: logging.Logger) -> dict[str, Comparison]:
+def _comparisons(
+    splits: list[str],
+    stats: dict,
+    maps: dict[str, content.Maps | None],
+    reference_statistics: Artifact | None,
+    log: logging.Logger,
+) -> dict[str, Comparison]:
     """What each split is compared with: test with train, and train with the data behind
     the last blessed model when the launcher found its statistics."""
     against = {}
@@ -145,37 +172,58 @@ def _comparisons(splits: list[str], stats: dict, maps: dict[str, content.Maps | 
         run_id = reference_statistics.properties.get("run_id", "?")
         against["train"] = Comparison(
             f"vs the train data of the last blessed model, validated in run {run_id}",
-            tfdv.load_stats_binary(posixpath.join(reference_statistics.split_uri("train"),
-                                                  dv.STATS_FILE)),
-            content.read_maps(reference_statistics.uri, "train"))
-        log.info("validate: comparing train with the data behind the last blessed model "
-                 "(statistics of run %s)", run_id)
+            tfdv.load_stats_binary(
+                posixpath.join(reference_statistics.split_uri("train"), dv.STATS_FILE)
+            ),
+            content.read_maps(reference_statistics.uri, "train"),
+        )
+        log.info(
+            "validate: comparing train with the data behind the last blessed model "
+            "(statistics of run %s)",
+            run_id,
+        )
     return against
 
 
-def _content_findings(against: dict[str, Comparison], stats: dict,
-                      maps: dict[str, content.Maps | None],
-                      limits: content.MapLimits) -> dict[str, list[tuple[str, str, str]]]:
+def _content_findings(
+    against: dict[str, Comparison],
+    stats: dict,
+    maps: dict[str, content.Maps | None],
+    limits: content.MapLimits,
+) -> dict[str, list[tuple[str, str, str]]]:
     """(feature, short description, description) of each content check beyond TFDV's that
     a compared split fails: its pixel maps, and classes the compared data has."""
     extra: dict[str, list] = {}
     for split, other in against.items():
-        found = [(F.IMAGE, short, text) for short, text in
-                 content.compare_maps(maps[split], other.maps, limits)] if other.maps else []
+        found = (
+            [
+                (F.IMAGE, short, text)
+                for short, text in content.compare_maps(maps[split], other.maps, limits)
+            ]
+            if other.maps
+            else []
+        )
         if text := missing_classes(stats[split], other.stats):
             found.append((F.LABEL, "Class missing", text))
         extra[split] = found
     return extra
 
 
-def _draw_maps(maps: dict[str, content.Maps | None], against: dict[str, Comparison],
-               statistics: Artifact) -> None:
+def _draw_maps(
+    maps: dict[str, content.Maps | None], against: dict[str, Comparison], statistics: Artifact
+) -> None:
     reference = against["train"].maps if "train" in against else None
-    content.draw_maps(maps, posixpath.join(statistics.uri, content.MAPS_PNG), reference,
-                      "last blessed data (train)")
+    content.draw_maps(
+        maps,
+        posixpath.join(statistics.uri, content.MAPS_PNG),
+        reference,
+        "last blessed data (train)",
+    )
     statistics.properties["pictures"] = [content.MAPS_PNG]
 
 
 def map_rms(a: content.Maps, b: content.Maps) -> dict:
-    return {"mean": round(content.rms(a.mean - b.mean), 5),
-            "std": round(content.rms(a.std - b.std), 5)}
+    return {
+        "mean": round(content.rms(a.mean - b.mean), 5),
+        "std": round(content.rms(a.std - b.std), 5),
+    }

@@ -27,10 +27,20 @@ PASSTHROUGH = Component(
 )
 
 
-def run(params: PassThroughParams, ctx: ExecutionContext, *, examples: Artifact,
-        passed_examples: Artifact) -> dict:
-    shutil.copytree(examples.uri, passed_examples.uri, dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns(artifacts.COMMIT_MARKER, "_artifact.json"))
-    passed_examples.properties.update({k: v for k, v in examples.properties.items()
-                                       if k != artifacts.EXTERNAL_PATHS})
+def run(
+    params: PassThroughParams,
+    ctx: ExecutionContext,
+    *,
+    examples: Artifact,
+    passed_examples: Artifact,
+) -> dict:
+    shutil.copytree(
+        examples.uri,
+        passed_examples.uri,
+        dirs_exist_ok=True,
+        ignore=shutil.ignore_patterns(artifacts.COMMIT_MARKER, "_artifact.json"),
+    )
+    passed_examples.properties.update(
+        {k: v for k, v in examples.properties.items() if k != artifacts.EXTERNAL_PATHS}
+    )
     return {"splits": sorted(examples.properties.get("splits", []))}
