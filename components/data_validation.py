@@ -395,7 +395,7 @@ def summarize(stats: dict[str, statistics_pb2.DatasetFeatureStatisticsList]) -> 
     out = {}
     for split, s in stats.items():
         ds = s.datasets[0]
-        entry = {"num_examples": int(ds.num_examples)}
+        entry: dict[str, int | float] = {"num_examples": int(ds.num_examples)}
         for feat in ds.features:
             name = "/".join(feat.path.step)
             if name == F.IMAGE and feat.HasField("num_stats"):

@@ -34,7 +34,7 @@ class _ComponentStep(beam.DoFn):
 
 def run(components, params: dict, ctx: RunContext) -> None:
     with beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"])) as pipeline:
-        steps = {}
+        steps: dict[str, beam.PCollection] = {}
         for c in components:
             side = {up: beam.pvalue.AsSingleton(steps[up]) for up in c.upstream}
             steps[c.name] = (

@@ -202,9 +202,9 @@ def _run(create_pipeline, args, argv) -> int:
         os.makedirs(run_dir)
         console.log_to_file(os.path.join(run_dir, "pipeline.log"))
     except OSError as e:
-        e = EnvironmentFailure(f"{run_dir}: cannot create the run's directory ({e.strerror})")
-        log.error("%s (exit %d)", e, e.exit_code)
-        return e.exit_code
+        failure = EnvironmentFailure(f"{run_dir}: cannot create the run's directory ({e.strerror})")
+        log.error("%s (exit %d)", failure, failure.exit_code)
+        return failure.exit_code
 
     from pipeline import runner
 

@@ -27,8 +27,12 @@ import inspect
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from pipeline.views import View
+
+if TYPE_CHECKING:
+    from pipeline.config import Params
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,7 @@ class Component:
     name: str
     inputs: Mapping[str, Input | Channel | Resolved]
     outputs: Mapping[str, str]  # key -> artifact type
-    params: type  # a pipeline.config.Params subclass
+    params: type[Params]  # a pipeline.config.Params subclass
     executor_module: str  # dotted path of the module whose `run` is the executor
     description: str
     # Outputs that are still published when the executor rejects its input (a DataError):

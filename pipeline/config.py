@@ -20,7 +20,7 @@ import tomllib
 import typing
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from pipeline.errors import ConfigError
 
@@ -74,8 +74,11 @@ class Config:
 class Params:
     """Base of every component's parameters (a frozen, kw_only dataclass of `key()` fields)."""
 
+    if typing.TYPE_CHECKING:  # every subclass is a dataclass: what `dataclasses` expects
+        __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+
     @classmethod
-    def from_config(cls, config: Config):
+    def from_config(cls, config: Config) -> Self:
         values = {
             f.name: config[f.metadata["key"]]
             for f in dataclasses.fields(cls)
@@ -99,7 +102,7 @@ def require(ok: bool, name: str, expected: str, value: Any) -> None:
         raise ConfigError(f"{name}: expected {expected}, got {value!r}")
 
 
-def schema(param_classes: Iterable[type]) -> dict[str, KeySpec]:
+def schema(param_classes: Iterable[type[Params]]) -> dict[str, KeySpec]:
     """Every key the given parameters classes read, with its type and its one default."""
     specs: dict[str, KeySpec] = {}
     readers: dict[str, list[tuple[str, Any]]] = {}
@@ -150,7 +153,7 @@ def resolve_preset(name_or_path: str) -> pathlib.Path:
 
 
 def load(
-    param_classes: Iterable[type], preset: str | None = None, overrides: Iterable[str] = ()
+    param_classes: Iterable[type[Params]], preset: str | None = None, overrides: Iterable[str] = ()
 ) -> Config:
     """The config for these parameters classes: defaults < preset file < --set overrides.
     Unknown keys and wrong types raise ConfigError naming the key."""

@@ -130,10 +130,13 @@ def digest(value: Any) -> str:
 
 
 def stage_fingerprint(
-    stage: str, params: dict, input_fingerprints: dict[str, str], executor_module: str
+    stage: str,
+    params: dict,
+    input_fingerprints: dict[str, str | None],
+    executor_module: str,
 ) -> str:
     """params: the stage's `cache_key()`; input_fingerprints: input key -> upstream
-    fingerprint and output name."""
+    fingerprint and output name (None: a resolved input that found nothing)."""
     return digest(
         {
             "stage": stage,

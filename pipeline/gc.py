@@ -116,7 +116,9 @@ def _artifacts(store: MetadataStore, executions: dict, kept: set[str]) -> tuple[
     """The LIVE artifacts outside the kept runs: those to delete, and those a release
     protects (with why)."""
     in_kept_run = {a.id for run_id in kept for e in executions[run_id] for a in _attached(e)}
-    attached, made_by, release = {}, {}, {}
+    attached: dict[int | None, Artifact] = {}
+    made_by: dict[int | None, str] = {}
+    release: dict[int | None, str] = {}
     for run_id, rows in executions.items():
         for e in rows:
             attached.update({a.id: a for a in _attached(e)})
@@ -125,10 +127,12 @@ def _artifacts(store: MetadataStore, executions: dict, kept: set[str]) -> tuple[
             flag, backing = released(e)
             for a in backing:
                 release.setdefault(a.id, f"backs the model {flag} by {e['stage']} in run {run_id}")
-    stored = {a.id: a for a in store.store.get_artifacts() if a.state == pb.Artifact.LIVE}
+    stored: dict[int, pb.Artifact] = {
+        a.id: a for a in store.store.get_artifacts() if a.state == pb.Artifact.LIVE
+    }
     owned = os.path.join(store.root, "artifacts", "")
     deleted, protected = [], []
-    for aid in sorted(set(attached) & set(stored) - in_kept_run):
+    for aid in sorted(set(stored).intersection(attached) - in_kept_run):
         a, uri = attached[aid], stored[aid].uri  # uri as stored: relative to the root
         if not a.uri.startswith(owned):  # gc removes only what the pipeline wrote there
             continue

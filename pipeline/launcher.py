@@ -18,6 +18,7 @@ import logging
 import posixpath
 import time
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from pipeline import artifacts, console, locks, summary
@@ -76,8 +77,8 @@ def resolve(
 
 def fingerprint_inputs(
     component: Component,
-    inputs: dict[str, Artifact | str | None],
-    resolved: dict[str, Artifact | None],
+    inputs: Mapping[str, Artifact | str | None],
+    resolved: Mapping[str, Artifact | None],
 ) -> dict[str, str | None]:
     """The input identities a stage's fingerprint covers: every channel input, and the
     resolved inputs whose spec says `in_fingerprint`."""

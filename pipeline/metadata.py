@@ -32,7 +32,7 @@ import posixpath
 import sqlite3
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, overload
 
 from ml_metadata import errors as mlmd_errors
 from ml_metadata.metadata_store import metadata_store
@@ -411,9 +411,19 @@ class MetadataStore:
             return []
         return self._rows(sorted(self.store.get_executions_by_context(ctx.id), key=lambda e: e.id))
 
+    @overload
+    def artifacts_of(
+        self, execution_id: int, event_type: Any = ..., live_only: Literal[False] = ...
+    ) -> dict[str, Artifact]: ...
+
+    @overload
+    def artifacts_of(
+        self, execution_id: int, event_type: Any = ..., *, live_only: bool
+    ) -> dict[str, Artifact] | None: ...
+
     def artifacts_of(
         self, execution_id: int, event_type=pb.Event.OUTPUT, live_only: bool = False
-    ) -> dict[str, Artifact]:
+    ) -> dict[str, Artifact] | None:
         """key -> artifact of one execution's INPUT or OUTPUT events; with `live_only`,
         None when any of them is no longer LIVE (deleted by `gc`)."""
         events = [
@@ -492,8 +502,9 @@ class MetadataStore:
                 return execution.id, outputs
         return None
 
-    def _live(self, artifact_id: int) -> bool:
-        [proto] = self.store.get_artifacts_by_id([artifact_id])
+    def _live(self, artifact: Artifact) -> bool:
+        assert artifact.id is not None  # read from the store, so registered
+        [proto] = self.store.get_artifacts_by_id([artifact.id])
         return proto.state == pb.Artifact.LIVE
 
     # -- resolution -------------------------------------------------------------------
@@ -502,7 +513,7 @@ class MetadataStore:
         model_type: str,
         model_key: str,
         lineage: str,
-        exclude: str,
+        exclude: str | None,
         usable: Callable[[Artifact], bool],
     ) -> Artifact | None:
         """The model behind the newest blessing (a ModelBlessing whose `blessed` is true)
@@ -530,7 +541,7 @@ class MetadataStore:
                     model is not None
                     and model.type == model_type
                     and model.properties.get("fingerprint") != exclude
-                    and self._live(model.id)
+                    and self._live(model)
                     and usable(model)
                 ):
                     return model
@@ -571,7 +582,7 @@ class MetadataStore:
                 for execution in sorted(consumers, key=lambda e: e.id, reverse=True):
                     if execution.type_id == stage_type and execution.last_known_state in done:
                         found = self.artifacts_of(execution.id).get(output)
-                        if found is not None and self._live(found.id) and usable(found):
+                        if found is not None and self._live(found) and usable(found):
                             return found
                 producers = sorted(e.execution_id for e in events if e.type == pb.Event.OUTPUT)
                 upstream = (

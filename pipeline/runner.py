@@ -127,7 +127,7 @@ class Plan:
         return next(c for c in self.components if c.name == name)
 
 
-def param_classes(components) -> list[type]:
+def param_classes(components) -> list[type[Params]]:
     return [c.params for c in components] + [BeamParams]
 
 
@@ -144,7 +144,8 @@ def plan(components, config: Config, root: str | None = None) -> Plan:
     expectation only: the launcher resolves them again when their stage starts."""
     store = _existing_store(root)
     seen: set[str] = set()
-    params, fingerprints = {}, {}
+    params: dict[str, Params] = {}
+    fingerprints: dict[str, str] = {}
     for c in components:
         check_wiring(c, seen)
         p = c.params.from_config(config)
@@ -428,6 +429,7 @@ def run(
             error=error,
         )
         if isinstance(exc, StopRun):  # the heartbeat's reason, not an interrupt
+            assert exc.reason is not None  # the only StopRun raised is HeartbeatLost's
             raise exc.reason from None
         raise
     finally:

@@ -128,7 +128,11 @@ def run(
     splits = examples.splits or list(SPLITS)
     statistics_pass(examples, splits, schema, statistics, ctx.beam_args)
     stats = dv.load_statistics(splits, statistics)
-    maps = {s: content.read_maps(statistics.uri, s) for s in splits}
+    maps: dict[str, content.Maps] = {}
+    for s in splits:
+        m = content.read_maps(statistics.uri, s)
+        assert m is not None, s  # statistics_pass just wrote every split's moments
+        maps[s] = m
     against = _comparisons(splits, stats, maps, reference_statistics, ctx.log)
     limits = content.MapLimits(params.max_pixel_mean_rms, params.max_pixel_std_rms)
     extra = _content_findings(against, stats, maps, limits)
@@ -159,7 +163,7 @@ def run(
 def _comparisons(
     splits: list[str],
     stats: dict,
-    maps: dict[str, content.Maps | None],
+    maps: dict[str, content.Maps],
     reference_statistics: Artifact | None,
     log: logging.Logger,
 ) -> dict[str, Comparison]:
@@ -188,7 +192,7 @@ def _comparisons(
 def _content_findings(
     against: dict[str, Comparison],
     stats: dict,
-    maps: dict[str, content.Maps | None],
+    maps: dict[str, content.Maps],
     limits: content.MapLimits,
 ) -> dict[str, list[tuple[str, str, str]]]:
     """(feature, short description, description) of each content check beyond TFDV's that
@@ -210,7 +214,7 @@ def _content_findings(
 
 
 def _draw_maps(
-    maps: dict[str, content.Maps | None], against: dict[str, Comparison], statistics: Artifact
+    maps: dict[str, content.Maps], against: dict[str, Comparison], statistics: Artifact
 ) -> None:
     reference = against["train"].maps if "train" in against else None
     content.draw_maps(
