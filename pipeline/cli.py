@@ -40,13 +40,20 @@ log = logging.getLogger("pipeline")
 DEFAULT_ROOT = "output"
 
 
-def _parser(stage_names: list[str] | None = None) -> argparse.ArgumentParser:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="run_pipeline.py",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="command", required=True)
+    _add_run(sub)
+    _add_config(sub)
+    _add_inspection(sub)
+    return p
+
+
+def _add_run(sub) -> None:
     r = sub.add_parser(
         "run",
         help="run the pipeline (stages whose fingerprint matches a committed execution are reused)",
@@ -82,6 +89,9 @@ def _parser(stage_names: list[str] | None = None) -> argparse.ArgumentParser:
         help="push the model even if the gate did not bless it (push.force=true)",
     )
     _log_level(r)
+
+
+def _add_config(sub) -> None:
     c = sub.add_parser("config", help="every config key: value, default, owner, meaning")
     c.add_argument("--config", help="preset name or TOML file to show the values of")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -92,6 +102,10 @@ def _parser(stage_names: list[str] | None = None) -> argparse.ArgumentParser:
         help="print each stage's code closure (the modules hashed into its "
         "fingerprint) instead of the keys",
     )
+
+
+def _add_inspection(sub) -> None:
+    """The commands that read a root: runs, show, lineage, diff, gc, recover."""
     s = sub.add_parser("runs", help="the runs under the root, newest first")
     s.add_argument("--status", help="only runs with this status (succeeded, failed, ...)")
     s.add_argument("--dataset", help="only runs on this dataset")
@@ -125,7 +139,6 @@ def _parser(stage_names: list[str] | None = None) -> argparse.ArgumentParser:
             "--json", action="store_true", help="machine-readable output"
         )
         _log_level(sub.choices[name])
-    return p
 
 
 def _log_level(parser: argparse.ArgumentParser) -> None:
@@ -228,31 +241,7 @@ def _run(create_pipeline, args, argv) -> int:
         )
     except BaseException as e:  # noqa: BLE001 - every failure ends in one line and a code
         log.debug("traceback:\n", exc_info=True)
-        error = _recorded_error(root, run_id)
-        if error is None:
-            error = describe(e, where=root)
-        where = f" in stage {error['stage']}" if error.get("stage") else ""
-        outcome = {"interrupted": "interrupted", "skipped": "skipped"}.get(error["kind"], "FAILED")
-        # A skip is expected under a schedule: a warning, so `--log-level error` hides it.
-        level = logging.WARNING if error["kind"] == "skipped" else logging.ERROR
-        log.log(
-            level,
-            "run %s %s (exit %d)%s: %s",
-            run_id,
-            outcome,
-            error["exit_code"],
-            where,
-            error["message"].splitlines()[0],
-        )
-        if len(error["message"].splitlines()) > 1:
-            log.error("%s", "\n".join(error["message"].splitlines()[1:]))
-        log.info(
-            "summary: %s, report: %s, log: %s",
-            os.path.join(run_dir, "summary.json"),
-            os.path.join(run_dir, "report.html"),
-            os.path.join(run_dir, "pipeline.log"),
-        )
-        return int(error["exit_code"] or EXIT_STAGE)
+        return _report_failure(root, run_id, e)
     _print_stages(result, Views.of(plan.components))
     log.info(
         "summary: %s, report: %s",
@@ -260,6 +249,34 @@ def _run(create_pipeline, args, argv) -> int:
         os.path.join(run_dir, "report.html"),
     )
     return EXIT_OK
+
+
+def _report_failure(root: str, run_id: str, exc: BaseException) -> int:
+    """One line (and any detail lines) saying how the run ended, where to look; its code."""
+    run_dir = os.path.join(root, "runs", run_id)
+    error = _recorded_error(root, run_id) or describe(exc, where=root)
+    where = f" in stage {error['stage']}" if error.get("stage") else ""
+    outcome = {"interrupted": "interrupted", "skipped": "skipped"}.get(error["kind"], "FAILED")
+    # A skip is expected under a schedule: a warning, so `--log-level error` hides it.
+    level = logging.WARNING if error["kind"] == "skipped" else logging.ERROR
+    log.log(
+        level,
+        "run %s %s (exit %d)%s: %s",
+        run_id,
+        outcome,
+        error["exit_code"],
+        where,
+        error["message"].splitlines()[0],
+    )
+    if len(error["message"].splitlines()) > 1:
+        log.error("%s", "\n".join(error["message"].splitlines()[1:]))
+    log.info(
+        "summary: %s, report: %s, log: %s",
+        os.path.join(run_dir, "summary.json"),
+        os.path.join(run_dir, "report.html"),
+        os.path.join(run_dir, "pipeline.log"),
+    )
+    return int(error["exit_code"] or EXIT_STAGE)
 
 
 def _recorded_error(root: str, run_id: str) -> dict | None:

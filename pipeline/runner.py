@@ -345,6 +345,7 @@ def run(
     p: Plan,
     root: str,
     run_id: str,
+    *,
     only: str | None = None,
     force: bool = False,
     skip_if_running: bool = False,
@@ -355,10 +356,46 @@ def run(
     root = artifacts.normalize_root(root)
     store = MetadataStore(root)
     names = [c.name for c in p.components]
-    last = names.index(only) if only else len(names) - 1
-    lock = run_lock(root, run_id)
+    components = p.components[: names.index(only) + 1 if only else len(names)]
     views = Views.of(p.components)
-    with locks.held(root, "runs"):  # sweep, look and register as one step
+    lock = _register(
+        store, p, run_id, components, views, skip_if_running=skip_if_running, command=command
+    )
+    heartbeat = _Heartbeat(root, run_id)
+    heartbeat.start()
+    ctx = RunContext(
+        root=root, run_id=run_id, beam_args=p.beam.args, only=only, force=force, views=views
+    )
+    try:
+        with _Scratch(scratch_dir(root, run_id)):
+            summary.write(store, run_id, views)
+            _execute(store, p, components, ctx)
+    except BaseException as exc:
+        heartbeat.stop()
+        _fail(store, run_id, views, exc)
+        raise
+    finally:
+        heartbeat.stop()
+        lock.release()
+    return _end(store, run_id, views, status="succeeded", exit_code=EXIT_OK)
+
+
+def _register(
+    store: MetadataStore,
+    p: Plan,
+    run_id: str,
+    components: tuple[Component, ...],
+    views: Views,
+    *,
+    skip_if_running: bool,
+    command: str,
+) -> locks.FileLock:
+    """Sweep abandoned runs, then record this one as running and take its lock, as one
+    step under the root's `runs` lock; with `skip_if_running` beside a live run, record
+    it as skipped and raise Skipped instead."""
+    root = store.root
+    lock = run_lock(root, run_id)
+    with locks.held(root, "runs"):
         sweep_abandoned(store, views)
         live = [r["run_id"] for r in store.list_runs() if r.get("status") == "running"]
         registration = {
@@ -367,7 +404,7 @@ def run(
             "heartbeat": time.time(),
             "owner_pid": os.getpid(),
             "owner_host": socket.gethostname(),
-            "stages": names[: last + 1],
+            "stages": [c.name for c in components],
             "config": p.config.to_dict(),
             "config_changed": p.config.differences(),
             "preset": p.config.preset or "",
@@ -393,49 +430,41 @@ def run(
             raise skipped
         lock.acquire(note=f"{os.getpid()}@{socket.gethostname()}")
         store.start_run(run_id, registration)
-    heartbeat = _Heartbeat(root, run_id)
-    heartbeat.start()
-    ctx = RunContext(
-        root=root, run_id=run_id, beam_args=p.beam.args, only=only, force=force, views=views
-    )
-    components = p.components[: last + 1]
-    try:
-        with _Scratch(scratch_dir(root, run_id)):
-            summary.write(store, run_id, views)
-            if (
-                not force
-                and not only
-                and all(
-                    store.find_cached(c.name, p.fingerprints[c.name], usable) for c in components
-                )
-            ):
-                _record_cached(p, components, ctx)
-            else:
-                from pipeline import beam_dag
+    return lock
 
-                beam_dag.run(components, p.params, ctx)
-    except BaseException as exc:
-        heartbeat.stop()
-        error = _stage_error(store, run_id) or describe(
-            exc, where=root
-        )  # the stage's, not Beam's wrapper
-        interrupted = isinstance(exc, KeyboardInterrupt) and error["kind"] == Interrupted.kind
-        _end(
-            store,
-            run_id,
-            views,
-            status="interrupted" if interrupted else "failed",
-            exit_code=error["exit_code"],
-            error=error,
-        )
-        if isinstance(exc, StopRun):  # the heartbeat's reason, not an interrupt
-            assert exc.reason is not None  # the only StopRun raised is HeartbeatLost's
-            raise exc.reason from None
-        raise
-    finally:
-        heartbeat.stop()
-        lock.release()
-    return _end(store, run_id, views, status="succeeded", exit_code=EXIT_OK)
+
+def _execute(
+    store: MetadataStore, p: Plan, components: tuple[Component, ...], ctx: RunContext
+) -> None:
+    """Every stage a cache hit: recorded in order without Beam; else the stage DAG on Beam."""
+    if (
+        not ctx.force
+        and not ctx.only
+        and all(store.find_cached(c.name, p.fingerprints[c.name], usable) for c in components)
+    ):
+        _record_cached(p, components, ctx)
+    else:
+        from pipeline import beam_dag  # Beam loads only for a run that computes something
+
+        beam_dag.run(components, p.params, ctx)
+
+
+def _fail(store: MetadataStore, run_id: str, views: Views, exc: BaseException) -> None:
+    """Record how the run ended (the stage's error, not Beam's wrapper of it); a heartbeat
+    that stopped the run raises its reason instead of the interrupt it used."""
+    error = _stage_error(store, run_id) or describe(exc, where=store.root)
+    interrupted = isinstance(exc, KeyboardInterrupt) and error["kind"] == Interrupted.kind
+    _end(
+        store,
+        run_id,
+        views,
+        status="interrupted" if interrupted else "failed",
+        exit_code=error["exit_code"],
+        error=error,
+    )
+    if isinstance(exc, StopRun):
+        assert exc.reason is not None  # the only StopRun raised is HeartbeatLost's
+        raise exc.reason from None
 
 
 def _end(store: MetadataStore, run_id: str, views: Views, **outcome) -> dict:
