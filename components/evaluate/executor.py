@@ -880,33 +880,32 @@ def _vae_plots(candidate: _Candidate, params: EvaluateParams, out_uri: str) -> l
         # Gaussian quantiles, so the grid covers the prior's mass evenly; top row = high z1.
         q = [statistics.NormalDist().inv_cdf(p) for p in np.linspace(0.005, 0.995, 15)]
         grid = np.array([[x, y] for y in reversed(q) for x in q], np.float32)
-        plots.image_tiles(
-            predict(net.decode, grid),
-            15,
-            15,
-            posixpath.join(out_uri, LATENT_MANIFOLD),
-            title="decoded 2-D latent manifold (Gaussian quantiles 0.005..0.995)",
-            xlabel="z[0]",
-            ylabel="z[1]",
-            extent=(q[0], q[-1], q[0], q[-1]),
-        )
+        title = "decoded 2-D latent manifold (Gaussian quantiles 0.005..0.995)"
+        _decoded_grid(net, grid, 15, posixpath.join(out_uri, LATENT_MANIFOLD), title, q)
         pngs.append(LATENT_MANIFOLD)
     if candidate.info["variant"] == "vae_tril" and latent >= 2:
         steps = np.linspace(-2.5, 2.5, 25)
         grid = np.zeros((25 * 25, latent), np.float32)
         grid[:, :2] = [[x, y] for y in reversed(steps) for x in steps]
-        plots.image_tiles(
-            predict(net.decode, grid),
-            25,
-            25,
-            posixpath.join(out_uri, CODE_SWEEP),
-            title="sweep of code dims 0 and 1 over [-2.5, 2.5] (others 0)",
-            xlabel="z[0]",
-            ylabel="z[1]",
-            extent=(-2.5, 2.5, -2.5, 2.5),
-        )
+        title = "sweep of code dims 0 and 1 over [-2.5, 2.5] (others 0)"
+        _decoded_grid(net, grid, 25, posixpath.join(out_uri, CODE_SWEEP), title, steps)
         pngs.append(CODE_SWEEP)
     return pngs
+
+
+def _decoded_grid(net, grid: np.ndarray, side: int, path: str, title: str, axis) -> None:
+    """The decodings of a side x side grid of codes over code dims 0 and 1, as tiles whose
+    axes span `axis` (its first and last values)."""
+    plots.image_tiles(
+        predict(net.decode, grid),
+        side,
+        side,
+        path,
+        title=title,
+        xlabel="z[0]",
+        ylabel="z[1]",
+        extent=(axis[0], axis[-1], axis[0], axis[-1]),
+    )
 
 
 def _write_evaluation(
