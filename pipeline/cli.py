@@ -1,4 +1,9 @@
-"""Command line: `run_pipeline.py run | runs | show | lineage | diff | gc | recover | config`.
+"""Command line: `run_pipeline.py run | start | stage | stages | runs | show | lineage | diff |
+gc | recover | config`.
+
+`run` executes a whole run in one process; `start` records a run whose stages are then
+executed one process each by `stage STAGE --run-id ID` (a scheduler's task per stage:
+deploy/airflow/); `stages` prints the stage graph such a scheduler builds its tasks from.
 
 Exit codes (stable, for schedulers; pipeline/errors.py): 0 success, 2 invalid config or
 usage, 3 data rejected (missing, corrupt or anomalous input), 4 a stage failed, 74 the
@@ -48,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True)
     _add_run(sub)
+    _add_stage_processes(sub)
     _add_config(sub)
     _add_inspection(sub)
     return p
@@ -89,6 +95,34 @@ def _add_run(sub) -> None:
         help="push the model even if the gate did not bless it (push.force=true)",
     )
     _log_level(r)
+
+
+def _add_stage_processes(sub) -> None:
+    """start, stage, stages: a run whose stages are executed by processes of their own."""
+    s = sub.add_parser(
+        "start",
+        help="record a run whose stages are then executed one process each by `stage`",
+    )
+    s.add_argument("--config", help="preset name (configs/<name>.toml) or a TOML file")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    s.add_argument("--root", default=DEFAULT_ROOT)
+    s.add_argument("--run-id", required=True, help="the run's id (a retried start is a no-op)")
+    s.add_argument("--force", action="store_true", help="its stages ignore the cache")
+    s.add_argument("--force-push", action="store_true", help="push.force=true")
+    _log_level(s)
+    s = sub.add_parser(
+        "stage",
+        help="execute one stage of a run made by `start`, on the outputs its upstream "
+        "stages committed in that run",
+    )
+    s.add_argument("stage", metavar="STAGE")
+    s.add_argument("--run-id", required=True)
+    s.add_argument("--root", default=DEFAULT_ROOT)
+    _log_level(s)
+    s = sub.add_parser(
+        "stages", help="the stages in order: what each takes inputs from, where it belongs"
+    )
+    s.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def _add_config(sub) -> None:
@@ -160,6 +194,12 @@ def main(create_pipeline: Callable[[], list], argv: list[str] | None = None) -> 
     console.quiet_third_party(getattr(args, "log_level", "INFO"))
     if args.command == "run":
         return _run(create_pipeline, args, argv)
+    if args.command in ("start", "stage"):
+        from pipeline import stage_cli
+
+        return stage_cli.main(create_pipeline, args, argv)
+    if args.command == "stages":
+        return _stages(create_pipeline, args.json)
     if args.command == "config":
         return _config(create_pipeline, args)
     try:
@@ -174,21 +214,22 @@ def _new_run_id() -> str:
     return f"{now}-{uuid.uuid4().hex[:6]}"
 
 
-def _plan(create_pipeline, args):
+def plan_run(create_pipeline, args, new_run: bool = True):
     """Everything checkable before anything is created: config, stage, run id, and the
-    external data (its identity is part of the ingest fingerprint)."""
+    external data (its identity is part of the ingest fingerprint). `new_run`: refuse a
+    run id that exists (`start` decides itself: a retried start is a no-op)."""
     from pipeline import runner
 
     with console.stderr_to_log():
         components = create_pipeline()
     names = [c.name for c in components]
-    if args.only and args.only not in names:
-        raise ConfigError(f"--only {args.only!r}: expected one of {', '.join(names)}")
+    only = getattr(args, "only", None)
+    if only and only not in names:
+        raise ConfigError(f"--only {only!r}: expected one of {', '.join(names)}")
     run_id = args.run_id or _new_run_id()
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", run_id):
-        raise ConfigError(f"--run-id {run_id!r}: use letters, digits, '.', '_', '-'")
+    check_run_id(run_id)
     root = artifacts.normalize_root(args.root)
-    if os.path.exists(os.path.join(root, "runs", run_id)):
+    if new_run and os.path.exists(os.path.join(root, "runs", run_id)):
         raise ConfigError(
             f"--run-id {run_id!r}: a run with this id already exists under "
             f"{root}; run ids are never reused"
@@ -197,14 +238,19 @@ def _plan(create_pipeline, args):
     config = runner.load_config(components, args.config, overrides)
     plan = runner.plan(components, config, root)
     if "://" not in root:  # last: a bad config creates nothing, not even the root
-        _ensure_writable(root)
+        ensure_writable(root)
     return plan, root, run_id
 
 
+def check_run_id(run_id: str) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", run_id):
+        raise ConfigError(f"--run-id {run_id!r}: use letters, digits, '.', '_', '-'")
+
+
 def _run(create_pipeline, args, argv) -> int:
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     try:
-        plan, root, run_id = _plan(create_pipeline, args)
+        plan, root, run_id = plan_run(create_pipeline, args)
     except PipelineError as e:
         log.error("%s (exit %d)", e, e.exit_code)
         return e.exit_code
@@ -241,8 +287,8 @@ def _run(create_pipeline, args, argv) -> int:
         )
     except BaseException as e:  # noqa: BLE001 - every failure ends in one line and a code
         log.debug("traceback:\n", exc_info=True)
-        return _report_failure(root, run_id, e)
-    _print_stages(result, Views.of(plan.components))
+        return report_failure(root, run_id, e)
+    print_stages(result, Views.of(plan.components))
     log.info(
         "summary: %s, report: %s",
         os.path.join(run_dir, "summary.json"),
@@ -251,7 +297,7 @@ def _run(create_pipeline, args, argv) -> int:
     return EXIT_OK
 
 
-def _report_failure(root: str, run_id: str, exc: BaseException) -> int:
+def report_failure(root: str, run_id: str, exc: BaseException) -> int:
     """One line (and any detail lines) saying how the run ended, where to look; its code."""
     run_dir = os.path.join(root, "runs", run_id)
     error = _recorded_error(root, run_id) or describe(exc, where=root)
@@ -291,7 +337,7 @@ def _recorded_error(root: str, run_id: str) -> dict | None:
         return None
 
 
-def _ensure_writable(root: str) -> None:
+def ensure_writable(root: str) -> None:
     """EnvironmentFailure unless files can be created under `root` (a read-only mount, a
     full disk with no room for a file, no permission). Creates the root if needed."""
     probe = os.path.join(root, f".write-probe-{os.getpid()}")
@@ -311,7 +357,7 @@ def _ensure_writable(root: str) -> None:
             os.remove(probe)
 
 
-def _interrupt(signum, frame):
+def interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
@@ -371,7 +417,24 @@ def _closures(components, as_json: bool) -> int:
     return EXIT_OK
 
 
-def _print_stages(s: dict, views: Views) -> None:
+def _stages(create_pipeline, as_json: bool) -> int:
+    """The stage graph from create_pipeline(): what a scheduler makes its tasks of."""
+    with console.stderr_to_log():
+        components = create_pipeline()
+    rows = [
+        {"name": c.name, "upstream": list(c.upstream), "kind": c.kind, "description": c.description}
+        for c in components
+    ]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    for r in rows:
+        after = f" after {', '.join(r['upstream'])}" if r["upstream"] else ""
+        print(f"{r['name']:<10} {r['kind']:<12} {r['description']}{after}")
+    return EXIT_OK
+
+
+def print_stages(s: dict, views: Views) -> None:
     from pipeline.inspection import headline, outcome_lines
 
     print(f"run {s['run_id']}: {s['status']}")
@@ -393,7 +456,7 @@ def _inspect(args, create_pipeline) -> int:
         views = Views.of(create_pipeline())  # what the components declare the views show
     try:
         if args.command in ("gc", "recover"):  # they write: refused on a read-only root
-            _ensure_writable(root)
+            ensure_writable(root)
         if args.command == "recover":
             return _recover(args, root)
         if not os.path.exists(os.path.join(root, "metadata.sqlite")):

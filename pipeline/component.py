@@ -35,6 +35,9 @@ if TYPE_CHECKING:
     from pipeline.config import Params
 
 
+KINDS = ("cpu", "accelerator")
+
+
 @dataclass(frozen=True)
 class Input:
     """A declared input: the artifact type consumed, not yet bound to a producer."""
@@ -94,12 +97,16 @@ class Component:
     published_on_rejection: tuple[str, ...] = ()
     # What the run views show of this stage (pipeline/views.py): nothing by default.
     view: View = View()
+    # Where the stage belongs when each stage gets a machine of its own (an Airflow queue
+    # and pool per kind, deploy/airflow/): "cpu", or "accelerator" for a GPU worker.
+    kind: str = "cpu"
 
     def __post_init__(self):
         assert not set(self.inputs) & set(self.outputs), (
             f"{self.name}: input and output keys overlap"
         )
         assert set(self.published_on_rejection) <= set(self.outputs), self.name
+        assert self.kind in KINDS, f"{self.name}: kind {self.kind!r} is not one of {KINDS}"
 
     def output(self, key: str) -> Channel:
         """This component's output `key`, for a downstream component's `wire`."""

@@ -182,6 +182,22 @@ def load(
     return Config(values, preset, changed)
 
 
+def from_record(
+    param_classes: Iterable[type[Params]], table: dict[str, dict[str, Any]], preset: str | None
+) -> Config:
+    """The config a run recorded (`Config.to_dict`), checked again against these classes:
+    what a stage process that joins the run is configured by, whatever the preset files
+    say now."""
+    keys = schema(param_classes)
+    given = {f"{s}.{k}": v for s, t in table.items() for k, v in t.items()}
+    for name in given:
+        if name not in keys:
+            raise ConfigError(f"the run's recorded config: {_unknown(name, keys)}")
+    values = {n: _coerce(n, given.get(n, spec.default), spec.type) for n, spec in keys.items()}
+    changed = tuple(n for n in keys if values[n] != keys[n].default)
+    return Config(values, preset, changed)
+
+
 def _unknown(name: str, keys: dict[str, KeySpec]) -> str:
     section = name.partition(".")[0]
     same = [k for k in keys if k.startswith(section + ".")]

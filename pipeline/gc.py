@@ -60,11 +60,7 @@ def collect(
     # below stays true until gc is done.
     with locks.held(root, "runs"):
         runs = store.list_runs()
-        live = sorted(
-            r["run_id"]
-            for r in runs
-            if r.get("status") == "running" and not runner.is_abandoned(root, r)
-        )
+        live = sorted(r["run_id"] for r in runs if runner.is_live(root, r))
         if live:
             raise RootBusy(
                 f"gc refused: run {', '.join(live)} still running on {root}; "

@@ -118,13 +118,22 @@ def outcome_lines(view: dict, views: Views) -> list[str]:
     return lines
 
 
+def _owner_line(view: dict) -> str:
+    owner = view["owner"]
+    if view.get("mode") != "stages":
+        return f"  owner pid {owner['pid']} on {owner['host']}, last heartbeat {owner['heartbeat']}"
+    stages = ", ".join(f"{s} {o['process']}" for s, o in view.get("stage_owners", {}).items())
+    return f"  a process per stage (started by pid {owner['pid']} on {owner['host']}): " + (
+        stages or "none has joined yet"
+    )
+
+
 def show_text(view: dict, root: str, views: Views) -> str:
     took = "" if view["duration_s"] is None else f", took {view['duration_s']:.1f}s"
     lines = [
         f"run {view['run_id']}: {view['status']} (exit {view['exit_code']})",
         f"  started {view['started']}, finished {view['finished'] or '-'}{took}",
-        f"  owner pid {view['owner']['pid']} on {view['owner']['host']}, "
-        f"last heartbeat {view['owner']['heartbeat']}",
+        _owner_line(view),
         f"  command: {view.get('command') or '-'}",
         f"  config: preset {view.get('preset') or '(defaults)'}; changed from the defaults: "
         + (

@@ -283,13 +283,17 @@ class MetadataStore:
         self._write(put)
 
     def update_run(self, run_id: str, **properties: Any) -> None:
+        """Set properties of the run's record: a read-modify-write, so one process at a
+        time (the stage processes of one run beat their heartbeats side by side)."""
+
         def put():
             run = self._run_context(run_id)
             for k, v in properties.items():
                 _set(run.custom_properties, k, v)
             self.store.put_contexts([run])
 
-        self._write(put)
+        with locks.held(self.root, f"record-{run_id}", poll_s=0.02):
+            self._write(put)
 
     def run_exists(self, run_id: str) -> bool:
         return self._run_context(run_id) is not None

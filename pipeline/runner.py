@@ -55,6 +55,9 @@ from pipeline.metadata import DB_FILE, MetadataStore, backup_store, check_store
 from pipeline.views import Views
 
 log = logging.getLogger("pipeline")
+# How a run executes: one process runs every stage (`run`), or each stage has its own
+# process that joins the run (`start`, then `stage`: pipeline/stage_process.py).
+ONE_PROCESS, STAGE_PROCESSES = "process", "stages"
 HEARTBEAT_S = 10.0
 # A run on another host is abandoned when its heartbeat is this old.
 STALE_AFTER_S = 120.0
@@ -200,12 +203,64 @@ def run_lock(root: str, run_id: str) -> locks.FileLock:
     return locks.FileLock(root, f"run-{run_id}")
 
 
+def stage_lock(root: str, run_id: str, stage: str) -> locks.FileLock:
+    """Held by the process that executes `stage` of a run made of stage processes."""
+    return locks.FileLock(root, f"run-{run_id}.{stage}")
+
+
+def owner_note() -> str:
+    return f"{os.getpid()}@{socket.gethostname()}"
+
+
+def _owner_gone(lock: locks.FileLock, host: str | None, heartbeat) -> bool:
+    """Its lock is free on this host, or (another host) its heartbeat is stale."""
+    if host == socket.gethostname():
+        return not lock.is_held_elsewhere()
+    return time.time() - float(heartbeat or 0) > STALE_AFTER_S
+
+
 def is_abandoned(root: str, run: dict) -> bool:
+    """A one-process run whose process is gone. A run of stage processes is never
+    abandoned as a whole (between its stages no process owns it): its dead stages are
+    (`dead_stages`)."""
+    if run.get("status") != "running" or run.get("mode") == STAGE_PROCESSES:
+        return False
+    return _owner_gone(run_lock(root, run["run_id"]), run.get("owner_host"), run.get("heartbeat"))
+
+
+def is_live(root: str, run: dict) -> bool:
+    """A run some process is working on now: a one-process run not abandoned, or a run
+    of stage processes with a stage process alive (between its stages, none is)."""
     if run.get("status") != "running":
         return False
-    if run.get("owner_host") == socket.gethostname():
-        return not run_lock(root, run["run_id"]).is_held_elsewhere()
-    return time.time() - float(run.get("heartbeat") or 0) > STALE_AFTER_S
+    if run.get("mode") != STAGE_PROCESSES:
+        return not is_abandoned(root, run)
+    return any(
+        not _owner_gone(
+            stage_lock(root, run["run_id"], s),
+            str(run[f"owner.{s}"]).partition("@")[2],
+            run.get(f"heartbeat.{s}"),
+        )
+        for s in run.get("stages", [])
+        if run.get(f"owner.{s}")
+    )
+
+
+def dead_stages(root: str, run: dict, executions: list[dict]) -> list[str]:
+    """The stages of a running run of stage processes recorded as running whose process
+    is gone (their owner and heartbeat are in the run's record, per stage)."""
+    if run.get("status") != "running" or run.get("mode") != STAGE_PROCESSES:
+        return []
+    dead = []
+    for e in executions:
+        stage = e["stage"]
+        if e.get("state") != "running":
+            continue
+        host = str(run.get(f"owner.{stage}") or "@").partition("@")[2]
+        lock = stage_lock(root, run["run_id"], stage)
+        if _owner_gone(lock, host, run.get(f"heartbeat.{stage}")):
+            dead.append(stage)
+    return dead
 
 
 def sweep_abandoned(store: MetadataStore, views: Views) -> list[str]:
@@ -213,9 +268,12 @@ def sweep_abandoned(store: MetadataStore, views: Views) -> list[str]:
     what their pages show (pipeline/views.py)."""
     found = []
     for run in store.list_runs():
+        run_id = run["run_id"]
+        if run.get("mode") == STAGE_PROCESSES and run.get("status") == "running":
+            _sweep_dead_stages(store, run, views)
+            continue
         if not is_abandoned(store.root, run):
             continue
-        run_id = run["run_id"]
         for e in store.run_executions(run_id):
             if e.get("state") == "running":
                 store.put_execution(
@@ -249,15 +307,58 @@ def sweep_abandoned(store: MetadataStore, views: Views) -> list[str]:
     return found
 
 
-class _Heartbeat(threading.Thread):
+def _sweep_dead_stages(store: MetadataStore, run: dict, views: Views) -> None:
+    """A stage process died (SIGKILL, a lost machine): its execution is recorded as
+    abandoned, its staging and scratch removed, and the run ends as abandoned by that
+    stage, which a retry of the stage reopens (pipeline/stage_process.py)."""
+    run_id = run["run_id"]
+    executions = store.run_executions(run_id)
+    dead = dead_stages(store.root, run, executions)
+    if not dead:
+        return
+    for e in executions:
+        if e["stage"] in dead and e.get("state") == "running":
+            store.put_execution(
+                run_id,
+                e["stage"],
+                "abandoned",
+                {"error": _abandoned_error(e["stage"])},
+                execution_id=e["execution_id"],
+            )
+    for stage in dead:
+        for tmp in glob.glob(
+            os.path.join(store.root, "artifacts", stage, run_id, artifacts.TMP_PREFIX + "*")
+        ):
+            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(os.path.join(scratch_dir(store.root, run_id), stage), ignore_errors=True)
+    error = {**_abandoned_error(dead[0]), "stage": dead[0]}
+    store.update_run(run_id, status="abandoned", finished=time.time(), error=error)
+    publish(store, run_id, views)
+    log.warning(
+        "run %s: stage %s was abandoned (its process %s is gone); recorded as such",
+        run_id,
+        dead[0],
+        run.get(f"owner.{dead[0]}"),
+    )
+
+
+def _abandoned_error(stage: str) -> dict:
+    return {
+        "kind": "abandoned",
+        "exit_code": None,
+        "message": f"the process running stage {stage} died",
+    }
+
+
+class Heartbeat(threading.Thread):
     """Beats the run's heartbeat in ML Metadata. When it cannot (the disk filled up, the
     store broke), it says nothing on the console and stops the run: it raises StopRun
     carrying the EnvironmentFailure in the main thread (a run whose liveness cannot be
     recorded would soon be taken for abandoned by the others)."""
 
-    def __init__(self, root: str, run_id: str):
+    def __init__(self, root: str, run_id: str, field: str = "heartbeat"):
         super().__init__(daemon=True, name=f"heartbeat-{run_id}")
-        self.root, self.run_id = root, run_id
+        self.root, self.run_id, self.field = root, run_id, field
         self.stopped = threading.Event()
         self.main = threading.get_ident()  # the thread running the run
         self._stopping = threading.Lock()  # no StopRun once the run has ended
@@ -270,7 +371,7 @@ class _Heartbeat(threading.Thread):
         try:
             store = MetadataStore(self.root)  # its own connection: MLMD stores are not shared
             while not self.stopped.wait(HEARTBEAT_S):
-                store.update_run(self.run_id, heartbeat=time.time())
+                store.update_run(self.run_id, **{self.field: time.time()})
         except Exception as e:  # noqa: BLE001 - handed to the main thread, traceback to the log
             if self.stopped.is_set():
                 return
@@ -297,7 +398,7 @@ def scratch_dir(root: str, run_id: str) -> str:
     return os.path.join(root, "tmp", run_id)
 
 
-class _Scratch:
+class Scratch:
     """TMPDIR and Python's tempfile point into the run's scratch for the block; the
     directory is removed afterwards (a killed run's: by sweep_abandoned or `gc`)."""
 
@@ -358,41 +459,52 @@ def run(
     names = [c.name for c in p.components]
     components = p.components[: names.index(only) + 1 if only else len(names)]
     views = Views.of(p.components)
-    lock = _register(
-        store, p, run_id, components, views, skip_if_running=skip_if_running, command=command
+    lock = register(
+        store,
+        p,
+        run_id,
+        components,
+        views,
+        mode=ONE_PROCESS,
+        force=force,
+        skip_if_running=skip_if_running,
+        command=command,
     )
-    heartbeat = _Heartbeat(root, run_id)
+    assert lock is not None  # a one-process run holds its run lock
+    heartbeat = Heartbeat(root, run_id)
     heartbeat.start()
     ctx = RunContext(
         root=root, run_id=run_id, beam_args=p.beam.args, only=only, force=force, views=views
     )
     try:
-        with _Scratch(scratch_dir(root, run_id)):
+        with Scratch(scratch_dir(root, run_id)):
             summary.write(store, run_id, views)
             _execute(store, p, components, ctx)
     except BaseException as exc:
         heartbeat.stop()
-        _fail(store, run_id, views, exc)
+        fail(store, run_id, views, exc)
         raise
     finally:
         heartbeat.stop()
         lock.release()
-    return _end(store, run_id, views, status="succeeded", exit_code=EXIT_OK)
+    return end(store, run_id, views, status="succeeded", exit_code=EXIT_OK)
 
 
-def _register(
+def register(
     store: MetadataStore,
     p: Plan,
     run_id: str,
     components: tuple[Component, ...],
     views: Views,
     *,
+    mode: str,
+    force: bool,
     skip_if_running: bool,
     command: str,
-) -> locks.FileLock:
-    """Sweep abandoned runs, then record this one as running and take its lock, as one
-    step under the root's `runs` lock; with `skip_if_running` beside a live run, record
-    it as skipped and raise Skipped instead."""
+) -> locks.FileLock | None:
+    """Sweep abandoned runs, then record this one as running (and, for a one-process
+    run, take its run lock), as one step under the root's `runs` lock; with
+    `skip_if_running` beside a live run, record it as skipped and raise Skipped."""
     root = store.root
     lock = run_lock(root, run_id)
     with locks.held(root, "runs"):
@@ -411,6 +523,8 @@ def _register(
             "fingerprints": p.fingerprints,
             "command": command,
             "exit_code": None,
+            "mode": mode,
+            "force": force,
         }
         if skip_if_running and live:
             skipped = Skipped(
@@ -428,7 +542,10 @@ def _register(
             )
             publish(store, run_id, views)
             raise skipped
-        lock.acquire(note=f"{os.getpid()}@{socket.gethostname()}")
+        if mode == STAGE_PROCESSES:
+            store.start_run(run_id, registration)
+            return None
+        lock.acquire(note=owner_note())
         store.start_run(run_id, registration)
     return lock
 
@@ -449,12 +566,19 @@ def _execute(
         beam_dag.run(components, p.params, ctx)
 
 
-def _fail(store: MetadataStore, run_id: str, views: Views, exc: BaseException) -> None:
-    """Record how the run ended (the stage's error, not Beam's wrapper of it); a heartbeat
-    that stopped the run raises its reason instead of the interrupt it used."""
-    error = _stage_error(store, run_id) or describe(exc, where=store.root)
+def fail(
+    store: MetadataStore, run_id: str, views: Views, exc: BaseException, stage: str | None = None
+) -> None:
+    """Record how the run ended (the stage's error, not Beam's wrapper of it; `stage`: the
+    one a stage process ran); a heartbeat that stopped the run raises its reason instead
+    of the interrupt it used."""
+    error = (
+        {**describe(exc, where=store.root), "stage": stage}
+        if stage
+        else _stage_error(store, run_id) or describe(exc, where=store.root)
+    )
     interrupted = isinstance(exc, KeyboardInterrupt) and error["kind"] == Interrupted.kind
-    _end(
+    end(
         store,
         run_id,
         views,
@@ -467,7 +591,7 @@ def _fail(store: MetadataStore, run_id: str, views: Views, exc: BaseException) -
         raise exc.reason from None
 
 
-def _end(store: MetadataStore, run_id: str, views: Views, **outcome) -> dict:
+def end(store: MetadataStore, run_id: str, views: Views, **outcome) -> dict:
     """A run has ended: its record, its views, a backup of the store, and no empty
     directories left behind. Where the store or the disk fails here, the run's outcome
     stands (logged; the traceback goes to the run's log)."""
@@ -490,6 +614,7 @@ def _end(store: MetadataStore, run_id: str, views: Views, **outcome) -> dict:
             log.debug("backup traceback", exc_info=True)
         # Not other runs' scratch: a live run's may be empty now and written to later.
         prune_empty_dirs(store.root, "work")
+        _remove_empty_dir(scratch_dir(store.root, run_id))  # emptied by its stage processes
         _remove_empty_dir(os.path.join(store.root, "tmp"))
         _remove_empty_run_dirs(store.root, run_id)
     return view

@@ -58,6 +58,13 @@ def render(store: MetadataStore, run_id: str, views: Views) -> dict[str, Any]:
             "host": run.get("owner_host"),
             "heartbeat": iso(run.get("heartbeat")),
         },
+        # "process": one process ran every stage; "stages": a process per stage joined it.
+        "mode": run.get("mode") or "process",
+        "stage_owners": {
+            s: {"process": run[f"owner.{s}"], "heartbeat": iso(run.get(f"heartbeat.{s}"))}
+            for s in run.get("stages", [])
+            if run.get(f"owner.{s}")
+        },
         "command": run.get("command"),
         "error": run.get("error"),
         "stages": stages,

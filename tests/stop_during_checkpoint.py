@@ -82,7 +82,7 @@ def main(argv: list[str]) -> int:
 
     console.quiet_third_party("WARNING")
     examples_uri, work_dir, out_dir, epochs = argv[:4]
-    signal.signal(signal.SIGTERM, cli._interrupt)
+    signal.signal(signal.SIGTERM, cli.interrupt)
     if len(argv) > 4:
         sig, kind, save, step = argv[4:8]
         _arm(getattr(signal, f"SIG{sig}"), kind, int(save), step)

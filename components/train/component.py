@@ -175,4 +175,5 @@ TRAIN = Component(
     executor_module="components.train.executor",
     description="fit the autoencoder (GPU when visible)",
     view=View(headline=("best_val_loss", "best_epoch", "epochs_run", "images_per_second")),
+    kind="accelerator",
 )
