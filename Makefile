@@ -9,7 +9,11 @@ ARGS   ?=
 TEST_WORKERS ?= auto
 PYTEST := $(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS)
 
-.PHONY: setup data browser run smoke lint test test-fast test-all clean
+# Airflow has pins of its own (deploy/airflow/constraints.txt): its own virtualenv.
+AIRFLOW_VENV  ?= .venv-airflow
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed-$(shell cat deploy/airflow/constraints.txt | cksum | cut -d' ' -f1)
+
+.PHONY: setup data browser airflow run smoke lint test test-fast test-airflow test-all clean
 
 setup: $(STAMP) data
 
@@ -41,6 +45,14 @@ browser:
 	  echo "warning: could not install chromium; the report's browser test will be skipped"; \
 	else echo "warning: apt not usable; the report's browser test will be skipped (no /usr/bin/chromium)"; fi
 
+# Apache Airflow in its own virtualenv, for deploy/airflow/ and its test (tests/test_airflow.py).
+airflow: $(AIRFLOW_STAMP)
+
+$(AIRFLOW_STAMP): deploy/airflow/constraints.txt
+	test -x $(AIRFLOW_VENV)/bin/python || $(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/python -m pip install -q -c deploy/airflow/constraints.txt apache-airflow
+	rm -f $(AIRFLOW_VENV)/.installed-*; touch $@
+
 # The main job: the default config (conv_pool on real Fashion-MNIST), offline.
 run: setup
 	$(PY) run_pipeline.py run $(ARGS)
@@ -56,14 +68,18 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: setup browser lint
+test: setup browser airflow lint
 	$(PYTEST) $(ARGS)
 
 test-fast: setup browser
 	$(PYTEST) -m "not slow and not heavy" $(ARGS)
 
 # Also the heavy cases (vae_bn end to end), beyond the 10-minute budget of `make test`.
-test-all: setup browser
+# The DAG in real Airflow alone: `airflow dags test` end to end, a killed task retried.
+test-airflow: setup airflow
+	$(PYTEST) tests/test_airflow.py $(ARGS)
+
+test-all: setup browser airflow
 	$(PYTEST) -m "" $(ARGS)
 
 clean:

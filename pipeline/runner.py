@@ -509,7 +509,7 @@ def register(
     lock = run_lock(root, run_id)
     with locks.held(root, "runs"):
         sweep_abandoned(store, views)
-        live = [r["run_id"] for r in store.list_runs() if r.get("status") == "running"]
+        live = [r["run_id"] for r in store.list_runs() if is_live(root, r)]
         registration = {
             "status": "running",
             "started": time.time(),
