@@ -65,8 +65,10 @@ def runs_text(rows: list[dict], views: Views) -> str:
     decisions = [d for _, d in views.decisions()]
     # Each decision's column is as wide as its name; the last one is not padded.
     widths = [len(d.flag) for d in decisions[:-1]] + [0]
+    # As wide as the longest id (an Airflow run's is long), at least 24.
+    w_id = max([24, *(len(r["run_id"]) for r in rows)])
     head = (
-        f"{'run id':<24} {'status':<11} {'started':<20} {'took':>6}  {'dataset':<13} "
+        f"{'run id':<{w_id}} {'status':<11} {'started':<20} {'took':>6}  {'dataset':<13} "
         f"{'variant':<10} {'main metric':<22}"
         + "".join(f" {d.flag:<{w}}" for d, w in zip(decisions, widths))
     )
@@ -76,7 +78,7 @@ def runs_text(rows: list[dict], views: Views) -> str:
         metric = "-" if r["value"] is None else f"{r['metric']} {r['value']:.4g}"
         started = (r["started"] or "-").replace("T", " ")[:19]
         line = (
-            f"{r['run_id']:<24} {r['status']:<11} {started:<20} {took:>6}  "
+            f"{r['run_id']:<{w_id}} {r['status']:<11} {started:<20} {took:>6}  "
             f"{r['dataset'] or '-':<13} {r['variant'] or '-':<10} {metric:<22}"
         )
         for d, w in zip(decisions, widths):
