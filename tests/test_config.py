@@ -27,9 +27,9 @@ def plan_checks(*overrides: str, preset: str | None = None) -> None:
     runner.BeamParams.from_config(config)
 
 
-def test_defaults_are_conv_pool_on_fashion_mnist():
+def test_defaults_are_the_best_model_on_fashion_mnist_for_five_epochs():
     c = load_config()
-    assert c["model.variant"] == "conv_pool"
+    assert (c["model.variant"], c["train.epochs"], c["train.batch_size"]) == ("best", 5, 64)
     assert c["data.dataset"] == "fashion_mnist"
     assert c["data.source"] == "auto"
     assert c["noise.kind"] == "none"
@@ -119,7 +119,7 @@ def test_set_overrides_parse_toml_values_and_bare_strings():
         (["noise.kind=mask", "noise.factor=1.5"], "noise.factor"),
         (["noise.kind=gaussian", "noise.factor=0"], "noise.factor"),
         (["model.variant=transformer"], "model.variant"),
-        (["model.latent_dim=32"], "model.latent_dim"),  # conv_pool's code is fixed at 256
+        (["model.latent_dim=32"], "model.latent_dim"),  # best's code: a multiple of 7x7
         (["model.variant=denoise", "model.latent_dim=7"], "model.latent_dim"),
         (["model.latent_dim=-1"], "model.latent_dim"),
         (["model.beta=-1"], "model.beta"),
@@ -219,7 +219,7 @@ OUT_OF_RANGE_WHATEVER_ELSE_IS_SET = [
     (["noise.factor=nan"], "noise.factor", "nan"),
     (["noise.factor=inf"], "noise.factor", "inf"),
     (["noise.factor=-inf"], "noise.factor", "-inf"),
-    (["model.beta=inf"], "model.beta", "inf"),  # conv_pool is no VAE
+    (["model.beta=inf"], "model.beta", "inf"),  # best is no VAE
     (["model.activity_l1=inf"], "model.activity_l1", "inf"),  # nor sparse
     (["gate.max_bce_excess=inf"], "gate.max_bce_excess", "inf"),
     (["gate.max_neg_elbo=inf"], "gate.max_neg_elbo", "inf"),

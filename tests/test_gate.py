@@ -99,20 +99,20 @@ def test_exactly_at_the_allowed_limit_is_blessed():
 def test_a_model_trained_without_some_classes_is_a_lineage_of_its_own():
     # Normal models keep their lineage strings (blessed models recorded under them stay
     # baselines); held-out classes add a part, in one order whatever the config's order.
-    assert params("evaluate").lineage() == "fashion_mnist/conv_pool/clean"
-    assert params("evaluate", "data.holdout_labels=[]").lineage() == "fashion_mnist/conv_pool/clean"
+    assert params("evaluate").lineage() == "fashion_mnist/best/clean"
+    assert params("evaluate", "data.holdout_labels=[]").lineage() == "fashion_mnist/best/clean"
     assert (
         params("evaluate", "noise.kind=gaussian", "model.variant=dense").lineage()
         == "fashion_mnist/dense/gaussian:0.5"
     )
     assert (
         params("evaluate", "data.holdout_labels=[9]").lineage()
-        == "fashion_mnist/conv_pool/clean/holdout:9"
+        == "fashion_mnist/best/clean/holdout:9"
     )
     assert (
         params("evaluate", "data.holdout_labels=[9, 3]", "noise.kind=gaussian").lineage()
         == params("evaluate", "data.holdout_labels=[3, 9]", "noise.kind=gaussian").lineage()
-        == "fashion_mnist/conv_pool/gaussian:0.5/holdout:3,9"
+        == "fashion_mnist/best/gaussian:0.5/holdout:3,9"
     )
     # the baseline is looked up in that lineage, by evaluate and again by push
     held_out = params("evaluate", "data.holdout_labels=[9]").baseline_lineage()

@@ -73,7 +73,7 @@ def _push(
 
 def test_blessed_model_is_pushed_into_servings_layout_with_growing_versions(tmp_path, saved_model):
     first = _push(tmp_path, saved_model, True, name="a")
-    model_dir = tmp_path / "root" / "serving" / "fashion_mnist_conv_pool"  # the config's defaults
+    model_dir = tmp_path / "root" / "serving" / "fashion_mnist_best"  # the config's defaults
     assert first["pushed"] is True and first["version"] == 1
     assert first["destination"] == str(model_dir / "1")
     assert (model_dir / "1" / "saved_model.pb").read_bytes() == b"\x08\x01" * 64
@@ -87,7 +87,7 @@ def test_blessed_model_is_pushed_into_servings_layout_with_growing_versions(tmp_
 def test_deleting_the_newest_version_never_reissues_its_number(tmp_path, saved_model):
     _push(tmp_path, saved_model, True, name="a")
     _push(tmp_path, saved_model, True, name="b")
-    model_dir = tmp_path / "root" / "serving" / "fashion_mnist_conv_pool"
+    model_dir = tmp_path / "root" / "serving" / "fashion_mnist_best"
     import shutil
 
     shutil.rmtree(model_dir / "2")
@@ -121,7 +121,7 @@ def test_a_failed_copy_leaves_no_version_and_no_staging(tmp_path, saved_model):
     broken = Artifact(SAVED_MODEL, saved_model.uri, properties={"path": "missing"})
     with pytest.raises(FileNotFoundError):
         _push(tmp_path, broken, True)
-    model_dir = tmp_path / "root" / "serving" / "fashion_mnist_conv_pool"
+    model_dir = tmp_path / "root" / "serving" / "fashion_mnist_best"
     assert [n for n in os.listdir(model_dir) if not n.startswith(".push")] == []
 
 
@@ -193,7 +193,7 @@ def test_the_push_record_stands_for_the_model_directory_not_one_version(tmp_path
         ctx,
     )
     [path] = out["pushed_model"].properties[EXTERNAL_PATHS]
-    model_dir = tmp_path / "root" / "serving" / "fashion_mnist_conv_pool"
+    model_dir = tmp_path / "root" / "serving" / "fashion_mnist_best"
     assert path == str(model_dir / push_executor.LAST_VERSION) and os.path.exists(path)
     import shutil
 
@@ -204,18 +204,18 @@ def test_the_push_record_stands_for_the_model_directory_not_one_version(tmp_path
 
 
 def test_gate_baseline_none_disables_the_supersession_check():
-    assert params("push").baseline_lineage() == "fashion_mnist/conv_pool/clean"
+    assert params("push").baseline_lineage() == "fashion_mnist/best/clean"
     assert params("push", "gate.baseline=none").baseline_lineage() is None
     assert params("evaluate", "gate.baseline=none").baseline_lineage() is None
     assert params("evaluate").lineage() == params("push").baseline_lineage()
 
 
 def test_a_model_trained_without_some_classes_is_served_under_its_own_name():
-    assert params("push").name == "fashion_mnist_conv_pool"
-    assert params("push", "data.holdout_labels=[9, 3]").name == "fashion_mnist_conv_pool_holdout3-9"
+    assert params("push").name == "fashion_mnist_best"
+    assert params("push", "data.holdout_labels=[9, 3]").name == "fashion_mnist_best_holdout3-9"
     assert (
         params("push", "data.holdout_labels=[9]", "noise.kind=mask").name
-        == "fashion_mnist_conv_pool_mask_holdout9"
+        == "fashion_mnist_best_mask_holdout9"
     )
     # an explicit push.model_name is the user's choice
     assert params("push", "data.holdout_labels=[9]", "push.model_name=novelty").name == "novelty"

@@ -188,7 +188,7 @@ def test_index_lists_runs_newest_first_with_the_main_metric_chart(root):
     assert text.index(links[0]) < text.index(links[1]) < text.index(links[2])
     svg = text[text.index("<svg") : text.index("</svg>")]
     assert svg.count("<circle") == 2  # r1 and r2; r3 has no main metric
-    assert "fashion_mnist / conv_pool" in svg and "run (in start order)" in svg
+    assert "fashion_mnist / best" in svg and "run (in start order)" in svg
     assert "bce_excess" in svg
 
 
