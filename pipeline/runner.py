@@ -236,14 +236,16 @@ def is_live(root: str, run: dict) -> bool:
     if run.get("mode") != STAGE_PROCESSES:
         return not is_abandoned(root, run)
     return any(
-        not _owner_gone(
-            stage_lock(root, run["run_id"], s),
-            str(run[f"owner.{s}"]).partition("@")[2],
-            run.get(f"heartbeat.{s}"),
-        )
-        for s in run.get("stages", [])
-        if run.get(f"owner.{s}")
+        not _stage_owner_gone(root, run, s) for s in run.get("stages", []) if run.get(f"owner.{s}")
     )
+
+
+def _stage_owner_gone(root: str, run: dict, stage: str) -> bool:
+    """The process recorded as the owner of `stage` (`owner.<stage>`: pid@host, and its
+    `heartbeat.<stage>`, in the run's record) is gone."""
+    host = str(run.get(f"owner.{stage}") or "@").partition("@")[2]
+    lock = stage_lock(root, run["run_id"], stage)
+    return _owner_gone(lock, host, run.get(f"heartbeat.{stage}"))
 
 
 def dead_stages(root: str, run: dict, executions: list[dict]) -> list[str]:
@@ -251,16 +253,11 @@ def dead_stages(root: str, run: dict, executions: list[dict]) -> list[str]:
     is gone (their owner and heartbeat are in the run's record, per stage)."""
     if run.get("status") != "running" or run.get("mode") != STAGE_PROCESSES:
         return []
-    dead = []
-    for e in executions:
-        stage = e["stage"]
-        if e.get("state") != "running":
-            continue
-        host = str(run.get(f"owner.{stage}") or "@").partition("@")[2]
-        lock = stage_lock(root, run["run_id"], stage)
-        if _owner_gone(lock, host, run.get(f"heartbeat.{stage}")):
-            dead.append(stage)
-    return dead
+    return [
+        e["stage"]
+        for e in executions
+        if e.get("state") == "running" and _stage_owner_gone(root, run, e["stage"])
+    ]
 
 
 def sweep_abandoned(store: MetadataStore, views: Views) -> list[str]:
@@ -280,13 +277,7 @@ def sweep_abandoned(store: MetadataStore, views: Views) -> list[str]:
                     run_id,
                     e["stage"],
                     "abandoned",
-                    {
-                        "error": {
-                            "kind": "abandoned",
-                            "exit_code": None,
-                            "message": "the run's process died while this stage ran",
-                        }
-                    },
+                    {"error": _abandoned_error("the run's process died while this stage ran")},
                     execution_id=e["execution_id"],
                 )
         for tmp in glob.glob(
@@ -322,7 +313,7 @@ def _sweep_dead_stages(store: MetadataStore, run: dict, views: Views) -> None:
                 run_id,
                 e["stage"],
                 "abandoned",
-                {"error": _abandoned_error(e["stage"])},
+                {"error": _abandoned_error(f"the process running stage {e['stage']} died")},
                 execution_id=e["execution_id"],
             )
     for stage in dead:
@@ -331,7 +322,10 @@ def _sweep_dead_stages(store: MetadataStore, run: dict, views: Views) -> None:
         ):
             shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(os.path.join(scratch_dir(store.root, run_id), stage), ignore_errors=True)
-    error = {**_abandoned_error(dead[0]), "stage": dead[0]}
+    error = {
+        **_abandoned_error(f"the process running stage {dead[0]} died"),
+        "stage": dead[0],
+    }
     store.update_run(run_id, status="abandoned", finished=time.time(), error=error)
     publish(store, run_id, views)
     log.warning(
@@ -342,12 +336,9 @@ def _sweep_dead_stages(store: MetadataStore, run: dict, views: Views) -> None:
     )
 
 
-def _abandoned_error(stage: str) -> dict:
-    return {
-        "kind": "abandoned",
-        "exit_code": None,
-        "message": f"the process running stage {stage} died",
-    }
+def _abandoned_error(message: str) -> dict:
+    """What an execution or run whose process died records as its error."""
+    return {"kind": "abandoned", "exit_code": None, "message": message}
 
 
 class Heartbeat(threading.Thread):
@@ -542,12 +533,10 @@ def register(
             )
             publish(store, run_id, views)
             raise skipped
-        if mode == STAGE_PROCESSES:
-            store.start_run(run_id, registration)
-            return None
-        lock.acquire(note=owner_note())
+        if mode == ONE_PROCESS:
+            lock.acquire(note=owner_note())
         store.start_run(run_id, registration)
-    return lock
+    return lock if mode == ONE_PROCESS else None
 
 
 def _execute(

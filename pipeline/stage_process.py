@@ -84,11 +84,12 @@ def run_stage(components: list[Component], root: str, run_id: str, stage: str) -
     lock = stage_lock(root, run_id, stage)
     with locks.held(root, "runs"):  # a dead stage is swept before anyone takes it over
         sweep_abandoned(store, views)
-        run = _joinable(store, run_id, stage)
+        latest = _latest(store, run_id)
+        run = _joinable(store, run_id, stage, latest)
         if run is None:  # committed already in this run: nothing to do
             return summary.render(store, run_id, views)
         component = next(c for c in components if c.name == stage)
-        inputs = _committed_inputs(store, run_id, component)
+        inputs = _committed_inputs(run_id, component, latest)
         if not lock.acquire(blocking=False, note=owner_note()):
             raise Skipped(
                 f"stage {stage} of run {run_id} is being run by process {lock.holder_note()}"
@@ -130,7 +131,9 @@ def run_stage(components: list[Component], root: str, run_id: str, stage: str) -
     return _after_stage(store, run_id, views)
 
 
-def _joinable(store: MetadataStore, run_id: str, stage: str) -> dict | None:
+def _joinable(
+    store: MetadataStore, run_id: str, stage: str, latest: dict[str, dict]
+) -> dict | None:
     """The run's record if `stage` may run in it now; None if this run has committed the
     stage already; ConfigError naming what stands in the way otherwise."""
     run = store.get_run(run_id)
@@ -144,7 +147,6 @@ def _joinable(store: MetadataStore, run_id: str, stage: str) -> dict | None:
         raise ConfigError(
             f"stage {stage!r} is not a stage of run {run_id} ({', '.join(run.get('stages', []))})"
         )
-    latest = _latest(store, run_id)
     if latest.get(stage, {}).get("state") in COMMITTED:
         log.info("[%s] already committed in run %s: nothing to do", stage, run_id)
         return None
@@ -160,9 +162,9 @@ def _latest(store: MetadataStore, run_id: str) -> dict[str, dict]:
     return {e["stage"]: e for e in store.run_executions(run_id)}
 
 
-def _committed_inputs(store: MetadataStore, run_id: str, component: Component) -> dict:
-    """The component's channel inputs, as the run's upstream stages committed them."""
-    latest = _latest(store, run_id)
+def _committed_inputs(run_id: str, component: Component, latest: dict[str, dict]) -> dict:
+    """The component's channel inputs, as the run's upstream stages committed them
+    (`latest`: stage -> its last execution in the run)."""
     inputs: dict[str, Artifact] = {}
     for k, ch in component.channels.items():
         e = latest.get(ch.producer)
