@@ -57,6 +57,27 @@ def run_executor(
     return COMPONENTS[stage].call(params_, ctx or ExecutionContext(), inputs, outputs)
 
 
+def small_run(source, *settings: str) -> list[str]:
+    """The `key=value` settings of the suite's small end-to-end runs on the IDX files in
+    `source`: two shards, one epoch of the dense model at batch 64, then `settings`. The
+    model is no part of what these runs check, and the dense one traces and exports in a
+    fraction of the default model's time; the default model runs end to end in
+    tests/test_presets.py."""
+    return [
+        f"data.source=idx:{source}",
+        "data.num_shards=2",
+        "model.variant=dense",
+        "train.epochs=1",
+        "train.batch_size=64",
+        *settings,
+    ]
+
+
+def set_args(settings) -> list[str]:
+    """`--set` arguments of the command line for `key=value` settings."""
+    return [arg for setting in settings for arg in ("--set", setting)]
+
+
 def synthetic_images(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """uint8 images [n,28,28] and labels [n]: a filled rectangle whose size codes the class."""
     rng = np.random.default_rng(seed)

@@ -19,7 +19,7 @@ import pytest
 import run_pipeline
 from pipeline.errors import EXIT_OK
 from pipeline.metadata import MetadataStore
-from tests.helpers import COMPONENTS, user_env
+from tests.helpers import COMPONENTS, small_run, user_env
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AIRFLOW = os.environ.get(
@@ -33,13 +33,7 @@ pytestmark = pytest.mark.slow
 
 
 def _settings(source) -> list[str]:
-    return [
-        f"data.source=idx:{source}",
-        "data.num_shards=2",
-        "train.epochs=1",
-        "train.batch_size=64",
-        "gate.max_bce_excess=1.0",
-    ]
+    return small_run(source, "gate.max_bce_excess=1.0")
 
 
 @pytest.fixture(scope="module")

@@ -21,32 +21,24 @@ from pipeline.errors import EXIT_CONFIG, EXIT_DATA, EXIT_OK, EXIT_STAGE
 from pipeline.launcher import usable
 from pipeline.metadata import MetadataStore
 from pipeline.views import Views
-from tests.helpers import COMPONENTS, load_config, synthetic_images, user_env, write_idx
+from tests.helpers import (
+    COMPONENTS,
+    load_config,
+    set_args,
+    small_run,
+    synthetic_images,
+    user_env,
+    write_idx,
+)
 
 STAGES = list(COMPONENTS)
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _args(root, run_id, source, *extra):
-    return [
-        "run",
-        "--root",
-        str(root),
-        "--run-id",
-        run_id,
-        "--set",
-        f"data.source=idx:{source}",
-        "--set",
-        "data.num_shards=2",
-        "--set",
-        "train.epochs=1",
-        "--set",
-        "train.batch_size=64",
-        # synthetic images are far from Fashion-MNIST's ceiling: bless on comparison only
-        "--set",
-        "gate.max_bce_excess=1.0",
-        *extra,
-    ]
+    # synthetic images are far from Fashion-MNIST's ceiling: bless on comparison only
+    settings = small_run(source, "gate.max_bce_excess=1.0")
+    return ["run", "--root", str(root), "--run-id", run_id, *set_args(settings), *extra]
 
 
 def _summary(root, run_id):
@@ -498,7 +490,7 @@ def test_runs_and_show_inspect_what_a_run_produced(first_run, capsys):
     out = capsys.readouterr().out
     assert out.splitlines()[0].split()[:3] == ["run", "id", "status"]
     r1 = next(line for line in out.splitlines() if line.startswith("r1 "))
-    assert "succeeded" in r1 and "fashion_mnist" in r1 and "best" in r1
+    assert "succeeded" in r1 and "fashion_mnist" in r1 and "dense" in r1
     assert "bce_excess" in r1 and "yes (v1)" in r1
     assert run_pipeline.main(["runs", "--root", str(root), "--json"]) == EXIT_OK
     listed = {r["run_id"]: r for r in json.loads(capsys.readouterr().out)}
@@ -513,7 +505,7 @@ def test_runs_and_show_inspect_what_a_run_produced(first_run, capsys):
     assert run_pipeline.main(["show", "r1", "--root", str(root)]) == EXIT_OK
     text = capsys.readouterr().out
     assert "run r1: succeeded (exit 0)" in text and "bce=" in text
-    assert "blessed: yes (fashion_mnist/best/clean): first model of its lineage" in text
+    assert "blessed: yes (fashion_mnist/dense/clean): first model of its lineage" in text
     assert "pushed: yes as version 1" in text
     assert "train.epochs=1" in text  # the config keys that differ from the defaults
     assert run_pipeline.main(["show", "nope", "--root", str(root)]) == EXIT_CONFIG
@@ -579,7 +571,7 @@ def test_a_worse_second_run_is_neither_blessed_nor_pushed_and_says_why(first_run
     assert w1["blessing"]["baseline_run_id"] == "r1"
     assert w1["blessing"]["baseline_value"] == pytest.approx(s1["main_metric"]["value"], abs=1e-6)
     assert w1["push"]["pushed"] is False and w1["push"]["reason"].startswith("not blessed: worse")
-    model_dir = os.path.join(root, "serving", "fashion_mnist_best")
+    model_dir = os.path.join(root, "serving", "fashion_mnist_dense")
     assert sorted(n for n in os.listdir(model_dir) if n.isdigit()) == ["1"]
     capsys.readouterr()
     assert run_pipeline.main(["diff", "r1", "w1", "--root", str(root), "--json"]) == EXIT_OK
@@ -721,7 +713,7 @@ def test_a_rollback_is_respected_and_a_wiped_serving_directory_is_pushed_to_agai
     """The cache never claims a push that Serving no longer has, and never undoes a rollback."""
     root, _ = first_run
     s1 = _summary(root, "r1")
-    model_dir = os.path.join(root, "serving", "fashion_mnist_best")
+    model_dir = os.path.join(root, "serving", "fashion_mnist_dense")
     # rollback: the newest version deleted by hand; the schedule does not push it back
     shutil.rmtree(os.path.join(model_dir, str(s1["push"]["version"])))
     assert run_pipeline.main(_args(root, "p1", idx_dir)) == EXIT_OK

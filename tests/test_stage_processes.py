@@ -15,19 +15,13 @@ import run_pipeline
 from pipeline import runner
 from pipeline.errors import EXIT_CONFIG, EXIT_DATA, EXIT_OK, EXIT_SKIPPED
 from pipeline.metadata import MetadataStore
-from tests.helpers import COMPONENTS
+from tests.helpers import COMPONENTS, set_args, small_run
 
 STAGES = list(COMPONENTS)
 
 
 def _settings(source) -> list[str]:
-    return [
-        *("--set", f"data.source=idx:{source}"),
-        *("--set", "data.num_shards=2"),
-        *("--set", "train.epochs=1"),
-        *("--set", "train.batch_size=64"),
-        *("--set", "gate.max_bce_excess=1.0"),
-    ]
+    return set_args(small_run(source, "gate.max_bce_excess=1.0"))
 
 
 def _start(root, run_id, source, *extra) -> int:
