@@ -4,6 +4,7 @@ import os
 import re
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import tensorflow_data_validation as tfdv
 
@@ -86,6 +87,9 @@ def test_clean_data_passes_and_writes_tfdv_artifacts(tmp_path):
         ),
     )
     by_name = {f.path.step[0]: f for f in stats.datasets[0].features}
+    # One unnamed dataset, as TFDV writes a split computed alone (validate computes every
+    # split in one pass, the split as TFDV's slice key).
+    assert [d.name for d in stats.datasets] == [d.name for d in tfdvs.datasets] == [""]
     assert stats.datasets[0].num_examples == tfdvs.datasets[0].num_examples == 60
     for feature in tfdvs.datasets[0].features:
         assert by_name[feature.path.step[0]] == feature, feature.path.step[0]
@@ -317,6 +321,34 @@ def test_exact_integer_quantiles_hand_the_rest_to_the_sketch():
     got, want = _quantiles(exact, 4), _quantiles(sketch, 4)
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_a_split_without_examples_gets_the_statistics_tfdv_gives_empty_input(tmp_path):
+    """Every split's statistics come from one TFDV pass keyed by split: a split with no
+    batches there is written as TFDV writes a split computed alone on no examples."""
+    import apache_beam as beam
+    from tensorflow_metadata.proto.v0 import statistics_pb2
+
+    from components import data_validation as dv
+    from pipeline.artifacts import Artifact
+    from pipeline.schemas import load_schema
+
+    schema = load_schema(params("validate").schema)
+    out = Artifact("Statistics", str(tmp_path / "stats"))
+    with beam.Pipeline() as p:
+        _ = dv.write_statistics(p | beam.Create([]), ["train", "test"], schema, out)
+    with beam.Pipeline() as p:
+        _ = (
+            p
+            | beam.Create([], reshuffle=False).with_output_types(pa.RecordBatch)
+            | tfdv.GenerateStatistics(dv.stats_options(schema))
+            | tfdv.WriteStatisticsToBinaryFile(str(tmp_path / "alone.pb"))
+        )
+    alone = tfdv.load_stats_binary(str(tmp_path / "alone.pb"))
+    assert alone.datasets[0] == statistics_pb2.DatasetFeatureStatistics()  # TFDV's placeholder
+    for split in ("train", "test"):
+        path = os.path.join(out.split_uri(split), dv.STATS_FILE)
+        assert tfdv.load_stats_binary(path) == alone, split
 
 
 def test_an_unreadable_shard_is_a_data_error_naming_it(tmp_path):

@@ -38,8 +38,9 @@ PIXEL_FEATURES = (F.IMAGE, F.NOISY_IMAGE)  # no histograms in transform's statis
 
 
 class _TransformShard(beam.DoFn):
-    """Normalizes (and corrupts) one shard, writes it, and emits the written examples as
-    Arrow RecordBatches so TFDV's statistics run in the same pipeline without re-reading."""
+    """Normalizes (and corrupts) one (split, shard), writes it, and emits the written
+    examples as (split, Arrow RecordBatch) so TFDV's statistics run in the same pipeline
+    without re-reading."""
 
     def __init__(self, out_uri: str, kind: str, factor: float, seed: int):
         self.out_uri, self.kind, self.factor, self.seed = out_uri, kind, factor, seed
@@ -52,7 +53,7 @@ class _TransformShard(beam.DoFn):
                 batch = self._transform(data)
                 for example in records.to_examples(batch):
                     writer.write(example)
-                yield batch
+                yield split, batch
 
     def _transform(self, data: dict):
         x = normalize(data[F.IMAGE])
@@ -117,16 +118,16 @@ def _transform_pass(
     """Every split's shards normalized (and corrupted) and written, and TFDV's statistics
     of what was written, in one Beam pipeline."""
     shard_fn = _TransformShard(out.uri, params.noise_kind, params.noise_factor, params.seed)
+    shards = [(split, path) for split in splits for path in examples_io.shard_files(raw, split)]
+    for split in splits:
+        gfile.makedirs(out.split_uri(split))
     with beam_jobs.pipeline(beam_args) as p:
-        for split in splits:
-            files = examples_io.shard_files(raw, split)
-            gfile.makedirs(out.split_uri(split))
-            batches = (
-                p
-                | f"Shards[{split}]" >> beam.Create([(split, f) for f in files], reshuffle=False)
-                | f"Normalize[{split}]" >> beam.ParDo(shard_fn)
-            )
-            dv.write_statistics(batches, split, schema, statistics, PIXEL_FEATURES)
+        batches = (
+            p
+            | "Shards" >> beam.Create(shards, reshuffle=False)
+            | "Normalize" >> beam.ParDo(shard_fn)
+        )
+        dv.write_statistics(batches, splits, schema, statistics, PIXEL_FEATURES)
 
 
 def _record_properties(

@@ -60,16 +60,18 @@ def _image_matrix(batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
 
 
 class ContentFeatures(beam.DoFn):
-    """One conversion of each batch to pixels for both content checks: emits the batch
-    with its per-image features (main output, for TFDV) and the batch's pixel moments
-    (count, sum, sum of squares) on the MOMENTS output, which PixelMoments sums."""
+    """One conversion of each (split, batch) to pixels for both content checks: emits
+    (split, the batch with its per-image features) on the main output, for TFDV, and
+    (split, the batch's pixel moments: count, sum, sum of squares) on the MOMENTS output,
+    which PixelMoments sums per split."""
 
     MOMENTS = "moments"
 
-    def process(self, batch: pa.RecordBatch):
+    def process(self, element: tuple[str, pa.RecordBatch]):
+        split, batch = element
         x, good = _image_matrix(batch)
-        yield beam.pvalue.TaggedOutput(self.MOMENTS, _moments(x))
-        yield _with_features(batch, x, good)
+        yield beam.pvalue.TaggedOutput(self.MOMENTS, (split, _moments(x)))
+        yield split, _with_features(batch, x, good)
 
 
 def _moments(x: np.ndarray):
@@ -142,8 +144,9 @@ class Maps:
         return cls(int(n), mean, np.sqrt(np.maximum(ss / n - mean**2, 0.0)))
 
 
-def write_maps(moments, split: str, stats_uri: str) -> None:
-    """Beam sink of one split's PixelMoments: <stats>/Split-<split>/pixel_moments.npz."""
+def write_maps(split_moments: tuple[str, tuple], stats_uri: str) -> None:
+    """Beam sink of a split's PixelMoments: <stats>/Split-<split>/pixel_moments.npz."""
+    split, moments = split_moments
     maps = Maps.from_moments(moments)
     buf = io.BytesIO()
     np.savez(buf, count=maps.count, mean=maps.mean, std=maps.std)
