@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--root", help="pipeline root (default: a temp dir, deleted afterwards)")
     p.add_argument(
-        "--config", help="preset (configs/<name>.toml); default: the config defaults (conv_pool)"
+        "--config", help="preset (configs/<name>.toml); default: the config defaults"
     )
     p.add_argument(
         "--beam-args",
