@@ -44,9 +44,7 @@ def _parser() -> argparse.ArgumentParser:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--root", help="pipeline root (default: a temp dir, deleted afterwards)")
-    p.add_argument(
-        "--config", help="preset (configs/<name>.toml); default: the config defaults"
-    )
+    p.add_argument("--config", help="preset (configs/<name>.toml); default: the config defaults")
     p.add_argument(
         "--beam-args",
         default=None,
