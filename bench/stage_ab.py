@@ -17,7 +17,6 @@ alternating so that the machine's drift falls on both alike.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -40,14 +39,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(checkout: str, root: str, run_id: str, only: str, sets: list[str]) -> dict:
-    argv = [sys.executable, os.path.join(checkout, "run_pipeline.py"), "run", "--root", root]
-    argv += ["--run-id", run_id, "--only", only, "--force"]
-    argv += [a for s in sets for a in ("--set", s)]
-    done = subprocess.run(argv, cwd=checkout, capture_output=True, text=True)
+    argv = _common.cli_argv(root, run_id, overrides=sets, only=only, force=True)
+    done = subprocess.run(
+        [sys.executable, os.path.join(checkout, "run_pipeline.py"), *argv],
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
-        sys.exit(f"{checkout}: {' '.join(argv[2:])} exited {done.returncode}")
-    with open(os.path.join(root, "runs", run_id, "summary.json")) as f:
-        return json.load(f)
+        sys.exit(f"{checkout}: {' '.join(argv)} exited {done.returncode}")
+    return _common.read_summary(root, run_id)
 
 
 def main(argv=None) -> int:

@@ -57,6 +57,11 @@ def shard_files(examples: Artifact, split: str) -> list[str]:
     return files
 
 
+def split_shards(examples: Artifact, splits: list[str]) -> list[tuple[str, str]]:
+    """(split, shard path) of every shard of `splits`: one Beam element per shard, keyed."""
+    return [(split, path) for split in splits for path in shard_files(examples, split)]
+
+
 def has_feature(examples: Artifact, split: str, name: str) -> bool:
     """Whether the first example of `split` carries feature `name` (cheap: one record)."""
     for record in _records(shard_files(examples, split)[:1]).take(1):

@@ -325,18 +325,23 @@ def test_exact_integer_quantiles_hand_the_rest_to_the_sketch():
 
 def test_a_split_without_examples_gets_the_statistics_tfdv_gives_empty_input(tmp_path):
     """Every split's statistics come from one TFDV pass keyed by split: a split with no
-    batches there is written as TFDV writes a split computed alone on no examples."""
+    batches there (here test, beside a train split that has them) is written as TFDV
+    writes a split computed alone on no examples."""
     import apache_beam as beam
     from tensorflow_metadata.proto.v0 import statistics_pb2
 
     from components import data_validation as dv
+    from components import examples_io
+    from components.validate.executor import ReadShard
     from pipeline.artifacts import Artifact
     from pipeline.schemas import load_schema
 
     schema = load_schema(params("validate").schema)
+    train = examples_io.split_shards(_raw(tmp_path), ["train"])
     out = Artifact("Statistics", str(tmp_path / "stats"))
     with beam.Pipeline() as p:
-        _ = dv.write_statistics(p | beam.Create([]), ["train", "test"], schema, out)
+        batches = p | beam.Create(train, reshuffle=False) | beam.ParDo(ReadShard())
+        _ = dv.write_statistics(batches, ["train", "test"], schema, out)
     with beam.Pipeline() as p:
         _ = (
             p
@@ -346,9 +351,12 @@ def test_a_split_without_examples_gets_the_statistics_tfdv_gives_empty_input(tmp
         )
     alone = tfdv.load_stats_binary(str(tmp_path / "alone.pb"))
     assert alone.datasets[0] == statistics_pb2.DatasetFeatureStatistics()  # TFDV's placeholder
-    for split in ("train", "test"):
-        path = os.path.join(out.split_uri(split), dv.STATS_FILE)
-        assert tfdv.load_stats_binary(path) == alone, split
+    stats = {
+        split: tfdv.load_stats_binary(os.path.join(out.split_uri(split), dv.STATS_FILE))
+        for split in ("train", "test")
+    }
+    assert stats["test"] == alone
+    assert stats["train"].datasets[0].num_examples == 120
 
 
 def test_an_unreadable_shard_is_a_data_error_naming_it(tmp_path):

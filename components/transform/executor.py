@@ -118,7 +118,7 @@ def _transform_pass(
     """Every split's shards normalized (and corrupted) and written, and TFDV's statistics
     of what was written, in one Beam pipeline."""
     shard_fn = _TransformShard(out.uri, params.noise_kind, params.noise_factor, params.seed)
-    shards = [(split, path) for split in splits for path in examples_io.shard_files(raw, split)]
+    shards = examples_io.split_shards(raw, splits)
     for split in splits:
         gfile.makedirs(out.split_uri(split))
     with beam_jobs.pipeline(beam_args) as p:

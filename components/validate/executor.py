@@ -62,7 +62,7 @@ def statistics_pass(
     """TFDV statistics and pixel moments of every split, in one Beam pipeline; each
     element carries its split, so TFDV's transform and the moments' combine are built
     once, not once per split."""
-    shards = [(s, path) for s in splits for path in examples_io.shard_files(examples, s)]
+    shards = examples_io.split_shards(examples, splits)
     with beam_jobs.pipeline(beam_args) as p:
         batches, moments = (
             p
