@@ -18,6 +18,7 @@ import sys
 from components.evaluate.component import EVALUATE
 from components.export.component import EXPORT
 from components.ingest.component import INGEST
+from components.novelty.component import NOVELTY
 from components.push.component import PUSH
 from components.train.component import TRAIN
 from components.transform.component import TRANSFORM
@@ -35,16 +36,21 @@ def create_pipeline() -> list:
     )
     examples = transform.output("transformed_examples")
     train = TRAIN.wire(examples=examples)
+    novelty = NOVELTY.wire(model=train.output("model"), examples=examples)
+    scorer = novelty.output("scorer")
     evaluate = EVALUATE.wire(
-        model=train.output("model"), model_run=train.output("model_run"), examples=examples
+        model=train.output("model"),
+        model_run=train.output("model_run"),
+        examples=examples,
+        scorer=scorer,
     )
-    export = EXPORT.wire(model=train.output("model"), examples=examples)
+    export = EXPORT.wire(model=train.output("model"), examples=examples, scorer=scorer)
     push = PUSH.wire(
         model=train.output("model"),
         saved_model=export.output("saved_model"),
         blessing=evaluate.output("blessing"),
     )
-    return [ingest, validate, transform, train, evaluate, export, push]
+    return [ingest, validate, transform, train, novelty, evaluate, export, push]
 
 
 def main(argv=None) -> int:

@@ -428,6 +428,39 @@ def iter_split(
     _check_count(examples, split, n)
 
 
+def sample_split(
+    examples: Artifact, split: str, k: int, seed: int, exclude_labels=()
+) -> tuple[np.ndarray, np.ndarray]:
+    """(images [k,28,28,1], labels [k]) of k examples of a split (all when k <= 0 or k is
+    at least what is there), picked reproducibly while the split streams by: memory for the
+    sample only. Examples of the classes `exclude_labels` are left out before picking."""
+    if exclude_labels:
+        counts = label_counts(examples, split)
+        n = int(counts.sum() - counts[list(exclude_labels)].sum())
+    else:
+        n = split_count(examples, split)
+    idx = subsample(n, k, seed)
+    images, labels, start = [], [], 0
+    for batch in iter_split(examples, split):
+        keep = kept_mask(batch[F.LABEL], exclude_labels)
+        kept_images, kept_labels = batch[F.IMAGE][keep], batch[F.LABEL][keep]
+        end = start + len(kept_labels)
+        pick = idx[(idx >= start) & (idx < end)] - start
+        images.append(kept_images[pick])
+        labels.append(kept_labels[pick])
+        start = end
+    if not images:
+        return np.zeros((0,) + IMAGE_SHAPE, np.float32), np.zeros([0], np.int64)
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def subsample(n: int, k: int, seed: int) -> np.ndarray:
+    """Sorted indices of k of n items (all when k <= 0 or k >= n), reproducibly."""
+    if k <= 0 or k >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
+
+
 def split_count(examples: Artifact, split: str) -> int:
     """Examples in a split: the artifact's `counts`, else counted (reads only the labels)."""
     n = (examples.properties.get("counts") or {}).get(split)

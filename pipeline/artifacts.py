@@ -37,6 +37,7 @@ EVALUATION = "ModelEvaluation"
 BLESSING = "ModelBlessing"
 SAVED_MODEL = "SavedModel"
 EMBEDDINGS = "Embeddings"
+SCORER = "NoveltyScorer"
 PUSHED_MODEL = "PushedModel"
 
 SPLITS = ("train", "validation", "test")

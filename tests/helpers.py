@@ -57,6 +57,33 @@ def run_executor(
     return COMPONENTS[stage].call(params_, ctx or ExecutionContext(), inputs, outputs)
 
 
+def fit_scorer(examples: Artifact, model: Artifact, directory, *overrides: str) -> Artifact:
+    """The novelty stage's scorer for a trained model, run alone on the artifacts (its
+    parameters from the real config with `overrides`)."""
+    outputs = output_artifacts("novelty", directory)
+    inputs = {"examples": examples, "model": model}
+    run_executor("novelty", params("novelty", *overrides), inputs, outputs)
+    return outputs["scorer"]
+
+
+def neutral_fitted(model, threshold: float):
+    """Scorer constants for a model without a fit (an untrained one in a unit test):
+    identity whitening, one class at the origin, unit layer scales and standardization,
+    every threshold `threshold`."""
+    from components.novelty.component import SCORES
+    from components.novelty.scores import Fitted, hidden_layers
+
+    dim, layers = int(model.latent_dim), len(hidden_layers(model.encoder))
+    return Fitted(
+        np.eye(dim, dtype=np.float32),
+        np.zeros((1, dim), np.float32),
+        np.ones(layers, np.float32),
+        np.zeros(3, np.float32),
+        np.ones(3, np.float32),
+        {k: threshold for k in SCORES},
+    )
+
+
 def small_run(source, *settings: str) -> list[str]:
     """The `key=value` settings of the suite's small end-to-end runs on the IDX files in
     `source`: two shards, one epoch of the dense model at batch 64, then `settings`. The

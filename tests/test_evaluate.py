@@ -16,7 +16,7 @@ from components.evaluate import metrics as M
 from components.train import model_io
 from pipeline.artifacts import Artifact
 from pipeline.errors import ConfigError
-from tests.helpers import output_artifacts, params, run_executor
+from tests.helpers import fit_scorer, output_artifacts, params, run_executor
 
 # Small probe and scatter samples (the fixture has 320 train and 128 test examples).
 EVALUATE_KEYS = ("evaluate.probe_max_train=200", "evaluate.tsne_points=100")
@@ -102,6 +102,7 @@ def train(examples, root, variant, epochs, *overrides) -> dict[str, Artifact]:
     )
     outputs = output_artifacts("train", root)
     run_executor("train", p, {"examples": examples}, outputs)
+    outputs["scorer"] = fit_scorer(examples, outputs["model"], root, *overrides)
     return outputs
 
 
@@ -178,7 +179,7 @@ def test_autoencoder_metrics_probe_and_plots(normalized_examples, tmp_path):
         assert png in saved["plots"] and is_png(os.path.join(out, png)), png
     # The anomaly score's threshold is always reported; detection quality needs held-out
     # classes, and the reconstruction metrics cover the whole test split.
-    assert m["anomaly_score"] == "bce_excess" and m["anomaly_threshold_quantile"] == 0.99
+    assert m["anomaly_score"] == "combined" and m["anomaly_threshold_quantile"] == 0.99
     assert m["anomaly_validation_examples"] == 64 and 0.0 <= m["anomaly_flagged_fraction"] <= 1
     assert "anomaly_auroc" not in m and "reconstruction_test_examples" not in m
     assert_same_as_whole_arrays(m, normalized_examples, trained)
@@ -191,6 +192,8 @@ def assert_same_as_whole_arrays(m, examples, trained):
     from components import examples_io, scoring
     from components.evaluate import probe
     from components.evaluate.executor import predict
+    from components.novelty.component import SCORES
+    from components.novelty.scores import Fitted, compiled
     from components.train import model_io
 
     p = params("evaluate", *EVALUATE_KEYS)
@@ -201,12 +204,18 @@ def assert_same_as_whole_arrays(m, examples, trained):
     whole = M.rounded(M.reconstruction(test["image"], predict(model.reconstruct, test["image"])))
     for key, value in whole.items():
         assert m[key] == pytest.approx(value, rel=1e-5), key
-    val_scores = scoring.scores(model, val["image"])
-    threshold = scoring.threshold(val_scores, p.threshold_quantile, "here")
-    assert m["anomaly_threshold"] == pytest.approx(threshold, rel=1e-5)
-    flagged = int(np.sum(scoring.scores(model, test["image"]) > threshold))
+    fitted = Fitted.load(trained["scorer"].uri)
+    run = compiled(model, fitted)
+    val_scores = run(val["image"])["scores"][p.score]
+    threshold = scoring.threshold(val_scores, 0.99, "here")  # novelty.threshold_quantile
+    assert m["anomaly_threshold"] == pytest.approx(threshold, rel=1e-5, abs=1e-5)
+    assert m["anomaly_threshold"] == pytest.approx(fitted.thresholds[p.score], rel=1e-5)
+    test_scores = run(test["image"])["scores"]
+    flagged = int(np.sum(test_scores[p.score] > threshold))
     assert abs(m["anomaly_flagged"] - flagged) <= 1  # a score within rounding of the threshold
-    idx = probe.subsample(len(train_split["label"]), p.probe_max_train, p.seed)
+    for k in SCORES:
+        assert m[f"novelty_{k}_threshold"] == pytest.approx(fitted.thresholds[k], rel=1e-5)
+    idx = examples_io.subsample(len(train_split["label"]), p.probe_max_train, p.seed)
     x, y = train_split["image"][idx], train_split["label"][idx]
     code = probe.linear_probe(
         predict(model.encode, x), y, predict(model.encode, test["image"]), test["label"], p.seed
@@ -407,13 +416,15 @@ def test_held_out_classes_are_detected_and_the_gate_measures_seen_classes(
 ):
     import logging
 
-    from components import examples_io, scoring
+    from components import examples_io
     from components.evaluate import metrics as metrics_module
+    from components.novelty.component import SCORES
+    from components.novelty.scores import Fitted, compiled
     from pipeline.errors import StageError
 
-    trained = train(normalized_examples, tmp_path, "dense", 3, HOLDOUT)
+    q = "novelty.threshold_quantile=0.9"  # the scorer's: evaluate reports its threshold
+    trained = train(normalized_examples, tmp_path, "dense", 3, HOLDOUT, q)
     blessing, evaluation = {}, {}
-    q = "export.threshold_quantile=0.9"  # export's key: both calibrate the same threshold
     with caplog.at_level(logging.INFO, logger="pipeline"):
         m, out = evaluate(
             normalized_examples,
@@ -421,7 +432,6 @@ def test_held_out_classes_are_detected_and_the_gate_measures_seen_classes(
             tmp_path,
             HOLDOUT,
             DENSE,
-            q,
             "gate.max_bce_excess=1.0",
             blessing=blessing,
             evaluation=evaluation,
@@ -431,16 +441,18 @@ def test_held_out_classes_are_detected_and_the_gate_measures_seen_classes(
     test = examples_io.load_split(normalized_examples, "test")
     held = test["label"] == 9
     val = examples_io.load_split(normalized_examples, "validation")
-    val_scores = np.asarray(scoring.score(model, val["image"]), np.float64)
+    run = compiled(model, Fitted.load(trained["scorer"].uri))
+    val_scores = run(val["image"])["scores"]["combined"].astype(np.float64)
     # The threshold: the 0.9 quantile of validation scores without the held-out class.
     expected = np.quantile(val_scores[val["label"] != 9], 0.9)
-    assert m["anomaly_threshold"] == pytest.approx(expected, rel=1e-5)
-    assert m["anomaly_threshold"] != pytest.approx(np.quantile(val_scores, 0.9), rel=1e-5)
+    assert m["anomaly_threshold"] == pytest.approx(expected, rel=1e-4, abs=1e-5)
+    assert m["anomaly_threshold"] != pytest.approx(np.quantile(val_scores, 0.9), rel=1e-4)
     assert m["anomaly_validation_examples"] == int(np.sum(val["label"] != 9))
-    assert m["anomaly_threshold_quantile"] == 0.9 and m["anomaly_score"] == "bce_excess"
+    assert m["anomaly_threshold_quantile"] == 0.9 and m["anomaly_score"] == "combined"
 
     # Detection on test: held-out class 9 (positive) vs the rest, from the same scores.
-    scores = np.asarray(scoring.score(model, test["image"]), np.float64)
+    every = run(test["image"])["scores"]
+    scores = every["combined"].astype(np.float64)
     flagged = scores > m["anomaly_threshold"]
     assert m["anomaly_held_out_examples"] == held.sum() > 0
     assert m["anomaly_seen_examples"] == 128 - held.sum()
@@ -451,6 +463,14 @@ def test_held_out_classes_are_detected_and_the_gate_measures_seen_classes(
     assert m["anomaly_true_positives"] == int(np.sum(flagged & held))
     assert m["anomaly_recall"] == pytest.approx(np.sum(flagged & held) / held.sum(), abs=1e-6)
     assert m["anomaly_flagged_fraction"] == pytest.approx(flagged.mean(), abs=1e-6)
+    from sklearn.metrics import average_precision_score
+
+    for k in SCORES:  # every score's ranking of the held-out class
+        assert m[f"novelty_{k}_auroc"] == pytest.approx(roc_auc_score(held, every[k]), abs=1e-5)
+        assert m[f"novelty_{k}_auprc"] == pytest.approx(
+            average_precision_score(held, every[k]), abs=1e-5
+        )
+        assert 0.0 <= m[f"novelty_{k}_tpr_at_5fpr"] <= 1.0
 
     # The gate's metric is measured on the seen classes only (a held-out class that
     # reconstructs badly is the detector working, not a worse model).
@@ -465,8 +485,9 @@ def test_held_out_classes_are_detected_and_the_gate_measures_seen_classes(
     assert blessing["lineage"] == "fashion_mnist/dense/clean/holdout:9"
 
     saved = json.load(open(os.path.join(out, "metrics.json")))
-    assert saved["metrics"] == m and "score_histogram.png" in saved["plots"]
-    assert is_png(os.path.join(out, "score_histogram.png"))
+    assert saved["metrics"] == m
+    for png in ("score_histogram.png", "novelty_roc.png"):
+        assert png in saved["plots"] and is_png(os.path.join(out, png)), png
     assert (evaluation["anomaly_auroc"], evaluation["holdout_labels"]) == (m["anomaly_auroc"], [9])
     assert f"anomaly auroc {m['anomaly_auroc']:.3f}" in caplog.text
 

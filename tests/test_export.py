@@ -18,13 +18,17 @@ import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
 
-from components import examples_io, scoring
+from components import examples_io
 from components import features as F
 from components.evaluate.executor import predict
+from components.export import saved_model as signatures
 from components.export import tflite
+from components.export.saved_model import SCORE_OUTPUTS
+from components.novelty.component import SCORES
+from components.novelty.scores import Fitted, compiled
 from components.train import model_io
-from pipeline.errors import DataError
 from tests.helpers import (
+    fit_scorer,
     output_artifacts,
     params,
     run_executor,
@@ -39,7 +43,7 @@ HOLDOUT = (9,)
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """Raw examples as ingest writes them -> transform -> a dense model trained for 2 epochs
-    -> export with class 9 held out of the threshold's calibration."""
+    -> its scorer and export, class 9 held out of training and of the scorer's fit."""
     root = tmp_path_factory.mktemp("export")
     raw = write_examples_artifact(
         str(root / "raw"),
@@ -66,17 +70,18 @@ def exported(tmp_path_factory):
         "train.early_stopping_patience=0",
     )
     run_executor("train", train_params, {"examples": examples}, trained)
+    holdout = f"data.holdout_labels={list(HOLDOUT)}"
+    scorer = fit_scorer(examples, trained["model"], root, holdout)
     # batch 100 (no config key sets it): the 320 train examples span several batches, one of
     # them partial.
-    export_params = dataclasses.replace(
-        params("export", f"data.holdout_labels={list(HOLDOUT)}"), batch_size=100
-    )
-    metrics = run_executor(
-        "export", export_params, {"examples": examples, "model": trained["model"]}, outputs
-    )
+    export_params = dataclasses.replace(params("export", holdout), batch_size=100)
+    inputs = {"examples": examples, "model": trained["model"], "scorer": scorer}
+    metrics = run_executor("export", export_params, inputs, outputs)
     return {
         "metrics": metrics,
         "model": trained["model"],
+        "scorer": scorer,
+        "fitted": Fitted.load(scorer.uri),
         "raw": raw,
         "examples": examples,
         "params": export_params,
@@ -191,22 +196,24 @@ def _pipeline_path(exported, model, ids):
     test = examples_io.load_split(exported["examples"], "test")
     index = {i: n for n, i in enumerate(test["id"])}
     x = test["image"][[index[i] for i in ids]]
+    scores = compiled(model, exported["fitted"])(x)["scores"]
     return {
         "reconstruction": predict(model.reconstruct, x),
         "code": predict(model.encode, x),
-        "score": predict(lambda b: scoring.score(model, b), x),
+        "score": scores[exported["params"].score],
+        **{f"score_{k}": scores[k] for k in SCORES},
         "labels": test["label"],
         "ids": test["id"],
     }
 
 
 def test_signatures_and_their_outputs(served):
-    four = ["code", "is_anomaly", "reconstruction", "score"]
+    every = sorted(["code", "is_anomaly", "reconstruction", "score", *SCORE_OUTPUTS])
     assert served["signatures"] == {
-        "serving_default": four,
-        "images_uint8": four,
-        "images_float32": four,
-        "score": ["is_anomaly", "score"],
+        "serving_default": every,
+        "images_uint8": every,
+        "images_float32": every,
+        "score": sorted(["is_anomaly", "score", *SCORE_OUTPUTS]),
         "encode": ["code"],
         "decode": ["images"],
         "reconstruct": ["reconstruction"],
@@ -222,8 +229,8 @@ def test_serving_default_on_raw_examples_matches_the_pipeline_path(served, expor
     """(no skew) raw examples through serving_default == transform's normalization, then the
     model as evaluate runs it."""
     ref = _pipeline_path(exported, model, served["ids"])
-    for key in ("reconstruction", "code", "score"):
-        diff = np.max(np.abs(served["serving_" + key] - ref[key]))
+    for key in ("reconstruction", "code", "score", *SCORE_OUTPUTS):
+        diff = signatures.max_diff(served["serving_" + key], ref[key])
         assert diff <= 1e-5, (key, diff)
     # The check can fail: the same examples un-normalized (what serving raw pixels without
     # the in-graph normalization would feed the model) are far off.
@@ -232,7 +239,7 @@ def test_serving_default_on_raw_examples_matches_the_pipeline_path(served, expor
 
 
 def test_images_uint8_equals_serving_default(served):
-    for key in ("reconstruction", "code", "score", "is_anomaly"):
+    for key in ("reconstruction", "code", "score", "is_anomaly", *SCORE_OUTPUTS):
         np.testing.assert_array_equal(served["uint8_" + key], served["serving_" + key])
 
 
@@ -240,6 +247,11 @@ def test_score_signature_is_the_score_and_its_threshold(served, exported, model)
     ref = _pipeline_path(exported, model, served["ids"])
     np.testing.assert_allclose(served["score_score"], ref["score"], atol=1e-5, rtol=0)
     np.testing.assert_array_equal(served["score_score"], served["serving_score"])
+    served_name = exported["params"].score
+    assert served_name == "combined"  # the config's default
+    np.testing.assert_array_equal(served["score_score"], served[f"score_score_{served_name}"])
+    for key in SCORE_OUTPUTS:  # every score, as the pipeline computes it
+        assert signatures.max_diff(served["score_" + key], ref[key]) <= 1e-5, key
     threshold = exported["saved_model"].properties["threshold"]
     np.testing.assert_array_equal(
         served["score_is_anomaly"], served["score_score"] > np.float32(threshold)
@@ -247,23 +259,19 @@ def test_score_signature_is_the_score_and_its_threshold(served, exported, model)
     assert 0 < served["score_is_anomaly"].sum() < len(served["ids"])  # both outcomes occur
 
 
-def test_threshold_is_the_quantile_of_validation_scores_without_held_out_classes(exported, model):
-    val = examples_io.load_split(exported["examples"], "validation")
-    scores = predict(lambda b: scoring.score(model, b), val["image"])
-    seen = ~np.isin(val["label"], HOLDOUT)
-    assert 0 < seen.sum() < len(seen)
-    q = exported["params"].threshold_quantile
-    assert q == 0.99  # the config's default
-    expected = float(np.quantile(scores[seen], q))
+def test_threshold_is_the_scorers_for_the_served_score(exported):
+    """export bakes in the novelty stage's threshold of the served score (its calibration
+    on validation is tests/test_novelty.py's)."""
+    served, fitted = exported["params"].score, exported["fitted"]
     props = exported["saved_model"].properties
-    assert props["threshold"] == pytest.approx(expected, rel=1e-6)
-    assert props["threshold"] != pytest.approx(float(np.quantile(scores, q)), rel=1e-6)
-    assert props["threshold_quantile"] == q and props["score_name"] == scoring.score_name(model)
-    assert props["threshold_examples"] == int(seen.sum())
+    assert props["threshold"] == fitted.thresholds[served]
+    assert props["score_name"] == served
+    assert props["threshold_quantile"] == exported["scorer"].properties["threshold_quantile"]
+    assert props["threshold_examples"] == exported["scorer"].properties["validation_examples"]
     assert props["threshold_holdout_labels"] == list(HOLDOUT)
+    assert props["score_outputs"] == list(SCORE_OUTPUTS)
     m = exported["metrics"]
-    assert m["threshold"] == props["threshold"] and m["threshold_quantile"] == q
-    assert m["score_name"] == props["score_name"]
+    assert m["threshold"] == props["threshold"] and m["score_name"] == served
 
 
 def test_scores_parquet_has_one_row_per_test_example(exported, model):
@@ -271,12 +279,14 @@ def test_scores_parquet_has_one_row_per_test_example(exported, model):
     scores_dir = os.path.join(emb.uri, emb.properties["scores_dir"])
     assert glob.glob(os.path.join(scores_dir, "*.parquet"))
     table = pq.read_table(scores_dir)
-    assert table.column_names == ["id", "label", "score", "is_anomaly"]
+    assert table.column_names == ["id", "label", "score", "is_anomaly", *SCORE_OUTPUTS]
     rows = table.to_pydict()
     test = examples_io.load_split(exported["examples"], "test")
     assert sorted(rows["id"]) == sorted(test["id"]) and len(rows["id"]) == 128
     ref = _pipeline_path(exported, model, rows["id"])
     np.testing.assert_allclose(rows["score"], ref["score"], atol=1e-5, rtol=0)
+    for key in SCORE_OUTPUTS:
+        assert signatures.max_diff(rows[key], ref[key]) <= 1e-5, key
     label = dict(zip(test["id"], test["label"]))
     assert rows["label"] == [label[i] for i in rows["id"]]
     threshold = np.float32(exported["saved_model"].properties["threshold"])
@@ -347,7 +357,7 @@ def test_tflite_models_match_the_saved_model(exported):
     sm = exported["saved_model"]
     props = sm.properties
     assert props["tflite_not_converted"] == {}
-    assert props["tflite_outputs"] == ["reconstruction", "code", "score", "is_anomaly"]
+    assert props["tflite_outputs"] == list(signatures.OUTPUTS)
     paths = {
         v: os.path.join(sm.uri, props["tflite_dir"], f) for v, f in props["tflite_files"].items()
     }
@@ -366,34 +376,14 @@ def test_tflite_models_match_the_saved_model(exported):
     )
     with open(paths["float32"], "rb") as f:
         got = tflite.run_tflite(f.read(), images)
-    for key in ("reconstruction", "code", "score"):
-        np.testing.assert_allclose(got[key], expected[key].numpy(), atol=1e-5, rtol=0)
+    for key in ("reconstruction", "code", "score", *SCORE_OUTPUTS):
+        assert signatures.max_diff(got[key], expected[key].numpy()) <= 1e-5, key
     np.testing.assert_array_equal(got["is_anomaly"], expected["is_anomaly"].numpy())
     with open(paths["int8"], "rb") as f:
         quantized = tflite.run_tflite(f.read(), images)
     # dynamic-range int8 weights: close, not equal (reported, not asserted tightly)
     diff = np.max(np.abs(quantized["reconstruction"] - expected["reconstruction"].numpy()))
     assert 0 < diff < 0.5
-
-
-def test_calibration_needs_validation_examples_outside_the_held_out_classes(exported, tmp_path):
-    """A validation split made of held-out classes only: one clear error, nothing written."""
-    images, _ = synthetic_images(20, 4)
-    splits = {s: (images.astype(np.float32) / 255.0, np.full(20, 9)) for s in SIZES}
-    examples = write_examples_artifact(str(tmp_path / "examples"), splits, normalized=True)
-    outputs = output_artifacts("export", tmp_path)
-    with pytest.raises(
-        DataError,
-        match=r"split 'validation' in .* has no examples left after "
-        r"leaving out classes \[9\] \(data.holdout_labels\)",
-    ):
-        run_executor(
-            "export",
-            params("export", "data.holdout_labels=[9]"),
-            {"examples": examples, "model": exported["model"]},
-            outputs,
-        )
-    assert not os.listdir(outputs["saved_model"].uri)  # failed before writing anything
 
 
 def test_in_process_embeddings_equal_the_beam_pipelines(exported, tmp_path):
@@ -436,27 +426,6 @@ def test_in_process_embeddings_equal_the_beam_pipelines(exported, tmp_path):
             open(os.path.join(dirs["projector"], name)) as g,
         ):
             assert f.read() == g.read(), name
-
-
-def test_streamed_calibration_equals_the_whole_split_quantile(exported, model):
-    """scoring.calibrate over streamed batches gives np.quantile of the whole split's eager
-    scores (the computation before streaming), to float32 rounding of the compiled pass."""
-    val = examples_io.load_split(exported["examples"], "validation")
-    keep = examples_io.kept_mask(val["label"], HOLDOUT)
-    whole = scoring.threshold(scoring.scores(model, val["image"][keep]), 0.99, "here")
-    streamed = scoring.calibrate(
-        scoring.forward(model),
-        examples_io.iter_split(exported["examples"], "validation", batch_size=7),
-        0.99,
-        HOLDOUT,
-        "here",
-    )
-    assert streamed.examples == int(keep.sum()) and streamed.left_out == int((~keep).sum())
-    np.testing.assert_allclose(
-        streamed.scores, scoring.scores(model, val["image"][keep]), rtol=1e-5, atol=1e-6
-    )
-    np.testing.assert_allclose(streamed.threshold, whole, rtol=1e-5)
-    assert exported["saved_model"].properties["threshold"] == streamed.threshold
 
 
 # The serving contract (components/export/saved_model.py, "Contract"): every signature checks

@@ -27,7 +27,7 @@ from components import examples_io
 from components.export import saved_model as sm
 from components.export import tflite
 from pipeline import console
-from tests.helpers import output_artifacts, params, run_executor
+from tests.helpers import fit_scorer, neutral_fitted, output_artifacts, params, run_executor
 
 FLOAT_SIGNATURES = ("images_float32", "encode", "decode", "reconstruct")
 UPSAMPLING_VARIANTS = (
@@ -50,11 +50,12 @@ def exported(normalized_examples, tmp_path_factory):
         {"examples": normalized_examples},
         trained,
     )
+    scorer = fit_scorer(normalized_examples, trained["model"], root)
     outputs = output_artifacts("export", root)
     run_executor(
         "export",
         params("export"),
-        {"examples": normalized_examples, "model": trained["model"]},
+        {"examples": normalized_examples, "model": trained["model"], "scorer": scorer},
         outputs,
     )
     saved = outputs["saved_model"]
@@ -98,7 +99,7 @@ def test_upsampling_decoders_convert_to_tflite_with_a_free_batch_axis(variant, k
     converted before too), untrained: the exported SavedModel's `decode`."""
     model = models.build(variant, **kwargs)
     path = str(tmp_path / "model")
-    sm.export(model, path, threshold=0.5)
+    sm.export(model, path, neutral_fitted(model, 0.5), "reconstruction")
     runner = _convert(path, "decode").get_signature_runner("decode")
     code = np.random.default_rng(0).normal(size=(3, model.latent_dim)).astype(np.float32)
     got = runner(code=code)["images"]

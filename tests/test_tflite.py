@@ -14,7 +14,7 @@ import models
 from components import examples_io
 from components.export import saved_model as sm
 from components.export import tflite
-from tests.helpers import output_artifacts, params, run_executor
+from tests.helpers import fit_scorer, neutral_fitted, output_artifacts, params, run_executor
 
 
 def test_conv_pool_converts_with_every_output_and_matches(normalized_examples, tmp_path):
@@ -23,11 +23,23 @@ def test_conv_pool_converts_with_every_output_and_matches(normalized_examples, t
     model = models.build("conv_pool")
     model(np.zeros((1, 28, 28, 1), np.float32))
     images = examples_io.load_split(normalized_examples, "test")["image"][:4]
-    expected = {k: v.numpy() for k, v in sm.float_outputs(model, 0.3)(tf.constant(images)).items()}
-    result = tflite.export(model, 0.3, str(tmp_path / "tflite"), images, expected)
+    expected = {
+        k: v.numpy()
+        for k, v in sm.float_outputs(model, neutral_fitted(model, 0.3), "reconstruction")(
+            tf.constant(images)
+        ).items()
+    }
+    result = tflite.export(
+        model,
+        neutral_fitted(model, 0.3),
+        "reconstruction",
+        str(tmp_path / "tflite"),
+        images,
+        expected,
+    )
 
     assert result["not_converted"] == {}
-    assert result["outputs"] == ["reconstruction", "code", "score", "is_anomaly"]
+    assert result["outputs"] == list(sm.OUTPUTS)
     assert result["max_diff"]["float32"] <= tflite.FLOAT32_TOL
     files = {v: tmp_path / "tflite" / f for v, f in result["files"].items()}
     assert {v: os.path.getsize(p) for v, p in files.items()} == result["bytes"]
@@ -56,15 +68,16 @@ def test_a_variant_whose_score_does_not_convert_is_reported_not_fatal(
         {"examples": normalized_examples},
         trained,
     )
+    scorer = fit_scorer(normalized_examples, trained["model"], tmp_path)
     outputs = output_artifacts("export", tmp_path)
     metrics = run_executor(
         "export",
         params("export"),
-        {"examples": normalized_examples, "model": trained["model"]},
+        {"examples": normalized_examples, "model": trained["model"], "scorer": scorer},
         outputs,
     )
     props = outputs["saved_model"].properties
-    assert "elbo" in props["score_name"] and metrics["score_name"] == props["score_name"]
+    assert props["score_name"] == "combined" and metrics["score_name"] == props["score_name"]
     assert list(props["tflite_not_converted"]) == ["score"]
     assert "MatrixDiagPartV3" in props["tflite_not_converted"]["score"]
     assert metrics["tflite_not_converted"] == props["tflite_not_converted"]
@@ -88,8 +101,20 @@ def test_edge_models_do_not_check_their_inputs(normalized_examples, tmp_path):
     model = models.build("conv_pool")
     model(np.zeros((1, 28, 28, 1), np.float32))
     images = examples_io.load_split(normalized_examples, "test")["image"][:2]
-    expected = {k: v.numpy() for k, v in sm.float_outputs(model, 0.3)(tf.constant(images)).items()}
-    result = tflite.export(model, 0.3, str(tmp_path / "tflite"), images, expected)
+    expected = {
+        k: v.numpy()
+        for k, v in sm.float_outputs(model, neutral_fitted(model, 0.3), "reconstruction")(
+            tf.constant(images)
+        ).items()
+    }
+    result = tflite.export(
+        model,
+        neutral_fitted(model, 0.3),
+        "reconstruction",
+        str(tmp_path / "tflite"),
+        images,
+        expected,
+    )
     path = str(tmp_path / "tflite" / result["files"]["float32"])
     runner = tf.lite.Interpreter(model_path=path).get_signature_runner(tflite.SIGNATURE)
 

@@ -1,6 +1,7 @@
 """evaluate: reconstruction metrics on test (BCE, its floor and excess, MSE, PSNR;
-noisy-input error for denoising; ELBO and KL for VAEs), anomaly detection (the score's
-threshold, and with held-out classes its AUROC, precision and recall), embedding probe,
+noisy-input error for denoising; ELBO and KL for VAEs), anomaly detection (every novelty
+score, the served one's threshold, and with held-out classes each score's AUROC, AUPRC and
+TPR at 5% FPR), embedding probe,
 plots, and the blessing gate against the currently blessed model of the same lineage
 (components/evaluate/gate.py). Owns the [evaluate] and [gate] config keys."""
 
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 
 from components.evaluate import gate
 from components.evaluate.gate import Thresholds
+from components.novelty.component import SCORES
 from pipeline import artifacts
 from pipeline.component import Component, Input, Resolved
 from pipeline.config import Params, key, require
@@ -19,6 +21,7 @@ from pipeline.views import Decision, MainMetric, MetricTable, Pictures, Row, Vie
 MODEL_KEY = "model"
 MODEL_RUN_KEY = "model_run"
 EXAMPLES_KEY = "examples"
+SCORER_KEY = "scorer"
 BASELINE_MODEL_KEY = "baseline_model"
 EVALUATION_KEY = "evaluation"
 BLESSING_KEY = "blessing"
@@ -83,9 +86,7 @@ class EvaluateParams(LineageParams):
         "only (to start a lineage afresh, e.g. after a deliberate architecture change)",
     )
     seed: int = key("train.seed")
-    # The anomaly threshold, calibrated as export calibrates the one it bakes into the
-    # SavedModel (components/scoring.py): both read the same key.
-    threshold_quantile: float = key("export.threshold_quantile")
+    score: str = key("export.score")  # the novelty score served: its threshold is reported
     grid_images: int = 10  # columns of the reconstruction grid; rows of the VAE sample grid
 
     @property
@@ -142,6 +143,7 @@ EVALUATE = Component(
         MODEL_KEY: Input(artifacts.MODEL),
         MODEL_RUN_KEY: Input(artifacts.MODEL_RUN),
         EXAMPLES_KEY: Input(artifacts.EXAMPLES),
+        SCORER_KEY: Input(artifacts.SCORER),
         BASELINE_MODEL_KEY: Resolved(artifacts.MODEL, candidate=MODEL_KEY),
     },
     outputs={EVALUATION_KEY: artifacts.EVALUATION, BLESSING_KEY: artifacts.BLESSING},
@@ -215,6 +217,14 @@ EVALUATE = Component(
                     "held-out classes: AUROC, precision / recall at the threshold",
                     "{anomaly_auroc:.3f}, {anomaly_precision:.3f} / {anomaly_recall:.3f}",
                 ),
+                *(
+                    Row(
+                        f"novelty score {k}: AUROC, AUPRC, TPR at 5% FPR",
+                        f"{{novelty_{k}_auroc:.3f}}, {{novelty_{k}_auprc:.3f}}, "
+                        f"{{novelty_{k}_tpr_at_5fpr:.3f}}",
+                    )
+                    for k in SCORES
+                ),
             ),
         ),
         pictures=Pictures(
@@ -226,8 +236,9 @@ EVALUATE = Component(
                 "prior_samples.png": "decodings of z ~ N(0, I)",
                 "latent_manifold.png": "the decoded 2-D latent manifold",
                 "code_sweep.png": "a sweep of code dims 0 and 1",
-                "score_histogram.png": "anomaly scores of test examples, held-out classes apart, "
-                "and the threshold",
+                "score_histogram.png": "each novelty score on test, held-out classes apart, "
+                "with its threshold",
+                "novelty_roc.png": "each novelty score's ROC curve for the held-out classes",
             },
         ),
     ),

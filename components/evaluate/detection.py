@@ -9,7 +9,9 @@ those classes (positive: the novelties) from the classes the model was trained o
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+FPR_AT = 0.05  # the false-positive rate the true-positive rate is read at
 
 
 def flagged(scores, threshold: float) -> dict:
@@ -56,3 +58,21 @@ def held_out_detection(scores, held_out, threshold: float) -> dict:
         "anomaly_score_mean_held_out": float(scores[held_out].mean()) if positives else None,
         "anomaly_score_mean_seen": float(scores[~held_out].mean()) if negatives else None,
     }
+
+
+def ranking(scores, held_out, prefix: str = "") -> dict:
+    """How well a score ranks the held-out examples (positive) above the seen ones:
+    AUROC, AUPRC (average precision) and the true-positive rate at FPR_AT false positives
+    (the largest on the ROC curve without more); None without both kinds."""
+    scores = np.asarray(scores, np.float64)
+    held_out = np.asarray(held_out, bool)
+    names = ("auroc", "auprc", f"tpr_at_{round(FPR_AT * 100)}fpr")
+    if not (held_out.any() and (~held_out).any()):
+        return {prefix + n: None for n in names}
+    fpr, tpr, _ = roc_curve(held_out, scores)
+    values = (
+        roc_auc_score(held_out, scores),
+        average_precision_score(held_out, scores),
+        tpr[fpr <= FPR_AT].max(),
+    )
+    return {prefix + n: float(v) for n, v in zip(names, values)}

@@ -29,7 +29,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import keras
 import numpy as np
@@ -40,6 +40,8 @@ from components import examples_io, scoring
 from components import features as F
 from components.evaluate import classifier, detection, gate, plots, probe
 from components.evaluate import metrics as M
+from components.novelty.component import SCORES
+from components.novelty.scores import Fitted, compiled
 from components.train import model_io
 from pipeline.errors import StageError
 
@@ -55,6 +57,7 @@ RECONSTRUCTIONS = "reconstructions.png"
 LOSS_CURVES = "loss_curves.png"
 LATENT_SCATTER = "latent_scatter.png"
 SCORE_HISTOGRAM = "score_histogram.png"
+NOVELTY_ROC = "novelty_roc.png"
 PRIOR_SAMPLES = "prior_samples.png"
 LATENT_MANIFOLD = "latent_manifold.png"
 CODE_SWEEP = "code_sweep.png"
@@ -107,20 +110,18 @@ def run(
     model: Artifact,
     model_run: Artifact,
     examples: Artifact,
+    scorer: Artifact,
     baseline_model: Artifact | None,
     evaluation: Artifact,
     blessing: Artifact,
 ) -> dict:
     t_start, log, out_uri = time.perf_counter(), ctx.log, evaluation.uri
-    candidate = _load_candidate(model, params, log)
+    candidate = _load_candidate(model, scorer, params, log)
     baseline = _load_baseline(baseline_model, log)
     # Bounded memory: the probes are fitted on a train subsample (evaluate.probe_max_train)
-    # read in batches, the threshold calibrated on streamed validation batches, and the
-    # test split passes once, a batch at a time; only per-example numbers are kept.
+    # read in batches, and the test split passes once, a batch at a time; only per-example
+    # numbers are kept.
     probes = _fit_probes(candidate, examples, params, log)
-    calibration = scoring.calibrate_on_validation(
-        candidate.forward, examples, params.threshold_quantile, params.holdout_labels
-    )
     test = _test_pass(candidate, baseline, probes, examples, params)
 
     report = _reconstruction_report(candidate, test, params)
@@ -128,7 +129,7 @@ def run(
     _write_blessing(blessing, decision)
     report.add({"blessed": decision["blessed"]})
     keras.utils.set_random_seed(params.seed)  # the plots as without a baseline
-    report.add(*_detection(candidate, calibration, test, params, log))
+    report.add(*_detection(candidate, test, params, log))
     if test.probe is not None:  # None: no probes (a train sample of one class)
         report.add(_probe_accuracy(test.probe, log))
     if params.finetune_epochs > 0:  # opt-in; holds the splits in memory (docs/scale-out.md)
@@ -137,7 +138,7 @@ def run(
     report.plots.append(_reconstruction_grid(test, out_uri))
     report.plots += _loss_curves(model_run, candidate, out_uri, log)
     report.plots.append(_latent_scatter(test.sample, params, out_uri, log))
-    report.plots.append(_score_histogram(candidate, calibration, test, params, out_uri))
+    report.plots += _novelty_plots(candidate, test, params, out_uri)
     if candidate.variational:
         report.plots += _vae_plots(candidate, params, out_uri)
     report.add({"eval_seconds": round(time.perf_counter() - t_start, 2)})
@@ -149,12 +150,15 @@ def run(
 
 @dataclass(frozen=True)
 class _Candidate:
-    """The model under evaluation: its model.json, the rebuilt network and its compiled
-    forward pass (scoring.forward: code, reconstruction and score of a batch)."""
+    """The model under evaluation: its model.json, the rebuilt network, the novelty stage's
+    scorer and the compiled forward pass (novelty.scores.compiled: code, reconstruction
+    and every novelty score of a batch)."""
 
     info: dict
     net: keras.Model
-    forward: Callable[[np.ndarray], dict[str, np.ndarray]]
+    scorer: Artifact
+    fitted: Fitted
+    forward: Callable[[np.ndarray], dict[str, Any]]
 
     @property
     def denoising(self) -> bool:  # trained to reconstruct the clean image from a noisy one
@@ -165,7 +169,7 @@ class _Candidate:
         return scoring.is_variational(self.net)
 
     @property
-    def score_name(self) -> str:
+    def reconstruction_score(self) -> str:  # what the reconstruction score measures
         return scoring.score_name(self.net)
 
 
@@ -184,7 +188,7 @@ class _Baseline:
         return self.artifact.properties.get("run_id")
 
 
-def _load_candidate(model: Artifact, params: EvaluateParams, log) -> _Candidate:
+def _load_candidate(model: Artifact, scorer: Artifact, params: EvaluateParams, log) -> _Candidate:
     """The model, refused when it was trained without other classes than those
     data.holdout_labels holds out now."""
     info = model_io.read_model_json(model)
@@ -196,7 +200,8 @@ def _load_candidate(model: Artifact, params: EvaluateParams, log) -> _Candidate:
             f"model.json), but data.holdout_labels is {sorted(holdout)}; expected the same "
             "classes"
         )
-    candidate = _Candidate(info, net, scoring.forward(net))
+    fitted = Fitted.load(scorer.uri)
+    candidate = _Candidate(info, net, scorer, fitted, compiled(net, fitted))
     log.info(
         "evaluate: %s (latent_dim %d%s) on the test split%s",
         info["variant"],
@@ -244,16 +249,9 @@ def _fit_probes(
     """Fitted on evaluate.probe_max_train train examples picked while the split streams
     by; None when the sample has a single class."""
     t0 = time.perf_counter()
-    n_train = examples_io.split_count(examples, "train")
-    idx = probe.subsample(n_train, params.probe_max_train, params.seed)
-    images, labels, start = [], [], 0
-    for batch in examples_io.iter_split(examples, "train"):
-        end = start + len(batch[F.LABEL])
-        pick = idx[(idx >= start) & (idx < end)] - start
-        images.append(batch[F.IMAGE][pick])
-        labels.append(batch[F.LABEL][pick])
-        start = end
-    train_x, train_y = np.concatenate(images), np.concatenate(labels)
+    train_x, train_y = examples_io.sample_split(
+        examples, "train", params.probe_max_train, params.seed
+    )
     if len(np.unique(train_y)) < 2:
         log.warning("evaluate: train split has a single class, skipping the linear probe")
         return None
@@ -265,7 +263,7 @@ def _fit_probes(
         lambda: probe.fit(train_z, train_y, params.seed),
         lambda: probe.fit(train_x, train_y, params.seed),
     )
-    return _Probes(code, raw, int(len(idx)), time.perf_counter() - t0)
+    return _Probes(code, raw, int(len(train_y)), time.perf_counter() - t0)
 
 
 # --- The test pass: one stream of batches, a set of accumulators -------------------------
@@ -280,7 +278,7 @@ class _TestBatch:
     x_in: np.ndarray  # the model's input: the noisy images for denoising models, else clean
     labels: np.ndarray
     code: np.ndarray  # of the clean images
-    score: np.ndarray  # of the clean images
+    scores: dict[str, np.ndarray]  # every novelty score of the clean images
     recon: np.ndarray  # the candidate's reconstruction of x_in
     held: np.ndarray  # bool: of a class held out of training
 
@@ -301,7 +299,7 @@ class _TestResults:
     baseline: dict | None  # the same for the baseline; None without a usable one
     held_out: dict | None  # held_out_* reconstruction metrics; None without such examples
     noisy_input: dict | None  # noisy_input_* metrics of denoising models; else None
-    scores: np.ndarray  # the anomaly score of every test example
+    scores: dict[str, np.ndarray]  # every novelty score of every test example
     held: np.ndarray  # bool: the example is of a held-out class
     probe: _ProbeAccuracy | None  # None without probes
     grid: list[tuple[str, np.ndarray]]  # the reconstruction grid's rows
@@ -327,10 +325,10 @@ def _test_pass(
     )
     held_out = _PerImage(lambda b: (b.clean[b.held], b.recon[b.held]) if b.held.any() else None)
     noisy = _PerImage(lambda b: (b.clean[b.seen], b.x_in[b.seen])) if candidate.denoising else None
-    scores, held = _Column("score"), _Column("held")
+    scores, held = _Scores(), _Column("held")
     hits = None if probes is None else _ProbeHits(probes)
     grid = _Grid(params.grid_images, candidate.denoising)
-    sample = _Sample(probe.subsample(n_test, params.tsne_points, params.seed))
+    sample = _Sample(examples_io.subsample(n_test, params.tsne_points, params.seed))
     accumulators: list[_Accumulator] = [
         a
         for a in (measured, against, held_out, noisy, scores, held, hits, grid, sample)
@@ -377,7 +375,7 @@ def _test_batches(candidate: _Candidate, examples: Artifact, holdout):
             x_in,
             labels,
             out["code"],
-            out["score"],
+            out["scores"],
             recon,
             ~examples_io.kept_mask(labels, holdout),
         )
@@ -478,6 +476,20 @@ class _PerImage:
 def _concat(per: list[dict]) -> dict[str, np.ndarray]:
     keys = ("bce", "bce_floor", "mse", "psnr")
     return {k: np.concatenate([p[k] for p in per]) if per else np.zeros([0]) for k in keys}
+
+
+class _Scores:
+    """Every novelty score of every batch, concatenated per score."""
+
+    def __init__(self):
+        self.parts: dict[str, list[np.ndarray]] = {k: [] for k in SCORES}
+
+    def add(self, batch: _TestBatch) -> None:
+        for k in SCORES:
+            self.parts[k].append(batch.scores[k])
+
+    def result(self) -> dict[str, np.ndarray]:
+        return {k: np.concatenate(v) for k, v in self.parts.items()}
 
 
 class _Column:
@@ -679,25 +691,26 @@ def _write_blessing(blessing: Artifact, decision: dict) -> None:
 
 
 def _detection(
-    candidate: _Candidate,
-    calibration: scoring.Calibration,
-    test: _TestResults,
-    params: EvaluateParams,
-    log,
+    candidate: _Candidate, test: _TestResults, params: EvaluateParams, log
 ) -> tuple[dict, dict]:
-    """The anomaly score on test, its threshold calibrated on validation without the
-    held-out classes (as export does), and with held-out classes how well it finds them.
-    Returns (metrics, notes)."""
-    holdout, threshold = params.holdout_labels, calibration.threshold
+    """The served novelty score (export.score) on test against its threshold from the
+    scorer, every score's ranking of the held-out classes when there are any (AUROC,
+    AUPRC, TPR at 5% FPR). Returns (metrics, notes)."""
+    holdout, served = params.holdout_labels, params.score
+    threshold, scores = candidate.fitted.thresholds[served], test.scores[served]
+    quantile = candidate.scorer.properties["threshold_quantile"]
     out = {
-        "anomaly_score": candidate.score_name,
+        "anomaly_score": served,
         "anomaly_threshold": threshold,
-        "anomaly_threshold_quantile": params.threshold_quantile,
-        "anomaly_validation_examples": calibration.examples,
-        **detection.flagged(test.scores, threshold),
+        "anomaly_threshold_quantile": quantile,
+        "anomaly_validation_examples": candidate.scorer.properties["validation_examples"],
+        **detection.flagged(scores, threshold),
+        **{f"novelty_{k}_threshold": candidate.fitted.thresholds[k] for k in SCORES},
     }
     if holdout:
-        out.update(detection.held_out_detection(test.scores, test.held, threshold))
+        out.update(detection.held_out_detection(scores, test.held, threshold))
+        for k in SCORES:
+            out.update(detection.ranking(test.scores[k], test.held, f"novelty_{k}_"))
         if out["anomaly_auroc"] is None:
             log.warning(
                 "evaluate: no AUROC: the test split has %d examples of the held-out "
@@ -707,26 +720,27 @@ def _detection(
                 out["anomaly_seen_examples"],
             )
     log.info(
-        "evaluate: anomaly score %s, threshold %.4g (validation quantile %g) flags "
+        "evaluate: novelty score %s (served), threshold %.4g (validation quantile %g) flags "
         "%.1f%% of test%s",
-        candidate.score_name,
+        served,
         threshold,
-        params.threshold_quantile,
+        quantile,
         100 * (out["anomaly_flagged_fraction"] or 0.0),
         f"; held-out classes: precision {_opt(out['anomaly_precision'])}, recall "
-        f"{_opt(out['anomaly_recall'])}"
+        f"{_opt(out['anomaly_recall'])}; AUROC "
+        + ", ".join(f"{k} {_opt(out[f'novelty_{k}_auroc'])}" for k in SCORES)
         if holdout
         else "",
     )
-    return out, _detection_notes(candidate, calibration, params)
+    return out, _detection_notes(candidate, params, quantile)
 
 
-def _detection_notes(
-    candidate: _Candidate, calibration: scoring.Calibration, params: EvaluateParams
-) -> dict:
+def _detection_notes(candidate: _Candidate, params: EvaluateParams, quantile: float) -> dict:
     holdout = params.holdout_labels
     notes = {
-        "anomaly_score": "per test example, of its clean image (components/scoring.py): "
+        "anomaly_score": f"the novelty score export serves (export.score = {params.score}), "
+        "per test example, of its clean image (components/novelty/scores.py); its "
+        "reconstruction score is "
         + (
             "the deterministic negative ELBO in nats (decoding of the posterior mean + "
             "analytic KL) minus 784 x the image's mean pixel entropy"
@@ -734,17 +748,21 @@ def _detection_notes(
             else "its mean per-pixel BCE minus its mean pixel entropy (its bce_excess)"
         ),
         "anomaly_threshold": (
-            f"the {params.threshold_quantile:g} quantile of the scores of the "
-            f"{calibration.examples} validation examples"
+            f"the {quantile:g} quantile of the served score on the "
+            f"{candidate.scorer.properties['validation_examples']} validation examples"
             + (f" not of classes {list(holdout)}" if holdout else "")
-            + "; flagged: score > threshold"
+            + " (the novelty stage's scorer); flagged: score > threshold"
         ),
     }
     if holdout:
         notes["anomaly_auroc"] = (
-            f"AUROC of the score for test examples of classes "
+            f"AUROC of the served score for test examples of classes "
             f"{list(holdout)} (held out of training; positive) vs the "
             "other test examples; precision / recall: of the flag"
+        )
+        notes["novelty_"] = (
+            "novelty_<score>_auroc, _auprc, _tpr_at_5fpr: each score's ranking of the "
+            "held-out test examples (positive) above the others"
         )
     return notes
 
@@ -835,32 +853,33 @@ def _latent_scatter(sample, params: EvaluateParams, out_uri: str, log) -> str:
     return LATENT_SCATTER
 
 
-def _score_histogram(
-    candidate: _Candidate,
-    calibration: scoring.Calibration,
-    test: _TestResults,
-    params: EvaluateParams,
-    out_uri: str,
-) -> str:
-    """Held-out vs seen test classes (without held-out classes: test vs the validation
-    scores the threshold was calibrated on), and the threshold."""
-    if params.holdout_labels:
-        names = F.CLASS_NAMES[params.dataset]
-        held_names = ", ".join(f"{c} {names[c]}" for c in sorted(params.holdout_labels))
-        groups = [
-            ("test, seen classes", test.scores[~test.held]),
-            (f"test, held-out classes ({held_names})", test.scores[test.held]),
-        ]
-    else:
-        groups = [("validation", calibration.scores), ("test", test.scores)]
-    plots.score_histogram(
-        groups,
-        calibration.threshold,
+def _novelty_plots(
+    candidate: _Candidate, test: _TestResults, params: EvaluateParams, out_uri: str
+) -> list[str]:
+    """Every score's histogram on test (held-out classes apart) with its threshold, and with
+    held-out classes every score's ROC curve."""
+    names = F.CLASS_NAMES[params.dataset]
+    held = ", ".join(f"{c} {names[c]}" for c in sorted(params.holdout_labels))
+    panels = []
+    for k in SCORES:
+        values = test.scores[k]
+        groups = (
+            [("seen classes", values[~test.held]), (f"held out ({held})", values[test.held])]
+            if params.holdout_labels
+            else [("test", values)]
+        )
+        panels.append((k + (" (served)" if k == params.score else ""), groups))
+    plots.score_histograms(
+        panels,
+        [candidate.fitted.thresholds[k] for k in SCORES],
         posixpath.join(out_uri, SCORE_HISTOGRAM),
-        candidate.score_name,
-        threshold_label=f"threshold (validation quantile {params.threshold_quantile:g})",
     )
-    return SCORE_HISTOGRAM
+    if not params.holdout_labels or test.held.all() or not test.held.any():
+        return [SCORE_HISTOGRAM]
+    plots.roc_curves(
+        {k: test.scores[k] for k in SCORES}, test.held, posixpath.join(out_uri, NOVELTY_ROC)
+    )
+    return [SCORE_HISTOGRAM, NOVELTY_ROC]
 
 
 def _vae_plots(candidate: _Candidate, params: EvaluateParams, out_uri: str) -> list[str]:

@@ -177,3 +177,52 @@ def score_histogram(
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     _save(fig, path)
+
+
+def score_histograms(
+    panels: list[tuple[str, list[tuple[str, np.ndarray]]]], thresholds: list[float], path: str
+) -> None:
+    """One panel per score (title, its (label, scores) groups), each group a histogram
+    normalized to its own area on the panel's shared bins, the score's threshold a
+    dashed line."""
+    colors = plt.get_cmap("tab10")
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels), 3.4), squeeze=False)
+    for ax, (title, groups), threshold in zip(axes[0], panels, thresholds):
+        groups = [(label, np.asarray(s, np.float64)) for label, s in groups if len(s)]
+        values = np.concatenate([s for _, s in groups] + [np.array([threshold])])
+        lo, hi = np.quantile(values, [0.001, 0.999]) if len(values) > 10 else (0, 0)
+        bins = np.linspace(lo, hi, 51) if hi > lo else 10
+        for i, (label, scores) in enumerate(groups):
+            ax.hist(
+                np.clip(scores, lo, hi) if hi > lo else scores,
+                bins=bins,
+                density=True,
+                histtype="stepfilled",
+                alpha=0.35,
+                color=colors(i),
+                edgecolor=colors(i),
+                label=f"{label} (n={len(scores)})",
+            )
+        ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.4g}")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("score (higher = more unusual)")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("density")
+    _save(fig, path)
+
+
+def roc_curves(scores: dict[str, np.ndarray], positive: np.ndarray, path: str) -> None:
+    """Each score's ROC curve for the positives (held-out classes), its AUROC in the legend."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fig, ax = plt.subplots(figsize=(5.0, 4.6))
+    for name, values in scores.items():
+        fpr, tpr, _ = roc_curve(positive, values)
+        ax.plot(fpr, tpr, label=f"{name} (AUROC {roc_auc_score(positive, values):.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="chance")
+    ax.set_xlabel("false-positive rate (seen classes flagged)")
+    ax.set_ylabel("true-positive rate (held-out classes flagged)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    _save(fig, path)

@@ -75,10 +75,3 @@ def tsne_2d(features, seed: int = 0) -> np.ndarray:
             max_iter=500,
             random_state=seed,
         ).fit_transform(x)
-
-
-def subsample(n: int, k: int, seed: int) -> np.ndarray:
-    """Sorted indices of k of n items (all when k <= 0 or k >= n), reproducibly."""
-    if k <= 0 or k >= n:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))

@@ -1,11 +1,13 @@
 """export: SavedModel serving raw inputs (serving_default on raw tf.Examples, images_uint8,
-score) with a calibrated anomaly threshold, its TFLite models, the embeddings of every
-example of every split (Parquet + TensorBoard projector) and the scores of the test split."""
+score) with every novelty score and the served one's threshold (from the `scorer`), its
+TFLite models, the embeddings of every example of every split (Parquet + TensorBoard
+projector) and the scores of the test split."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from components.novelty.component import SCORES
 from pipeline import artifacts
 from pipeline.component import Component, Input
 from pipeline.config import Params, key, require
@@ -15,30 +17,31 @@ MODEL_KEY = "model"
 EXAMPLES_KEY = "examples"
 SAVED_MODEL_KEY = "saved_model"
 EMBEDDINGS_KEY = "embeddings"
+SCORER_KEY = "scorer"
 
 
 @dataclass(frozen=True, kw_only=True)
 class ExportParams(Params):
     batch_size: int = 512  # examples per embedding inference call
-    threshold_quantile: float = key(
-        "export.threshold_quantile",
-        0.99,
-        "anomaly threshold: this quantile of the validation split's scores",
+    score: str = key(
+        "export.score",
+        "combined",
+        "the novelty score served as score / is_anomaly: one of "
+        + ", ".join(SCORES)
+        + ' (docs/stages.md, "Novelty scores"); every score is served beside it',
     )
-    holdout_labels: tuple[int, ...] = key("data.holdout_labels")  # left out of the calibration
 
     def check(self) -> None:
-        require(
-            0.5 <= self.threshold_quantile < 1.0,
-            "export.threshold_quantile",
-            "a quantile in [0.5, 1)",
-            self.threshold_quantile,
-        )
+        require(self.score in SCORES, "export.score", f"one of {SCORES}", self.score)
 
 
 EXPORT = Component(
     name="export",
-    inputs={MODEL_KEY: Input(artifacts.MODEL), EXAMPLES_KEY: Input(artifacts.EXAMPLES)},
+    inputs={
+        MODEL_KEY: Input(artifacts.MODEL),
+        EXAMPLES_KEY: Input(artifacts.EXAMPLES),
+        SCORER_KEY: Input(artifacts.SCORER),
+    },
     outputs={SAVED_MODEL_KEY: artifacts.SAVED_MODEL, EMBEDDINGS_KEY: artifacts.EMBEDDINGS},
     params=ExportParams,
     executor_module="components.export.executor",

@@ -54,10 +54,12 @@ import tensorflow as tf
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 from tensorflow.io import gfile
 
-from components import examples_io, scoring
+from components import examples_io
 from components import features as F
 from components.export import saved_model as signatures
 from components.export import tflite
+from components.novelty.component import SCORES
+from components.novelty.scores import Fitted, Scorer
 from components.train import model_io
 from pipeline import beam_jobs
 from pipeline.artifacts import SPLITS
@@ -89,6 +91,7 @@ SCORES_SCHEMA = pa.schema(
         ("label", pa.int64()),
         ("score", pa.float32()),
         ("is_anomaly", pa.bool_()),
+        *((f"score_{k}", pa.float32()) for k in SCORES),
     ]
 )
 # Largest allowed saved_model.max_diff(SavedModel, in-memory model) on the round-trip check.
@@ -99,7 +102,7 @@ CHECK_IMAGES = 8
 
 def tables(split: str, ids, labels, out: dict) -> tuple[pa.Table, pa.Table | None]:
     """One batch's rows: (id, split, label, embedding), and with a `score` in the
-    SavedModel's outputs `out`, (id, label, score, is_anomaly)."""
+    SavedModel's outputs `out`, (id, label, score, is_anomaly, score_<each score>)."""
     code = np.asarray(out["code"], np.float32)
     n, dim = code.shape
     embedding = pa.ListArray.from_arrays(
@@ -119,6 +122,7 @@ def tables(split: str, ids, labels, out: dict) -> tuple[pa.Table, pa.Table | Non
             labels,
             pa.array(np.asarray(out["score"]), pa.float32()),
             pa.array(np.asarray(out["is_anomaly"]), pa.bool_()),
+            *(pa.array(np.asarray(out[f"score_{k}"]), pa.float32()) for k in SCORES),
         ],
         schema=SCORES_SCHEMA,
     )
@@ -442,6 +446,7 @@ def run(
     *,
     model: Artifact,
     examples: Artifact,
+    scorer: Artifact,
     saved_model: Artifact,
     embeddings: Artifact,
 ) -> dict:
@@ -450,13 +455,47 @@ def run(
     net = model_io.load_model(model)
     layout = Layout.of(embeddings.uri, _splits(examples))
     t0 = time.perf_counter()
-    calibration = _calibrate(net, examples, layout.splits, params, log)
-    served = _write_saved_model(net, saved_model, calibration.threshold, examples, log, started=t0)
-    lite = _write_tflite(net, calibration.threshold, saved_model, served, log)
-    _record_saved_model(saved_model, info, calibration, params, served, lite)
+    threshold = _Threshold.of(scorer, params.score, log)
+    served = _write_saved_model(net, saved_model, threshold, examples, log, started=t0)
+    lite = _write_tflite(net, threshold, saved_model, served, log)
+    _record_saved_model(saved_model, info, threshold, served, lite)
     embedded = _embed_and_score(examples, layout, served, params.batch_size, ctx)
-    _record_embeddings(embeddings, layout, embedded, served, calibration)
-    return _metrics(params, calibration, served, lite, embedded, started=t0)
+    _record_embeddings(embeddings, layout, embedded, served, threshold)
+    return _metrics(threshold, served, lite, embedded, started=t0)
+
+
+@dataclass(frozen=True)
+class _Threshold:
+    """The served score and its threshold, as the novelty stage fitted them (the scorer)."""
+
+    fitted: Fitted
+    score: str  # export.score: the score served as score / is_anomaly
+    value: float
+    quantile: float
+    examples: int  # validation examples it was calibrated on
+    holdout_labels: list[int]
+
+    @classmethod
+    def of(cls, scorer: Artifact, score: str, log) -> _Threshold:
+        fitted = Fitted.load(scorer.uri)
+        p = scorer.properties
+        threshold = cls(
+            fitted,
+            score,
+            fitted.thresholds[score],
+            float(p["threshold_quantile"]),
+            int(p["validation_examples"]),
+            [c for c in range(F.NUM_CLASSES) if c not in p["classes"]],
+        )
+        log.info(
+            "export: serving the %s score, anomaly threshold %.6g (the %g quantile of %d "
+            "validation scores, from the scorer)",
+            score,
+            threshold.value,
+            threshold.quantile,
+            threshold.examples,
+        )
+        return threshold
 
 
 @dataclass(frozen=True)
@@ -487,40 +526,15 @@ class _Embedded:
         return sum(self.counts.values())
 
 
-def _calibrate(
-    net, examples: Artifact, splits: list[str], params: ExportParams, log
-) -> scoring.Calibration:
-    """The anomaly threshold (scoring.calibrate_on_validation), before anything is written."""
-    if "validation" not in splits:
-        raise StageError(
-            f"no validation split in the examples at {examples.uri} to calibrate "
-            "the anomaly threshold on"
-        )
-    calibration = scoring.calibrate_on_validation(
-        scoring.forward(net), examples, params.threshold_quantile, params.holdout_labels
-    )
-    log.info(
-        "export: anomaly threshold %.6g = the %g quantile of %d validation %s scores%s",
-        calibration.threshold,
-        params.threshold_quantile,
-        calibration.examples,
-        scoring.score_name(net),
-        f" (classes {list(params.holdout_labels)} left out: {calibration.left_out} examples)"
-        if params.holdout_labels
-        else "",
-    )
-    return calibration
-
-
 def _write_saved_model(
-    net, saved_model: Artifact, threshold: float, examples: Artifact, log, *, started: float
+    net, saved_model: Artifact, threshold: _Threshold, examples: Artifact, log, *, started: float
 ) -> _Served:
-    """The SavedModel with the threshold baked in, loaded back once and checked against the
-    model (saved_model.max_diff)."""
+    """The SavedModel with the scorer's constants and the threshold baked in, loaded back
+    once and checked against the model (saved_model.max_diff)."""
     sm_dir = posixpath.join(saved_model.uri, SAVED_MODEL_SUBDIR)
-    signatures.export(net, sm_dir, threshold)
+    signatures.export(net, sm_dir, threshold.fitted, threshold.score)
     loaded = tf.saved_model.load(sm_dir)
-    diff, images, outputs = _roundtrip_check(net, sm_dir, loaded, examples)
+    diff, images, outputs = _roundtrip_check(net, threshold, sm_dir, loaded, examples)
     log.info(
         "export: SavedModel (%s) written to %s in %.1fs; reload max diff %.2g",
         ", ".join(signatures.SIGNATURES),
@@ -528,22 +542,22 @@ def _write_saved_model(
         time.perf_counter() - started,
         diff,
     )
-    return _Served(
-        sm_dir, loaded, int(net.latent_dim), scoring.score_name(net), diff, images, outputs
-    )
+    return _Served(sm_dir, loaded, int(net.latent_dim), threshold.score, diff, images, outputs)
 
 
-def _roundtrip_check(net, saved_model_dir: str, loaded, examples: Artifact):
+def _roundtrip_check(net, threshold: _Threshold, saved_model_dir: str, loaded, examples):
     """saved_model.max_diff(SavedModel images_float32, in-memory model) on a few test
-    images, over reconstruction, code and score (`loaded`: the SavedModel at
+    images, over reconstruction, code and every score (`loaded`: the SavedModel at
     saved_model_dir). Returns (diff, images, SavedModel outputs)."""
     split = "test" if "test" in _splits(examples) else _splits(examples)[0]
     x = next(iter(examples_io.dataset(examples, split, 64, cache=False)))[0]
     exported = {k: v.numpy() for k, v in loaded.signatures["images_float32"](images=x).items()}
+    expected = Scorer(net, threshold.fitted).forward(x)["scores"]
     diff = max(
         signatures.max_diff(exported["reconstruction"], net.reconstruct(x)),
         signatures.max_diff(exported["code"], net.encode(x)),
-        signatures.max_diff(exported["score"], scoring.score(net, x)),
+        signatures.max_diff(exported["score"], expected[threshold.score]),
+        *(signatures.max_diff(exported[f"score_{k}"], expected[k]) for k in SCORES),
     )
     if not diff <= ROUNDTRIP_ATOL:
         raise StageError(
@@ -553,13 +567,14 @@ def _roundtrip_check(net, saved_model_dir: str, loaded, examples: Artifact):
     return diff, x.numpy(), exported
 
 
-def _write_tflite(net, threshold: float, saved_model: Artifact, served: _Served, log) -> dict:
+def _write_tflite(net, threshold: _Threshold, saved_model: Artifact, served: _Served, log) -> dict:
     """The TFLite models (tflite.export), checked on CHECK_IMAGES of the round trip's images
     against the SavedModel's outputs on them."""
     t0 = time.perf_counter()
     lite = tflite.export(
         net,
-        threshold,
+        threshold.fitted,
+        threshold.score,
         posixpath.join(saved_model.uri, tflite.TFLITE_SUBDIR),
         served.images[:CHECK_IMAGES],
         {k: v[:CHECK_IMAGES] for k, v in served.outputs.items()},
@@ -578,8 +593,7 @@ def _write_tflite(net, threshold: float, saved_model: Artifact, served: _Served,
 def _record_saved_model(
     saved_model: Artifact,
     info: dict,
-    calibration: scoring.Calibration,
-    params: ExportParams,
+    threshold: _Threshold,
     served: _Served,
     lite: dict,
 ) -> None:
@@ -594,11 +608,12 @@ def _record_saved_model(
                 f"int64[{F.PIXELS}], raw pixels 0..255 ({F.ID!r}, {F.LABEL!r} "
                 "ignored)"
             ),
-            "threshold": calibration.threshold,
-            "threshold_quantile": params.threshold_quantile,
+            "threshold": threshold.value,
+            "threshold_quantile": threshold.quantile,
             "score_name": served.score_name,
-            "threshold_examples": calibration.examples,
-            "threshold_holdout_labels": list(params.holdout_labels),
+            "score_outputs": [f"score_{k}" for k in SCORES],
+            "threshold_examples": threshold.examples,
+            "threshold_holdout_labels": threshold.holdout_labels,
             "tflite_dir": tflite.TFLITE_SUBDIR,
             "tflite_files": lite["files"],
             "tflite_bytes": lite["bytes"],
@@ -692,7 +707,7 @@ def _record_embeddings(
     layout: Layout,
     embedded: _Embedded,
     served: _Served,
-    calibration: scoring.Calibration,
+    threshold: _Threshold,
 ) -> None:
     embeddings.properties.update(
         {
@@ -706,14 +721,13 @@ def _record_embeddings(
             "scores_split": layout.scored_split,
             "scores_columns": SCORES_SCHEMA.names,
             "score_name": served.score_name,
-            "threshold": calibration.threshold,
+            "threshold": threshold.value,
         }
     )
 
 
 def _metrics(
-    params: ExportParams,
-    calibration: scoring.Calibration,
+    threshold: _Threshold,
     served: _Served,
     lite: dict,
     embedded: _Embedded,
@@ -725,9 +739,9 @@ def _metrics(
         "embeddings": embedded.total,  # all splits together
         "latent_dim": served.latent_dim,
         "roundtrip_max_diff": served.roundtrip_max_diff,
-        "threshold": calibration.threshold,
-        "threshold_quantile": params.threshold_quantile,
-        "threshold_examples": calibration.examples,
+        "threshold": threshold.value,
+        "threshold_quantile": threshold.quantile,
+        "threshold_examples": threshold.examples,
         "score_name": served.score_name,
         "scored_examples": embedded.scored,
         "flagged_examples": embedded.flagged,

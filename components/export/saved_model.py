@@ -101,46 +101,44 @@ import numpy as np
 import tensorflow as tf
 
 from components import features as F
-from components import scoring
+from components.novelty.component import SCORES
+from components.novelty.scores import Scorer
 from components.preprocessing import normalize
 
 # The signatures taking images or examples and answering with all four outputs.
 IMAGE_SIGNATURES = ("serving_default", "images_uint8", "images_float32")
 SIGNATURES = IMAGE_SIGNATURES + ("score", "encode", "decode", "reconstruct")
-OUTPUTS = ("reconstruction", "code", "score", "is_anomaly")
+SCORE_OUTPUTS = tuple(f"score_{k}" for k in SCORES)
+OUTPUTS = ("reconstruction", "code", "score", "is_anomaly", *SCORE_OUTPUTS)
 # VarLen, not FixedLen([784]): a wrong pixel count is then the contract's own error, naming
 # the signature and the example, rather than the parser's.
 RAW_EXAMPLE_SPEC = {F.IMAGE: tf.io.VarLenFeature(tf.int64)}
 
 
-def score_outputs(model, threshold: float):
-    """(images float32 [B,28,28,1] in [0,1], their reconstruction or None) -> score [B] and
-    is_anomaly [B] (score > threshold, compared in float32)."""
-    limit = tf.constant(threshold, tf.float32)
-
-    def compute(images, reconstruction=None):
-        score = tf.cast(scoring.score(model, images, reconstruction), tf.float32)
-        return {"score": score, "is_anomaly": tf.greater(score, limit)}
-
-    return compute
-
-
-def float_outputs(model, threshold: float, with_score: bool = True):
+def float_outputs(model, fitted, served: str, with_score: bool = True):
     """The float-image computation: images float32 [B,28,28,1] in [0,1] -> the OUTPUTS
-    (only reconstruction and code without `with_score`). Every image signature serves it,
-    and the TFLite models are converted from it."""
-    scores = score_outputs(model, threshold)
+    (only reconstruction and code without `with_score`): every novelty score as
+    score_<name>, the served one also as score and is_anomaly (score > its threshold,
+    compared in float32). Every image signature serves it, and the TFLite models are
+    converted from it."""
+    scorer = Scorer(model, fitted)
+    limit = tf.constant(fitted.thresholds[served], tf.float32)
 
     def compute(images):
-        code = model.encode(images)
-        reconstruction = model.decode(code)
-        out = {
-            "reconstruction": tf.cast(reconstruction, tf.float32),
-            "code": tf.cast(code, tf.float32),
+        if not with_score:
+            code = model.encode(images)
+            return {
+                "reconstruction": tf.cast(model.decode(code), tf.float32),
+                "code": tf.cast(code, tf.float32),
+            }
+        out = scorer.forward(images)
+        return {
+            "reconstruction": out["reconstruction"],
+            "code": out["code"],
+            "score": out["scores"][served],
+            "is_anomaly": tf.greater(out["scores"][served], limit),
+            **{f"score_{k}": out["scores"][k] for k in SCORES},
         }
-        if with_score:  # from the reconstruction just computed: the decoder runs once
-            out.update(scores(images, reconstruction))
-        return out
 
     return compute
 
@@ -305,11 +303,13 @@ def max_diff(got, expected) -> float:
     return float(np.max(np.abs(got - expected) / np.maximum(1.0, np.abs(expected))))
 
 
-def export(model, path: str, threshold: float) -> None:
-    """Write the SavedModel with all SIGNATURES; `threshold` (a finite float) is baked in."""
+def export(model, path: str, fitted, served: str) -> None:
+    """Write the SavedModel with all SIGNATURES; the scorer's constants (`fitted`,
+    components/novelty/scores.py) and the threshold of the `served` score are baked in."""
+    threshold = fitted.thresholds[served]
     if not math.isfinite(threshold):
         raise ValueError(f"the anomaly threshold must be finite, got {threshold}")
-    endpoints = _endpoints(model, threshold)
+    endpoints = _endpoints(model, fitted, served)
     archive = keras.export.ExportArchive()
     archive.track(model)
     for name in SIGNATURES:
@@ -318,7 +318,7 @@ def export(model, path: str, threshold: float) -> None:
     archive.write_out(path, verbose=False)
 
 
-def _endpoints(model, threshold: float) -> dict:
+def _endpoints(model, fitted, served: str) -> dict:
     """Each of SIGNATURES -> (its function, its input's TensorSpec)."""
     latent = int(model.latent_dim)
     # Unknown rank on purpose (the docstring's "Contract"): every shape reaches the checks
@@ -328,8 +328,7 @@ def _endpoints(model, threshold: float) -> dict:
     uint8_spec = tf.TensorSpec(None, tf.uint8, name="images")
     code_spec = tf.TensorSpec(None, tf.float32, name="code")
     examples_spec = tf.TensorSpec(None, tf.string, name="examples")
-    compute = float_outputs(model, threshold)
-    scores = score_outputs(model, threshold)
+    compute = float_outputs(model, fitted, served)
 
     def serve(examples):
         return compute(raw_images(examples, "serving_default"))
@@ -342,7 +341,8 @@ def _endpoints(model, threshold: float) -> dict:
         return compute(float_images("images_float32", images))
 
     def score(examples):
-        return scores(raw_images(examples, "score"))
+        out = compute(raw_images(examples, "score"))
+        return {k: out[k] for k in ("score", "is_anomaly", *SCORE_OUTPUTS)}
 
     def encode(images):
         return {"code": tf.cast(model.encode(float_images("encode", images)), tf.float32)}

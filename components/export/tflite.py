@@ -8,8 +8,9 @@
 
 One signature, `serving_default`: images float32 [1,28,28,1] in [0,1] (normalized, as the
 SavedModel's `images_float32` takes them; one image per call) -> reconstruction
-[1,28,28,1], code [1,latent], score [1], is_anomaly [1] (the same function,
-saved_model.float_outputs, with the same baked-in threshold).
+[1,28,28,1], code [1,latent], score [1], is_anomaly [1], and every novelty score as
+score_<name> [1] (the same function, saved_model.float_outputs, with the same baked-in
+constants and threshold).
 
 Why batch 1: it was forced. Keras 3's UpSampling2D (nearest) is `ops.repeat`, i.e.
 tf.repeat, which reshapes by a shape computed at run time from the batch size; with a
@@ -83,12 +84,12 @@ def _reason(error: Exception) -> str:
     return f"{type(error).__name__}: {lines[0] if lines else 'conversion failed'}"[:500]
 
 
-def _write_edge_saved_model(model, threshold: float, path: str, with_score: bool) -> None:
+def _write_edge_saved_model(model, fitted, served: str, path: str, with_score: bool) -> None:
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(
         SIGNATURE,
-        sm.float_outputs(model, threshold, with_score),
+        sm.float_outputs(model, fitted, served, with_score),
         input_signature=[tf.TensorSpec([1, F.HEIGHT, F.WIDTH, 1], tf.float32, name=INPUT)],
     )
     archive.write_out(path, verbose=False)
@@ -115,9 +116,15 @@ def _max_diff(got: dict, expected: dict) -> float:
 
 
 def export(
-    model, threshold: float, out_dir: str, images: np.ndarray, expected: dict[str, np.ndarray]
+    model,
+    fitted,
+    served: str,
+    out_dir: str,
+    images: np.ndarray,
+    expected: dict[str, np.ndarray],
 ) -> dict:
-    """Convert, check and write the TFLite models to `out_dir`.
+    """Convert, check and write the TFLite models to `out_dir` (`fitted`, `served`: the
+    scorer's constants and the served score, as the SavedModel has them).
 
     images: a few normalized test images [n,28,28,1]; expected: the SavedModel's
     images_float32 outputs on them. Returns what the artifact properties record:
@@ -137,7 +144,7 @@ def export(
         flatbuffers = {}
         for with_score in (True, False):
             path = posixpath.join(tmp, f"edge-{int(with_score)}")
-            _write_edge_saved_model(model, threshold, path, with_score)
+            _write_edge_saved_model(model, fitted, served, path, with_score)
             try:
                 flatbuffers["float32"] = _convert(path, quantize=False)
             except Exception as e:  # noqa: BLE001 - the converter raises several types
