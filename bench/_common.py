@@ -42,8 +42,8 @@ if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
 RUN_PIPELINE = PROJECT_ROOT / "run_pipeline.py"
-NON_TRAINING_STAGES = ("ingest", "validate", "transform", "evaluate", "export")
-ALL_STAGES = ("ingest", "validate", "transform", "train", "evaluate", "export")
+NON_TRAINING_STAGES = ("ingest", "validate", "transform", "novelty", "evaluate", "export")
+ALL_STAGES = ("ingest", "validate", "transform", "train", "novelty", "evaluate", "export")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
