@@ -89,7 +89,7 @@ def write_run(store: MetadataStore, run_id: str, views: Views) -> str:
             decisions=_decision_tables(view, views, page),
             stages=_timings(view, page),
             config=_config(view),
-            tables=[_metric_table(view, stage, t) for stage, t in views.declaring("metrics")],
+            tables=[_metric_table(view, views, stage, t, page) for stage, t in views.tables()],
             figures=_figures(view, views, page),
             data=_data(store, view, views, page),
             lineage=_lineage(store, view, page),
@@ -267,12 +267,23 @@ def _config(view: dict) -> dict:
     }
 
 
-def _metric_table(view: dict, stage: str, table: MetricTable) -> dict:
+def _metric_table(view: dict, views: Views, stage: str, table: MetricTable, page) -> dict:
     metrics = (view["stages"].get(stage) or {}).get("metrics") or {}
+    pictures = views.view(stage).pictures
+    figures = []
+    if table.pictures and pictures:
+        uri = _artifact_dir(view, stage, pictures.output)
+        for name in table.pictures:
+            path = os.path.join(uri, name) if uri else ""
+            src = page.href(path) if path and os.path.isfile(path) else None
+            if src:
+                caption = f"{name}: {pictures.captions.get(name, '')}".rstrip(": ")
+                figures.append({"src": src, "alt": name, "caption": caption})
     return {
         "heading": table.heading,
         "scope": table.scope,
         "rows": metric_rows(table, metrics) if metrics else None,
+        "figures": figures,
     }
 
 
@@ -292,6 +303,7 @@ def _figures(view: dict, views: Views, page: _Page) -> list[dict]:
     a run rejected for its data has the data's pictures too."""
     figures = []
     declared = sorted(views.declaring("pictures"), key=lambda sp: sp[1].rank)  # stable
+    in_sections = {(stage, name) for stage, t in views.tables() for name in t.pictures}
     for stage, pictures in declared:
         uri = _artifact_dir(view, stage, pictures.output)
         if not (uri and os.path.isdir(uri)):
@@ -302,6 +314,8 @@ def _figures(view: dict, views: Views, page: _Page) -> list[dict]:
             key=lambda f: (order.index(f) if f in order else len(order), f),
         )
         for name in pngs:
+            if (stage, name) in in_sections:
+                continue
             src = page.href(os.path.join(uri, name))
             if src:
                 caption = f"{name}: {pictures.captions.get(name, '')}".rstrip(": ")

@@ -64,6 +64,8 @@ class MetricTable:
     heading: str
     scope: str = ""  # what the numbers cover, e.g. "test split"
     rows: tuple[Row, ...] = ()
+    # PNGs of the stage's Pictures output shown in this section (not under the plots).
+    pictures: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,7 @@ class View:
     headline: tuple[str, ...] = ()  # metrics `show` and `run` print on the stage's line
     decision: Decision | None = None
     metrics: MetricTable | None = None
+    sections: tuple[MetricTable, ...] = ()  # more report sections of the stage's metrics
     pictures: Pictures | None = None
     data: DataOutputs | None = None
     # The output whose ML Metadata properties give the example layout (image_feature,
@@ -116,6 +119,14 @@ class Views:
     def declaring(self, what: str) -> list[tuple[str, Any]]:
         """(stage, declaration) of every stage that declares `what` (a View field)."""
         return [(name, getattr(v, what)) for name, v in self.stages if getattr(v, what)]
+
+    def tables(self) -> list[tuple[str, MetricTable]]:
+        """(stage, table) of every metrics table and section, in stage order."""
+        return [
+            (name, t)
+            for name, v in self.stages
+            for t in ((v.metrics,) if v.metrics else ()) + v.sections
+        ]
 
     def main_metric(self) -> tuple[str, MainMetric] | None:
         """The first stage's that declares one."""

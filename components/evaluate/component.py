@@ -208,23 +208,33 @@ EVALUATE = Component(
                     "{noisy_input_psnr:.2f} dB",
                 ),
                 Row(prefix="denoise_"),
-                Row(
-                    "anomaly threshold ({anomaly_score}, validation quantile "
-                    "{anomaly_threshold_quantile})",
-                    "{anomaly_threshold}; flagged {anomaly_flagged_fraction:.2%} of test",
-                ),
-                Row(
-                    "held-out classes: AUROC, precision / recall at the threshold",
-                    "{anomaly_auroc:.3f}, {anomaly_precision:.3f} / {anomaly_recall:.3f}",
-                ),
-                *(
+            ),
+        ),
+        sections=(
+            MetricTable(
+                "Novelty detection",
+                'test split; docs/stages.md, "Novelty scores"',
+                rows=(
                     Row(
-                        f"novelty score {k}: AUROC, AUPRC, TPR at 5% FPR",
-                        f"{{novelty_{k}_auroc:.3f}}, {{novelty_{k}_auprc:.3f}}, "
-                        f"{{novelty_{k}_tpr_at_5fpr:.3f}}",
-                    )
-                    for k in SCORES
+                        "served score {anomaly_score}: threshold (validation quantile "
+                        "{anomaly_threshold_quantile})",
+                        "{anomaly_threshold}; flagged {anomaly_flagged_fraction:.2%} of test",
+                    ),
+                    Row(
+                        "held-out classes: AUROC, precision / recall at the threshold",
+                        "{anomaly_auroc:.3f}, {anomaly_precision:.3f} / {anomaly_recall:.3f}",
+                    ),
+                    *(
+                        Row(
+                            f"{k}: AUROC, AUPRC, TPR at 5% FPR",
+                            f"{{novelty_{k}_auroc:.3f}}, {{novelty_{k}_auprc:.3f}}, "
+                            f"{{novelty_{k}_tpr_at_5fpr:.3f}}",
+                        )
+                        for k in SCORES
+                    ),
+                    *(Row(f"{k}: threshold", f"{{novelty_{k}_threshold:.4g}}") for k in SCORES),
                 ),
+                pictures=("score_histogram.png", "novelty_roc.png"),
             ),
         ),
         pictures=Pictures(

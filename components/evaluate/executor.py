@@ -8,11 +8,13 @@ BLESSED or NOT_BLESSED file, as TFX writes them, and blessing.json.
 
 Metric definitions: components/evaluate/metrics.py (docs/stages.md, "Metrics").
 
-Anomaly detection: every test example is scored (components/scoring.py, on the clean
-image) and the threshold is calibrated on the validation split without the held-out
-classes (scoring.calibrate_on_validation, as export calibrates the SavedModel's). With
-held-out classes (data.holdout_labels): the AUROC of the score for held-out vs seen test
-classes, and precision / recall at the threshold (components/evaluate/detection.py). The
+Novelty detection: every test example is scored with every novelty score
+(components/novelty/scores.py, on the clean image) with the novelty stage's constants
+(the `scorer` input, fitted on train and validation); the served score (export.score) is
+flagged against its threshold from the scorer. With held-out classes
+(data.holdout_labels): each score's AUROC, AUPRC and TPR at 5% FPR for held-out vs seen
+test classes, and the served score's precision / recall at the threshold
+(components/evaluate/detection.py). The
 reconstruction metrics and the gate are then measured on the test examples of the seen
 classes only: the held-out ones are meant to reconstruct badly, so counting them would
 blur the gate's question (how well does the model reconstruct what it was trained to) and

@@ -1,6 +1,6 @@
-"""export: calibrate the anomaly threshold, write the SavedModel
-(components/export/saved_model.py) and its TFLite models (components/export/tflite.py),
-then embed every example of every split and score every test example.
+"""export: write the SavedModel (components/export/saved_model.py) with the novelty stage's
+scorer baked in, and its TFLite models (components/export/tflite.py), then embed every
+example of every split and score every test example.
 
 Outputs
   saved_model  <uri>/model/: SavedModel with serving_default, images_uint8, images_float32,
@@ -11,14 +11,14 @@ Outputs
   embeddings   <uri>/parquet/embeddings-SSSSS-of-NNNNN.parquet: id string, split string,
                label int64, embedding list<float32> (the code of the clean image);
                <uri>/scores/scores-SSSSS-of-NNNNN.parquet: id string, label int64,
-               score float32, is_anomaly bool, one row per test example;
+               score float32, is_anomaly bool, score_<name> float32 for every novelty
+               score, one row per test example;
                <uri>/projector/: vectors.tsv, metadata.tsv, projector_config.pbtxt for the
                test split (point TensorBoard's --logdir at it)
 
-The threshold is `export.threshold_quantile` of the scores of the validation split without
-the held-out classes (`data.holdout_labels`; scoring.calibrate_on_validation, as evaluate
-calibrates its own), calibrated before the SavedModel is written, which carries it as a
-constant.
+The served score (`export.score`) and its threshold, and the constants of every score, come
+from the `scorer` input (components/novelty/), fitted on train and validation: the
+SavedModel carries them as constants.
 
 The embeddings and scores: on Beam's local runner in its default in-memory mode (the
 default beam.args), in-process -- each split streamed in batches (examples_io.iter_split,
@@ -32,8 +32,8 @@ encodes (and, on the test split, scores) whole batches -> WriteToParquetBatched;
 in a streaming pass (counts, lengths, the projector split sorted by id). Both write the
 same rows (tests/test_export.py).
 
-Memory stays flat as the data grow: no split is held whole; the calibration keeps one
-float32 score per validation example (exact quantile), the in-process path one batch.
+Memory stays flat as the data grow: no split is held whole; the in-process path keeps one
+batch.
 """
 
 from __future__ import annotations

@@ -8,22 +8,24 @@ training/serving skew:
                      them (`image` int64[784], raw pixels 0..255, row-major 28x28; `id` and
                      `label` may be present and are ignored)
                      -> reconstruction float32 [None,28,28,1], code float32 [None,latent],
-                        score float32 [None], is_anomaly bool [None]
+                        score float32 [None], is_anomaly bool [None], and every novelty
+                        score as score_<name> float32 [None]
     images_uint8     images uint8 [None,28,28] (raw pixels, no channel axis: the layout of
-                     the IDX files and of keras.datasets) -> the same four outputs
-    score            examples string [None] (as serving_default) -> score, is_anomaly
+                     the IDX files and of keras.datasets) -> the same outputs
+    score            examples string [None] (as serving_default) -> score, is_anomaly,
+                     score_<name>
 
 Normalized inputs (float32 in [0, 1], as transform writes them):
 
-    images_float32   images float32 [None,28,28,1] -> the same four outputs (what the
+    images_float32   images float32 [None,28,28,1] -> the same outputs (what the
                      TFLite models compute, components/export/tflite.py)
     encode           images float32 [None,28,28,1]  -> code [None, latent]
     decode           code float32 [None, latent]    -> images [None,28,28,1]
     reconstruct      images float32 [None,28,28,1]  -> reconstruction [None,28,28,1]
 
-score is the anomaly score defined in components/scoring.py (its name is the artifact's
-`score_name` property); is_anomaly is score > the threshold export calibrated on the
-validation split, a float32 constant in the graph.
+score_<name> are the novelty scores of components/novelty/scores.py, with the novelty
+stage's constants; score is the one export.score serves (the artifact's `score_name`
+property), is_anomaly is score > its threshold from the scorer, a float32 constant.
 
 Loads with plain TensorFlow, no project code needed:
 
@@ -105,7 +107,7 @@ from components.novelty.component import SCORES
 from components.novelty.scores import Scorer
 from components.preprocessing import normalize
 
-# The signatures taking images or examples and answering with all four outputs.
+# The signatures taking images or examples and answering with all the OUTPUTS.
 IMAGE_SIGNATURES = ("serving_default", "images_uint8", "images_float32")
 SIGNATURES = IMAGE_SIGNATURES + ("score", "encode", "decode", "reconstruct")
 SCORE_OUTPUTS = tuple(f"score_{k}" for k in SCORES)
