@@ -200,7 +200,9 @@ def test_second_run_is_cached_and_only_reruns_one_stage(first_run, idx_dir):
     # --only re-runs one stage from cached inputs
     assert run_pipeline.main(_args(root, "r3", idx_dir, "--only", "evaluate")) == EXIT_OK
     s3 = _summary(root, "r3")
-    assert [s3["stages"][n]["status"] for n in STAGES[:5]] == ["cached"] * 4 + ["ran"]
+    upstream = STAGES[: STAGES.index("evaluate")]
+    assert [s3["stages"][n]["status"] for n in upstream] == ["cached"] * len(upstream)
+    assert s3["stages"]["evaluate"]["status"] == "ran"
     assert "export" not in s3["stages"]
     assert s3["stages"]["evaluate"]["metrics"]["bce"] == pytest.approx(
         s2["stages"]["evaluate"]["metrics"]["bce"], abs=1e-6
@@ -255,7 +257,7 @@ def test_a_stage_inserted_between_transform_and_train_is_one_edit_of_the_wiring(
 
     s = _summary(root, "inserted")
     assert list(s["stages"]) == order
-    assert [s["stages"][n]["status"] for n in order] == ["cached"] * 3 + ["ran"] * 5
+    assert [s["stages"][n]["status"] for n in order] == ["cached"] * 3 + ["ran"] * (len(order) - 3)
     store = MetadataStore(str(root))
     runs = {e["stage"]: e for e in store.run_executions("inserted")}
     assert (
