@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 import tempfile
 import urllib.parse
 from collections.abc import Iterable
@@ -113,6 +114,7 @@ def write_index(store: MetadataStore, views: Views) -> str:
             root_name=os.path.basename(os.path.abspath(store.root)),
             runs=_runs_table(reversed(rendered), views, page),
             charts=charts(rendered, views),
+            sweeps=sweeps(rendered, views, page),
         ),
     )
     return target
@@ -474,6 +476,49 @@ def _runs_table(rendered: Iterable[dict], views: Views, page: _Page) -> dict:
         ],
         "rows": rows,
     }
+
+
+def sweeps(rendered: list[dict], views: Views, page: _Page) -> list[dict]:
+    """Each declared Sweep's tables (views.Sweep): the runs (oldest first) whose stage
+    reported its metrics and whose config sets its key, grouped by their other config
+    changes; in each group the newest run per value of the key."""
+    tables = []
+    for stage, sweep in views.declaring("sweep"):
+        groups: dict[str, dict[str, tuple[str, dict]]] = {}
+        for v in rendered:
+            metrics = ((v.get("stages") or {}).get(stage) or {}).get("metrics") or {}
+            changed = dict(v.get("config_changed") or {})
+            value = changed.pop(sweep.key, None)
+            if value in (None, [], "") or not any(m in metrics for _, m in sweep.columns):
+                continue
+            setting = ", ".join(f"{k}={fmt(x)}" for k, x in sorted(changed.items()))
+            groups.setdefault(setting or "(defaults)", {})[fmt(value)] = (v["run_id"], metrics)
+        for setting, rows in groups.items():
+            columns = [[m.get(name) for _, name in sweep.columns] for _, m in rows.values()]
+            summary = []
+            for i in range(len(sweep.columns)):
+                values = [float(x) for c in columns if isinstance(x := c[i], (int, float))]
+                summary.append(
+                    f"{statistics.mean(values):.3f} ± {statistics.pstdev(values):.3f}"
+                    if values
+                    else "-"
+                )
+            tables.append(
+                {
+                    "heading": f"{sweep.heading}: {setting}",
+                    "headers": [sweep.key, "run", *(h for h, _ in sweep.columns)],
+                    "rows": [
+                        [value, page.run_link(run_id), *(_number(x) for x in c)]
+                        for (value, (run_id, _)), c in zip(rows.items(), columns)
+                    ]
+                    + [[f"mean ± sd ({len(rows)})", "", *summary]],
+                }
+            )
+    return tables
+
+
+def _number(x) -> str:
+    return f"{x:.3f}" if isinstance(x, float) else fmt(x)
 
 
 def charts(rendered: list[dict], views: Views) -> list[dict]:

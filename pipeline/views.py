@@ -78,6 +78,18 @@ class Pictures:
 
 
 @dataclass(frozen=True)
+class Sweep:
+    """Runs that differ in one config key (a sweep, e.g. one run per held-out class), side
+    by side in the index: a table per setting of the other keys, a row per value of `key`
+    (its newest run that reported the metrics), a column per (header, metric), then the
+    mean and standard deviation over the rows."""
+
+    heading: str
+    key: str  # a config key, e.g. "data.holdout_labels"
+    columns: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
 class DataOutputs:
     """TFDV statistics and anomalies outputs the report tabulates per split."""
 
@@ -97,6 +109,7 @@ class View:
     metrics: MetricTable | None = None
     sections: tuple[MetricTable, ...] = ()  # more report sections of the stage's metrics
     pictures: Pictures | None = None
+    sweep: Sweep | None = None
     data: DataOutputs | None = None
     # The output whose ML Metadata properties give the example layout (image_feature,
     # label_feature) and the class names.

@@ -24,7 +24,7 @@ from pipeline import inspection, report, summary
 from pipeline.artifacts import Artifact
 from pipeline.errors import EXIT_DATA, EXIT_OK
 from pipeline.metadata import MetadataStore
-from pipeline.views import Decision, MainMetric, MetricTable, Row, View, Views
+from pipeline.views import Decision, MainMetric, MetricTable, Row, Sweep, View, Views
 from tests.helpers import set_args, small_run, synthetic_images, user_env, write_idx
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -398,3 +398,38 @@ def test_pages_escape_what_they_show(tmp_path):
     text = _page(report.write_run(store, "s1", SCORE_VIEWS))
     assert "<script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
     assert "<b>fine</b>" not in text and "&lt;b&gt;fine&lt;/b&gt;" in text
+
+
+def test_a_sweep_is_one_table_per_setting_a_row_per_value(tmp_path):
+    """A stage declaring a Sweep: its runs that set the key are tabulated in the index, a
+    table per setting of the other keys, the newest run per value, then mean and sd."""
+    store = MetadataStore(str(tmp_path))
+    runs = [  # (run, held-out classes, other changes, auc)
+        ("a0", [0], {}, 0.5),
+        ("a1", [1], {}, 0.9),
+        ("a1-again", [1], {}, 0.7),  # newer: replaces a1
+        ("b0", [0], {"model.variant": "dense"}, 0.8),
+        ("plain", None, {}, 0.99),  # not part of a sweep
+    ]
+    for i, (run_id, held, changed, auc) in enumerate(runs):
+        config_changed = {**changed, **({"data.holdout_labels": held} if held else {})}
+        store.start_run(
+            run_id,
+            {
+                "status": "succeeded",
+                "started": float(i),
+                "finished": i + 0.5,
+                "stages": ["score"],
+                "config_changed": config_changed,
+            },
+        )
+        store.put_execution(run_id, "score", "complete", {"metrics": {"auc": auc}})
+    views = Views(
+        (("score", View(sweep=Sweep("AUC per class", "data.holdout_labels", (("auc", "auc"),)))),)
+    )
+    index = _page(report.write_index(store, views))
+    assert "<h2>AUC per class: (defaults)</h2>" in index
+    assert "<h2>AUC per class: model.variant=dense</h2>" in index
+    defaults = index.split("<h2>AUC per class: (defaults)</h2>")[1].split("</table>")[0]
+    assert "0.700" in defaults and "0.900" not in defaults and "0.99" not in defaults
+    assert "mean ± sd (2)" in defaults and "0.600 ± 0.100" in defaults

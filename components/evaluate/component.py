@@ -16,7 +16,7 @@ from components.novelty.component import SCORES
 from pipeline import artifacts
 from pipeline.component import Component, Input, Resolved
 from pipeline.config import Params, key, require
-from pipeline.views import Decision, MainMetric, MetricTable, Pictures, Row, View
+from pipeline.views import Decision, MainMetric, MetricTable, Pictures, Row, Sweep, View
 
 MODEL_KEY = "model"
 MODEL_RUN_KEY = "model_run"
@@ -236,6 +236,12 @@ EVALUATE = Component(
                 ),
                 pictures=("score_histogram.png", "novelty_roc.png"),
             ),
+        ),
+        # bench/novelty.py's leave-one-class-out runs, a row per held-out class
+        sweep=Sweep(
+            "Novelty detection, AUROC per held-out class",
+            "data.holdout_labels",
+            tuple((k, f"novelty_{k}_auroc") for k in SCORES),
         ),
         pictures=Pictures(
             EVALUATION_KEY,
