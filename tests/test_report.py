@@ -125,6 +125,13 @@ def test_run_page_shows_status_metrics_plots_data_and_lineage(root):
     assert {"reconstructions.png", "loss_curves.png", "latent_scatter.png"} <= set(pngs)
     for png in pngs:
         assert os.path.join(evaluation, png) in urls, png
+    # the novelty section: the served score's threshold, and its picture inside the section
+    novelty = text.split("<h2>Novelty detection")[1].split("<h2>")[0]
+    assert f"served score {ev['anomaly_score']}: threshold" in novelty
+    assert (
+        "score_histogram.png" in novelty
+        and "score_histogram.png" not in text.split("<h2>Plots</h2>")[1].split("<h2>")[0]
+    )
     for stage in ("validate", "transform"):
         stats = view["stages"][stage]["artifacts"]["statistics"]
         for split in ("train", "validation", "test"):
