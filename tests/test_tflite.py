@@ -17,26 +17,25 @@ from components.export import tflite
 from tests.helpers import fit_scorer, neutral_fitted, output_artifacts, params, run_executor
 
 
+def _edge_models(model, images, tmp_path):
+    """(the float outputs on `images`, tflite.export's result) with neutral scorer
+    constants, the reconstruction score served against 0.3."""
+    import tensorflow as tf
+
+    fitted = neutral_fitted(model, 0.3)
+    outputs = sm.float_outputs(model, fitted, "reconstruction")(tf.constant(images))
+    expected = {k: v.numpy() for k, v in outputs.items()}
+    out_dir = str(tmp_path / "tflite")
+    return expected, tflite.export(model, fitted, "reconstruction", out_dir, images, expected)
+
+
 def test_conv_pool_converts_with_every_output_and_matches(normalized_examples, tmp_path):
     import tensorflow as tf
 
     model = models.build("conv_pool")
     model(np.zeros((1, 28, 28, 1), np.float32))
     images = examples_io.load_split(normalized_examples, "test")["image"][:4]
-    expected = {
-        k: v.numpy()
-        for k, v in sm.float_outputs(model, neutral_fitted(model, 0.3), "reconstruction")(
-            tf.constant(images)
-        ).items()
-    }
-    result = tflite.export(
-        model,
-        neutral_fitted(model, 0.3),
-        "reconstruction",
-        str(tmp_path / "tflite"),
-        images,
-        expected,
-    )
+    expected, result = _edge_models(model, images, tmp_path)
 
     assert result["not_converted"] == {}
     assert result["outputs"] == list(sm.OUTPUTS)
@@ -101,20 +100,7 @@ def test_edge_models_do_not_check_their_inputs(normalized_examples, tmp_path):
     model = models.build("conv_pool")
     model(np.zeros((1, 28, 28, 1), np.float32))
     images = examples_io.load_split(normalized_examples, "test")["image"][:2]
-    expected = {
-        k: v.numpy()
-        for k, v in sm.float_outputs(model, neutral_fitted(model, 0.3), "reconstruction")(
-            tf.constant(images)
-        ).items()
-    }
-    result = tflite.export(
-        model,
-        neutral_fitted(model, 0.3),
-        "reconstruction",
-        str(tmp_path / "tflite"),
-        images,
-        expected,
-    )
+    expected, result = _edge_models(model, images, tmp_path)
     path = str(tmp_path / "tflite" / result["files"]["float32"])
     runner = tf.lite.Interpreter(model_path=path).get_signature_runner(tflite.SIGNATURE)
 

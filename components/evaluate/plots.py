@@ -143,42 +143,6 @@ def scatter_panels(
     _save(fig, path)
 
 
-def score_histogram(
-    groups: list[tuple[str, np.ndarray]],
-    threshold: float,
-    path: str,
-    score_name: str,
-    threshold_label: str = "threshold",
-) -> None:
-    """Anomaly scores as overlaid histograms on shared bins, one per (label, scores) group
-    (e.g. held-out vs seen classes), each normalized to its own area so groups of very
-    different sizes compare, with the threshold as a vertical line."""
-    groups = [(label, np.asarray(s, np.float64)) for label, s in groups if len(s)]
-    values = np.concatenate([s for _, s in groups] + [np.array([threshold], np.float64)])
-    bins = np.linspace(values.min(), values.max(), 61) if np.ptp(values) > 0 else 10
-    colors = plt.get_cmap("tab10")
-    fig, ax = plt.subplots(figsize=(7.5, 4.0))
-    for i, (label, scores) in enumerate(groups):
-        ax.hist(
-            scores,
-            bins=bins,
-            density=True,
-            histtype="stepfilled",
-            alpha=0.35,
-            color=colors(i),
-            edgecolor=colors(i),
-            label=f"{label} (n={len(scores)})",
-        )
-    ax.axvline(
-        threshold, color="black", linestyle="--", label=f"{threshold_label} = {threshold:.4g}"
-    )
-    ax.set_xlabel(f"anomaly score ({score_name}; higher = more unusual)")
-    ax.set_ylabel("density")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    _save(fig, path)
-
-
 def score_histograms(
     panels: list[tuple[str, list[tuple[str, np.ndarray]]]], thresholds: list[float], path: str
 ) -> None:
