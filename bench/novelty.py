@@ -139,7 +139,7 @@ def _write(out: pathlib.Path, config, served: str, rows: dict) -> None:
         "| held-out class | " + " | ".join(scores) + " | test bce_excess |",
         "|---|" + "---:|" * (len(scores) + 1),
     ]
-    for c, r in rows.items():
+    for c, r in sorted(rows.items()):
         cells = [f"{r[k]['auroc']:.3f}" if r[k]["auroc"] is not None else "-" for k in scores]
         lines.append(
             f"| {c} {_class_name(config, c)} | " + " | ".join(cells) + f" | {r['bce_excess']:.4f} |"
@@ -165,7 +165,7 @@ def _plot(path: pathlib.Path, config, rows: dict, scores) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    classes = list(rows)
+    classes = sorted(rows)
     width = 0.8 / len(scores)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(classes) + 2), 4.0))
     for i, k in enumerate(scores):
