@@ -18,7 +18,7 @@ import statistics
 import subprocess
 import sys
 
-HERE = pathlib.Path(__file__).resolve().parent.parent
+import _common
 
 # Runs inside the checkout under test (its own components/ and tests/helpers).
 CHILD = """
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     ap.add_argument("--variant", default="best", help="models.build variant")
     ap.add_argument("--repeat", type=int, default=3, help="rounds (default %(default)s)")
     args = ap.parse_args(argv)
-    sides = {"this": HERE, "baseline": pathlib.Path(args.baseline).resolve()}
+    sides = {"this": _common.PROJECT_ROOT, "baseline": pathlib.Path(args.baseline).resolve()}
     runs: dict[str, list[dict]] = {name: [] for name in sides}
     for i in range(args.repeat):
         order = list(sides) if i % 2 == 0 else list(reversed(sides))
