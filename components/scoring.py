@@ -76,7 +76,9 @@ def encoder(model):
     not run."""
 
     @tf.function(
-        input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32)], reduce_retracing=True
+        input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32)],
+        reduce_retracing=True,
+        autograph=False,  # as Scorer's (novelty/scores.py): nothing for autograph to convert
     )
     def run(images):
         return tf.cast(model.encode(images), tf.float32)

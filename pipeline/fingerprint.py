@@ -98,6 +98,19 @@ def normalized_syntax(path: pathlib.Path, tree: ast.AST | None = None) -> bytes:
 
 
 @functools.cache
+def _module_digest(name: str) -> tuple[str, frozenset[str]] | None:
+    """(sha256 of the module's normalized syntax, the project modules it imports), or None
+    for a name that is no project module. Cached: the stages' closures share most modules,
+    and each is parsed once per process."""
+    path = _module_file(name)
+    if path is None:
+        return None
+    tree = ast.parse(path.read_text(), filename=str(path))  # parsed once for both
+    imports = frozenset(_imports(name, path, tree))
+    return hashlib.sha256(normalized_syntax(path, tree)).hexdigest(), imports
+
+
+@functools.cache
 def code_closure(module: str) -> tuple[tuple[str, str], ...]:
     """(module, sha256 of its normalized syntax) for `module` and the project modules it
     imports."""
@@ -107,12 +120,11 @@ def code_closure(module: str) -> tuple[tuple[str, str], ...]:
         name = todo.pop()
         if name in seen:
             continue
-        path = _module_file(name)
-        if path is None:
+        digested = _module_digest(name)
+        if digested is None:
             continue
-        tree = ast.parse(path.read_text(), filename=str(path))  # parsed once for both
-        todo.extend(_imports(name, path, tree))
-        seen[name] = hashlib.sha256(normalized_syntax(path, tree)).hexdigest()
+        seen[name], imports = digested
+        todo.extend(imports)
         # a package's __init__ runs on import of any submodule
         parent = name.rpartition(".")[0]
         if parent:

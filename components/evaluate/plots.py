@@ -13,6 +13,8 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 from tensorflow.io import gfile  # noqa: E402
 
+GAP = 2  # white pixels between the images of a grid
+
 
 def _save(fig, path: str) -> None:
     buf = io.BytesIO()
@@ -29,17 +31,21 @@ def _images(a) -> np.ndarray:
 
 def reconstruction_grid(rows: list[tuple[str, np.ndarray]], path: str) -> None:
     """One row of images per (label, images [k,28,28(,1)]) pair, e.g. originals over
-    reconstructions; columns are the same examples."""
+    reconstructions; columns are the same examples. Drawn as one image with white gaps
+    (one axes, not one per image: a tenth of the time to draw)."""
     k = min(len(images) for _, images in rows)
-    fig, axes = plt.subplots(len(rows), k, figsize=(1.1 * k, 1.2 * len(rows)), squeeze=False)
-    for r, (label, images) in enumerate(rows):
-        images = _images(images)
-        for c in range(k):
-            ax = axes[r, c]
-            ax.imshow(images[c], cmap="gray", vmin=0.0, vmax=1.0)
-            ax.set_xticks([])
-            ax.set_yticks([])
-        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+    step = 28 + GAP
+    canvas = np.ones((len(rows) * step - GAP, k * step - GAP), np.float32)
+    for r, (_, images) in enumerate(rows):
+        for c, image in enumerate(_images(images)[:k]):
+            canvas[r * step : r * step + 28, c * step : c * step + 28] = image
+    fig, ax = plt.subplots(figsize=(1.1 * k, 1.2 * len(rows)))
+    ax.imshow(canvas, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([r * step + 14 for r in range(len(rows))], [label for label, _ in rows])
+    ax.tick_params(length=0, labelsize=9)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
     _save(fig, path)
 
 

@@ -335,6 +335,7 @@ def _endpoints(model, fitted, served: str) -> dict:
     compute = tf.function(
         float_outputs(model, fitted, served),
         input_signature=[tf.TensorSpec([None, F.HEIGHT, F.WIDTH, 1], tf.float32)],
+        autograph=False,  # as Keras' own endpoints: no control flow on tensors to convert
     )
 
     def serve(examples):

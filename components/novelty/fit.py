@@ -48,7 +48,7 @@ def train_sample(model, examples, k: int, seed: int, exclude_labels) -> Sample:
     reproducibly while the split streams by."""
     hidden = activations_model(model)
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, autograph=False)  # as Scorer's: nothing to convert
     def measure(images):
         seen = hidden(images, training=False)
         again = hidden(model.decode(seen[-1]), training=False)

@@ -167,7 +167,9 @@ def compiled(model, fitted: Fitted):
     scorer = Scorer(model, fitted)
 
     @tf.function(
-        input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32)], reduce_retracing=True
+        input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32)],
+        reduce_retracing=True,
+        autograph=False,  # no control flow on tensors: converting the code costs ~1 s a run
     )
     def run(images):
         return scorer.forward(images)
