@@ -46,6 +46,9 @@ PIPELINE_NAME = "ae_pipeline"
 RUN_CONTEXT = "pipeline_run"
 PIPELINE_CONTEXT = "pipeline"
 DB_FILE = "metadata.sqlite"
+# An artifact's properties that hold paths inside the root, stored relative to it (as its
+# uri is) so that a moved or copied root's records name its own files, not the old ones.
+ROOT_RELATIVE = "root_relative_properties"
 WRITE_RETRY_S = 120.0
 BACKUP_DIR = "backups"
 KEEP_BACKUPS = 5
@@ -232,6 +235,14 @@ class MetadataStore:
     def _relative(self, uri: str) -> str:
         return relative_uri(self.root, uri)
 
+    def _relative_paths(self, value: Any) -> Any:
+        """A property's paths inside the root (a string or a list of strings), relative."""
+        if isinstance(value, str):
+            return self._relative(value)
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return [self._relative(v) for v in value]
+        return value
+
     def absolute(self, uri: str) -> str:
         return uri if uri.startswith("/") or "://" in uri else posixpath.join(self.root, uri)
 
@@ -325,8 +336,14 @@ class MetadataStore:
                 uri=self._relative(a.uri),
                 state=pb.Artifact.LIVE,
             )
+            relative = []  # paths inside the root are stored relative, like the uri
             for k, v in a.properties.items():
-                _set(proto.custom_properties, k, v)
+                stored = self._relative_paths(v)
+                if stored != v:
+                    relative.append(k)
+                _set(proto.custom_properties, k, stored)
+            if relative:
+                _set(proto.custom_properties, ROOT_RELATIVE, relative)
         event = pb.Event(type=event_type)
         event.path.steps.add().key = key
         return proto, event
@@ -442,12 +459,12 @@ class MetadataStore:
         return {e.path.steps[0].key: self._artifact(by_id[e.artifact_id], types) for e in events}
 
     def _artifact(self, proto: pb.Artifact, types: dict[int, str]) -> Artifact:
-        return Artifact(
-            type=types[proto.type_id],
-            uri=self.absolute(proto.uri),
-            id=proto.id,
-            properties=_props(proto),
-        )
+        properties = _props(proto)
+        for k in properties.pop(ROOT_RELATIVE, ()):
+            v = properties[k]
+            properties[k] = list(map(self.absolute, v)) if isinstance(v, list) else self.absolute(v)
+        uri = self.absolute(proto.uri)
+        return Artifact(type=types[proto.type_id], uri=uri, id=proto.id, properties=properties)
 
     # -- lineage ------------------------------------------------------------------------
     def artifact(self, artifact_id: int) -> tuple[Artifact, str] | None:

@@ -1,12 +1,27 @@
 """Shared fixtures (helpers live in tests/helpers.py), and how the suite is spread over
-the cores (pytest-xdist, `--dist loadgroup`: see pytest_collection_modifyitems)."""
+the cores (pytest-xdist, `--dist loadgroup`: see pytest_collection_modifyitems). What is
+costly and only read afterwards (the IDX files, a root after one small run) is built once
+for all workers (build_once)."""
 
 from __future__ import annotations
+
+import fcntl
+import shutil
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.helpers import synthetic_images, write_examples_artifact, write_idx
+import run_pipeline
+from pipeline.errors import EXIT_OK
+from tests.helpers import (
+    set_args,
+    small_run,
+    synthetic_images,
+    write_examples_artifact,
+    write_idx,
+)
 
 
 @pytest.hookimpl(trylast=True)  # after the mark plugin has deselected, and after xdist's hook
@@ -54,9 +69,51 @@ def normalized_examples(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def idx_dir(tmp_path_factory):
-    """IDX files as MNIST ships them: 300 train and 120 test real-shaped images."""
-    d = tmp_path_factory.mktemp("idx")
-    write_idx(d, "train", *synthetic_images(300, 1))
-    write_idx(d, "t10k", *synthetic_images(120, 2))
-    return d
+def shared_tmp(tmp_path_factory, worker_id) -> Path:
+    """A directory that every xdist worker of this session sees: the parent of their own
+    temporary directories (this session's own one without xdist)."""
+    base = tmp_path_factory.getbasetemp()
+    shared = (base if worker_id == "master" else base.parent) / "shared"
+    shared.mkdir(exist_ok=True)
+    return shared
+
+
+def build_once(path: Path, build: Callable[[Path], None]) -> Path:
+    """`path`, built by `build(path)` in the worker that asks first while the others wait
+    on a file lock, then reused by all. Nothing may write to it afterwards: tests that
+    change it work on a copy. A build that failed leaves no marker; the next one redoes it."""
+    built = path.with_name(path.name + ".built")
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not built.exists():
+            shutil.rmtree(path, ignore_errors=True)
+            build(path)
+            built.touch()
+    return path
+
+
+@pytest.fixture(scope="session")
+def idx_dir(shared_tmp):
+    """IDX files as MNIST ships them: 300 train and 120 test real-shaped images. One
+    directory for all workers: its path is part of the data source, so of every cache key,
+    and small_root's runs are reused only by runs on the same path."""
+
+    def build(d: Path) -> None:
+        write_idx(d, "train", *synthetic_images(300, 1))
+        write_idx(d, "t10k", *synthetic_images(120, 2))
+
+    return build_once(shared_tmp / "idx", build)
+
+
+@pytest.fixture(scope="session")
+def small_root(shared_tmp, idx_dir) -> Path:
+    """A root after one successful small run, r1 (tests.helpers.small_run on idx_dir, the
+    gate's ceiling lifted: blessed and pushed), made once for the session. Read only:
+    tests take a copy (tests.helpers.copy_root)."""
+
+    def build(root: Path) -> None:
+        settings = set_args(small_run(idx_dir, "gate.max_bce_excess=1.0"))
+        args = ["run", "--root", str(root), "--run-id", "r1", *settings]
+        assert run_pipeline.main(args) == EXIT_OK
+
+    return build_once(shared_tmp / "small-root", build)

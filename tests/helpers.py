@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
 import struct
 
 import numpy as np
@@ -19,6 +20,8 @@ from pipeline import artifacts, runner
 from pipeline.artifacts import Artifact
 from pipeline.component import ExecutionContext
 from pipeline.console import QUIET_ENV
+from pipeline.metadata import MetadataStore
+from pipeline.views import Views
 from run_pipeline import create_pipeline
 
 COMPONENTS = {c.name: c for c in create_pipeline()}
@@ -98,6 +101,17 @@ def small_run(source, *settings: str) -> list[str]:
         "train.batch_size=64",
         *settings,
     ]
+
+
+def copy_root(source, dest) -> None:
+    """A copy of a root, moved as a user would move one (without its lock files), with each
+    run's summary.json and report and the index published again for where it now lies:
+    they name artifacts by absolute path."""
+    shutil.copytree(source, dest, ignore=shutil.ignore_patterns("locks"))
+    store = MetadataStore(str(dest))
+    views = Views.of(COMPONENTS.values())
+    for run in store.list_runs():
+        runner.publish(store, run["run_id"], views)
 
 
 def set_args(settings) -> list[str]:

@@ -85,23 +85,14 @@ def _dag_run_id(env, dag_id: str) -> str:
     return runs[0]["run_id"]
 
 
-def test_the_dag_runs_end_to_end_and_a_killed_task_is_retried(airflow_env, idx_dir, tmp_path):
-    root, single = tmp_path / "root", tmp_path / "single"
+def test_the_dag_runs_end_to_end_and_a_killed_task_is_retried(
+    airflow_env, idx_dir, small_root, tmp_path
+):
+    root = tmp_path / "root"
     conf = {"root": str(root), "set": _settings(idx_dir)}
-    # The same config in one process, on a root of its own, beside the Airflow run.
-    one_process = subprocess.Popen(
-        [sys.executable, "run_pipeline.py", "run", "--root", str(single), "--run-id", "one"]
-        + [a for s in _settings(idx_dir) for a in ("--set", s)],
-        cwd=PROJECT,
-        env=user_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
     proc = _airflow(
         airflow_env, "dags", "test", "ae_pipeline_test", "2026-12-01", "-c", json.dumps(conf)
     )
-    assert one_process.wait(timeout=900) == EXIT_OK, one_process.stderr.read()[-3000:]
     assert "kill_on_start: train killed" in proc.stdout + proc.stderr
 
     tasks = _task_instances(airflow_env, "ae_pipeline_test")
@@ -118,7 +109,8 @@ def test_the_dag_runs_end_to_end_and_a_killed_task_is_retried(airflow_env, idx_d
     assert all(view["stages"][s]["status"] == "ran" for s in STAGES), view["stages"]
     executions = MetadataStore(str(root), readonly=True).run_executions(run_id)
     assert [e["state"] for e in executions if e["stage"] == "train"] == ["abandoned", "complete"]
-    reference = json.loads((single / "runs" / "one" / "summary.json").read_text())
+    # The same config in one process (r1 of the session's small_root).
+    reference = json.loads((small_root / "runs" / "r1" / "summary.json").read_text())
     for stage in STAGES:
         got, want = view["stages"][stage]["metrics"], reference["stages"][stage]["metrics"]
         assert got.keys() == want.keys(), stage

@@ -24,7 +24,7 @@ import pytest
 from pipeline import metadata
 from pipeline.errors import EXIT_ENVIRONMENT, EXIT_OK
 from run_pipeline import create_pipeline
-from tests.helpers import user_env
+from tests.helpers import copy_root, set_args, small_run, user_env
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = sys.executable
@@ -44,22 +44,9 @@ needs_mounts = pytest.mark.skipif(
 
 
 def _run_args(root, idx, *extra) -> list[str]:
-    return [
-        PY,
-        "run_pipeline.py",
-        "run",
-        "--root",
-        str(root),
-        "--config",
-        "dense",
-        "--set",
-        f"data.source=idx:{idx}",
-        "--set",
-        "data.num_shards=2",
-        "--set",
-        "train.epochs=1",
-        *extra,
-    ]
+    """The command line of conftest's small_root run (there r1) on `root`."""
+    settings = set_args(small_run(idx, "gate.max_bce_excess=1.0"))
+    return [PY, "run_pipeline.py", "run", "--root", str(root), *settings, *extra]
 
 
 def _cli(*args, env=None) -> subprocess.CompletedProcess:
@@ -100,24 +87,15 @@ def idx(idx_dir):
 
 
 @pytest.fixture(scope="module")
-def base_root(tmp_path_factory, idx):
-    """A root after one successful small run (each test works on a copy)."""
-    root = tmp_path_factory.mktemp("base") / "root"
-    done = subprocess.run(
-        _run_args(root, idx),
-        cwd=PROJECT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=user_env(),
-    )
-    assert done.returncode == EXIT_OK, done.stderr[-3000:]
-    return root
+def base_root(small_root):
+    """A root after one successful small run, `_run_args` (conftest's small_root: read
+    only, each test works on a copy)."""
+    return small_root
 
 
 def _copy(base_root, tmp_path):
     root = tmp_path / "root"
-    shutil.copytree(base_root, root)
+    copy_root(base_root, root)
     return root
 
 

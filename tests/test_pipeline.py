@@ -23,6 +23,7 @@ from pipeline.metadata import MetadataStore
 from pipeline.views import Views
 from tests.helpers import (
     COMPONENTS,
+    copy_root,
     load_config,
     set_args,
     small_run,
@@ -57,16 +58,16 @@ def _tree_digest(path):
 
 
 @pytest.fixture(scope="module")
-def first_run(tmp_path_factory, idx_dir):
-    root = tmp_path_factory.mktemp("root")
-    code = run_pipeline.main(_args(root, "r1", idx_dir))
-    return root, code
+def first_run(tmp_path_factory, small_root):
+    """A root after run r1 (`_args`): a copy of the session's small_root, which is that run."""
+    root = tmp_path_factory.mktemp("first") / "root"
+    copy_root(small_root, root)
+    return root
 
 
 @pytest.mark.slow
 def test_end_to_end_all_stages(first_run):
-    root, code = first_run
-    assert code == EXIT_OK
+    root = first_run
     s = _summary(root, "r1")
     assert s["status"] == "succeeded" and s["exit_code"] == 0
     assert list(s["stages"]) == STAGES
@@ -92,11 +93,11 @@ def test_end_to_end_all_stages(first_run):
 
 @pytest.mark.slow
 def test_summary_json_is_a_view_of_ml_metadata(first_run):
-    root, _ = first_run
+    root = first_run
     store = MetadataStore(str(root))
     assert summary.render(store, "r1", Views.of(COMPONENTS.values())) == _summary(root, "r1")
     run = store.get_run("r1")
-    assert run["status"] == "succeeded" and run["owner_pid"] == os.getpid()
+    assert run["status"] == "succeeded" and run["owner_pid"] > 0
     assert run["config"]["train"]["epochs"] == 1
     # no per-stage JSON or other run state is written beside it: the log and two views
     assert sorted(os.listdir(os.path.join(root, "runs", "r1"))) == [
@@ -108,7 +109,7 @@ def test_summary_json_is_a_view_of_ml_metadata(first_run):
 
 @pytest.mark.slow
 def test_embeddings_cover_every_example(first_run):
-    root, _ = first_run
+    root = first_run
     s = _summary(root, "r1")
     counts = s["stages"]["ingest"]["metrics"]
     emb_uri = s["stages"]["export"]["artifacts"]["embeddings"]
@@ -123,7 +124,7 @@ def test_embeddings_cover_every_example(first_run):
 
 @pytest.mark.slow
 def test_saved_model_reloads_in_fresh_process_with_same_outputs(first_run, tmp_path):
-    root, _ = first_run
+    root = first_run
     s = _summary(root, "r1")
     from components.train.model_io import load_model
     from pipeline.artifacts import load
@@ -166,7 +167,7 @@ def test_saved_model_reloads_in_fresh_process_with_same_outputs(first_run, tmp_p
 
 @pytest.mark.slow
 def test_lineage_in_ml_metadata(first_run):
-    root, _ = first_run
+    root = first_run
     store = MetadataStore(str(root))
     rows = store.run_executions("r1")
     # one execution per stage; evaluate and export both follow train, in either order
@@ -190,8 +191,9 @@ def test_lineage_in_ml_metadata(first_run):
 
 @pytest.mark.slow
 def test_second_run_is_cached_and_only_reruns_one_stage(first_run, idx_dir):
-    root, _ = first_run
+    root = first_run
     assert run_pipeline.main(_args(root, "r2", idx_dir)) == EXIT_OK
+    assert MetadataStore(str(root)).get_run("r2")["owner_pid"] == os.getpid()
     s1, s2 = _summary(root, "r1"), _summary(root, "r2")
     assert {st["status"] for st in s2["stages"].values()} == {"cached"}
     assert s2["stages"]["train"]["artifacts"] == s1["stages"]["train"]["artifacts"]
@@ -211,7 +213,7 @@ def test_second_run_is_cached_and_only_reruns_one_stage(first_run, idx_dir):
 
 @pytest.mark.slow
 def test_a_deleted_artifact_is_not_reused(first_run, idx_dir):
-    root, _ = first_run
+    root = first_run
     s = _summary(root, "r1")
     export_uri = s["stages"]["export"]["artifacts"]["embeddings"]
     os.remove(os.path.join(export_uri, artifacts.COMMIT_MARKER))
@@ -226,15 +228,17 @@ def test_a_deleted_artifact_is_not_reused(first_run, idx_dir):
 
 @pytest.mark.slow
 def test_a_moved_root_hits_the_cache(first_run, idx_dir, tmp_path):
-    root, _ = first_run
-    moved = tmp_path / "moved-root"
-    shutil.copytree(root, moved, ignore=shutil.ignore_patterns("locks"))
+    copy, moved = tmp_path / "root", tmp_path / "moved-root"
+    shutil.copytree(first_run, copy, ignore=shutil.ignore_patterns("locks"))
+    os.rename(copy, moved)  # a move: nothing is left where the records were made
     assert run_pipeline.main(_args(moved, "m1", idx_dir)) == EXIT_OK
     s = _summary(moved, "m1")
     assert {st["status"] for st in s["stages"].values()} == {"cached"}
     for st in s["stages"].values():
         for uri in st["artifacts"].values():
             assert uri.startswith(str(moved) + os.sep), uri
+    # the served copy moved with the root (push.serving_dir is inside it): still served
+    assert s["push"]["cached"] and s["push"]["destination"].startswith(str(moved) + os.sep)
 
 
 @pytest.mark.slow
@@ -252,7 +256,7 @@ def test_a_stage_inserted_between_transform_and_train_is_one_edit_of_the_wiring(
     order = [*STAGES[:3], "passthrough", *STAGES[3:]]
     stages["passthrough"] = passthrough
     root = tmp_path / "root"
-    shutil.copytree(first_run[0], root, ignore=shutil.ignore_patterns("locks"))
+    shutil.copytree(first_run, root, ignore=shutil.ignore_patterns("locks"))
     assert cli.main(lambda: [stages[n] for n in order], _args(root, "inserted", idx_dir)) == EXIT_OK
 
     s = _summary(root, "inserted")
@@ -267,7 +271,7 @@ def test_a_stage_inserted_between_transform_and_train_is_one_edit_of_the_wiring(
     # the copy is faithful: train saw the same examples, so the same number of them
     assert (
         s["stages"]["train"]["metrics"]["train_examples"]
-        == _summary(first_run[0], "r1")["stages"]["train"]["metrics"]["train_examples"]
+        == _summary(first_run, "r1")["stages"]["train"]["metrics"]["train_examples"]
     )
 
 
@@ -294,7 +298,7 @@ def test_an_input_left_unwired_or_mistyped_is_refused_at_planning():
 @pytest.mark.slow
 def test_a_relocated_checkout_hits_the_cache(first_run, idx_dir, tmp_path):
     """The same code at another path (git ls-files copied there) reuses every stage."""
-    root, _ = first_run
+    root = first_run
     clone = tmp_path / "elsewhere" / "checkout"
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
@@ -326,7 +330,7 @@ def test_a_relocated_checkout_hits_the_cache(first_run, idx_dir, tmp_path):
 def test_corrupt_input_exits_3_naming_the_file_and_keeps_earlier_artifacts(
     first_run, idx_dir, tmp_path, capsys
 ):
-    root, _ = first_run
+    root = first_run
     before = _tree_digest(os.path.join(root, "artifacts"))
     bad = tmp_path / "bad"
     shutil.copytree(idx_dir, bad)
@@ -486,7 +490,7 @@ def test_cli_exit_code_in_subprocess_and_a_clean_console(tmp_path):
 
 @pytest.mark.slow
 def test_runs_and_show_inspect_what_a_run_produced(first_run, capsys):
-    root, _ = first_run
+    root = first_run
     capsys.readouterr()
     assert run_pipeline.main(["runs", "--root", str(root)]) == EXIT_OK
     out = capsys.readouterr().out
@@ -518,8 +522,7 @@ def test_new_data_is_compared_with_the_data_behind_the_blessed_model(first_run, 
     """Drift between scheduled batches: a new batch whose splits agree with each other but
     not with the data the blessed model was trained on stops the run (exit 3); accepted
     on purpose with validate.reference=none, it then stays accepted (cached)."""
-    root, code = first_run
-    assert code == EXIT_OK
+    root = first_run
     copy = tmp_path / "root"
     shutil.copytree(root, copy, ignore=shutil.ignore_patterns("locks"))
     new = tmp_path / "idx-mirrored"  # the same images, mirrored: per-image stats unchanged
@@ -563,7 +566,7 @@ def test_new_data_is_compared_with_the_data_behind_the_blessed_model(first_run, 
 
 @pytest.mark.slow
 def test_a_worse_second_run_is_neither_blessed_nor_pushed_and_says_why(first_run, idx_dir, capsys):
-    root, _ = first_run
+    root = first_run
     assert run_pipeline.main(_args(root, "w1", idx_dir, "--set", "train.learning_rate=1e-6")) == 0
     s1, w1 = _summary(root, "r1"), _summary(root, "w1")
     assert s1["blessing"]["blessed"] is True and s1["push"]["version"] == 1
@@ -591,7 +594,7 @@ def test_a_worse_second_run_is_neither_blessed_nor_pushed_and_says_why(first_run
 
 @pytest.mark.slow
 def test_lineage_goes_back_to_the_source_files(first_run, idx_dir, capsys):
-    root, _ = first_run
+    root = first_run
     s = _summary(root, "r1")
     blessing = s["stages"]["evaluate"]["artifacts"]["blessing"]
     capsys.readouterr()
@@ -619,7 +622,7 @@ def test_lineage_goes_back_to_the_source_files(first_run, idx_dir, capsys):
 
 @pytest.mark.slow
 def test_a_fully_cached_rerun_imports_neither_tensorflow_nor_beam(first_run, idx_dir):
-    root, _ = first_run
+    root = first_run
     code = (
         "import json, sys, run_pipeline; rc = run_pipeline.main(sys.argv[1:]); "
         "print(json.dumps([rc, sorted(m for m in ('tensorflow', 'keras', 'apache_beam', "
@@ -680,7 +683,7 @@ def test_every_executor_loads_and_takes_exactly_its_components_keys():
 
 @pytest.mark.slow
 def test_gc_through_the_cli_on_a_real_root(first_run, capsys):
-    root, _ = first_run
+    root = first_run
     before = _tree_digest(os.path.join(root, "artifacts"))
     capsys.readouterr()
     assert (
@@ -713,7 +716,7 @@ def test_a_rollback_is_respected_and_a_wiped_serving_directory_is_pushed_to_agai
     first_run, idx_dir
 ):
     """The cache never claims a push that Serving no longer has, and never undoes a rollback."""
-    root, _ = first_run
+    root = first_run
     s1 = _summary(root, "r1")
     model_dir = os.path.join(root, "serving", "fashion_mnist_dense")
     # rollback: the newest version deleted by hand; the schedule does not push it back

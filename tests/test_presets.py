@@ -2,7 +2,8 @@
 finite losses that go down, the family's metrics (ELBO and a positive KL for VAEs,
 noisy-input error for denoising), and the export's embeddings.
 
-The data stages are shared (same root, same data config => cached after the first).
+The data stages are shared (same root, same data config => cached after the first on
+each worker).
 """
 
 import json
@@ -30,7 +31,9 @@ EXTRA = {"vae_bn": ["--set", "data.max_examples=80"]}
 HEAVY = {"vae_bn", "sparse", "deep", "conv_dense", "conv_small"}
 
 
-@pytest.fixture(scope="module")
+# Session-scoped, not module-scoped: the presets need not run on one worker as one xdist
+# group (conftest), and each worker reuses its root's data stages.
+@pytest.fixture(scope="session")
 def setup(tmp_path_factory):
     d = tmp_path_factory.mktemp("idx")
     write_idx(d, "train", *synthetic_images(330, 11))

@@ -15,7 +15,7 @@ import run_pipeline
 from pipeline import runner
 from pipeline.errors import EXIT_CONFIG, EXIT_DATA, EXIT_OK, EXIT_SKIPPED
 from pipeline.metadata import MetadataStore
-from tests.helpers import COMPONENTS, set_args, small_run
+from tests.helpers import COMPONENTS, copy_root, set_args, small_run
 
 STAGES = list(COMPONENTS)
 
@@ -40,11 +40,11 @@ def _summary(root, run_id) -> dict:
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory, idx_dir):
-    """A root where a one-process run has computed every stage (r1)."""
-    root = tmp_path_factory.mktemp("root")
-    args = ["run", "--root", str(root), "--run-id", "r1", *_settings(idx_dir)]
-    assert run_pipeline.main(args) == EXIT_OK
+def root(tmp_path_factory, small_root):
+    """A root where a one-process run has computed every stage with `_settings` (r1: a
+    copy of the session's small_root)."""
+    root = tmp_path_factory.mktemp("stages") / "root"
+    copy_root(small_root, root)
     return root
 
 
