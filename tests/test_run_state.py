@@ -241,6 +241,34 @@ def test_dead_owner_is_abandoned_live_owner_is_not(tmp_path):
     assert summary.render(store, "dead", Views())["status"] == "abandoned"
 
 
+def test_paths_inside_the_root_follow_a_moved_store(tmp_path):
+    """An artifact's uri and the paths inside the root its properties name are recorded
+    relative to the root; paths elsewhere as they are."""
+    root, moved = tmp_path / "root", tmp_path / "moved"
+    store = MetadataStore(str(root))
+    _register(store, "r")
+    served = str(root / "serving" / "m" / "1")
+    pushed = artifacts.Artifact(
+        "PushedModel",
+        str(root / "artifacts" / "push" / "r" / "pushed_model"),
+        properties={
+            "destination": served,
+            artifacts.EXTERNAL_PATHS: [served, "/srv/models/m"],
+            "splits": ["train", "test"],
+        },
+    )
+    execution = store.put_execution("r", "push", "complete", {}, outputs={"pushed_model": pushed})
+    del store
+    os.rename(root, moved)
+    [got] = MetadataStore(str(moved)).artifacts_of(execution).values()
+    assert got.uri == str(moved / "artifacts" / "push" / "r" / "pushed_model")
+    assert got.properties == {
+        "destination": str(moved / "serving" / "m" / "1"),
+        artifacts.EXTERNAL_PATHS: [str(moved / "serving" / "m" / "1"), "/srv/models/m"],
+        "splits": ["train", "test"],
+    }
+
+
 def test_stage_lock_makes_the_second_holder_wait(tmp_path):
     waited = []
     first = locks.FileLock(str(tmp_path), "stage-x")
