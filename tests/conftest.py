@@ -16,8 +16,8 @@ import pytest
 import run_pipeline
 from pipeline.errors import EXIT_OK
 from tests.helpers import (
+    blessed_small_run,
     set_args,
-    small_run,
     synthetic_images,
     write_examples_artifact,
     write_idx,
@@ -107,12 +107,12 @@ def idx_dir(shared_tmp):
 
 @pytest.fixture(scope="session")
 def small_root(shared_tmp, idx_dir) -> Path:
-    """A root after one successful small run, r1 (tests.helpers.small_run on idx_dir, the
-    gate's ceiling lifted: blessed and pushed), made once for the session. Read only:
-    tests take a copy (tests.helpers.copy_root)."""
+    """A root after one successful small run, r1 (tests.helpers.blessed_small_run on
+    idx_dir: blessed and pushed), made once for the session. Read only: tests take a copy
+    (tests.helpers.copy_root)."""
 
     def build(root: Path) -> None:
-        settings = set_args(small_run(idx_dir, "gate.max_bce_excess=1.0"))
+        settings = set_args(blessed_small_run(idx_dir))
         args = ["run", "--root", str(root), "--run-id", "r1", *settings]
         assert run_pipeline.main(args) == EXIT_OK
 

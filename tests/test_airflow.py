@@ -19,7 +19,7 @@ import pytest
 import run_pipeline
 from pipeline.errors import EXIT_OK
 from pipeline.metadata import MetadataStore
-from tests.helpers import COMPONENTS, small_run, user_env
+from tests.helpers import COMPONENTS, blessed_small_run, user_env
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AIRFLOW = os.environ.get(
@@ -33,7 +33,7 @@ pytestmark = pytest.mark.slow
 
 
 def _settings(source) -> list[str]:
-    return small_run(source, "gate.max_bce_excess=1.0")
+    return blessed_small_run(source)
 
 
 @pytest.fixture(scope="module")

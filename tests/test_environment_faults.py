@@ -24,7 +24,7 @@ import pytest
 from pipeline import metadata
 from pipeline.errors import EXIT_ENVIRONMENT, EXIT_OK
 from run_pipeline import create_pipeline
-from tests.helpers import copy_root, set_args, small_run, user_env
+from tests.helpers import blessed_small_run, copy_root, set_args, user_env
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = sys.executable
@@ -45,7 +45,7 @@ needs_mounts = pytest.mark.skipif(
 
 def _run_args(root, idx, *extra) -> list[str]:
     """The command line of conftest's small_root run (there r1) on `root`."""
-    settings = set_args(small_run(idx, "gate.max_bce_excess=1.0"))
+    settings = set_args(blessed_small_run(idx))
     return [PY, "run_pipeline.py", "run", "--root", str(root), *settings, *extra]
 
 

@@ -23,10 +23,10 @@ from pipeline.metadata import MetadataStore
 from pipeline.views import Views
 from tests.helpers import (
     COMPONENTS,
+    blessed_small_run,
     copy_root,
     load_config,
     set_args,
-    small_run,
     synthetic_images,
     user_env,
     write_idx,
@@ -37,9 +37,8 @@ PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _args(root, run_id, source, *extra):
-    # synthetic images are far from Fashion-MNIST's ceiling: bless on comparison only
-    settings = small_run(source, "gate.max_bce_excess=1.0")
-    return ["run", "--root", str(root), "--run-id", run_id, *set_args(settings), *extra]
+    settings = set_args(blessed_small_run(source))
+    return ["run", "--root", str(root), "--run-id", run_id, *settings, *extra]
 
 
 def _summary(root, run_id):

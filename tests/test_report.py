@@ -26,6 +26,7 @@ from pipeline.errors import EXIT_DATA, EXIT_OK
 from pipeline.metadata import MetadataStore
 from pipeline.views import Decision, MainMetric, MetricTable, Row, Sweep, View, Views
 from tests.helpers import (
+    blessed_small_run,
     copy_root,
     set_args,
     small_run,
@@ -50,9 +51,8 @@ HEAVY = ("tensorflow", "keras", "apache_beam", "tensorflow_data_validation", "ma
 VIEWS = Views.of(run_pipeline.create_pipeline())
 
 
-def _run(root, run_id, source, *extra):
-    args = ["run", "--root", str(root), "--run-id", run_id, *set_args(small_run(source))]
-    return run_pipeline.main([*args, *extra])
+def _run(root, run_id, settings):
+    return run_pipeline.main(["run", "--root", str(root), "--run-id", run_id, *set_args(settings)])
 
 
 @pytest.fixture(scope="module")
@@ -67,9 +67,8 @@ def root(tmp_path_factory, idx_dir, small_root):
     images, labels = synthetic_images(120, 2)
     write_idx(drifted, "t10k", images, np.zeros_like(labels))
     copy_root(small_root, root)
-    bless = ("--set", "gate.max_bce_excess=1.0")
-    assert _run(root, "r2", idx_dir, *bless) == EXIT_OK
-    assert _run(root, "r3", drifted) == EXIT_DATA
+    assert _run(root, "r2", blessed_small_run(idx_dir)) == EXIT_OK
+    assert _run(root, "r3", small_run(drifted)) == EXIT_DATA
     # the runner wrote each run's page when it ended, whatever the outcome, and the index
     for run_id in ("r1", "r2", "r3"):
         assert os.path.exists(report.report_path(str(root), run_id)), run_id

@@ -15,13 +15,13 @@ import run_pipeline
 from pipeline import runner
 from pipeline.errors import EXIT_CONFIG, EXIT_DATA, EXIT_OK, EXIT_SKIPPED
 from pipeline.metadata import MetadataStore
-from tests.helpers import COMPONENTS, copy_root, set_args, small_run
+from tests.helpers import COMPONENTS, blessed_small_run, copy_root, set_args
 
 STAGES = list(COMPONENTS)
 
 
 def _settings(source) -> list[str]:
-    return set_args(small_run(source, "gate.max_bce_excess=1.0"))
+    return set_args(blessed_small_run(source))
 
 
 def _start(root, run_id, source, *extra) -> int:
