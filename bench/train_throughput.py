@@ -315,7 +315,7 @@ def main(argv=None) -> int:
         )
         channel = plan.component("train").inputs["examples"]
         examples = artifacts.load(
-            artifacts.EXAMPLES, upstream[channel.producer][channel.output].uri
+            artifacts.EXAMPLES, upstream[channel.producer][channel.output].uri, root
         )
         print(
             f"data: {examples.uri} {examples.properties.get('counts')} "

@@ -26,6 +26,9 @@ TMP_PREFIX = ".tmp-"
 # Key of `_artifact.json` (not an artifact property): the execution that made it, for
 # rebuilding ML Metadata from the files (pipeline/recovery.py).
 EXECUTION_RECORD = "execution"
+# Key of `_artifact.json` and of an ML Metadata artifact: which properties hold paths inside
+# the root, stored relative to it (as the uri is) so a moved or copied root names its own files.
+ROOT_RELATIVE = "root_relative_properties"
 
 # Artifact types, named as TFX names them.
 EXAMPLES = "Examples"
@@ -68,6 +71,42 @@ def relative_uri(root: str, uri: str) -> str:
     artifacts, so a moved root keeps its lineage); others as they are."""
     prefix = root.rstrip("/") + "/"
     return uri[len(prefix) :] if uri.startswith(prefix) else uri
+
+
+def absolute_uri(root: str, uri: str) -> str:
+    """The inverse of relative_uri."""
+    return uri if uri.startswith("/") or "://" in uri else posixpath.join(root, uri)
+
+
+def relative_properties(root: str, properties: dict[str, Any]) -> dict[str, Any]:
+    """`properties` as stored: each path inside the root (a string or a list of strings)
+    relative to it, and those keys listed under ROOT_RELATIVE."""
+    stored: dict[str, Any] = {}
+    relative = []
+    for k, v in properties.items():
+        if isinstance(v, str):
+            stored[k] = relative_uri(root, v)
+        elif isinstance(v, list) and all(isinstance(x, str) for x in v):
+            stored[k] = [relative_uri(root, x) for x in v]
+        else:
+            stored[k] = v
+        if stored[k] != v:
+            relative.append(k)
+    if relative:
+        stored[ROOT_RELATIVE] = relative
+    return stored
+
+
+def absolute_properties(root: str, stored: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of relative_properties: the keys under ROOT_RELATIVE made absolute again
+    under `root` (records written before that key keep their absolute paths)."""
+    properties = dict(stored)
+    for k in properties.pop(ROOT_RELATIVE, ()):
+        v = properties[k]
+        properties[k] = (
+            [absolute_uri(root, x) for x in v] if isinstance(v, list) else absolute_uri(root, v)
+        )
+    return properties
 
 
 def _remote(uri: str) -> bool:
@@ -141,24 +180,23 @@ def discard(tmp_uri: str) -> None:
         shutil.rmtree(tmp_uri, ignore_errors=True)
 
 
-def read_record(uri: str) -> dict[str, Any]:
-    """`_artifact.json` as written: the properties and, under EXECUTION_RECORD, what made
-    the artifact (absent for artifacts older than that key); {} without the file."""
+def read_record(uri: str, root: str) -> dict[str, Any]:
+    """`_artifact.json`: the properties (paths inside the root absolute under `root`) and,
+    under EXECUTION_RECORD, what made the artifact (absent for artifacts older than that
+    key); {} without the file."""
     path = posixpath.join(uri, "_artifact.json")
     if not exists(path):
         return {}
     with _gfile().GFile(path) if _remote(path) else open(path) as f:
-        return json.load(f)
+        return absolute_properties(root, json.load(f))
 
 
-def read_properties(uri: str) -> dict[str, Any]:
-    props = read_record(uri)
-    props.pop(EXECUTION_RECORD, None)
-    return props
-
-
-def load(type_: str, uri: str) -> Artifact:
-    """An existing committed artifact directory, e.g. for running a component alone."""
+def load(type_: str, uri: str, root: str = "") -> Artifact:
+    """An existing committed artifact directory, e.g. for running a component alone; its
+    properties' paths inside the root are made absolute under `root` (the pipeline root it
+    is in; "" for a directory written outside one, read as written)."""
     if not is_committed(uri):
         raise FileNotFoundError(f"not a committed artifact (no {COMMIT_MARKER}): {uri}")
-    return Artifact(type=type_, uri=uri, properties=read_properties(uri))
+    props = read_record(uri, root)
+    props.pop(EXECUTION_RECORD, None)
+    return Artifact(type=type_, uri=uri, properties=props)

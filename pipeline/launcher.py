@@ -304,8 +304,9 @@ def _commit(
                 "run_id": a.run.run_id,
             }
         )
+        stored = artifacts.relative_properties(a.run.root, props)
         artifacts.commit(
-            tmp, final, {**props, "type": outputs[k].type, artifacts.EXECUTION_RECORD: execution}
+            tmp, final, {**stored, "type": outputs[k].type, artifacts.EXECUTION_RECORD: execution}
         )
         committed[k] = Artifact(type=outputs[k].type, uri=final, properties=props)
     return committed

@@ -28,7 +28,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import posixpath
 import sqlite3
 import time
 from collections.abc import Callable
@@ -39,16 +38,21 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2 as pb
 
 from pipeline import locks
-from pipeline.artifacts import BLESSING, COMMIT_MARKER, Artifact, relative_uri
+from pipeline.artifacts import (
+    BLESSING,
+    COMMIT_MARKER,
+    Artifact,
+    absolute_properties,
+    absolute_uri,
+    relative_properties,
+    relative_uri,
+)
 from pipeline.errors import EnvironmentFailure
 
 PIPELINE_NAME = "ae_pipeline"
 RUN_CONTEXT = "pipeline_run"
 PIPELINE_CONTEXT = "pipeline"
 DB_FILE = "metadata.sqlite"
-# An artifact's properties that hold paths inside the root, stored relative to it (as its
-# uri is) so that a moved or copied root's records name its own files, not the old ones.
-ROOT_RELATIVE = "root_relative_properties"
 WRITE_RETRY_S = 120.0
 BACKUP_DIR = "backups"
 KEEP_BACKUPS = 5
@@ -235,16 +239,8 @@ class MetadataStore:
     def _relative(self, uri: str) -> str:
         return relative_uri(self.root, uri)
 
-    def _relative_paths(self, value: Any) -> Any:
-        """A property's paths inside the root (a string or a list of strings), relative."""
-        if isinstance(value, str):
-            return self._relative(value)
-        if isinstance(value, list) and all(isinstance(v, str) for v in value):
-            return [self._relative(v) for v in value]
-        return value
-
     def absolute(self, uri: str) -> str:
-        return uri if uri.startswith("/") or "://" in uri else posixpath.join(self.root, uri)
+        return absolute_uri(self.root, uri)
 
     # -- types ---------------------------------------------------------------------
     def _type_id(self, kind: str, name: str) -> int:
@@ -336,14 +332,8 @@ class MetadataStore:
                 uri=self._relative(a.uri),
                 state=pb.Artifact.LIVE,
             )
-            relative = []  # paths inside the root are stored relative, like the uri
-            for k, v in a.properties.items():
-                stored = self._relative_paths(v)
-                if stored != v:
-                    relative.append(k)
-                _set(proto.custom_properties, k, stored)
-            if relative:
-                _set(proto.custom_properties, ROOT_RELATIVE, relative)
+            for k, v in relative_properties(self.root, a.properties).items():
+                _set(proto.custom_properties, k, v)
         event = pb.Event(type=event_type)
         event.path.steps.add().key = key
         return proto, event
@@ -459,10 +449,7 @@ class MetadataStore:
         return {e.path.steps[0].key: self._artifact(by_id[e.artifact_id], types) for e in events}
 
     def _artifact(self, proto: pb.Artifact, types: dict[int, str]) -> Artifact:
-        properties = _props(proto)
-        for k in properties.pop(ROOT_RELATIVE, ()):
-            v = properties[k]
-            properties[k] = list(map(self.absolute, v)) if isinstance(v, list) else self.absolute(v)
+        properties = absolute_properties(self.root, _props(proto))
         uri = self.absolute(proto.uri)
         return Artifact(type=types[proto.type_id], uri=uri, id=proto.id, properties=properties)
 

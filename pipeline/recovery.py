@@ -87,7 +87,7 @@ def rebuild(store: MetadataStore) -> tuple[list[str], int]:
     for uri in committed_artifacts(store.root):
         if store.artifact_by_uri(uri) is not None:
             continue
-        props = artifacts.read_record(uri)
+        props = artifacts.read_record(uri, store.root)
         record = props.pop(artifacts.EXECUTION_RECORD, None) or {}
         stage, run_id, key = uri.split(os.sep)[-3:]
         found.append(

@@ -156,6 +156,12 @@ def test_a_damaged_or_lost_store_is_reported_then_recovered(
     runs = json.loads(_cli("runs", "--root", root, "--json").stdout)
     assert [r["run_id"] for r in runs] == [run_id]
     assert runs[0]["status"] == ("succeeded" if backup else "recovered")
+    # The root is a copy: the push record names the copy's serving directory, whether it
+    # came from the backup or was rebuilt from the artifacts' _artifact.json.
+    pushed = os.path.join(root, "artifacts", "push", run_id, "pushed_model")
+    found = metadata.MetadataStore(str(root)).artifact_by_uri(pushed)
+    assert found is not None
+    assert found[0].properties["destination"].startswith(os.path.join(root, "serving") + os.sep)
 
     # The cache came back: the same command reuses every stage, and lineage is whole.
     done = _cli(*_run_args(root, idx)[2:])
