@@ -1,5 +1,6 @@
-"""What the probe recorded, summed: per xdist worker its busy time, gaps and last cases;
-per test module the summed case times; the child processes' CPU by test and by kind.
+"""What the probe recorded, summed: per xdist worker its cases, busy time and gaps; per
+test module the summed case times; how many processes imported TensorFlow; the child
+processes' CPU, per test case.
 
     rm -rf /tmp/suite-probe
     PYTHONPATH=$PWD/bench/suite_probe .venv/bin/python -m pytest -q -p no:cacheprovider \\
