@@ -22,7 +22,6 @@ checkpoints, no export): bench/novelty.py measures the product itself.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import statistics
 import sys
@@ -36,19 +35,17 @@ FIT = 10000  # train codes the latent density is fitted on (novelty.fit_examples
 
 
 def read_idx(directory: str, split: str):
-    import numpy as np
+    """A split as float32 images [n,28,28,1] in [0, 1] and int64 labels, read and checked
+    by ingest's own IDX reader and normalized by transform's function."""
+    import tempfile
 
-    from components.ingest.sources import idx_paths
+    from components.ingest.sources import stage_idx
+    from components.preprocessing import normalize
 
-    images_path, labels_path = idx_paths(directory, split)
-
-    def payload(path, offset):
-        opener = gzip.open if path.endswith(".gz") else open
-        with opener(path, "rb") as f:
-            return np.frombuffer(f.read(), np.uint8, offset=offset)
-
-    images = payload(images_path, 16).reshape(-1, 28, 28, 1).astype(np.float32) / 255.0
-    return images, payload(labels_path, 8).astype(np.int64)
+    with tempfile.TemporaryDirectory() as scratch:  # where gzipped files are unpacked
+        staged = stage_idx(directory, split, scratch)
+        pixels, labels = staged.read(0, staged.count)
+    return normalize(pixels).reshape(-1, 28, 28, 1), labels
 
 
 def auroc(scores, novel) -> float:
