@@ -353,6 +353,20 @@ class Heartbeat(threading.Thread):
         self.stopped = threading.Event()
         self.main = threading.get_ident()  # the thread running the run
         self._stopping = threading.Lock()  # no StopRun once the run has ended
+        self.lost: type[StopRun] | None = None  # the StopRun sent to the main thread
+
+    def check(self) -> None:
+        """In the main thread, after the work: no StopRun is sent from now on, and the one
+        sent already, if any, is raised here (a pending one withdrawn first). An exception
+        sent to another thread can land inside code that catches it and carries on, and
+        the run must not end as succeeded when its liveness could not be recorded."""
+        with self._stopping:
+            self.stopped.set()
+            lost = self.lost
+        if lost is not None:
+            # NULL withdraws an exception sent but not yet raised in this thread
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.main), None)
+            raise lost
 
     def stop(self) -> None:
         with self._stopping:
@@ -375,6 +389,7 @@ class Heartbeat(threading.Thread):
             stop = type("HeartbeatLost", (StopRun,), {"reason": failure})
             with self._stopping:
                 if not self.stopped.is_set():
+                    self.lost = stop
                     ctypes.pythonapi.PyThreadState_SetAsyncExc(
                         ctypes.c_ulong(self.main), ctypes.py_object(stop)
                     )
@@ -471,6 +486,7 @@ def run(
         with Scratch(scratch_dir(root, run_id)):
             summary.write(store, run_id, views)
             _execute(store, p, components, ctx)
+        heartbeat.check()
     except BaseException as exc:
         heartbeat.stop()
         fail(store, run_id, views, exc)

@@ -117,6 +117,7 @@ def run_stage(components: list[Component], root: str, run_id: str, stage: str) -
         )
         with Scratch(os.path.join(scratch_dir(root, run_id), stage)):
             launch(component, p.params[stage], inputs, ctx)
+        heartbeat.check()
     except BaseException as exc:
         heartbeat.stop()
         with locks.held(root, f"run-{run_id}-end"):

@@ -21,8 +21,8 @@ import time
 
 import pytest
 
-from pipeline import metadata
-from pipeline.errors import EXIT_ENVIRONMENT, EXIT_OK
+from pipeline import metadata, runner
+from pipeline.errors import EXIT_ENVIRONMENT, EXIT_OK, EnvironmentFailure, StopRun
 from run_pipeline import create_pipeline
 from tests.helpers import blessed_small_run, copy_root, set_args, user_env
 
@@ -304,6 +304,37 @@ def test_a_heartbeat_that_cannot_be_written_stops_the_run_cleanly(base_root, tmp
         if json.load(open(p))["status"] == "failed"
     ]
     assert view["exit_code"] == EXIT_ENVIRONMENT and view["error"]["kind"] == "environment"
+
+
+def test_a_lost_heartbeat_swallowed_by_the_work_still_stops_the_run(tmp_path, monkeypatch):
+    """The heartbeat's StopRun is sent to the main thread, where code that catches it can
+    carry on (once seen in CI: a whole run then succeeded without its liveness recorded).
+    check(), called after the work, raises it there."""
+    root = str(tmp_path)
+    metadata.MetadataStore(root)  # an empty store for the heartbeat's own connection
+
+    def update_run(self, run_id, **properties):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(metadata.MetadataStore, "update_run", update_run)
+    monkeypatch.setattr(runner, "HEARTBEAT_S", 0.01)
+    heartbeat = runner.Heartbeat(root, "r1")
+    swallowed = False
+    heartbeat.start()
+    deadline = time.time() + 30
+    while not swallowed and time.time() < deadline:
+        try:
+            time.sleep(0.01)
+        except StopRun:  # what a library's broad handler does with it
+            swallowed = True
+    assert swallowed, "the heartbeat never failed"
+    with pytest.raises(StopRun) as raised:
+        heartbeat.check()
+    assert isinstance(raised.value.reason, EnvironmentFailure)
+    assert "no space left on device" in str(raised.value.reason).lower()
+    heartbeat.join(5)
+    with pytest.raises(StopRun):
+        heartbeat.check()  # the loss stays recorded
 
 
 # -- litter ------------------------------------------------------------------------------------
